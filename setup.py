@@ -1,0 +1,23 @@
+"""video_ssl: self-supervised video representation learning (TF 2 / Keras 3)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="video_ssl",
+    version="0.1.0",
+    description="rho-MoCo/BYOL/SimCLR/SwAV, CoCLR and BraVe in TensorFlow 2 / Keras 3",
+    packages=find_packages(include=["video_ssl", "video_ssl.*", "tfrecords_tools", "tfrecords_tools.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.10,<4",
+        "gin-config>=0.5,<0.6",
+        "librosa>=0.10,<0.12",
+        "av>=12,<19",
+        "opencv-contrib-python-headless>=4.9,<5",
+        "numpy>=1.26,<3",
+        "scikit-learn>=1.4,<2",
+        "tqdm>=4.60,<5",
+        "pillow>=10",
+    ],
+    extras_require={"test": ["pytest>=8", "scikit-video>=1.1.11"]},
+)

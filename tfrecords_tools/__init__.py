@@ -1,0 +1,1 @@
+"""Command-line tools: video files -> TFRecord shards, inspection, demo data."""

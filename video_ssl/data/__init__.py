@@ -1,0 +1,1 @@
+"""Data layer: schema, temporal sampling, decoding, augmentation, audio, flow, demo data."""

@@ -1,0 +1,1 @@
+"""Self-supervised objectives; each composes data and models."""
