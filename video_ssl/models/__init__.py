@@ -1,0 +1,2 @@
+"""Models: video/audio backbones (registry) and heads. Know nothing of methods."""
+from video_ssl.models.backbones import available_backbones, build_backbone  # noqa: F401
