@@ -65,11 +65,11 @@ def conv2d(x, filters: int, kernel, strides=1, *, name: str, use_bias: bool = Fa
 
 
 def max_pool3d(x, pool, strides, *, name: str):
-    """MaxPool3D with symmetric padding as PyTorch's MaxPool3d(padding=(k-1)//2)."""
+    """MaxPool3D padded symmetrically like PyTorch's MaxPool3d(padding=(k-1)//2).
+
+    Zero padding equals PyTorch's -inf padding because every pool here follows a ReLU.
+    """
     pool, strides, pads = _pads(pool, strides, 3)
     if any(sum(p) for p in pads):
-        # Pad with a very negative value so padding never wins the max.
-        x = keras.layers.Lambda(
-            lambda t: keras.ops.pad(t, ((0, 0),) + pads + ((0, 0),), constant_values=-1e9),
-            name=f"{name}_pad")(x)
+        x = keras.layers.ZeroPadding3D(pads, name=f"{name}_pad")(x)
     return keras.layers.MaxPool3D(pool, strides, padding="valid", name=name)(x)
