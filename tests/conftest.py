@@ -1,4 +1,4 @@
-"""Shared test set-up: quiet, deterministic TensorFlow on few threads."""
+"""Shared test set-up: quiet TensorFlow, 2 logical CPU devices, seeded randomness."""
 import os
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -6,6 +6,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# MirroredStrategy tests need two devices; logical devices must be configured before
+# TensorFlow initializes its runtime, so this happens once, at import.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 
 def pytest_configure(config):
