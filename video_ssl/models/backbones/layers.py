@@ -73,3 +73,67 @@ def max_pool3d(x, pool, strides, *, name: str):
     if any(sum(p) for p in pads):
         x = keras.layers.ZeroPadding3D(pads, name=f"{name}_pad")(x)
     return keras.layers.MaxPool3D(pool, strides, padding="valid", name=name)(x)
+
+
+def conv_bn(x, filters: int, kernel, strides=1, *, norm: Norm, name: str, relu: bool = True):
+    """`conv3d` -> BatchNorm (`{name}_bn`) -> optional ReLU (`{name}_relu`)."""
+    x = norm(conv3d(x, filters, kernel, strides, name=name), name=f"{name}_bn")
+    return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def video_input(input_shape, input_channels: int, *, name: str = "video"):
+    """`keras.Input` for (T, H, W, C) clips; `input_shape` defaults to (None, None, None, C)."""
+    shape = tuple(input_shape) if input_shape is not None else (None, None, None, input_channels)
+    if len(shape) != 4 or shape[-1] != input_channels:
+        raise ValueError(f"input_shape {shape}: expected (T, H, W, {input_channels}) "
+                         f"matching input_channels={input_channels}")
+    return keras.Input(shape=shape, name=name)
+
+
+def preact_bottleneck2d(x, channels: int, stride: int, *, norm: Norm, name: str,
+                        shift=None):
+    """ResNet v2 bottleneck (He et al. 2016, "Identity Mappings") as in BraVe's Haiku code.
+
+    BN -> ReLU pre-activation feeds both a 1×1 projection shortcut (only when the shape
+    changes) and the branch 1×1 -> BN-ReLU -> 3×3 (strided) -> BN-ReLU -> 1×1 with
+    `channels // 4` inner width. 'same' padding, as the TensorFlow/Haiku reference pads.
+    `shift`, if given, maps the pre-activation before the branch's first conv (TSM).
+    """
+    preact = keras.layers.ReLU(name=f"{name}_preact_relu")(norm(x, name=f"{name}_preact_bn"))
+    shortcut = x
+    if x.shape[-1] != channels or stride != 1:
+        shortcut = conv2d(preact, channels, 1, stride, name=f"{name}_proj")
+    y = shift(preact) if shift is not None else preact
+    y = conv2d(y, channels // 4, 1, name=f"{name}_a")
+    y = keras.layers.ReLU(name=f"{name}_a_relu")(norm(y, name=f"{name}_a_bn"))
+    y = keras.layers.Conv2D(channels // 4, 3, stride, padding="same", use_bias=False,
+                            kernel_initializer=HE_NORMAL, name=f"{name}_b")(y)
+    y = keras.layers.ReLU(name=f"{name}_b_relu")(norm(y, name=f"{name}_b_bn"))
+    y = conv2d(y, channels, 1, name=f"{name}_c")
+    return keras.layers.Add(name=f"{name}_add")([shortcut, y])
+
+
+def resnet50_v2_2d(x, *, width_multiplier: float, norm: Norm, make_shift=None) -> dict:
+    """ResNet-50 v2 trunk of BraVe's TSM and audio backbones, on (N, H, W, C) images.
+
+    Stem 7×7/2 conv (no BN: v2 normalizes inside the blocks) -> 3×3/2 max-pool ('same',
+    as the reference) -> bottleneck stages [3, 4, 6, 3] of width 256..2048 × multiplier,
+    strides 1, 2, 2, 2 -> final BN -> ReLU. Returns the maps "conv1", "res2".."res5"
+    (res5 after the final BN-ReLU). `make_shift(block_name)`, if given, builds each
+    block's `shift` (see `preact_bottleneck2d`).
+    """
+    x = keras.layers.Conv2D(width(64, width_multiplier), 7, 2, padding="same", use_bias=False,
+                            kernel_initializer=HE_NORMAL, name="conv1")(x)
+    endpoints = {"conv1": x}
+    x = keras.layers.MaxPool2D(3, 2, padding="same", name="pool1")(x)
+    for stage, (blocks, channels, stride) in enumerate(
+            zip((3, 4, 6, 3), (256, 512, 1024, 2048), (1, 2, 2, 2)), start=2):
+        for index in range(blocks):
+            name = f"res{stage}_{index}"
+            x = preact_bottleneck2d(
+                x, width(channels, width_multiplier, divisor=4), stride if index == 0 else 1,
+                norm=norm, name=name, shift=make_shift(name) if make_shift else None)
+        endpoints[f"res{stage}"] = x
+    x = norm(x, name="final_bn")
+    endpoints["res5"] = keras.layers.ReLU(name="final_relu")(x)
+    return endpoints
