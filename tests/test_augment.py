@@ -1,0 +1,208 @@
+"""Clip augmentations: shapes, ranges, per-clip consistency, seeding, crop geometry."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from video_ssl.data import augment
+
+SEEDS = [tf.constant([s, 7], tf.int32) for s in range(40)]
+
+
+@pytest.fixture(scope="module")
+def clip():
+    """A random (4, 32, 32, 3) clip in [0, 1]."""
+    return tf.random.stateless_uniform([4, 32, 32, 3], seed=[1, 2])
+
+
+@pytest.fixture(scope="module")
+def static_clip():
+    """Four identical random frames."""
+    frame = tf.random.stateless_uniform([1, 32, 32, 3], seed=[3, 4])
+    return tf.tile(frame, [4, 1, 1, 1])
+
+
+ALL_ON = dict(flip_prob=1.0, color_jitter_prob=1.0, grayscale_prob=1.0, blur_prob=1.0)
+
+
+def test_augment_clip_shape_and_normalized_range(clip):
+    out = augment.augment_clip(clip, SEEDS[0], normalize=False, **ALL_ON)
+    assert out.shape == clip.shape and out.dtype == tf.float32
+    assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1.0
+    normalized = augment.augment_clip(clip, SEEDS[0], **ALL_ON)
+    np.testing.assert_allclose(normalized, (out - 0.45) / 0.225, atol=1e-5)
+
+
+def test_augment_clip_is_temporally_consistent(static_clip):
+    for seed in SEEDS[:4]:
+        out = augment.augment_clip(static_clip, seed, random_conv=True, **ALL_ON).numpy()
+        for t in range(1, 4):
+            np.testing.assert_allclose(out[t], out[0], atol=1e-6)
+
+
+def test_same_seed_same_clip_different_seed_different_clip(clip):
+    a = augment.augment_clip(clip, SEEDS[1])
+    b = augment.augment_clip(clip, SEEDS[1])
+    np.testing.assert_array_equal(a, b)
+    outputs = [augment.augment_clip(clip, s).numpy() for s in SEEDS[:6]]
+    assert all(not np.allclose(outputs[0], o) for o in outputs[1:])
+
+
+def test_augment_clip_works_inside_tf_data(clip):
+    ds = tf.data.Dataset.from_tensors(clip).repeat(2).enumerate().map(
+        lambda i, c: augment.augment_clip(c, tf.stack([i, tf.constant(5, tf.int64)])))
+    first, second = [c.numpy() for c in ds]
+    assert first.shape == (4, 32, 32, 3) and not np.allclose(first, second)
+
+
+def test_random_resized_crop_box_in_image_with_area_and_aspect_in_range():
+    for image_hw in [(240, 320), (320, 240), (64, 64)]:
+        height, width = image_hw
+        for seed in SEEDS:
+            y, x, h, w = augment.random_resized_crop_box(image_hw, seed).numpy()
+            assert 0 <= y and y + h <= height and 0 <= x and x + w <= width
+            area = h * w / (height * width)
+            assert 0.2 - 0.02 <= area <= 0.766 + 0.02
+            assert 3 / 4 - 0.05 <= w / h <= 4 / 3 + 0.05
+
+
+def test_random_resized_crop_box_falls_back_to_centre_crop():
+    # A 10x100 strip holds no crop of >= 90% of its area with aspect in [3/4, 4/3]:
+    # the fallback is the widest allowed centre crop, 10 x round(10 * 4/3).
+    box = augment.random_resized_crop_box((10, 100), SEEDS[0], area_range=(0.9, 1.0))
+    np.testing.assert_array_equal(box, [0, 43, 10, 13])
+
+
+def test_random_resized_crop_box_decodes_with_decode_and_crop_jpeg():
+    image = tf.cast(tf.random.stateless_uniform([48, 64, 3], [0, 1]) * 255, tf.uint8)
+    box = augment.random_resized_crop_box((48, 64), SEEDS[3])
+    cropped = tf.image.decode_and_crop_jpeg(tf.io.encode_jpeg(image), box)
+    assert cropped.shape[:2] == tuple(box.numpy()[2:])
+
+
+def test_scale_jitter_crop_box_square_inside_with_jittered_scale():
+    sides = set()
+    for seed in SEEDS:
+        y, x, h, w = augment.scale_jitter_crop_box((240, 320), seed, crop_size=224).numpy()
+        assert h == w and 0 <= y and y + h <= 240 and 0 <= x and x + w <= 320
+        # Short side 240 resized to S in [256, 320]: the square is 224 * 240 / S.
+        assert round(224 * 240 / 320) <= h <= round(224 * 240 / 256)
+        sides.add(h)
+    assert len(sides) > 3
+
+
+def test_center_three_and_ten_crop_positions():
+    y, x, h, w = augment.center_crop_box((240, 320), crop_size=224, short_side=256).numpy()
+    assert h == w == 210 and (y, x) == (15, 55)
+    three = augment.three_crop_boxes((240, 320), crop_size=240, short_side=240).numpy()
+    np.testing.assert_array_equal(three[:, 0], [0, 0, 0])
+    np.testing.assert_array_equal(three[:, 1], [0, 40, 80])
+    portrait = augment.three_crop_boxes((320, 240), crop_size=240, short_side=240).numpy()
+    np.testing.assert_array_equal(portrait[:, 0], [0, 40, 80])
+    np.testing.assert_array_equal(portrait[:, 1], [0, 0, 0])
+    boxes, flips = augment.ten_crop_boxes((240, 320), crop_size=200, short_side=240)
+    boxes = boxes.numpy()
+    np.testing.assert_array_equal(boxes[:5, :2], [[0, 0], [0, 120], [40, 0], [40, 120], [20, 60]])
+    np.testing.assert_array_equal(boxes[5:], boxes[:5])
+    assert (boxes[:, 2:] == 200).all()
+    np.testing.assert_array_equal(flips, [False] * 5 + [True] * 5)
+
+
+def test_crop_and_resize_clip(clip):
+    out = augment.crop_and_resize_clip(clip, [4, 8, 16, 16], 16)
+    np.testing.assert_allclose(out, clip[:, 4:20, 8:24], atol=1e-6)
+    assert augment.crop_and_resize_clip(clip, [0, 0, 20, 10], (8, 6)).shape == (4, 8, 6, 3)
+
+
+def test_flip_of_flow_mirrors_and_negates_dx_with_the_rgb_decision(clip):
+    flow = tf.random.stateless_normal([4, 32, 32, 2], [5, 6])
+    flipped = augment.flip_left_right(flow, SEEDS[0], prob=1.0, is_flow=True).numpy()
+    np.testing.assert_allclose(flipped[..., 0], -flow.numpy()[:, :, ::-1, 0])
+    np.testing.assert_allclose(flipped[..., 1], flow.numpy()[:, :, ::-1, 1])
+    decisions = set()
+    for seed in SEEDS[:10]:
+        rgb = augment.augment_clip(clip, seed, color_jitter_prob=0.0, grayscale_prob=0.0,
+                                   blur_prob=0.0, normalize=False)
+        rgb_flipped = not np.allclose(rgb, clip)
+        paired = augment.augment_clip(flow, seed, is_flow=True)
+        assert np.allclose(paired, augment.flip_clip(flow, is_flow=True)) == rgb_flipped
+        assert np.allclose(paired, flow) != rgb_flipped
+        decisions.add(rgb_flipped)
+    assert decisions == {True, False}
+
+
+def test_augment_clip_rejects_wrong_shapes(clip):
+    with pytest.raises(ValueError, match=r"\(T, H, W, 2\) flow clip"):
+        augment.augment_clip(clip, SEEDS[0], is_flow=True)
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\) RGB clip"):
+        augment.augment_clip(clip[0], SEEDS[0])
+
+
+def test_color_jitter_changes_clip_within_range(clip):
+    out = augment.color_jitter(clip, SEEDS[0], prob=1.0)
+    assert out.shape == clip.shape and not np.allclose(out, clip)
+    assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1.0
+    fixed = augment.color_jitter(clip, SEEDS[0], prob=1.0, random_order=False)
+    assert fixed.shape == clip.shape
+    np.testing.assert_array_equal(augment.color_jitter(clip, SEEDS[0], prob=0.0), clip)
+
+
+def test_grayscale_gives_equal_channels(clip):
+    out = augment.random_grayscale(clip, SEEDS[0], prob=1.0).numpy()
+    np.testing.assert_allclose(out[..., 0], out[..., 1])
+    np.testing.assert_allclose(out[..., 0], out[..., 2])
+
+
+def test_gaussian_blur_smooths_and_keeps_constant_images(clip):
+    blurred = augment.gaussian_blur(clip, SEEDS[0], prob=1.0, sigma_range=(1.5, 2.0),
+                                    kernel_size=5)
+    assert blurred.shape == clip.shape
+    assert float(tf.math.reduce_std(blurred)) < float(tf.math.reduce_std(clip))
+    flat = tf.fill([2, 16, 16, 3], 0.3)
+    np.testing.assert_allclose(augment.gaussian_blur(flat, SEEDS[1], prob=1.0), flat, atol=1e-6)
+    with pytest.raises(ValueError, match="padding"):
+        augment.gaussian_blur(clip, SEEDS[0], prob=1.0, padding="ZERO")
+
+
+def test_temporal_difference(static_clip, clip):
+    static = augment.temporal_difference(static_clip, SEEDS[0], prob=1.0)
+    assert static.shape == static_clip.shape
+    np.testing.assert_allclose(static, 0.0, atol=1e-6)
+    moving = augment.temporal_difference(clip, SEEDS[0], prob=1.0).numpy()
+    gray = tf.image.rgb_to_grayscale(clip).numpy()[..., 0]
+    np.testing.assert_allclose(moving[:3, ..., 2], gray[1:] - gray[:-1], atol=1e-5)
+    np.testing.assert_allclose(moving[3], 0.0)
+
+
+def _kernel_support(seed) -> int:
+    impulse = np.zeros([1, 23, 23, 3], np.float32)
+    impulse[0, 11, 11, :] = 1.0
+    out = augment.random_convolution(tf.constant(impulse), seed).numpy()
+    columns = np.nonzero(np.abs(out[0]).sum(axis=(0, 2)))[0]
+    return int(columns.max() - columns.min() + 1)
+
+
+def test_random_convolution_kernel_size_varies_and_shape_kept(static_clip):
+    sizes = {_kernel_support(seed) for seed in SEEDS[:12]}
+    assert sizes <= {1, 3, 5, 7, 9, 11} and len(sizes) >= 3
+    out = augment.random_convolution(static_clip, SEEDS[0]).numpy()
+    assert out.shape == static_clip.shape
+    for t in range(1, 4):
+        np.testing.assert_allclose(out[t], out[0], atol=1e-6)
+    other = augment.random_convolution(static_clip, SEEDS[1]).numpy()
+    assert not np.allclose(out, other)
+
+
+def test_random_convolution_weights_are_he_normal():
+    # A 1x1 kernel maps a constant image to constant = sum of weights per output channel.
+    weights = []
+    ones = tf.ones([1, 1, 1, 3])
+    for s in range(300):
+        out = augment.random_convolution(ones, tf.constant([s, 1]), kernel_sizes=(1,))
+        weights.append(out.numpy().ravel())
+    # Each output is a sum of 3 weights of std sqrt(2/3): std sqrt(2).
+    assert abs(np.std(np.concatenate(weights)) - np.sqrt(2.0)) < 0.15
+
+
+def test_normalize_per_channel(clip):
+    out = augment.normalize(clip, mean=[0.4, 0.5, 0.6], std=[0.2, 0.25, 0.3]).numpy()
+    np.testing.assert_allclose(out[..., 2], (clip.numpy()[..., 2] - 0.6) / 0.3, rtol=1e-5)
