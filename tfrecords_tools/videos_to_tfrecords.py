@@ -203,7 +203,7 @@ def convert(entries: list[VideoEntry], prefix: str, *, num_shards: int, num_work
                         video.frames, label=label, label_text=label_text, filename=entry.name,
                         frame_rate=video.frame_rate, height=video.height, width=video.width,
                         waveform=video.waveform, sample_rate=video.sample_rate)
-                    writer.write(example.SerializeToString())
+                    writer.write(example.SerializeToString(deterministic=True))
                     summary.written += 1
             os.replace(shard_name + ".tmp", shard_name)
     return summary

@@ -22,7 +22,10 @@ def quantize_flow(flow: np.ndarray, bound: float) -> np.ndarray:
 def encode_flow_jpeg(flow: np.ndarray, bound: float, quality: int = 95) -> bytes:
     """(H, W, 2) float pixels -> JPEG bytes in the schema's layout."""
     rgb = quantize_flow(flow, bound)
-    ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    # Full-resolution chroma (4:4:4): the default 4:2:0 smears dx/dy across object edges.
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality),
+              cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], params)
     if not ok:
         raise ValueError(f"could not JPEG-encode a flow frame of shape {flow.shape}")
     return buf.tobytes()
