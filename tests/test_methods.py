@@ -1,0 +1,251 @@
+"""ρMoCo/ρBYOL/ρSimCLR/ρSwAV train on tiny shapes, single-device and mirrored."""
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from video_ssl import optim
+from video_ssl.losses import sinkhorn
+from video_ssl.methods.byol import BYOL
+from video_ssl.methods.moco import MoCo
+from video_ssl.methods.simclr import SimCLR
+from video_ssl.methods.swav import SwAV
+from video_ssl.models.heads import Prototypes, mlp_head
+
+BATCH, FRAMES, SIZE, TOTAL_STEPS = 4, 4, 32, 10
+SMALL = dict(hidden_dim=16, embedding_dim=8)
+METHODS = {
+    "moco": lambda **kw: MoCo(queue_size=64, **SMALL, **kw),
+    "byol": lambda **kw: BYOL(**SMALL, **kw),
+    "simclr": lambda **kw: SimCLR(**SMALL, **kw),
+    "swav": lambda **kw: SwAV(num_prototypes=10, freeze_prototypes_steps=1, **SMALL, **kw),
+}
+
+
+def tiny_backbone(synchronized_bn: bool = False) -> keras.Model:
+    """Same contract as the registry backbones, (B, T, H, W, 3) -> (B, D), but tiny."""
+    inputs = keras.Input((FRAMES, SIZE, SIZE, 3))
+    x = keras.layers.Conv3D(8, 3, strides=2, use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization(synchronized=synchronized_bn)(x)
+    x = keras.layers.GlobalAveragePooling3D()(keras.layers.ReLU()(x))
+    return keras.Model(inputs, x)
+
+
+def make_method(name, rho, strategy=None, eager=False, **kwargs):
+    """A tiny method; `eager` skips graph tracing, which dominates the cost at this size."""
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        method = METHODS[name](backbone=tiny_backbone(name in ("byol", "simclr", "swav")),
+                               rho=rho, total_steps=TOTAL_STEPS, **kwargs)
+        method.compile(optimizer=optim.build_optimizer(
+            "sgd" if name == "moco" else "lars", base_learning_rate=0.4,
+            global_batch_size=BATCH, total_steps=TOTAL_STEPS, weight_decay=1e-4),
+            jit_compile=False, run_eagerly=eager)
+    return method
+
+
+def make_batch(num_clips, seed=0):
+    rgb = tf.random.stateless_normal((BATCH, num_clips, FRAMES, SIZE, SIZE, 3), seed=[seed, 1])
+    return {"rgb": rgb, "label": tf.zeros((BATCH,), tf.int32)}
+
+
+def fit_one_step(method, batch):
+    history = method.fit(tf.data.Dataset.from_tensors(batch).repeat(), epochs=1,
+                         steps_per_epoch=1, verbose=0, shuffle=False)
+    return history.history["loss"][0]
+
+
+def _values(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+def _check_trains(name, rho, strategy=None, eager=False):
+    """Two steps: loss finite, weights change, EMA and queue behave as specified."""
+    method = make_method(name, rho, strategy, eager)
+    assert method.num_clips == max(rho, 2)
+    batch = make_batch(method.num_clips)
+    initial = _values(method.backbone.trainable_weights)
+    losses = [fit_one_step(method, batch)]
+    after_first = _values(method.backbone.trainable_weights)
+    losses.append(fit_one_step(method, batch))
+    assert np.all(np.isfinite(losses)), losses
+    assert any(not np.allclose(a, b) for a, b in zip(initial, after_first))
+    if name in ("moco", "byol"):
+        # EMA happens before each step's update: step 0 averages equal weights; step 1
+        # averages the initial momentum weights with the online weights after step 0.
+        m = float(optim.annealed_momentum(1, TOTAL_STEPS, method.base_momentum))
+        online = [w for w in method.backbone.weights if w.trainable]
+        momentum = [t for t, o in zip(method.momentum_backbone.weights, method.backbone.weights)
+                    if o.trainable]
+        assert len(momentum) == len(online) == len(initial)
+        for target, start, first in zip(momentum, initial, after_first):
+            np.testing.assert_allclose(target.numpy(), m * start + (1 - m) * first,
+                                       rtol=1e-5, atol=1e-6)
+    if name == "moco":
+        per_step = BATCH * method.num_clips
+        assert int(method.queue_pointer.numpy()) == 2 * per_step
+        if strategy is None:  # single device: keys are reproducible without shuffle-BN
+            keys = tf.concat([tf.math.l2_normalize(method.momentum_projector(
+                method.momentum_backbone(clip, training=True), training=True), -1)
+                for clip in method.split_clips(batch)], axis=0)
+            np.testing.assert_allclose(method.queue.numpy()[per_step:2 * per_step],
+                                       keys.numpy(), rtol=1e-4, atol=1e-5)
+    if name == "swav":
+        kernel = method.prototypes.kernel.numpy()
+        np.testing.assert_allclose(np.linalg.norm(kernel, axis=1), 1.0, rtol=1e-4)
+    return method
+
+
+@pytest.mark.parametrize("rho", [1, 2, 3])
+@pytest.mark.parametrize("name", list(METHODS))
+def test_trains_single_device(name, rho):
+    # rho=1 and 2 run the same computation (two clips); graph mode is exercised at rho=3
+    # and by the mirrored tests, eager mode keeps the other cases cheap.
+    _check_trains(name, rho, eager=rho < 3)
+
+
+@pytest.fixture(scope="module")
+def mirrored():
+    # One strategy for the module: strategies created later in the same process reuse
+    # the same collective keys, and TensorFlow rejects the clash.
+    return tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+
+
+def test_sinkhorn_uses_global_batch_statistics_across_replicas(mirrored):
+    """Sinkhorn inside a replica context normalizes over the global batch."""
+    scores = tf.random.normal((8, 5))
+    expected = sinkhorn(scores).numpy()
+    halves = mirrored.experimental_distribute_values_from_function(
+        lambda context: scores[4 * context.replica_id_in_sync_group:][:4])
+    result = mirrored.run(tf.function(sinkhorn), args=(halves,))
+    got = np.concatenate([t.numpy() for t in mirrored.experimental_local_results(result)])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("rho", [1, pytest.param(2, marks=pytest.mark.slow),
+                                 pytest.param(3, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["moco", "byol"])
+def test_trains_mirrored(name, rho, mirrored):
+    _check_trains(name, rho, mirrored)
+
+
+@pytest.mark.parametrize("rho", [3, pytest.param(1, marks=pytest.mark.slow),
+                                 pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["simclr", "swav"])
+def test_mirrored_matches_single_device(name, rho, mirrored):
+    """The same global batch gives the same loss and the same update (gradients flow
+    back through the cross-replica gather; Sinkhorn and SyncBN see the global batch)."""
+    single = make_method(name, rho, eager=True)
+    replicated = make_method(name, rho, mirrored)
+    replicated.set_weights(single.get_weights())
+    batch = make_batch(single.num_clips)
+    np.testing.assert_allclose(fit_one_step(replicated, batch), fit_one_step(single, batch),
+                               rtol=1e-4)
+    for a, b in zip(single.trainable_weights, replicated.trainable_weights):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-3, atol=1e-5, err_msg=a.path)
+
+
+def test_swav_prototypes_frozen_during_first_steps():
+    method = make_method("swav", 2, eager=True)  # freeze_prototypes_steps=1
+    before = method.prototypes.kernel.numpy().copy()
+    batch = make_batch(2)
+    fit_one_step(method, batch)
+    frozen = method.prototypes.kernel.numpy()
+    # Weight decay only shrinks the rows; their directions are kept.
+    np.testing.assert_allclose(frozen / np.linalg.norm(frozen, axis=1, keepdims=True), before,
+                               rtol=1e-5, atol=1e-6)
+    fit_one_step(method, batch)
+    assert not np.allclose(method.prototypes.kernel.numpy(), before, atol=1e-6)
+
+
+def test_checkpoint_restores_queue_and_momentum_encoder(tmp_path):
+    method = make_method("moco", 2, eager=True)
+    fit_one_step(method, make_batch(2))
+    path = tf.train.Checkpoint(model=method).write(str(tmp_path / "ckpt"))
+    restored = make_method("moco", 2, eager=True)
+    status = tf.train.Checkpoint(model=restored).read(path)
+    status.assert_existing_objects_matched().expect_partial()  # optimizer not built yet
+    for name in ("queue", "queue_pointer", "total_steps"):
+        np.testing.assert_array_equal(getattr(restored, name).numpy(),
+                                      getattr(method, name).numpy(), err_msg=name)
+    for a, b in zip(method.momentum_backbone.weights + method.momentum_projector.weights,
+                    restored.momentum_backbone.weights + restored.momentum_projector.weights):
+        np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=a.path)
+
+
+def _simclr_numpy(embeddings, temperature, clip_pairs):
+    """Eq. (1) over all clips of all videos, self excluded, per clip subset, averaged."""
+    results = []
+    for clips in clip_pairs:
+        z = embeddings[clips].reshape(-1, embeddings.shape[-1])  # clip-major rows
+        video = np.tile(np.arange(embeddings.shape[1]), len(clips))
+        similarity = np.exp(z @ z.T / temperature)
+        np.fill_diagonal(similarity, 0.0)
+        positive = (video[:, None] == video[None, :]) & ~np.eye(len(z), dtype=bool)
+        results.append(np.mean(-np.log((similarity * positive).sum(1) / similarity.sum(1))))
+    return np.mean(results)
+
+
+@pytest.mark.parametrize("positives,pairs", [("all", [[0, 1, 2]]),
+                                             ("consecutive", [[0, 1], [1, 2]])])
+def test_simclr_loss_matches_numpy(positives, pairs):
+    method = SimCLR(tiny_backbone(), rho=3, positives=positives, **SMALL)
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(3, 5, 8))
+    embeddings /= np.linalg.norm(embeddings, axis=-1, keepdims=True)
+    tensor = tf.constant(embeddings, tf.float32)
+    got = (method.contrastive_loss(tensor) if positives == "all" else
+           np.mean([method.contrastive_loss(tensor[i:i + 2]) for i in range(2)]))
+    np.testing.assert_allclose(float(got), _simclr_numpy(embeddings, 0.1, pairs), rtol=1e-5)
+
+
+def test_bad_batch_names_key_and_expected_shape():
+    method = SimCLR(tiny_backbone(), rho=3, **SMALL)
+    with pytest.raises(ValueError, match=r"batch\['rgb'\].*3 clips"):
+        method.split_clips(make_batch(2))
+    with pytest.raises(ValueError, match="'rgb'"):
+        method.split_clips(make_batch(3)["rgb"])
+    with pytest.raises(ValueError, match="rho"):
+        SimCLR(tiny_backbone(), rho=0)
+
+
+def test_embed_averages_clip_features():
+    method = BYOL(tiny_backbone(), **SMALL)
+    rgb = make_batch(2)["rgb"]
+    expected = (method(rgb[:, 0]) + method(rgb[:, 1])) / 2
+    np.testing.assert_allclose(method.embed(rgb).numpy(), expected.numpy(), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_methods_are_gin_configurable():
+    with gin.unlock_config():
+        gin.parse_config(["MoCo.queue_size = 32", "MoCo.temperature = 0.2", "MoCo.rho = 3"])
+    try:
+        method = MoCo(tiny_backbone(), **SMALL)
+    finally:
+        gin.clear_config()
+    assert (method.queue.shape[0], method.temperature, method.num_clips) == (32, 0.2, 3)
+
+
+def test_heads_follow_the_recipes():
+    byol = mlp_head(6, hidden_dim=12, output_dim=4, num_layers=2, batch_norm=True, name="p")
+    assert [type(layer).__name__ for layer in byol.layers] == [
+        "Dense", "BatchNormalization", "ReLU", "Dense"]
+    assert not byol.layers[0].use_bias and byol.output_shape == (None, 4)
+    moco = mlp_head(6, hidden_dim=12, output_dim=4, num_layers=3, batch_norm=False)
+    assert [type(layer).__name__ for layer in moco.layers].count("Dense") == 3
+    assert "BatchNormalization" not in [type(layer).__name__ for layer in moco.layers]
+    prototypes = Prototypes(5)
+    prototypes.build((None, 3))
+    prototypes.kernel.assign(prototypes.kernel * 3.0)
+    prototypes.normalize()
+    np.testing.assert_allclose(np.linalg.norm(prototypes.kernel.numpy(), axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_registry_backbone_trains():
+    method = SwAV("slow_r18", rho=2, backbone_kwargs=dict(width_multiplier=1 / 8),
+                  num_prototypes=10, total_steps=TOTAL_STEPS, **SMALL)
+    method.compile(optimizer=optim.LARS(0.1), jit_compile=False)
+    assert np.isfinite(fit_one_step(method, make_batch(2)))

@@ -1,0 +1,90 @@
+"""ρMoCo: momentum contrast with rho clips per video (Feichtenhofer et al. 2021).
+
+Each clip is the query against the momentum keys of the other clips of its video
+(positives) and a queue of keys from earlier batches (negatives), eq. (1). Defaults
+are the paper's: queue 65,536, temperature 0.1, 3-layer MLP 2048 -> 128 without BN,
+m_base 0.994 annealed to 1. All rho keys of every replica are enqueued each step
+(the official code does not gather across machines; MoCo does).
+
+Shuffle-BN: with several replicas the key encoder's inputs are gathered, permuted
+with a permutation shared by all replicas, encoded (each replica BatchNorms a random
+subset of the global batch) and un-permuted, so a query and its positive key never
+share BatchNorm statistics. On one device there is nothing to shuffle across; there
+the leakage is limited as in the official code: keys are computed one clip-batch at a
+time, so the key encoder's BatchNorm never sees two clips of one video together.
+
+The official code makes no optimizer step until the queue has been filled once; here
+the queue starts, as there, from random unit vectors and training starts at once.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from video_ssl.losses import multi_positive_nce
+from video_ssl.methods.base import (MomentumRhoMethod, all_gather, configurable, num_replicas,
+                                    replica_id)
+
+
+def _random_unit_rows(shape, dtype=None):
+    return tf.math.l2_normalize(tf.random.normal(shape, dtype=dtype or "float32"), axis=1)
+
+
+@configurable
+class MoCo(MomentumRhoMethod):
+    """ρMoCo. See the module docstring; `rho`, `backbone`, ... as in `RhoMethod`."""
+
+    def __init__(self, backbone="slow_r50", *, queue_size: int = 65536,
+                 temperature: float = 0.1, hidden_dim: int = 2048, embedding_dim: int = 128,
+                 num_layers: int = 3, batch_norm_in_head: bool = False,
+                 base_momentum: float = 0.994, shuffle_bn: bool = True, **kwargs):
+        super().__init__(backbone, base_momentum=base_momentum, **kwargs)
+        self.temperature = float(temperature)
+        self.shuffle_bn = shuffle_bn
+        self.projector = self.mlp(input_dim=self.feature_dim, hidden_dim=hidden_dim,
+                                  output_dim=embedding_dim, num_layers=num_layers,
+                                  batch_norm=batch_norm_in_head, name="projector")
+        self.build_momentum_encoder()
+        self.queue = self.add_weight(
+            name="queue", shape=(queue_size, embedding_dim), initializer=_random_unit_rows,
+            trainable=False, aggregation="only_first_replica")
+        self.queue_pointer = self.add_weight(
+            name="queue_pointer", shape=(), dtype="int64", initializer="zeros",
+            trainable=False, aggregation="only_first_replica")
+
+    def _encode_keys(self, clip):
+        return tf.math.l2_normalize(super().momentum_target(clip, 0), axis=-1)
+
+    def momentum_target(self, clip, clip_index):
+        replicas = num_replicas()
+        if replicas == 1 or not self.shuffle_bn:
+            return self._encode_keys(clip)
+        local_batch = tf.shape(clip)[0]
+        gathered = all_gather(clip)
+        # The same permutation on every replica: a stateless draw seeded by the step.
+        seed = tf.stack([tf.cast(self.step, tf.int32), clip_index])
+        permutation = tf.argsort(tf.random.stateless_uniform(tf.shape(gathered)[:1], seed))
+        local = tf.range(local_batch) + replica_id() * local_batch
+        keys = all_gather(self._encode_keys(tf.gather(gathered, tf.gather(permutation, local))))
+        return tf.gather(tf.gather(keys, tf.argsort(permutation)), local)
+
+    def query_loss(self, clip, other_targets):
+        query = tf.math.l2_normalize(self.projector(self.backbone(clip, training=True),
+                                                    training=True), axis=-1)
+        positives = tf.stack([tf.reduce_sum(query * key, axis=-1) for key in other_targets], 1)
+        negatives = tf.matmul(query, self.queue, transpose_b=True)
+        logits = tf.concat([positives, negatives], axis=1) / self.temperature
+        mask = tf.concat([tf.ones_like(positives, tf.bool), tf.zeros_like(negatives, tf.bool)], 1)
+        return multi_positive_nce(logits, mask)
+
+    def after_step(self, targets):
+        """Enqueues the keys of all clips of all replicas, overwriting the oldest."""
+        keys = all_gather(tf.concat(targets, axis=0))
+        queue_size = self.queue.shape[0]
+        count = tf.shape(keys, out_type=tf.int64)[0]
+        tf.debugging.assert_less_equal(
+            count, tf.constant(queue_size, tf.int64),
+            message=f"MoCo.queue_size ({queue_size}) must hold at least one step's keys "
+                    "(global batch x clips)")
+        positions = (self.queue_pointer + tf.range(count)) % queue_size
+        self.queue.assign(tf.tensor_scatter_nd_update(self.queue, positions[:, None], keys))
+        self.queue_pointer.assign((self.queue_pointer + count) % queue_size)

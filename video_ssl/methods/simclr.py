@@ -1,0 +1,70 @@
+"""ρSimCLR: contrastive loss over the whole global batch, eq. (1) (Feichtenhofer et al.
+2021). Every clip is a query; the other clips of its video are its positives; all
+clips of all other videos in the global batch (gathered from every replica, with
+gradients flowing back through the gather) are negatives; a clip is never compared
+with itself. Defaults are the paper's: 3-layer MLP 2048 -> 128 with BN, SyncBN,
+temperature 0.1.
+
+`positives="consecutive"` is the official code's variant: a separate two-view loss for
+each consecutive clip pair (0, 1), (1, 2), ..., averaged.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from video_ssl.losses import multi_positive_nce
+from video_ssl.methods.base import RhoMethod, all_gather, configurable, num_replicas, replica_id
+
+
+@configurable
+class SimCLR(RhoMethod):
+    """ρSimCLR. See the module docstring; `rho`, `backbone`, ... as in `RhoMethod`."""
+
+    def __init__(self, backbone="slow_r50", *, temperature: float = 0.1,
+                 hidden_dim: int = 2048, embedding_dim: int = 128, num_layers: int = 3,
+                 positives: str = "all", synchronized_bn: bool = True, **kwargs):
+        super().__init__(backbone, synchronized_bn=synchronized_bn, **kwargs)
+        if positives not in ("all", "consecutive"):
+            raise ValueError(f"SimCLR.positives: expected 'all' or 'consecutive', "
+                             f"got {positives!r}")
+        self.temperature = float(temperature)
+        self.positives = positives
+        self.projector = self.mlp(input_dim=self.feature_dim, hidden_dim=hidden_dim,
+                                  output_dim=embedding_dim, num_layers=num_layers,
+                                  batch_norm=True, name="projector")
+
+    def contrastive_loss(self, embeddings: tf.Tensor) -> tf.Tensor:
+        """Eq. (1) for local embeddings (clips, B, D), L2-normalized, against the global
+        batch (clips, replicas * B, D)."""
+        clips, local_batch = tf.shape(embeddings)[0], tf.shape(embeddings)[1]
+        gathered = tf.transpose(all_gather(tf.transpose(embeddings, [1, 0, 2])), [1, 0, 2])
+        global_batch = tf.shape(gathered)[1]
+        logits = tf.matmul(tf.reshape(embeddings, [clips * local_batch, -1]),
+                           tf.reshape(gathered, [clips * global_batch, -1]),
+                           transpose_b=True) / self.temperature
+        # Row (clip a, local video b) -> global video replica * B + b; column (clip a', v).
+        row_video = tf.tile(tf.range(local_batch) + replica_id() * local_batch, [clips])
+        row_clip = tf.repeat(tf.range(clips), local_batch)
+        column_video = tf.tile(tf.range(global_batch), [clips])
+        column_clip = tf.repeat(tf.range(clips), global_batch)
+        same_video = row_video[:, None] == column_video[None, :]
+        same_clip = row_clip[:, None] == column_clip[None, :]
+        logits = tf.where(same_video & same_clip, tf.constant(-float("inf")), logits)
+        return multi_positive_nce(logits, same_video & ~same_clip)
+
+    def train_step(self, data):
+        clips = self.split_clips(data)
+        with tf.GradientTape() as tape:
+            features = self.backbone(tf.concat(clips, axis=0), training=True)
+            embeddings = tf.math.l2_normalize(self.projector(features, training=True), -1)
+            embeddings = tf.reshape(embeddings, [len(clips), -1, embeddings.shape[-1]])
+            if self.positives == "all":
+                loss = self.contrastive_loss(embeddings)
+            else:
+                loss = tf.add_n([self.contrastive_loss(embeddings[i:i + 2])
+                                 for i in range(len(clips) - 1)]) / (len(clips) - 1)
+            scaled_loss = loss / num_replicas()
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled_loss, variables)
+        self.apply_and_track(loss, gradients, variables)
+        return {"loss": self.loss_tracker.result()}
