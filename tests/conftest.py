@@ -15,6 +15,13 @@ tf.config.set_logical_device_configuration(
     [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 
+@pytest.fixture(scope="session")
+def mirrored():
+    """One MirroredStrategy per test session: a second one in the same process reuses
+    the collective keys of the first and its all-gathers fail with shape mismatches."""
+    return tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end tests (seconds to minutes each)")
 

@@ -105,13 +105,6 @@ def test_trains_single_device(name, rho):
     _check_trains(name, rho, eager=rho < 3)
 
 
-@pytest.fixture(scope="module")
-def mirrored():
-    # One strategy for the module: strategies created later in the same process reuse
-    # the same collective keys, and TensorFlow rejects the clash.
-    return tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
-
-
 def test_sinkhorn_uses_global_batch_statistics_across_replicas(mirrored):
     """Sinkhorn inside a replica context normalizes over the global batch."""
     scores = tf.random.normal((8, 5))
