@@ -1,0 +1,136 @@
+"""Input pipeline throughput against the JPEG-decode-only floor.
+
+Builds two sets of 256x340 JPEG shards (24 videos at 25 fps: 10 s each, and 40 s
+each; frames ~20 KiB like Kinetics at 256p), then prints clips/s for rho = 2 clips of
+8 x 224^2 per video:
+- floor: the same tf.data reading and parsing plus `tf.io.decode_jpeg` of the same
+  number of whole frames (16 per video), nothing else;
+- crop+flip: `make_dataset` with the random-resized crop decoded in place, resize,
+  flip and normalization, photometric augmentation off;
+- full SSL: `make_dataset` with its default augmentation (colour jitter p 0.8,
+  grayscale p 0.2, Gaussian blur p 0.5, flip).
+Each run is limited to `calls` threads (tf.data private thread pool, intra-op
+parallelism 1), so "1 and 2 parallel calls" mean 1 and 2 cores. Each number is the
+best of --rounds runs taken in turn, which filters out other processes' load.
+
+    python benchmarks/input_pipeline.py [--workdir DIR] [--batches 10] [--rounds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import video_ssl  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from video_ssl.data import pipeline, schema
+
+HEIGHT, WIDTH, FPS = 256, 340, 25.0
+NUM_VIDEOS, NUM_SHARDS = 24, 4
+CLIPS, FRAMES, STRIDE, CROP = 2, 8, 8, 224
+BATCH = 8
+NO_PHOTOMETRIC = dict(color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
+
+
+def _frame_pool(size: int = 400, seed: int = 0) -> list[bytes]:
+    """JPEGs of a camera panning over a textured scene (blobs + fine noise), so the
+    files have the entropy, and the decode cost, of real footage."""
+    rng = np.random.RandomState(seed)
+    coarse = cv2.resize(rng.uniform(0, 255, (24, 48, 3)).astype(np.float32),
+                        (WIDTH + size, HEIGHT), interpolation=cv2.INTER_CUBIC)
+    fine = rng.normal(0, 4, coarse.shape).astype(np.float32)
+    scene = np.clip(coarse + fine, 0, 255).astype(np.uint8)
+    return [cv2.imencode(".jpg", scene[:, i:i + WIDTH], [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
+            .tobytes() for i in range(size)]
+
+
+def build_shards(workdir: str, seconds: float, pool: list[bytes]) -> str:
+    """NUM_VIDEOS videos of `seconds` s in NUM_SHARDS shards; returns the glob."""
+    prefix = os.path.join(workdir, f"bench{int(seconds)}s")
+    pattern = f"{prefix}-*.tfrecord"
+    if tf.io.gfile.glob(pattern):
+        return pattern
+    frames_per_video = int(seconds * FPS)
+    names = schema.shard_names(prefix, NUM_SHARDS)
+    writers = [tf.io.TFRecordWriter(n) for n in names]
+    for v in range(NUM_VIDEOS):
+        offset = 37 * v
+        frames = [pool[(offset + i) % len(pool)] for i in range(frames_per_video)]
+        ex = schema.make_sequence_example(frames, label=v % 8, filename=f"video{v}.mp4",
+                                          frame_rate=FPS, height=HEIGHT, width=WIDTH)
+        writers[v % NUM_SHARDS].write(ex.SerializeToString())
+    for w in writers:
+        w.close()
+    return pattern
+
+
+def decode_floor_dataset(pattern: str, calls: int) -> tf.data.Dataset:
+    """Read + parse + decode CLIPS * FRAMES whole frames per video: the floor."""
+    files = pipeline.list_files(pattern)
+    ds = pipeline.read_examples(files, shuffle=True, seed=0).repeat()
+
+    def decode(index, example):
+        features = schema.parse_sequence_example(example[0])
+        frames = features["frames"]
+        seed = tf.stack([tf.constant(0, tf.int64), index])
+        picked = tf.random.stateless_uniform([CLIPS * FRAMES], seed, maxval=tf.size(frames),
+                                             dtype=tf.int32)
+        return tf.map_fn(lambda f: tf.io.decode_jpeg(f, channels=3), tf.gather(frames, picked),
+                         fn_output_signature=tf.uint8)
+
+    ds = ds.enumerate().map(decode, num_parallel_calls=calls)
+    return ds.batch(BATCH).prefetch(tf.data.AUTOTUNE)
+
+
+def pipeline_dataset(pattern: str, calls: int, **augmentation) -> tf.data.Dataset:
+    return pipeline.make_dataset(
+        pattern, training=True, batch_size=BATCH, num_clips=CLIPS, num_frames=FRAMES,
+        frame_stride=STRIDE, crop_size=CROP, seed=0, shuffle_buffer=NUM_VIDEOS,
+        num_parallel_calls=calls, default_frame_rate=FPS, **augmentation)
+
+
+def clips_per_second(ds: tf.data.Dataset, calls: int, batches: int) -> float:
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = calls
+    options.threading.max_intra_op_parallelism = 1
+    it = iter(ds.with_options(options))
+    for _ in range(3):  # warm up: tracing, buffers
+        next(it)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return batches * BATCH * CLIPS / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default=None, help="where to build the shards (kept)")
+    parser.add_argument("--batches", type=int, default=10, help="timed batches per run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per number (best kept)")
+    args = parser.parse_args()
+    workdir = args.workdir or tempfile.mkdtemp(prefix="video_ssl_bench_")
+    os.makedirs(workdir, exist_ok=True)
+    pool = _frame_pool()
+    print(f"shards in {workdir}; frame JPEG {np.mean([len(p) for p in pool]) / 1024:.1f} KiB "
+          f"({WIDTH}x{HEIGHT}); batches of {BATCH} videos x {CLIPS} clips x {FRAMES}x{CROP}^2")
+    print("clips/s (ratio to the floor)")
+    print(f"{'video':>6} {'calls':>5} {'floor':>8} {'crop+flip':>16} {'full SSL':>16}")
+    for seconds in (10.0, 40.0):
+        pattern = build_shards(workdir, seconds, pool)
+        for calls in (1, 2):
+            builders = (lambda: decode_floor_dataset(pattern, calls),
+                        lambda: pipeline_dataset(pattern, calls, **NO_PHOTOMETRIC),
+                        lambda: pipeline_dataset(pattern, calls))
+            runs = [[clips_per_second(build(), calls, args.batches) for build in builders]
+                    for _ in range(args.rounds)]
+            floor, plain, full = np.max(runs, axis=0)
+            print(f"{seconds:5.0f}s {calls:5d} {floor:8.1f} {plain:9.1f} ({plain / floor:.2f})"
+                  f" {full:9.1f} ({full / floor:.2f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
