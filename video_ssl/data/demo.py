@@ -1,7 +1,7 @@
 """The embedded demo dataset: synthetic videos with labels, audio and exact flow.
 
 Generated deterministically on first use (`ensure_demo_dataset`) and cached under
-`$VIDEO_SSL_DATA/demo-v1` (default `~/.cache/video_ssl/demo-v1`).
+`$VIDEO_SSL_DATA/demo-v2` (default `~/.cache/video_ssl/demo-v2`).
 
 Numbers: 8 classes; 400 train + 100 test videos (balanced, class = index % 8);
 10 s at 10 fps = 100 frames of 64x80 RGB (JPEG quality 90); 8 kHz mono float32
@@ -28,8 +28,12 @@ and walls; `orbit` circles a drifting centre with a varying radius and reversals
 drifting rate. Sounds: `hum` is a steady low harmonic tone (90-180 Hz) unrelated to
 the motion; `beep` is a high tone burst (1.2-2.4 kHz) at each motion event (floor or
 wall hit, quarter turn); `chirp` is a tone whose pitch follows the actor's size.
-Nuisance per video: background (two-colour gradient at a random angle plus coarse
-and fine noise texture), actor colour (contrasting with the background), size,
+Nuisance: the scene cuts every 2-3.5 s to a new background (two-colour gradient at a
+random angle plus coarse and fine noise texture) and a new actor colour (contrasting
+with the background), while the actor's shape, motion and sound carry on. Without
+the cuts a video's background is the easiest cue its clips share, and instance
+discrimination learns it instead of the class; with them, temporally distant clips
+(the rho-methods' positives) share only the class cues. Also per video: size,
 speed, start phase and position, slow camera motion (the whole frame translates,
 visible in the flow too), 2-4 drifting distractor bars, and audio noise of random
 level. The nuisance, appearance, motion and sound draws use separate random
@@ -60,7 +64,7 @@ from tqdm import tqdm
 from video_ssl.data import flow as flow_lib
 from video_ssl.data import schema
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 FPS = 10.0
 NUM_FRAMES = 100
 HEIGHT, WIDTH = 64, 80
@@ -105,7 +109,7 @@ class _Track:
     """A shape's pose at every frame, in image coordinates (camera applied)."""
 
     shape: str
-    colour: np.ndarray  # (3,) float RGB in [0, 1]
+    colour: np.ndarray  # (3,) or per frame (N, 3) float RGB in [0, 1]
     cx: np.ndarray
     cy: np.ndarray
     scale: np.ndarray  # px per shape unit
@@ -296,6 +300,12 @@ def _background(rng):
     return np.clip(img, 0, 1).astype(np.float32)
 
 
+def _scene_cuts(rng, t):
+    """Scene index of every frame: scenes last 2-3.5 s."""
+    ends = np.cumsum(rng.uniform(2.0, 3.5, size=int(t[-1] / 2.0) + 1))
+    return np.searchsorted(ends, t, side="right")
+
+
 def _contrasting_colour(rng, background):
     """A saturated colour whose brightness is on the other side of the background's."""
     dark = background.mean() > 0.5
@@ -338,11 +348,12 @@ def generate_video(class_id: int, rng: np.random.Generator, *, num_frames: int =
     frame_idx = np.round(np.arange(num_frames) / FPS * SAMPLE_RATE).astype(int)
     t = t_audio[frame_idx]
 
-    background = _background(scene_rng)
+    scene = _scene_cuts(scene_rng, t)
+    backgrounds = [_background(scene_rng) for _ in range(scene[-1] + 1)]
     camera = _camera(scene_rng, t)
     tracks = _distractors(scene_rng, t, camera)
-    size = look_rng.uniform(7, 11)
-    colour = _contrasting_colour(look_rng, background)
+    size = look_rng.uniform(8, 12)
+    colour = np.stack([_contrasting_colour(look_rng, b) for b in backgrounds])[scene]
     cx, cy, scale, angle, events = _motion(motion, motion_rng, t_audio, size)
     tracks.append(_Track(shape, colour, cx[frame_idx] - camera[0], cy[frame_idx] - camera[1],
                          scale[frame_idx], angle[frame_idx]))
@@ -350,7 +361,7 @@ def generate_video(class_id: int, rng: np.random.Generator, *, num_frames: int =
     images = np.empty((num_frames, HEIGHT, WIDTH, 3), np.float32)
     for i in range(num_frames):
         shift = np.float32([[1, 0, _CAMERA_MARGIN + camera[0][i]], [0, 1, _CAMERA_MARGIN + camera[1][i]]])
-        images[i] = cv2.warpAffine(background, shift, (WIDTH, HEIGHT),
+        images[i] = cv2.warpAffine(backgrounds[scene[i]], shift, (WIDTH, HEIGHT),
                                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
     # Background content moves opposite to the camera.
     flow = np.empty((num_frames - 1, HEIGHT, WIDTH, 2), np.float32)
@@ -358,7 +369,8 @@ def generate_video(class_id: int, rng: np.random.Generator, *, num_frames: int =
     flow[..., 1] = -np.diff(camera[1])[:, None, None]
     for track in tracks:  # back to front; the actor is last
         pixels, alpha, displacement = _render(track)
-        images[pixels] += alpha[:, None] * (track.colour - images[pixels])
+        colour = np.broadcast_to(track.colour, (num_frames, 3))[pixels[0]]
+        images[pixels] += alpha[:, None] * (colour - images[pixels])
         owned = alpha > 0.5
         last = pixels[0] == num_frames - 1
         flow[tuple(p[owned & ~last] for p in pixels)] = displacement[owned & ~last]
