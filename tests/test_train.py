@@ -1,0 +1,313 @@
+"""The training entry point: outputs, resuming, NaN guard, data-path errors, gin."""
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from video_ssl import train as train_lib
+from video_ssl.data import schema
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, "gin_configs")
+NUM_VIDEOS, NUM_FRAMES, SIZE = 8, 16, 32
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """8 labeled videos of 16 frames 32x32 in two shards; class = brightness."""
+    root = tmp_path_factory.mktemp("shards")
+    rng = np.random.default_rng(0)
+    names = schema.shard_names(str(root / "train"), 2)
+    for shard, name in enumerate(names):
+        with tf.io.TFRecordWriter(name) as writer:
+            for index in range(shard, NUM_VIDEOS, 2):
+                label = index % 2
+                frames = rng.integers(0, 96, (NUM_FRAMES, SIZE, SIZE, 3)) + 128 * label
+                jpegs = [tf.io.encode_jpeg(f.astype(np.uint8)).numpy() for f in frames]
+                writer.write(schema.make_sequence_example(
+                    jpegs, label=label, frame_rate=25.0).SerializeToString())
+    return str(root / "train-*.tfrecord")
+
+
+def tiny_overlay(tmp_path, shards, **bindings):
+    """A gin file making the MoCo recipe tiny: slow_r18/8 on 4x32x32 clips, batch 4."""
+    lines = {
+        "train.train_files": repr(shards), "train.global_batch_size": 4, "train.epochs": 2,
+        "train.warmup_epochs": 0, "train.checkpoint_every_steps": 1,
+        "train.tensorboard_every_steps": 1, "train.verbose": 2,
+        "BACKBONE": "'slow_r18'", "BACKBONE_KWARGS": "{'width_multiplier': 0.125}",
+        "MoCo.queue_size": 32, "MoCo.hidden_dim": 16, "MoCo.embedding_dim": 8,
+        "train_input.num_frames": 4, "train_input.frame_stride": 2,
+        "train_input.crop_size": 32, "build_optimizer.base_learning_rate": 0.4 * 128,
+        **bindings}
+    path = tmp_path / "tiny.gin"
+    path.write_text("\n".join(f"{k} = {v}" for k, v in lines.items()) + "\n")
+    return str(path)
+
+
+def cli(tmp_path, shards, model_dir, *params, **bindings):
+    return ["--gin_file", os.path.join(CONFIGS, "moco_rho2.gin"),
+            "--gin_file", tiny_overlay(tmp_path, shards, **bindings),
+            *[f"--gin_param={p}" for p in params], "--model_dir", str(model_dir)]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+def checkpoint_steps(model_dir):
+    state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
+    if state is None:
+        return []
+    return [int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, shards):
+    """One CLI run (2 epochs x 2 steps, kNN on the shards) and its stdout."""
+    import contextlib
+    import io
+    tmp_path = tmp_path_factory.mktemp("trained")
+    model_dir = tmp_path / "run"
+    argv = cli(tmp_path, shards, model_dir,
+               f"train.knn_bank_files={shards!r}", f"train.knn_query_files={shards!r}")
+    gin.clear_config()
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert train_lib.main(argv) == 0
+    gin.clear_config()
+    return model_dir, stdout.getvalue()
+
+
+@pytest.mark.slow
+def test_cli_trains_and_writes_all_outputs(trained_run):
+    model_dir, stdout = trained_run
+    assert "Epoch 2/2" in stdout  # Keras progress output
+    # 8 videos / batch 4 = 2 steps per epoch, counted from the shards.
+    assert max(checkpoint_steps(model_dir)) == 4
+    config = (model_dir / "operative_config.gin").read_text()
+    assert "train.global_batch_size = 4" in config and "RHO = 2" in config
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1, 2]
+    assert [e["step"] for e in metrics["epochs"]] == [0, 2, 4]
+    for entry in metrics["epochs"]:
+        assert 0.0 <= entry["knn_top1"] <= 1.0
+    final = metrics["final"]
+    assert final["step"] == 4 and np.isfinite(final["loss"]) and final["wall_time_s"] > 0
+    assert final["knn_top1_random_init"] == metrics["epochs"][0]["knn_top1"]
+    assert 0.994 < final["momentum"] < 1.0
+    scalars = {}
+    for path in glob.glob(str(model_dir / "tensorboard" / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                assert value.metadata.plugin_data.plugin_name == "scalars"
+                scalars[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+    assert {("batch/loss", s) for s in (1, 2, 3, 4)} <= set(scalars)
+    assert scalars[("epoch/knn_top1", 0)] == final["knn_top1_random_init"]
+    assert scalars[("epoch/knn_top1", 4)] == final["knn_top1"]
+    assert ("epoch/learning_rate", 2) in scalars and ("epoch/momentum", 4) in scalars
+
+    exported = tf.saved_model.load(str(model_dir / "export"))
+    features = exported.serve(tf.random.uniform([2, 4, 32, 32, 3]))
+    assert features.shape == (2, 64) and np.isfinite(features.numpy()).all()
+    assert not os.path.exists(str(model_dir / "export.tmp"))
+
+
+@pytest.mark.slow
+def test_restart_after_kill_continues_from_last_checkpoint(tmp_path, shards):
+    """kill -9 a running CLI once it has checkpointed, re-run the same command."""
+    model_dir = tmp_path / "run"
+    # Slow each step down so the kill lands mid-run whatever the machine's speed.
+    (tmp_path / "throttle.py").write_text(textwrap.dedent("""
+        import time, gin, keras
+        @gin.configurable
+        class Throttle(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                time.sleep(0.5)
+    """))
+    overlay = tiny_overlay(tmp_path, shards, **{"train.epochs": 4})
+    with open(overlay, "a") as f:
+        f.write("import throttle\ntrain.extra_callbacks = [@Throttle()]\n")
+    argv = [sys.executable, "-m", "video_ssl.train", "--gin_file",
+            os.path.join(CONFIGS, "moco_rho2.gin"), "--gin_file", overlay,
+            "--model_dir", str(model_dir)]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while not [s for s in checkpoint_steps(model_dir) if s >= 3]:
+        assert process.poll() is None, process.stdout.read().decode()[-2000:]
+        assert time.time() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = max(checkpoint_steps(model_dir))
+    assert 3 <= killed_at < 8
+
+    rerun = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"at step {killed_at} of 8" in rerun.stdout
+    assert max(checkpoint_steps(model_dir)) == 8
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["final"]["step"] == 8
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3, 4]
+    assert [e["step"] for e in metrics["epochs"]] == [2, 4, 6, 8]
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+class CrashAt(keras.callbacks.Callback):
+    """Raises at a given optimizer step, as a crash would."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            raise SimulatedCrash(f"crash at step {self.step}")
+
+
+@pytest.mark.slow
+def test_crash_mid_epoch_then_resume_keeps_epoch_boundaries(tmp_path, shards):
+    """Under MirroredStrategy over the two logical CPUs (2 videos per replica)."""
+    model_dir = str(tmp_path / "run")
+    argv = cli(tmp_path, shards, model_dir, "train.epochs=3", "train.steps_per_epoch=3",
+               "train.strategy='mirrored'", "make_strategy.devices=['/cpu:0', '/cpu:1']")
+    train_lib.parse_gin(*_gin_args(argv))
+    with pytest.raises(SimulatedCrash):
+        train_lib.train(model_dir, extra_callbacks=[CrashAt(4)])
+    assert max(checkpoint_steps(model_dir)) == 4  # saved before the crash callback ran
+
+    gin.clear_config()
+    train_lib.parse_gin(*_gin_args(argv))
+    final = train_lib.train(model_dir)
+    assert final["step"] == 9
+    metrics = json.loads(open(os.path.join(model_dir, "metrics.json")).read())
+    assert [(e["epoch"], e["step"]) for e in metrics["epochs"]] == [(1, 3), (2, 6), (3, 9)]
+
+
+def _gin_args(argv):
+    args = train_lib.parse_flags(argv)
+    return args.gin_file, args.gin_param
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, shards, trained_run,
+                                                               capsys):
+    model_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], model_dir)
+    good = tf.train.load_checkpoint(str(model_dir / "checkpoints"))
+    assert max(checkpoint_steps(model_dir)) == 4
+
+    # Continue for another epoch with an infinite learning rate: step 5 diverges.
+    code = train_lib.main(cli(tmp_path, shards, model_dir, "train.epochs=3",
+                              "build_optimizer.base_learning_rate=1e999"))
+    error = capsys.readouterr().err
+    assert code == 1
+    assert "at step 5" in error and ("NaN" in error or "nan" in error or "inf" in error)
+    assert max(checkpoint_steps(model_dir)) == 4
+    latest = tf.train.load_checkpoint(str(model_dir / "checkpoints"))
+    for name in latest.get_variable_to_shape_map():
+        value = latest.get_tensor(name)
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            assert np.isfinite(value).all(), name
+            np.testing.assert_array_equal(value, good.get_tensor(name))
+
+
+def test_loss_guard_names_step_and_value():
+    from video_ssl.callbacks import NonFiniteLossError, TerminateOnNonFiniteLoss
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.optimizer.iterations.assign(7)
+    guard = TerminateOnNonFiniteLoss()
+    guard.set_model(model)
+    guard.on_train_batch_end(0, {"loss": 1.5})
+    with pytest.raises(NonFiniteLossError, match=r"loss is inf at step 7"):
+        guard.on_train_batch_end(0, {"loss": float("inf")})
+
+
+@pytest.mark.parametrize("bindings, message", [
+    ({}, "train.train_files is not set"),
+    ({"train.train_files": "'/nonexistent/train-*.tfrecord'"},
+     "train.train_files='/nonexistent/train-*.tfrecord' matches no files"),
+])
+def test_missing_data_path_names_the_binding(tmp_path, capsys, bindings, message):
+    overlay = tmp_path / "data.gin"
+    overlay.write_text("".join(f"{k} = {v}\n" for k, v in bindings.items()))
+    code = train_lib.main(["--gin_file", os.path.join(CONFIGS, "moco_rho3.gin"),
+                           "--gin_file", str(overlay), "--model_dir", str(tmp_path / "run")])
+    assert code == 1
+    assert message in capsys.readouterr().err
+
+
+def test_knn_split_pattern_is_checked(tmp_path, shards, capsys):
+    code = train_lib.main(cli(tmp_path, shards, tmp_path / "run",
+                              "train.knn_bank_files='/nonexistent/*.tfrecord'"))
+    assert code == 1
+    assert "train.knn_bank_files=" in capsys.readouterr().err
+
+
+def test_gin_files_compose_and_params_override(tmp_path):
+    first, second = tmp_path / "a.gin", tmp_path / "b.gin"
+    first.write_text("include 'moco_rho3.gin'\ntrain.epochs = 5\ntrain.seed = 1\n")
+    second.write_text("train.epochs = 7\n")
+    gin.add_config_file_search_path(CONFIGS)
+    train_lib.parse_gin([str(first), str(second)], [])
+    assert gin.query_parameter("train.epochs") == 7
+    assert gin.query_parameter("train.seed") == 1
+    assert gin.query_parameter("%RHO") == 3
+    gin.clear_config()
+    train_lib.parse_gin([str(first), str(second)], ["train.epochs = 9", "RHO = 4"])
+    assert gin.query_parameter("train.epochs") == 9
+    assert gin.query_parameter("%RHO") == 4
+
+
+RECIPES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIGS, "*_rho*.gin"))
+                 + glob.glob(os.path.join(CONFIGS, "*_aug_plus.gin")))
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipes_parse_with_paper_values_and_demo_overlay(recipe):
+    method = recipe.split("_")[0]
+    train_lib.parse_gin([os.path.join(CONFIGS, recipe)], [])
+    rho = 2 if "aug_plus" in recipe else int(recipe.split("rho")[1][0])
+    assert gin.query_parameter("%RHO") == rho
+    assert gin.query_parameter("train.global_batch_size") == 512
+    assert gin.query_parameter("train.epochs") == 200
+    assert gin.query_parameter("%BACKBONE") == "slow_r50"
+    lr = gin.query_parameter("build_optimizer.base_learning_rate")
+    assert lr == (0.4 if method == "moco" else 4.8)
+    assert gin.query_parameter("build_optimizer.name") == ("sgd" if method == "moco" else "lars")
+    assert gin.query_parameter("train_input.blur_prob") == (0.5 if "aug_plus" in recipe else 0.0)
+    with pytest.raises(ValueError):
+        gin.query_parameter("train.train_files")  # required: no default in the recipe
+    gin.clear_config()
+    train_lib.parse_gin([os.path.join(CONFIGS, recipe), os.path.join(CONFIGS, "demo.gin")], [])
+    assert gin.query_parameter("%BACKBONE") == "slow_r18"
+    assert gin.query_parameter("%RHO") == rho
+
+
+def test_count_records_reads_headers(tmp_path, shards):
+    assert train_lib.count_records(sorted(glob.glob(shards))) == NUM_VIDEOS
+    broken = tmp_path / "broken.tfrecord"
+    data = open(sorted(glob.glob(shards))[0], "rb").read()
+    broken.write_bytes(data[:-3])
+    with pytest.raises(ValueError, match="broken.tfrecord: truncated"):
+        train_lib.count_records([str(broken)])

@@ -1,0 +1,349 @@
+"""Self-supervised pre-training: `python -m video_ssl.train --gin_file=F ... --model_dir=D`.
+
+This module only wires things together: gin, the distribution strategy, the input
+datasets and the callbacks. The objectives live in `video_ssl.methods`, the input
+pipeline in `video_ssl.data`, the optimizers in `video_ssl.optim`.
+
+`model_dir` receives `checkpoints/` (every `train.checkpoint_every_steps` steps and
+at the end; re-running the same command resumes from the newest), `tensorboard/`,
+`operative_config.gin` (written after the first step), `metrics.json` (per epoch and
+final) and `export/` (the backbone as a SavedModel).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import struct
+import sys
+from typing import Callable, Sequence
+
+import video_ssl  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
+import gin
+import keras
+import tensorflow as tf
+
+from video_ssl import callbacks as cb
+from video_ssl.data import pipeline
+from video_ssl.evaluation.knn import KNNMonitor
+
+# Keys of `train_input` that also shape the kNN evaluation clips.
+_CLIP_SHAPE_KEYS = ("num_frames", "frame_stride", "crop_size")
+
+
+class DataPathError(ValueError):
+    """A configured file pattern is unset or matches nothing."""
+
+
+@gin.configurable
+def train_input(**kwargs) -> dict:
+    """Keyword arguments for the training `make_dataset` call (frames, stride, crop
+    size, temporal gaps, augmentation, ...), bound in gin as `train_input.<name> =
+    value`. The clip count is not among them: it follows the method's rho."""
+    return kwargs
+
+
+@gin.configurable
+def demo_files(split: str = gin.REQUIRED) -> str:
+    """File pattern of a split of the embedded demo dataset (built on first use)."""
+    from video_ssl.data.demo import ensure_demo_dataset
+    return ensure_demo_dataset(progress=True)[split]
+
+
+@gin.configurable(denylist=["name"])
+def make_strategy(name: str, devices: Sequence[str] | None = None,
+                  tpu_address: str = "") -> tf.distribute.Strategy:
+    """`default` (one device), `mirrored` (`devices`, default all local GPUs),
+    `multi_worker` (TF_CONFIG cluster) or `tpu` (at `tpu_address`, empty for the
+    local TPU)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"train.strategy={name!r}; expected default, mirrored, multi_worker or tpu")
+
+
+def match_files(pattern: str | None, binding: str) -> list[str]:
+    """Files of `pattern`, or a `DataPathError` naming the gin binding to set."""
+    hint = f"set it with --gin_param=\"{binding}='/path/to/shards-*.tfrecord'\""
+    if not pattern:
+        raise DataPathError(f"{binding} is not set; {hint}")
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise DataPathError(f"{binding}={pattern!r} matches no files; {hint}")
+    return files
+
+
+def count_records(files: Sequence[str]) -> int:
+    """Number of records in TFRecord files, read from the record headers only
+    (length, length CRC, data, data CRC) so counting never reads the videos."""
+    total = 0
+    for path in files:
+        size = tf.io.gfile.stat(path).length
+        with tf.io.gfile.GFile(path, "rb") as f:
+            position = 0
+            while position < size:
+                f.seek(position)
+                header = f.read(8)
+                if len(header) != 8:
+                    raise ValueError(f"{path}: truncated TFRecord header at byte {position}")
+                (length,) = struct.unpack("<Q", header)
+                position += 8 + 4 + length + 4
+                total += 1
+            if position != size:
+                raise ValueError(f"{path}: truncated TFRecord (last record ends past the file)")
+    return total
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type or isinstance(strategy, tf.distribute.TPUStrategy):
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def export_backbone(backbone: keras.Model, directory: str) -> None:
+    """Exports `backbone` as a SavedModel at `directory`, replacing an older export
+    only once the new one is complete."""
+    tmp, old = f"{directory}.tmp", f"{directory}.old"
+    for stale in (tmp, old):
+        if tf.io.gfile.exists(stale):
+            tf.io.gfile.rmtree(stale)
+    backbone.export(tmp, verbose=False)
+    if tf.io.gfile.exists(directory):
+        tf.io.gfile.rename(directory, old)
+    tf.io.gfile.rename(tmp, directory)
+    if tf.io.gfile.exists(old):
+        tf.io.gfile.rmtree(old)
+
+
+def _fit(model, dataset, callbacks, *, start_step: int, epochs: int, steps_per_epoch: int,
+         verbose) -> None:
+    """Runs `model.fit` from `start_step` to the end: first the rest of a partially
+    trained epoch (after a mid-epoch restart), then the remaining whole epochs, so
+    epoch boundaries stay where an uninterrupted run puts them."""
+    epoch, done = divmod(start_step, steps_per_epoch)
+    if done:
+        model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1,
+                  steps_per_epoch=steps_per_epoch - done, callbacks=callbacks, verbose=verbose,
+                  shuffle=False)
+        epoch += 1
+    if epoch < epochs:
+        model.fit(dataset, initial_epoch=epoch, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                  callbacks=callbacks, verbose=verbose, shuffle=False)
+
+
+def configure_schedule(model: keras.Model, *, total_steps: int, steps_per_epoch: int) -> None:
+    """Tells the method the run's length: `total_steps` drives momentum annealing;
+    SwAV freezes its prototypes during the first epoch unless told otherwise."""
+    model.total_steps.assign(total_steps)
+    freeze = getattr(model, "freeze_prototypes_steps", None)
+    if freeze is not None and int(freeze.numpy()) == 0:
+        freeze.assign(steps_per_epoch)
+
+
+def input_arguments(model: keras.Model) -> dict:
+    """`make_dataset` arguments: the clip count follows the method's rho (rho=1: two
+    augmentations of one window), the rest comes from `train_input`."""
+    kwargs = train_input()
+    for key in ("num_clips", "same_window"):
+        if key in kwargs:
+            raise ValueError(f"train_input.{key} is derived from {type(model).__name__}.rho; "
+                             "set that binding instead")
+    return {"num_clips": model.num_clips, "same_window": model.rho == 1, **kwargs}
+
+
+def knn_monitor(bank_files: Sequence[str], query_files: Sequence[str], input_kwargs: dict, *,
+                batch_size: int, every_n_epochs: int) -> KNNMonitor:
+    """The online kNN monitor on one centre clip per video, shaped like the training
+    clips (frames, stride, crop size)."""
+    clip_shape = {k: input_kwargs[k] for k in _CLIP_SHAPE_KEYS if k in input_kwargs}
+
+    def split(files):
+        return lambda: pipeline.make_dataset(files, training=False, batch_size=batch_size,
+                                             **clip_shape)
+    return KNNMonitor(split(bank_files), split(query_files), every_n_epochs=every_n_epochs)
+
+
+def final_metrics(epochs_logged: Sequence[dict], **facts) -> dict:
+    """The latest value of every logged quantity, the run's facts, and the kNN
+    accuracy at random initialization (the epoch-0 entry) when there is one."""
+    final = {k: v for entry in epochs_logged for k, v in entry.items()
+             if k not in ("epoch", "wall_time_s")}
+    final.update(facts)
+    if epochs_logged and epochs_logged[0]["epoch"] == 0 and "knn_top1" in epochs_logged[0]:
+        final["knn_top1_random_init"] = epochs_logged[0]["knn_top1"]
+    return final
+
+
+@gin.configurable(denylist=["model_dir"])
+def train(model_dir: str, *,
+          method: Callable[[], keras.Model] = gin.REQUIRED,
+          optimizer: Callable[..., keras.optimizers.Optimizer] = gin.REQUIRED,
+          train_files: str | None = None,
+          global_batch_size: int = 512,
+          epochs: int = 200,
+          steps_per_epoch: int | None = None,
+          warmup_epochs: float = 0.0,
+          strategy: str = "default",
+          checkpoint_every_steps: int = 1000,
+          knn_bank_files: str | None = None,
+          knn_query_files: str | None = None,
+          knn_every_epochs: int = 1,
+          knn_batch_size: int = 32,
+          tensorboard_every_steps: int = 100,
+          seed: int = 0,
+          verbose="auto",
+          extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
+    """Pre-trains `method` on `train_files` and returns the final metrics.
+
+    method: gin reference to a method class (e.g. `@MoCo`), called with no
+    arguments inside the strategy scope. optimizer: gin reference to
+    `build_optimizer`, called with `global_batch_size`, `total_steps` and
+    `warmup_steps`. steps_per_epoch: counted from the train shards when None.
+    strategy: a `make_strategy` name. knn_bank_files / knn_query_files: labeled
+    splits for the online kNN monitor (memory bank and queries); off when unset.
+    """
+    files = match_files(train_files, "train.train_files")
+    knn_splits = None
+    if knn_bank_files or knn_query_files:
+        knn_splits = (match_files(knn_bank_files, "train.knn_bank_files"),
+                      match_files(knn_query_files, "train.knn_query_files"))
+    if steps_per_epoch is None:
+        steps_per_epoch = max(1, count_records(files) // global_batch_size)
+    total_steps = epochs * steps_per_epoch
+    keras.utils.set_random_seed(seed)
+
+    distribution = make_strategy(strategy)
+    chief = _is_chief(distribution)
+    # Non-chief workers take part in the collective saves but keep nothing.
+    out_dir = model_dir if chief else os.path.join(model_dir, f".worker-{os.getpid()}")
+    tf.io.gfile.makedirs(out_dir)
+
+    with distribution.scope():
+        model = method()
+        opt = optimizer(global_batch_size=global_batch_size, total_steps=total_steps,
+                        warmup_steps=int(round(warmup_epochs * steps_per_epoch)))
+        model.compile(optimizer=opt)
+        # Slots must exist before restoring: Keras 3 variables are not restored lazily.
+        opt.build(model.trainable_variables)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=opt)
+        manager = tf.train.CheckpointManager(
+            checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=3)
+        # Every worker resumes from the chief's newest checkpoint.
+        latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+        if latest:
+            checkpoint.restore(latest).assert_existing_objects_matched()
+        # After restoring, so that a re-run with more epochs anneals over the new length.
+        configure_schedule(model, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    start_step = int(opt.iterations.numpy())
+    if start_step:
+        print(f"Resuming from {latest} at step {start_step} of {total_steps}")
+
+    input_kwargs = input_arguments(model)
+    dataset = distribution.distribute_datasets_from_function(
+        lambda ctx: pipeline.make_dataset(
+            files, training=True, batch_size=ctx.get_per_replica_batch_size(global_batch_size),
+            input_context=ctx, seed=seed + start_step, **input_kwargs))
+
+    metrics = cb.MetricsJSON(os.path.join(out_dir, "metrics.json"))
+    callbacks = [cb.TerminateOnNonFiniteLoss(),
+                 cb.StepCheckpoint(manager, checkpoint_every_steps),
+                 cb.WriteOperativeConfig(os.path.join(out_dir, "operative_config.gin")),
+                 cb.LogLearningRate()]
+    knn = None
+    if knn_splits:
+        knn = knn_monitor(*knn_splits, input_kwargs, batch_size=knn_batch_size,
+                          every_n_epochs=knn_every_epochs)
+        knn.set_model(model)
+        callbacks.append(knn)
+    tensorboard = cb.TensorBoardScalars(os.path.join(out_dir, "tensorboard"),
+                                        tensorboard_every_steps)
+    callbacks += [metrics, tensorboard, *extra_callbacks]
+
+    if knn and start_step == 0:
+        # The random-initialization baseline, so the logs show what training added.
+        accuracy = knn.evaluate()
+        metrics.record(0, {"step": 0, "knn_top1": accuracy})
+        tensorboard.write("epoch", {"knn_top1": accuracy}, step=0)
+    if start_step < total_steps:
+        _fit(model, dataset, callbacks, start_step=start_step, epochs=epochs,
+             steps_per_epoch=steps_per_epoch, verbose=verbose)
+
+    metrics.finish(final_metrics(metrics.epochs, step=int(opt.iterations.numpy()),
+                                 epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                 global_batch_size=global_batch_size))
+    if chief:
+        export_backbone(model.backbone, os.path.join(model_dir, "export"))
+    else:
+        tf.io.gfile.rmtree(out_dir)
+    return metrics.final
+
+
+def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m video_ssl.train", description="Self-supervised video pre-training.")
+    parser.add_argument("--gin_file", action="append", default=[], required=True,
+                        help="gin config file; repeat to compose (later files override earlier)")
+    parser.add_argument("--gin_param", action="append", default=[],
+                        help="one gin binding, e.g. train.epochs=10; applied after the files")
+    parser.add_argument("--model_dir", required=True,
+                        help="checkpoints, logs, metrics.json and export/ go here")
+    return parser.parse_args(argv)
+
+
+def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str]) -> None:
+    """Parses the gin files in order, then the single bindings. Each file's folder is
+    searched for its `include`s, so recipes include their base files by name."""
+    for path in gin_files:
+        if not tf.io.gfile.exists(path):
+            raise ValueError(f"--gin_file={path}: no such file")
+        gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
+    _register_configurables()
+    quiet = _QuietGinSearch()
+    logging.getLogger().addFilter(quiet)
+    try:
+        gin.parse_config_files_and_bindings(gin_files, gin_params)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+class _QuietGinSearch(logging.Filter):
+    """Drops the error gin logs for each search folder that lacks an included file
+    (the include is still an error when no folder has it)."""
+
+    def filter(self, record):
+        return not record.getMessage().startswith("Path not found")
+
+
+def _register_configurables() -> None:
+    """Imports the modules whose classes and functions gin files name."""
+    import video_ssl.methods.byol  # noqa: F401
+    import video_ssl.methods.moco  # noqa: F401
+    import video_ssl.methods.simclr  # noqa: F401
+    import video_ssl.methods.swav  # noqa: F401
+    import video_ssl.optim  # noqa: F401
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_flags(sys.argv[1:] if argv is None else argv)
+    try:
+        parse_gin(args.gin_file, args.gin_param)
+        train(args.model_dir)
+    except (ValueError, cb.NonFiniteLossError) as error:
+        print(f"video_ssl.train: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
