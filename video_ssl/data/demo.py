@@ -1,7 +1,7 @@
 """The embedded demo dataset: synthetic videos with labels, audio and exact flow.
 
 Generated deterministically on first use (`ensure_demo_dataset`) and cached under
-`$VIDEO_SSL_DATA/demo-v2` (default `~/.cache/video_ssl/demo-v2`).
+`$VIDEO_SSL_DATA/demo-v3` (default `~/.cache/video_ssl/demo-v3`).
 
 Numbers: 8 classes; 400 train + 100 test videos (balanced, class = index % 8);
 10 s at 10 fps = 100 frames of 64x80 RGB (JPEG quality 90); 8 kHz mono float32
@@ -30,7 +30,7 @@ the motion; `beep` is a high tone burst (1.2-2.4 kHz) at each motion event (floo
 wall hit, quarter turn); `chirp` is a tone whose pitch follows the actor's size.
 Nuisance: the scene cuts every 2-3.5 s to a new background (two-colour gradient at a
 random angle plus coarse and fine noise texture) and a new actor colour (contrasting
-with the background), while the actor's shape, motion and sound carry on. Without
+with the background) and new distractor colours, while the actor's shape, motion and sound carry on. Without
 the cuts a video's background is the easiest cue its clips share, and instance
 discrimination learns it instead of the class; with them, temporally distant clips
 (the rho-methods' positives) share only the class cues. Also per video: size,
@@ -64,7 +64,7 @@ from tqdm import tqdm
 from video_ssl.data import flow as flow_lib
 from video_ssl.data import schema
 
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 FPS = 10.0
 NUM_FRAMES = 100
 HEIGHT, WIDTH = 64, 80
@@ -322,13 +322,15 @@ def _camera(rng, t):
     return out
 
 
-def _distractors(rng, t, camera):
-    """2-4 thin bars drifting and turning across the frame, partly leaving it."""
+def _distractors(rng, t, camera, scene):
+    """2-4 thin bars drifting and turning across the frame, partly leaving it; their
+    colours change with the scene."""
     tracks = []
     for _ in range(int(rng.integers(2, 5))):
         cx, cy = _drift(rng, t, (-6, -6), (WIDTH + 5, HEIGHT + 5), rng.uniform(5, 20))
         angle = rng.uniform(0, 2 * np.pi) + rng.uniform(-1, 1) * t
-        colour = np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0, 0.8), rng.uniform(0.1, 1)))
+        colour = np.array([colorsys.hsv_to_rgb(rng.random(), rng.uniform(0, 0.8), rng.uniform(0.1, 1))
+                           for _ in range(scene[-1] + 1)])[scene]
         tracks.append(_Track("bar", colour, cx - camera[0], cy - camera[1],
                              np.full_like(t, rng.uniform(3, 7)), angle))
     return tracks
@@ -351,7 +353,7 @@ def generate_video(class_id: int, rng: np.random.Generator, *, num_frames: int =
     scene = _scene_cuts(scene_rng, t)
     backgrounds = [_background(scene_rng) for _ in range(scene[-1] + 1)]
     camera = _camera(scene_rng, t)
-    tracks = _distractors(scene_rng, t, camera)
+    tracks = _distractors(scene_rng, t, camera, scene)
     size = look_rng.uniform(8, 12)
     colour = np.stack([_contrasting_colour(look_rng, b) for b in backgrounds])[scene]
     cx, cy, scale, angle, events = _motion(motion, motion_rng, t_audio, size)
@@ -492,7 +494,7 @@ def _spec(num_train=NUM_TRAIN, num_test=NUM_TEST, num_frames=NUM_FRAMES, seed=0,
 
 
 def demo_dir() -> Path:
-    """Where the demo dataset lives: `$VIDEO_SSL_DATA/demo-v1` (default ~/.cache/video_ssl)."""
+    """Where the demo dataset lives: `$VIDEO_SSL_DATA/demo-v<DEMO_VERSION>` (default ~/.cache/video_ssl)."""
     base = os.environ.get("VIDEO_SSL_DATA") or "~/.cache/video_ssl"
     return Path(base).expanduser() / f"demo-v{DEMO_VERSION}"
 
