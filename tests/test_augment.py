@@ -137,19 +137,44 @@ def test_augment_clip_rejects_wrong_shapes(clip):
         augment.augment_clip(clip[0], SEEDS[0])
 
 
-def test_color_jitter_changes_clip_within_range(clip):
-    out = augment.color_jitter(clip, SEEDS[0], prob=1.0)
+@pytest.mark.parametrize("exact", [False, True])
+def test_color_jitter_changes_clip_within_range(clip, exact):
+    out = augment.color_jitter(clip, SEEDS[0], prob=1.0, exact=exact)
     assert out.shape == clip.shape and not np.allclose(out, clip)
     assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1.0
-    fixed = augment.color_jitter(clip, SEEDS[0], prob=1.0, random_order=False)
+    fixed = augment.color_jitter(clip, SEEDS[0], prob=1.0, random_order=False, exact=exact)
     assert fixed.shape == clip.shape
     np.testing.assert_array_equal(augment.color_jitter(clip, SEEDS[0], prob=0.0), clip)
 
 
-def test_grayscale_gives_equal_channels(clip):
+def test_fast_color_jitter_equals_exact_steps_on_gray_mid_range_clip():
+    # Gray pixels have no hue and mid-range values are never clipped: here the one
+    # affine map must equal torchvision's steps, in every order.
+    gray = 0.4 + 0.2 * tf.random.stateless_uniform([2, 8, 8, 1], [5, 5])
+    clip = tf.tile(gray, [1, 1, 1, 3])
+    for seed in SEEDS[:8]:
+        np.testing.assert_allclose(augment.color_jitter(clip, seed, prob=1.0),
+                                   augment.color_jitter(clip, seed, prob=1.0, exact=True),
+                                   atol=1e-5)
+
+
+def test_fast_color_jitter_is_close_to_exact_on_a_natural_like_clip():
+    # Smooth tinted grays, like most of a video frame: the HSV hue shift and the
+    # final-only clip are approximated; on real video the mean difference is ~0.004.
+    luma = tf.random.stateless_uniform([2, 4, 4, 1], [6, 6], minval=0.2, maxval=0.8)
+    tint = tf.random.stateless_uniform([2, 4, 4, 3], [7, 7], minval=-0.12, maxval=0.12)
+    clip = tf.image.resize(luma + tint, [16, 16])
+    for seed in SEEDS[:8]:
+        fast = augment.color_jitter(clip, seed, prob=1.0)
+        exact = augment.color_jitter(clip, seed, prob=1.0, exact=True)
+        assert float(tf.reduce_mean(tf.abs(fast - exact))) < 0.02
+
+
+def test_grayscale_gives_equal_channels_of_luma(clip):
     out = augment.random_grayscale(clip, SEEDS[0], prob=1.0).numpy()
     np.testing.assert_allclose(out[..., 0], out[..., 1])
     np.testing.assert_allclose(out[..., 0], out[..., 2])
+    np.testing.assert_allclose(out[..., :1], tf.image.rgb_to_grayscale(clip), atol=1e-3)
 
 
 def test_gaussian_blur_smooths_and_keeps_constant_images(clip):
@@ -159,8 +184,45 @@ def test_gaussian_blur_smooths_and_keeps_constant_images(clip):
     assert float(tf.math.reduce_std(blurred)) < float(tf.math.reduce_std(clip))
     flat = tf.fill([2, 16, 16, 3], 0.3)
     np.testing.assert_allclose(augment.gaussian_blur(flat, SEEDS[1], prob=1.0), flat, atol=1e-6)
+    tiny = augment.gaussian_blur(clip[:, :3, :3], SEEDS[2], prob=1.0, sigma_range=(2.0, 2.0))
+    assert tiny.shape == (4, 3, 3, 3)
     with pytest.raises(ValueError, match="padding"):
         augment.gaussian_blur(clip, SEEDS[0], prob=1.0, padding="ZERO")
+
+
+def _numpy_blur(clip: np.ndarray, sigma: float, radius: int, mode: str) -> np.ndarray:
+    """Separable blur by explicit shifted sums (np.pad modes: "reflect", "constant")."""
+    taps = np.arange(-radius, radius + 1)
+    kernel = np.exp(-taps ** 2 / (2 * sigma ** 2))
+    kernel /= kernel.sum()
+    pads = [(0, 0), (radius, radius), (radius, radius), (0, 0)]
+    padded = np.pad(clip, pads, mode=mode)
+    height, width = clip.shape[1:3]
+    rows = sum(w * padded[:, radius + t:radius + t + height] for t, w in zip(taps, kernel))
+    return sum(w * rows[:, :, radius + t:radius + t + width] for t, w in zip(taps, kernel))
+
+
+@pytest.mark.parametrize("padding, mode", [("REFLECT", "reflect"), ("SAME", "constant")])
+def test_gaussian_blur_matches_direct_convolution(clip, padding, mode):
+    out = augment.gaussian_blur(clip, SEEDS[2], prob=1.0, sigma_range=(1.2, 1.2),
+                                kernel_size=7, padding=padding)
+    np.testing.assert_allclose(out, _numpy_blur(clip.numpy(), 1.2, 3, mode), atol=1e-5)
+
+
+def test_truncated_blur_is_close_to_simclr_kernel(clip):
+    for seed in SEEDS[:6]:
+        truncated = augment.gaussian_blur(clip, seed, prob=1.0)
+        full = augment.gaussian_blur(clip, seed, prob=1.0, kernel_size=23)
+        np.testing.assert_allclose(truncated, full, atol=3e-3)
+
+
+def test_augment_clip_exact_options(clip):
+    out = augment.augment_clip(clip, SEEDS[3], normalize=False, color_jitter_exact=True,
+                               blur_kernel_size=23, **ALL_ON)
+    assert out.shape == clip.shape
+    assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1.0
+    fast = augment.augment_clip(clip, SEEDS[3], normalize=False, **ALL_ON)
+    assert float(tf.reduce_mean(tf.abs(out - fast))) < 0.05
 
 
 def test_temporal_difference(static_clip, clip):
