@@ -185,19 +185,19 @@ class CrashAt(keras.callbacks.Callback):
 
 
 @pytest.mark.slow
-def test_crash_mid_epoch_then_resume_keeps_epoch_boundaries(tmp_path, shards):
-    """Under MirroredStrategy over the two logical CPUs (2 videos per replica)."""
+def test_crash_mid_epoch_then_resume_keeps_epoch_boundaries(tmp_path, shards, mirrored):
+    """Under MirroredStrategy over the two logical CPUs (2 videos per replica); the
+    session's strategy, since a second one in the process breaks collectives."""
     model_dir = str(tmp_path / "run")
-    argv = cli(tmp_path, shards, model_dir, "train.epochs=3", "train.steps_per_epoch=3",
-               "train.strategy='mirrored'", "make_strategy.devices=['/cpu:0', '/cpu:1']")
+    argv = cli(tmp_path, shards, model_dir, "train.epochs=3", "train.steps_per_epoch=3")
     train_lib.parse_gin(*_gin_args(argv))
     with pytest.raises(SimulatedCrash):
-        train_lib.train(model_dir, extra_callbacks=[CrashAt(4)])
+        train_lib.train(model_dir, strategy=mirrored, extra_callbacks=[CrashAt(4)])
     assert max(checkpoint_steps(model_dir)) == 4  # saved before the crash callback ran
 
     gin.clear_config()
     train_lib.parse_gin(*_gin_args(argv))
-    final = train_lib.train(model_dir)
+    final = train_lib.train(model_dir, strategy=mirrored)
     assert final["step"] == 9
     metrics = json.loads(open(os.path.join(model_dir, "metrics.json")).read())
     assert [(e["epoch"], e["step"]) for e in metrics["epochs"]] == [(1, 3), (2, 6), (3, 9)]

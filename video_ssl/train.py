@@ -51,11 +51,14 @@ def demo_files(split: str = gin.REQUIRED) -> str:
 
 
 @gin.configurable(denylist=["name"])
-def make_strategy(name: str, devices: Sequence[str] | None = None,
+def make_strategy(name, devices: Sequence[str] | None = None,
                   tpu_address: str = "") -> tf.distribute.Strategy:
     """`default` (one device), `mirrored` (`devices`, default all local GPUs),
     `multi_worker` (TF_CONFIG cluster) or `tpu` (at `tpu_address`, empty for the
-    local TPU)."""
+    local TPU); a Strategy object is used as it is (callers embedding the trainer in a
+    process that already has one: TensorFlow's collectives clash between strategies)."""
+    if isinstance(name, tf.distribute.Strategy):
+        return name
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -194,7 +197,7 @@ def train(model_dir: str, *,
           epochs: int = 200,
           steps_per_epoch: int | None = None,
           warmup_epochs: float = 0.0,
-          strategy: str = "default",
+          strategy: str | tf.distribute.Strategy = "default",
           checkpoint_every_steps: int = 1000,
           knn_bank_files: str | None = None,
           knn_query_files: str | None = None,
@@ -210,7 +213,7 @@ def train(model_dir: str, *,
     arguments inside the strategy scope. optimizer: gin reference to
     `build_optimizer`, called with `global_batch_size`, `total_steps` and
     `warmup_steps`. steps_per_epoch: counted from the train shards when None.
-    strategy: a `make_strategy` name. knn_bank_files / knn_query_files: labeled
+    strategy: a `make_strategy` name or a Strategy. knn_bank_files / knn_query_files: labeled
     splits for the online kNN monitor (memory bank and queries); off when unset.
     """
     files = match_files(train_files, "train.train_files")
