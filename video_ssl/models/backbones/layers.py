@@ -39,29 +39,29 @@ def _pads(kernel, strides, dims):
                                   for k, s in zip(kernel, strides))
 
 
+def _padded_conv(x, dims: int, filters: int, kernel, strides, *, name: str, **kwargs):
+    """Conv{dims}D padded symmetrically in front when strided, 'same' otherwise."""
+    conv = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}[dims]
+    pad = {2: keras.layers.ZeroPadding2D, 3: keras.layers.ZeroPadding3D}[dims]
+    kernel, strides, pads = _pads(kernel, strides, dims)
+    padding = "same"
+    if any(s > 1 for s in strides) and any(sum(p) for p in pads):
+        x = pad(pads, name=f"{name}_pad")(x)
+        padding = "valid"
+    return conv(filters, kernel, strides, padding=padding, kernel_initializer=HE_NORMAL,
+                name=name, **kwargs)(x)
+
+
 def conv3d(x, filters: int, kernel, strides=1, *, name: str, use_bias: bool = False,
            groups: int = 1):
     """Conv3D with reference (symmetric) padding; 'same' when stride is 1."""
-    kernel, strides, pads = _pads(kernel, strides, 3)
-    if any(s > 1 for s in strides) and any(sum(p) for p in pads):
-        x = keras.layers.ZeroPadding3D(pads, name=f"{name}_pad")(x)
-        padding = "valid"
-    else:
-        padding = "same"
-    return keras.layers.Conv3D(filters, kernel, strides, padding=padding, use_bias=use_bias,
-                               groups=groups, kernel_initializer=HE_NORMAL, name=name)(x)
+    return _padded_conv(x, 3, filters, kernel, strides, name=name, use_bias=use_bias,
+                        groups=groups)
 
 
 def conv2d(x, filters: int, kernel, strides=1, *, name: str, use_bias: bool = False):
     """Conv2D with reference (symmetric) padding; 'same' when stride is 1."""
-    kernel, strides, pads = _pads(kernel, strides, 2)
-    if any(s > 1 for s in strides) and any(sum(p) for p in pads):
-        x = keras.layers.ZeroPadding2D(pads, name=f"{name}_pad")(x)
-        padding = "valid"
-    else:
-        padding = "same"
-    return keras.layers.Conv2D(filters, kernel, strides, padding=padding, use_bias=use_bias,
-                               kernel_initializer=HE_NORMAL, name=name)(x)
+    return _padded_conv(x, 2, filters, kernel, strides, name=name, use_bias=use_bias)
 
 
 def max_pool3d(x, pool, strides, *, name: str):
