@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from video_ssl import train as train_lib
+from video_ssl import cli as cli_lib, train as train_lib
 from video_ssl.data import schema
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,13 +190,13 @@ def test_crash_mid_epoch_then_resume_keeps_epoch_boundaries(tmp_path, shards, mi
     session's strategy, since a second one in the process breaks collectives."""
     model_dir = str(tmp_path / "run")
     argv = cli(tmp_path, shards, model_dir, "train.epochs=3", "train.steps_per_epoch=3")
-    train_lib.parse_gin(*_gin_args(argv))
+    cli_lib.parse_gin(*_gin_args(argv))
     with pytest.raises(SimulatedCrash):
         train_lib.train(model_dir, strategy=mirrored, extra_callbacks=[CrashAt(4)])
     assert max(checkpoint_steps(model_dir)) == 4  # saved before the crash callback ran
 
     gin.clear_config()
-    train_lib.parse_gin(*_gin_args(argv))
+    cli_lib.parse_gin(*_gin_args(argv))
     final = train_lib.train(model_dir, strategy=mirrored)
     assert final["step"] == 9
     metrics = json.loads(open(os.path.join(model_dir, "metrics.json")).read())
@@ -269,12 +269,12 @@ def test_gin_files_compose_and_params_override(tmp_path):
     first.write_text("include 'moco_rho3.gin'\ntrain.epochs = 5\ntrain.seed = 1\n")
     second.write_text("train.epochs = 7\n")
     gin.add_config_file_search_path(CONFIGS)
-    train_lib.parse_gin([str(first), str(second)], [])
+    cli_lib.parse_gin([str(first), str(second)], [])
     assert gin.query_parameter("train.epochs") == 7
     assert gin.query_parameter("train.seed") == 1
     assert gin.query_parameter("%RHO") == 3
     gin.clear_config()
-    train_lib.parse_gin([str(first), str(second)], ["train.epochs = 9", "RHO = 4"])
+    cli_lib.parse_gin([str(first), str(second)], ["train.epochs = 9", "RHO = 4"])
     assert gin.query_parameter("train.epochs") == 9
     assert gin.query_parameter("%RHO") == 4
 
@@ -286,7 +286,7 @@ RECIPES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIGS, "*
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipes_parse_with_paper_values_and_demo_overlay(recipe):
     method = recipe.split("_")[0]
-    train_lib.parse_gin([os.path.join(CONFIGS, recipe)], [])
+    cli_lib.parse_gin([os.path.join(CONFIGS, recipe)], [])
     rho = 2 if "aug_plus" in recipe else int(recipe.split("rho")[1][0])
     assert gin.query_parameter("%RHO") == rho
     assert gin.query_parameter("train.global_batch_size") == 512
@@ -299,15 +299,15 @@ def test_recipes_parse_with_paper_values_and_demo_overlay(recipe):
     with pytest.raises(ValueError):
         gin.query_parameter("train.train_files")  # required: no default in the recipe
     gin.clear_config()
-    train_lib.parse_gin([os.path.join(CONFIGS, recipe), os.path.join(CONFIGS, "demo.gin")], [])
+    cli_lib.parse_gin([os.path.join(CONFIGS, recipe), os.path.join(CONFIGS, "demo.gin")], [])
     assert gin.query_parameter("%BACKBONE") == "slow_r18"
     assert gin.query_parameter("%RHO") == rho
 
 
 def test_count_records_reads_headers(tmp_path, shards):
-    assert train_lib.count_records(sorted(glob.glob(shards))) == NUM_VIDEOS
+    assert cli_lib.count_records(sorted(glob.glob(shards))) == NUM_VIDEOS
     broken = tmp_path / "broken.tfrecord"
     data = open(sorted(glob.glob(shards))[0], "rb").read()
     broken.write_bytes(data[:-3])
     with pytest.raises(ValueError, match="broken.tfrecord: truncated"):
-        train_lib.count_records([str(broken)])
+        cli_lib.count_records([str(broken)])
