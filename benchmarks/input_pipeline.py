@@ -8,17 +8,24 @@ each; frames ~20 KiB like Kinetics at 256p), then prints clips/s for rho = 2 cli
 - crop+flip: `make_dataset` with the random-resized crop decoded in place, resize,
   flip and normalization, photometric augmentation off;
 - full SSL: `make_dataset` with its default augmentation (colour jitter p 0.8,
-  grayscale p 0.2, Gaussian blur p 0.5, flip).
+  grayscale p 0.2, Gaussian blur p 0.5, flip, normalization);
+- deferred: `make_dataset(..., defer_photometric=True)`, the pipeline part of the
+  full SSL augmentation when its photometric ops run on the accelerator
+  (`augment.photometric_batch`): crop, flip, resize, uint8 clips plus seeds.
 Each run is limited to `calls` threads (tf.data private thread pool, intra-op
 parallelism 1), so "1 and 2 parallel calls" mean 1 and 2 cores. Each number is the
-best of --rounds runs taken in turn, which filters out other processes' load.
+best of --rounds runs taken in turn, which filters out other processes' load. The
+second table is CPU time (user + system, all threads) per clip, also the best of the
+rounds: on a shared machine its ratios hold better than those of clips/s.
 
     python benchmarks/input_pipeline.py [--workdir DIR] [--batches 10] [--rounds 3]
+        [--seconds 10 40] [--calls 1 2]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 
@@ -86,24 +93,31 @@ def decode_floor_dataset(pattern: str, calls: int) -> tf.data.Dataset:
     return ds.batch(BATCH).prefetch(tf.data.AUTOTUNE)
 
 
-def pipeline_dataset(pattern: str, calls: int, **augmentation) -> tf.data.Dataset:
+def pipeline_dataset(pattern: str, calls: int, **options) -> tf.data.Dataset:
     return pipeline.make_dataset(
         pattern, training=True, batch_size=BATCH, num_clips=CLIPS, num_frames=FRAMES,
         frame_stride=STRIDE, crop_size=CROP, seed=0, shuffle_buffer=NUM_VIDEOS,
-        num_parallel_calls=calls, default_frame_rate=FPS, **augmentation)
+        num_parallel_calls=calls, default_frame_rate=FPS, **options)
 
 
-def clips_per_second(ds: tf.data.Dataset, calls: int, batches: int) -> float:
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(ds: tf.data.Dataset, calls: int, batches: int) -> tuple[float, float]:
+    """(clips per second, CPU milliseconds per clip)."""
     options = tf.data.Options()
     options.threading.private_threadpool_size = calls
     options.threading.max_intra_op_parallelism = 1
     it = iter(ds.with_options(options))
     for _ in range(3):  # warm up: tracing, buffers
         next(it)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     for _ in range(batches):
         next(it)
-    return batches * BATCH * CLIPS / (time.perf_counter() - start)
+    clips = batches * BATCH * CLIPS
+    return clips / (time.perf_counter() - start), (_cpu_seconds() - cpu) / clips * 1e3
 
 
 def main():
@@ -111,25 +125,38 @@ def main():
     parser.add_argument("--workdir", default=None, help="where to build the shards (kept)")
     parser.add_argument("--batches", type=int, default=10, help="timed batches per run")
     parser.add_argument("--rounds", type=int, default=3, help="runs per number (best kept)")
+    parser.add_argument("--seconds", type=float, nargs="+", default=[10.0, 40.0],
+                        help="video lengths")
+    parser.add_argument("--calls", type=int, nargs="+", default=[1, 2],
+                        help="parallel calls (= cores)")
     args = parser.parse_args()
     workdir = args.workdir or tempfile.mkdtemp(prefix="video_ssl_bench_")
     os.makedirs(workdir, exist_ok=True)
     pool = _frame_pool()
     print(f"shards in {workdir}; frame JPEG {np.mean([len(p) for p in pool]) / 1024:.1f} KiB "
           f"({WIDTH}x{HEIGHT}); batches of {BATCH} videos x {CLIPS} clips x {FRAMES}x{CROP}^2")
-    print("clips/s (ratio to the floor)")
-    print(f"{'video':>6} {'calls':>5} {'floor':>8} {'crop+flip':>16} {'full SSL':>16}")
-    for seconds in (10.0, 40.0):
+    columns = ("floor", "crop+flip", "full SSL", "deferred")
+    header = f"{'video':>6} {'calls':>5} " + " ".join(f"{c:>15}" for c in columns)
+    speed, cpu = [], []
+    for seconds in args.seconds:
         pattern = build_shards(workdir, seconds, pool)
-        for calls in (1, 2):
+        for calls in args.calls:
             builders = (lambda: decode_floor_dataset(pattern, calls),
                         lambda: pipeline_dataset(pattern, calls, **NO_PHOTOMETRIC),
-                        lambda: pipeline_dataset(pattern, calls))
-            runs = [[clips_per_second(build(), calls, args.batches) for build in builders]
-                    for _ in range(args.rounds)]
-            floor, plain, full = np.max(runs, axis=0)
-            print(f"{seconds:5.0f}s {calls:5d} {floor:8.1f} {plain:9.1f} ({plain / floor:.2f})"
-                  f" {full:9.1f} ({full / floor:.2f})", flush=True)
+                        lambda: pipeline_dataset(pattern, calls),
+                        lambda: pipeline_dataset(pattern, calls, defer_photometric=True))
+            runs = np.array([[measure(build(), calls, args.batches) for build in builders]
+                             for _ in range(args.rounds)])
+            row = f"{seconds:5.0f}s {calls:5d} "
+            best_speed, best_cpu = runs[..., 0].max(axis=0), runs[..., 1].min(axis=0)
+            # Ratios to the floor: throughput over the floor's, the floor's CPU over ours.
+            speed.append(row + " ".join(f"{v:8.1f} ({v / best_speed[0]:.2f})" for v in best_speed))
+            cpu.append(row + " ".join(f"{v:8.2f} ({best_cpu[0] / v:.2f})" for v in best_cpu))
+            print(speed[-1], flush=True)
+    for title, lines in (("clips/s (ratio to the floor)", speed),
+                         ("CPU ms per clip (floor's CPU time / this one)", cpu)):
+        print(f"\n{title}\n{header}")
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

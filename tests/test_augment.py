@@ -265,6 +265,76 @@ def test_random_convolution_weights_are_he_normal():
     assert abs(np.std(np.concatenate(weights)) - np.sqrt(2.0)) < 0.15
 
 
-def test_normalize_per_channel(clip):
+def test_normalize_per_channel_and_from_0_255(clip):
     out = augment.normalize(clip, mean=[0.4, 0.5, 0.6], std=[0.2, 0.25, 0.3]).numpy()
-    np.testing.assert_allclose(out[..., 2], (clip.numpy()[..., 2] - 0.6) / 0.3, rtol=1e-5)
+    np.testing.assert_allclose(out[..., 2], (clip.numpy()[..., 2] - 0.6) / 0.3, atol=1e-6)
+    scaled = augment.normalize(clip * 255.0, max_value=255.0)
+    np.testing.assert_allclose(scaled, (clip.numpy() - 0.45) / 0.225, atol=1e-5)
+
+
+def _uint8_batch(batch=2, clips=3):
+    """(batch, clips, 4, 16, 16, 3) smooth random uint8 clips and their (batch, clips, 2) seeds."""
+    small = tf.random.stateless_uniform([batch * clips * 4, 4, 4, 3], [8, 8])
+    frames = tf.cast(tf.image.resize(small, [16, 16]) * 255.0 + 0.5, tf.uint8)
+    seeds = tf.reshape(tf.range(batch * clips * 2, dtype=tf.int64), [batch, clips, 2])
+    return tf.reshape(frames, [batch, clips, 4, 16, 16, 3]), seeds
+
+
+def _per_clip(rgb, seeds, **options):
+    """augment_clip on every clip of a uint8 batch, unflipped, from 0-255 values."""
+    flat = tf.reshape(tf.cast(rgb, tf.float32), [-1, 4, 16, 16, 3])
+    out = [augment.augment_clip(c, s, flip_prob=0.0, max_value=255.0, **options)
+           for c, s in zip(flat, tf.reshape(seeds, [-1, 2]))]
+    return tf.reshape(tf.stack(out), rgb.shape).numpy()
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    dict(color_jitter_prob=0.5, grayscale_prob=0.5, blur_prob=0.5, temporal_difference_prob=0.5),
+    dict(blur_kernel_size=5, color_strength=1.5, normalize=False),
+    dict(color_jitter_exact=True, random_conv=True),
+])
+def test_photometric_batch_equals_augment_clip_per_clip(options):
+    rgb, seeds = _uint8_batch()
+    out = augment.photometric_batch(rgb, seeds, flip_prob=0.5, **options)
+    assert out.shape == rgb.shape and out.dtype == tf.float32
+    np.testing.assert_allclose(out, _per_clip(rgb, seeds, **options), atol=2e-5)
+
+
+def test_photometric_batch_draws_per_clip_and_rejects_float_clips():
+    rgb, seeds = _uint8_batch(batch=1, clips=6)
+    same = tf.broadcast_to(rgb[:, :1], rgb.shape)  # one clip, six seeds
+    out = augment.photometric_batch(same, seeds, color_jitter_prob=1.0).numpy()[0]
+    assert all(not np.allclose(out[0], o) for o in out[1:])
+    with pytest.raises(ValueError, match=r"photometric_batch: expected uint8 clips"):
+        augment.photometric_batch(tf.cast(rgb, tf.float32), seeds)
+
+
+def test_flip_commutes_with_resize_and_uint8_resize_rounds(clip):
+    from video_ssl.data import decode
+    crop = tf.cast(clip[:, :20, :28] * 255.0, tf.uint8)
+    # Values are 0-255: mirrored interpolation weights differ in float rounding only.
+    np.testing.assert_allclose(decode.resize_clip(augment.flip_clip(crop), 24),
+                               augment.flip_clip(decode.resize_clip(crop, 24)), atol=1e-3)
+    as_uint8 = decode.resize_clip(crop, 24, tf.uint8)
+    assert as_uint8.dtype == tf.uint8
+    np.testing.assert_array_equal(as_uint8, np.floor(decode.resize_clip(crop, 24).numpy() + 0.5))
+
+
+def test_flip_seed_gives_augment_clips_flip(clip):
+    for seed in SEEDS[:8]:
+        flipped = augment.flip_left_right(clip, augment.flip_seed(seed))
+        plain = augment.augment_clip(clip, seed, color_jitter_prob=0.0, grayscale_prob=0.0,
+                                     blur_prob=0.0, normalize=False)
+        np.testing.assert_array_equal(flipped, plain)
+
+
+@pytest.mark.parametrize("options", [dict(normalize=False), dict(color_jitter_exact=True),
+                                     dict(random_conv=True, temporal_difference_prob=1.0)])
+def test_augment_clip_of_0_255_values_equals_0_1_path(clip, options):
+    # The pipeline leaves resized uint8 clips in 0-255 and folds the 1/255 into
+    # normalization; every op must scale with it (clip bounds, HSV hue, convolutions).
+    for seed in SEEDS[:4]:
+        unit = augment.augment_clip(clip, seed, **ALL_ON, **options)
+        scaled = augment.augment_clip(clip * 255.0, seed, max_value=255.0, **ALL_ON, **options)
+        np.testing.assert_allclose(scaled, unit, atol=2e-5)

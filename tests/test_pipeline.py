@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from video_ssl.data import audio as audio_lib
+from video_ssl.data import augment
 from video_ssl.data import pipeline
 
 H, W = 32, 48
@@ -319,3 +320,30 @@ def test_input_context_splits_files(shards):
         assert all(b["rgb"].shape[0] <= 2 for b in batches)  # per-replica batch
         labels.append(sorted(int(v) for b in batches for v in b["label"].numpy()))
     assert labels == [[0, 1], [2, 3]]
+
+
+def test_deferred_photometric_augmentation_matches_the_pipeline(shards):
+    augmentation = dict(color_jitter_prob=0.8, grayscale_prob=0.5, blur_prob=0.5)
+    kwargs = dict(training=True, batch_size=4, num_clips=2, num_frames=4, frame_stride=3,
+                  crop_size=16, modalities=("rgb", "flow"), seed=7, default_frame_rate=FPS,
+                  **augmentation)
+    full = _first(pipeline.make_dataset(shards["dmvr_pattern"], **kwargs))
+    deferred = _first(pipeline.make_dataset(shards["dmvr_pattern"], defer_photometric=True,
+                                            **kwargs))
+    assert deferred["rgb"].dtype == np.uint8 and deferred["rgb"].shape == (4, 2, 4, 16, 16, 3)
+    assert deferred["photometric_seed"].shape == (4, 2, 2)
+    np.testing.assert_array_equal(deferred["flow"], full["flow"])
+    rgb = augment.photometric_batch(deferred["rgb"], deferred["photometric_seed"],
+                                    **augmentation).numpy()
+    # The deferred clips were rounded to uint8 after resizing: half a level, times the
+    # jitter's gain, over the std 0.225.
+    difference = np.abs(rgb - full["rgb"])
+    assert difference.max() < 0.05 and difference.mean() < 0.005
+
+
+def test_deferred_photometric_is_for_training_rgb(shards):
+    with pytest.raises(ValueError, match="defer_photometric applies to training clips"):
+        pipeline.make_dataset(shards["dmvr_pattern"], training=False, batch_size=1,
+                              defer_photometric=True)
+    with pytest.raises(ValueError, match="modalities .*'flow'.* have no rgb"):
+        pipeline.ViewSpec(modalities=("flow",), defer_photometric=True)

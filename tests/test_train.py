@@ -122,7 +122,7 @@ def test_cli_trains_and_writes_all_outputs(trained_run):
     assert ("epoch/learning_rate", 2) in scalars and ("epoch/momentum", 4) in scalars
 
     exported = tf.saved_model.load(str(model_dir / "export"))
-    features = exported.serve(tf.random.uniform([2, 4, 32, 32, 3]))
+    features = exported.serve(tf.random.uniform([2, 4, 32, 32, 3]))["features"]
     assert features.shape == (2, 64) and np.isfinite(features.numpy()).all()
     assert not os.path.exists(str(model_dir / "export.tmp"))
 

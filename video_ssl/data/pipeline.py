@@ -12,6 +12,13 @@ Stages, each public and usable on its own:
 - `make_view_dataset(pattern, views, ...)`: the stages wired up, batched, prefetched;
 - `make_dataset(...)` (contract): one view, output flattened to "rgb"/"flow"/"audio"/"label".
 
+Training clips are decoded inside their crop box, flipped while still uint8 (a 4x
+smaller pass), resized, then augmented (colour jitter, grayscale, blur, normalization)
+with the 1/255 folded into normalization. With `defer_photometric=True` the pipeline
+stops after the resize and emits uint8 clips plus each clip's augmentation seed, and
+`augment.photometric_batch` applies the rest to the batch (e.g. on the accelerator):
+4x less host-to-device traffic and none of the photometric CPU work.
+
 A method with several views builds its `ViewSpec`s and calls `make_view_dataset`:
 BraVe passes a narrow view and broad views with `sync="centre"` (or "start", or None
 for independent starts); CoCLR asks for modalities ("rgb", "flow") in one view so each
@@ -24,6 +31,7 @@ and the element's position, so a seeded, deterministic pipeline repeats exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from typing import Mapping, Sequence
 
@@ -71,7 +79,9 @@ class ViewSpec:
     frame_rate_jitter scales each clip's stride by U[1 - j, 1 + j].
     Spatial (training): crop "random_resized" (area_range, aspect_range) or
     "scale_jitter" (short_side_range); `augmentation` holds `augment.augment_clip`'s
-    keyword arguments. Evaluation: num_clips uniformly spaced clips (or sliding windows
+    keyword arguments; defer_photometric stops training RGB clips after crop, resize
+    and flip (uint8, plus "photometric_seed" for `augment.photometric_batch`).
+    Evaluation: num_clips uniformly spaced clips (or sliding windows
     every eval_window_stride stored frames) x eval_crops (1, 3 or 10) crops of
     crop_size after resizing the short side to short_side (default crop_size * 8 / 7,
     256 for 224), clip-major along the clip axis.
@@ -91,6 +101,7 @@ class ViewSpec:
     aspect_range: tuple[float, float] = (3 / 4, 4 / 3)
     short_side_range: tuple[int, int] = (256, 320)
     augmentation: Mapping = dataclasses.field(default_factory=dict)
+    defer_photometric: bool = False
     eval_crops: int = 1
     short_side: int | None = None
     eval_window_stride: float | None = None
@@ -108,6 +119,9 @@ class ViewSpec:
         if self.num_clips < 1 or self.num_frames < 1:
             raise ValueError(f"num_clips={self.num_clips}, num_frames={self.num_frames}: "
                              "expected >= 1")
+        if self.defer_photometric and "rgb" not in self.modalities:
+            raise ValueError(f"defer_photometric=True defers RGB augmentation, but modalities "
+                             f"{tuple(self.modalities)} have no rgb")
 
     def audio_samples(self, default_frame_rate: float) -> int:
         """Static number of waveform samples per clip."""
@@ -256,32 +270,47 @@ def _audio(view: ViewSpec, features, start_seconds, default_frame_rate) -> tf.Te
 
 def _training_clips(view: ViewSpec, features, starts, strides, seed) -> dict:
     """Each clip: its own crop box (decoded directly), flip and colour jitter; a flow
-    clip shares its RGB clip's window, box and flip. One traced body for all clips
-    (tf.map_fn) keeps the graph small."""
-    channels = {"rgb": 3, "flow": 2}
+    clip shares its RGB clip's window, box and flip. The flip (`augment_clip`'s own
+    draw) mirrors the decoded crop before resizing, which commutes with it and is
+    cheaper there. One traced body for all clips (tf.map_fn) keeps the graph small."""
     size = view.crop_size
-    signature = {m: tf.TensorSpec([view.num_frames, size, size, channels[m]], tf.float32)
-                 for m in channels if m in view.modalities}
+    frames = [view.num_frames, size, size]
+    signature = {}
+    if "rgb" in view.modalities:
+        signature["rgb"] = tf.TensorSpec(frames + [3], tf.uint8 if view.defer_photometric
+                                         else tf.float32)
+        if view.defer_photometric:
+            signature["photometric_seed"] = tf.TensorSpec([2], tf.int64)
+    if "flow" in view.modalities:
+        signature["flow"] = tf.TensorSpec(frames + [2], tf.float32)
     if not signature:
         return {}
     num_available = _num_frames(features)
     image_hw = _reference_shape(features)
     flow_hw = decode.frame_shape(features["flow"]) if "flow" in view.modalities else None
+    photometric = dict(view.augmentation)
+    flip_prob = photometric.pop("flip_prob", augment.FLIP_PROB)
 
     def one_clip(args):
         start, stride, clip_seed = args
         box_seed, aug_seed = tf.unstack(tf.random.experimental.stateless_split(clip_seed, 2))
         box = _training_box(view, image_hw, box_seed)
         indices = sampling.clip_indices(start, view.num_frames, stride, num_available)
+        flip = functools.partial(augment.flip_left_right, seed=augment.flip_seed(aug_seed),
+                                 prob=flip_prob)
         out = {}
         if "rgb" in view.modalities:
-            clip = decode.resize_clip(decode.decode_jpegs(features["frames"], indices, box), size)
-            out["rgb"] = augment.augment_clip(clip, aug_seed, **view.augmentation)
+            crop = flip(decode.decode_jpegs(features["frames"], indices, box))
+            if view.defer_photometric:
+                out["rgb"] = decode.resize_clip(crop, size, tf.uint8)
+                out["photometric_seed"] = tf.cast(aug_seed, tf.int64)
+            else:
+                out["rgb"] = augment.augment_clip(decode.resize_clip(crop, size), aug_seed,
+                                                  flip_prob=0.0, max_value=255.0, **photometric)
         if "flow" in view.modalities:
             flow_box = decode.scale_box(box, image_hw, flow_hw)
             flow = decode.decode_flow(features["flow"], indices, features["flow_bound"], flow_box)
-            out["flow"] = augment.augment_clip(decode.resize_clip(flow, size), aug_seed,
-                                               is_flow=True, **view.augmentation)
+            out["flow"] = decode.resize_clip(flip(flow, is_flow=True), size)
         return out
 
     clip_seeds = tf.random.experimental.stateless_split(seed, view.num_clips)
@@ -313,6 +342,18 @@ def _eval_crops(frames, clips, boxes, flips, size: int, is_flow: bool):
     return tf.reshape(stacked, tf.concat([[-1], tf.shape(stacked)[2:]], 0))
 
 
+def eval_rgb_crops(view: ViewSpec, frames, clips) -> tf.Tensor:
+    """(clips * T, H, W, 3) frames in [0, 1] -> (clips * eval_crops, T, S, S, 3): the
+    view's evaluation crops, normalized as the view asks (the SavedModel export
+    applies it to raw frames too)."""
+    boxes, flips = _eval_boxes(view, tf.shape(frames)[1:3])
+    rgb = _eval_crops(frames, clips, boxes, flips, view.crop_size, is_flow=False)
+    if view.augmentation.get("normalize", True):
+        rgb = augment.normalize(rgb, view.augmentation.get("mean", 0.45),
+                                view.augmentation.get("std", 0.225))
+    return rgb
+
+
 def _eval_clips(view: ViewSpec, features, starts, strides) -> dict:
     """All clips share the deterministic crops; frames are decoded whole, once."""
     if not {"rgb", "flow"} & set(view.modalities):
@@ -326,11 +367,7 @@ def _eval_clips(view: ViewSpec, features, starts, strides) -> dict:
     out = {}
     if "rgb" in view.modalities:
         frames = tf.cast(decode.decode_jpegs(features["frames"], indices), tf.float32) / 255.0
-        rgb = _eval_crops(frames, clips, boxes, flips, view.crop_size, is_flow=False)
-        if view.augmentation.get("normalize", True):
-            rgb = augment.normalize(rgb, view.augmentation.get("mean", 0.45),
-                                    view.augmentation.get("std", 0.225))
-        out["rgb"] = rgb
+        out["rgb"] = eval_rgb_crops(view, frames, clips)
     if "flow" in view.modalities:
         flow_hw = decode.frame_shape(features["flow"])
         flow_boxes = tf.map_fn(lambda b: decode.scale_box(b, image_hw, flow_hw), boxes)
@@ -346,7 +383,8 @@ def _set_shapes(view: ViewSpec, out: dict, training: bool) -> dict:
     size = view.crop_size
     shapes = {"rgb": [clips, view.num_frames, size, size, 3],
               "flow": [clips, view.num_frames, size, size, 2],
-              "audio": [clips, None, view.audio.num_mel_bins, 1]}
+              "audio": [clips, None, view.audio.num_mel_bins, 1],
+              "photometric_seed": [clips, 2]}
     return {k: tf.ensure_shape(v, shapes[k]) if k in shapes else v for k, v in out.items()}
 
 
@@ -417,6 +455,9 @@ def make_view_dataset(file_pattern, views: Sequence[ViewSpec], *, training: bool
     views = tuple(views)
     if flatten and len(views) != 1:
         raise ValueError(f"flatten needs exactly one view, got {len(views)}")
+    if not training and any(v.defer_photometric for v in views):
+        raise ValueError("defer_photometric applies to training clips; evaluation clips are "
+                         "normalized in the pipeline")
     repeat = training if repeat is None else repeat
     drop_remainder = training if drop_remainder is None else drop_remainder
     deterministic = (seed is not None) if deterministic is None else deterministic
@@ -469,8 +510,9 @@ def make_dataset(file_pattern, *, training: bool, batch_size: int, num_clips: in
                  max_gap: float | None = None, frame_rate_jitter: float = 0.0,
                  crop: str = "random_resized", area_range=(0.2, 0.766),
                  aspect_range=(3 / 4, 4 / 3), short_side_range=(256, 320),
-                 eval_crops: int = 1, short_side: int | None = None,
-                 eval_window_stride: float | None = None, audio: AudioSpec = AudioSpec(),
+                 defer_photometric: bool = False, eval_crops: int = 1,
+                 short_side: int | None = None, eval_window_stride: float | None = None,
+                 audio: AudioSpec = AudioSpec(),
                  default_frame_rate: float = schema.DEFAULT_FRAME_RATE,
                  shuffle_buffer: int = 64, num_parallel_calls: int = AUTOTUNE,
                  deterministic: bool | None = None, drop_remainder: bool | None = None,
@@ -480,7 +522,11 @@ def make_dataset(file_pattern, *, training: bool, batch_size: int, num_clips: in
     (B, num_clips, frames, mel_bins, 1) when asked for (contract).
 
     Training: num_clips clips per video, each with its own crop, flip and colour
-    jitter (`augmentation` = `augment.augment_clip` keywords). Evaluation: num_clips
+    jitter (`augmentation` = `augment.augment_clip` keywords). defer_photometric=True
+    (training only): "rgb" is uint8, cropped, resized and flipped, and
+    "photometric_seed" (B, num_clips, 2) int64 holds each clip's seed;
+    `augment.photometric_batch(rgb, photometric_seed, **augmentation)` then gives what
+    the pipeline would have. Evaluation: num_clips
     uniformly spaced clips x eval_crops crops form the clip axis (clip-major); with
     eval_window_stride, sliding windows instead, padded per batch, plus "clip_mask".
     See `ViewSpec` and `make_view_dataset` for the other options.
@@ -491,7 +537,8 @@ def make_dataset(file_pattern, *, training: bool, batch_size: int, num_clips: in
         same_window=same_window, min_gap=min_gap, max_gap=max_gap,
         frame_rate_jitter=frame_rate_jitter, crop=crop, area_range=tuple(area_range),
         aspect_range=tuple(aspect_range), short_side_range=tuple(short_side_range),
-        augmentation=dict(augmentation), eval_crops=eval_crops, short_side=short_side,
+        augmentation=dict(augmentation), defer_photometric=defer_photometric,
+        eval_crops=eval_crops, short_side=short_side,
         eval_window_stride=eval_window_stride, audio=audio)
     return make_view_dataset(
         file_pattern, [view], training=training, batch_size=batch_size, seed=seed,

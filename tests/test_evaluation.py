@@ -1,0 +1,275 @@
+"""Evaluation protocols on tiny shards and a tiny backbone: recall@k against brute
+force, multi-view averaging (padding included), fusion, metrics, the optimizers, and
+each protocol (linear probe, fine-tuning, retrieval, linear SVM)."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from video_ssl.data import schema
+from video_ssl.evaluation import classifier, finetune, linear, multiview, retrieval, svm
+from video_ssl.evaluation.protocol import EvalData, classification_metrics
+from video_ssl.models import build_backbone
+
+SIZE = 32
+CLIP = dict(num_frames=4, frame_stride=2, crop_size=SIZE)
+PLAIN = dict(color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
+
+
+def _video(label, num_frames):
+    """Class parity = red level; green = 8 x frame index (the first frame is findable)."""
+    frames = np.zeros((num_frames, SIZE, SIZE, 3), np.uint8)
+    frames[..., 0] = 40 + 160 * (label % 2)
+    frames[..., 1] = 8 * np.arange(num_frames)[:, None, None]
+    frames[..., 2] = 90
+    return [tf.io.encode_jpeg(f, quality=100).numpy() for f in frames]
+
+
+def write_shards(prefix, labels, num_shards, lengths=None):
+    """Video i (label labels[i], None = unlabeled) goes to shard i % num_shards."""
+    lengths = lengths or [16] * len(labels)
+    names = schema.shard_names(str(prefix), num_shards)
+    for shard, name in enumerate(names):
+        with tf.io.TFRecordWriter(name) as writer:
+            for i in range(shard, len(labels), num_shards):
+                writer.write(schema.make_sequence_example(
+                    _video(labels[i] or 0, lengths[i]), label=labels[i],
+                    frame_rate=25.0).SerializeToString())
+    return names
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_shards")
+    # 4 train shards, each with both classes; 4 test videos in one shard.
+    train = write_shards(root / "train", [0, 0, 0, 0, 1, 1, 1, 1], 4)
+    test = write_shards(root / "test", [0, 1, 0, 1], 1)
+    return EvalData(train, test, train_input={**CLIP, **PLAIN},
+                    test_input={**CLIP, "num_clips": 2, "eval_crops": 3},
+                    gallery_input=dict(CLIP), batch_size=4, eval_batch_size=2)
+
+
+def tiny_backbone():
+    return build_backbone("slow_r18", width_multiplier=0.125)
+
+
+# ---------------------------------------------------------------------- retrieval
+
+
+def brute_force_recall(queries, query_labels, gallery, gallery_labels, k):
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+    hits = []
+    for row, label in zip(q @ g.T, query_labels):
+        order = sorted(range(len(row)), key=lambda j: -row[j])[:k]
+        hits.append(any(gallery_labels[j] == label for j in order))
+    return float(np.mean(hits))
+
+
+def test_recall_at_k_matches_brute_force():
+    rng = np.random.default_rng(1)
+    queries, gallery = rng.normal(size=(37, 6)), rng.normal(size=(41, 6))
+    query_labels, gallery_labels = rng.integers(0, 7, 37), rng.integers(0, 7, 41)
+    ks = (1, 5, 10, 20, 50)  # 50 > gallery: the whole gallery counts
+    recalls = retrieval.recall_at_k(queries, query_labels, gallery, gallery_labels, ks)
+    assert list(recalls) == list(ks)
+    for k in ks:
+        assert recalls[k] == pytest.approx(
+            brute_force_recall(queries, query_labels, gallery, gallery_labels, k))
+    assert recalls[50] == float(np.isin(query_labels, gallery_labels).mean())
+    # Chunked search finds the same neighbours.
+    np.testing.assert_array_equal(
+        retrieval.nearest_neighbours(queries, gallery, 5, chunk_size=4),
+        retrieval.nearest_neighbours(queries, gallery, 5))
+
+
+def test_recall_at_k_uses_cosine_similarity():
+    # By dot product the long gallery vector would win; by cosine the aligned one does.
+    gallery = np.array([[10.0, 8.0], [1.0, 0.0]])
+    recalls = retrieval.recall_at_k([[1.0, 0.0]], [1], gallery, [0, 1], ks=(1, 2))
+    assert recalls == {1: 1.0, 2: 1.0}
+    assert retrieval.recall_at_k([[0.0, 1.0]], [1], gallery, [0, 1], ks=(1,)) == {1: 0.0}
+    with pytest.raises(ValueError, match="positive ks"):
+        retrieval.recall_at_k([[1.0, 0.0]], [1], gallery, [0, 1], ks=(0,))
+    with pytest.raises(ValueError, match="features"):
+        retrieval.recall_at_k([[1.0, 0.0, 0.0]], [1], gallery, [0, 1])
+
+
+# -------------------------------------------------------------------- multi-view
+
+
+def test_average_over_views_skips_padded_views():
+    # 2 videos x 3 view slots; video 1 has one padded slot (value 100, mask False).
+    views = np.array([[1.0, 2.0, 3.0], [4.0, 8.0, 100.0]], np.float32)
+    clips = np.broadcast_to(views[:, :, None, None, None, None], (2, 3, 1, 2, 2, 1))
+    dataset = tf.data.Dataset.from_tensors({
+        "rgb": tf.constant(clips), "label": tf.constant([3, 5]),
+        "clip_mask": tf.constant([[True, True, True], [True, True, False]])})
+    seen = []
+
+    def fn(batch):  # per-clip mean pixel and its square
+        seen.extend(np.asarray(batch).reshape(len(batch), -1).mean(axis=1).tolist())
+        value = tf.reduce_mean(batch, axis=[1, 2, 3, 4])
+        return tf.stack([value, value ** 2], axis=1)
+
+    scores, labels = multiview.average_over_views(fn, dataset, verbose=False, chunk=2)
+    np.testing.assert_allclose(scores, [[2.0, 14 / 3], [6.0, 40.0]])
+    np.testing.assert_array_equal(labels, [3, 5])
+    assert sorted(seen) == [1.0, 2.0, 3.0, 4.0, 8.0]  # the padded view was never scored
+    with pytest.raises(ValueError, match="no valid view"):
+        multiview.masked_view_mean(np.ones((1, 2, 1)), np.zeros((1, 2), bool))
+
+
+def test_dense_windows_average_is_per_video(tmp_path):
+    """Videos of different lengths have different window counts; in a padded batch each
+    is averaged over its own windows only, as when evaluated alone."""
+    files = write_shards(tmp_path / "dense", [0, 1, 0], 1, lengths=[10, 30, 18])
+    fn = lambda clips: tf.reduce_mean(clips, axis=[1, 2, 3])  # mean colour per clip  # noqa
+    results = []
+    for batch_size in (3, 1):
+        data = EvalData(files, files, test_input={**CLIP, "window_overlap": 0.5,
+                                                  "eval_crops": 3},
+                        eval_batch_size=batch_size)
+        results.append(multiview.average_over_views(fn, data.test(), verbose=False))
+    np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-6)
+    # Green = 8 x frame index: longer videos have later windows, so a larger mean.
+    green = results[0][0][:, 1]
+    assert green[0] < green[2] < green[1]
+
+
+def test_fuse_averages_streams():
+    rgb, flow = np.array([[0.6, 0.4], [0.2, 0.8]]), np.array([[0.2, 0.8], [0.4, 0.6]])
+    np.testing.assert_allclose(multiview.fuse([rgb, flow]), [[0.4, 0.6], [0.3, 0.7]])
+    np.testing.assert_allclose(multiview.fuse([rgb, flow], weights=[3, 1]),
+                               [[0.5, 0.5], [0.25, 0.75]])
+    with pytest.raises(ValueError, match="one shape"):
+        multiview.fuse([rgb, flow[:1]])
+    with pytest.raises(ValueError, match="weights"):
+        multiview.fuse([rgb, flow], weights=[1, -1])
+
+
+def test_classification_metrics():
+    scores = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1], [0.2, 0.3, 0.5]])
+    labels = np.array([0, 1, 1, 2])
+    metrics, confusion = classification_metrics(scores, labels, num_classes=3)
+    assert metrics["top1"] == 0.5 and metrics["top5"] == 1.0 and metrics["num_videos"] == 4
+    # Per class: 1/1, 0/2, 1/1.
+    assert metrics["mean_class_accuracy"] == pytest.approx(2 / 3)
+    np.testing.assert_array_equal(confusion, [[1, 0, 0], [1, 0, 1], [0, 0, 1]])
+
+
+# -------------------------------------------------------------------- optimizers
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_backbone_learning_rate_scale_and_coupled_decay(name):
+    backbone_w = keras.Variable([1.0, 1.0], name="backbone_w")
+    head_w = keras.Variable([1.0, 1.0], name="head_w")
+
+    class Backbone:  # what make_optimizer reads
+        trainable_variables = [backbone_w]
+
+    opt = classifier.make_optimizer(name, 0.1, weight_decay=0.5, exclude_vectors=False,
+                                    backbone=Backbone(), backbone_lr_scale=0.0)
+    # Zero gradients: only the coupled weight decay moves the weights.
+    opt.apply([tf.zeros(2), tf.zeros(2)], [backbone_w, head_w])
+    np.testing.assert_array_equal(backbone_w.numpy(), [1.0, 1.0])  # lr scaled to 0
+    assert (head_w.numpy() < 1.0).all()
+
+
+def test_step_schedule_divides_at_decay_epochs():
+    schedule = classifier.learning_rate_schedule(
+        1.0, schedule="step", total_steps=100, steps_per_epoch=10, decay_epochs=(6, 8))
+    assert [float(schedule(s)) for s in (0, 59, 61, 81)] == pytest.approx([1, 1, 0.1, 0.01])
+    with pytest.raises(ValueError, match="schedule"):
+        classifier.learning_rate_schedule(1.0, schedule="poly", total_steps=1,
+                                          steps_per_epoch=1)
+
+
+# --------------------------------------------------------------------- protocols
+
+
+def test_linear_probe_freezes_the_backbone(data):
+    backbone = tiny_backbone()
+    before = [w.numpy().copy() for w in backbone.weights]  # BN statistics included
+    result = linear.linear_probe(backbone, data, num_classes=2, epochs=3, warmup_epochs=1,
+                                 learning_rate=2.0, batch_norm=True, l2_normalize=True,
+                                 verbose=0)
+    for old, new in zip(before, backbone.weights):
+        np.testing.assert_array_equal(old, new.numpy())
+    assert result.metrics["top1"] == 1.0  # red level separates the classes
+    assert result.confusion.sum() == 4 and result.scores.shape == (4, 2)
+    np.testing.assert_allclose(result.scores.sum(axis=1), 1.0, atol=1e-5)  # mean softmax
+    assert result.settings["batch_norm"] and result.metrics["steps"] == 6
+    logits = result.model(tf.zeros([2, 4, SIZE, SIZE, 3]))
+    assert logits.shape == (2, 2)
+
+
+def test_finetune_trains_backbone_at_a_scaled_rate(data):
+    backbone = tiny_backbone()
+    before = [w.numpy().copy() for w in backbone.trainable_weights]
+    result = finetune.finetune(backbone, data, num_classes=2, epochs=1, optimizer="adam",
+                               learning_rate=1e-3, reference_batch_size=None,
+                               backbone_lr_scale=0.1, schedule="step", decay_epochs=(),
+                               dropout=0.5, verbose=0)
+    changed = [not np.array_equal(old, new.numpy())
+               for old, new in zip(before, backbone.trainable_weights)]
+    assert all(changed)
+    assert 0.0 <= result.metrics["top1"] <= 1.0 and result.settings["backbone_lr_scale"] == 0.1
+    with pytest.raises(ValueError, match="finetune.num_classes is not set"):
+        finetune.finetune(backbone, data)
+
+
+def test_retrieval_protocol(data):
+    result = retrieval.retrieval(tiny_backbone(), data, ks=(1, 3, 50), num_examples=2,
+                                 verbose=False)
+    recalls = [result.metrics[f"recall@{k}"] for k in (1, 3, 50)]
+    assert recalls == sorted(recalls) and recalls[-1] == 1.0
+    assert recalls[0] == 1.0  # videos of a class are identical up to JPEG noise
+    assert result.metrics["num_queries"] == 4 and result.metrics["num_gallery"] == 8
+    assert [e["label"] for e in result.neighbours] == [0, 1]
+    for example in result.neighbours:
+        assert len(example["neighbours"]) == retrieval.NEIGHBOURS_SHOWN
+        assert example["neighbour_labels"] == [example["label"]] * 3
+    # Indices follow the evaluation order: the frames shown are those videos' frames.
+    shown = data.first_frames("train", result.neighbours[1]["neighbours"], size=16)
+    for frame in shown.values():
+        assert abs(int(frame[..., 0].mean()) - 200) < 10  # class 1 is red level 200
+
+
+def test_linear_svm_chooses_c_on_held_out_shards(data):
+    result = svm.linear_svm(tiny_backbone(), data, num_classes=2, regularization=(1e-3, 1.0),
+                            train_epochs=2, verbose=False)
+    assert result.metrics["top1"] == 1.0
+    assert set(result.metrics["validation_accuracy"]) == {"0.001", "1.0"}
+    assert result.metrics["regularization"] in (1e-3, 1.0)
+    assert result.metrics["num_train_clips"] == 16  # 2 passes over 8 videos
+    assert result.scores.shape == (4, 2) and result.confusion.trace() == 4
+
+
+def test_svm_validation_split_needs_two_shards():
+    assert svm.split_validation(["a", "b", "c", "d"], 0.25) == (["a", "b", "c"], ["d"])
+    assert svm.split_validation(["a", "b"], 0.9) == (["a"], ["b"])
+    with pytest.raises(ValueError, match="at least 2 train shards"):
+        svm.split_validation(["a"], 0.1)
+
+
+def test_unlabeled_videos_are_rejected(tmp_path):
+    files = write_shards(tmp_path / "unlabeled", [0, None], 1)
+    data = EvalData(files, files, train_input=dict(CLIP), test_input=dict(CLIP),
+                    test_source="evaluate.test_files=x", eval_batch_size=2)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="evaluate.test_files=x: a video has no label"):
+        list(data.test())
+    out_of_range = write_shards(tmp_path / "labeled", [0, 3], 1)
+    data = EvalData(out_of_range, out_of_range, test_input=dict(CLIP))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label is >= num_classes=2"):
+        list(data.test(num_classes=2))
+
+
+def test_first_frames_are_the_videos_first_frames(data):
+    frames = data.first_frames("train", [0, 5], size=16)
+    assert sorted(frames) == [0, 5]
+    for frame in frames.values():
+        assert frame.shape == (16, 16, 3) and frame.dtype == np.uint8
+        assert frame[..., 1].max() <= 4  # green 8 x index: frame 0

@@ -1,0 +1,43 @@
+"""Fine-tuning: all weights trained with a dropout + linear head, with `model.fit`.
+
+Defaults are the ρ-paper's UCF101/HMDB51 protocol as in PySlowFast
+configs/contrastive_ssl/finetune_ucf_Slow_R50_syn0.yaml: 200 epochs, SGD momentum 0.9,
+learning rate 0.005 at batch 64 with a half-period cosine and no warm-up, weight decay
+1e-4 (not on BatchNorm parameters), dropout 0.5. CoCLR's protocol (Han et al. 2020,
+eval/main_classifier.py `--train_what ft`): Adam with coupled L2 1e-3, learning rate
+1e-3 and the backbone at lr / 10 (`backbone_lr_scale`), dropout 0.9, step decay.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import gin
+import keras
+
+from video_ssl.evaluation import classifier
+from video_ssl.evaluation.protocol import EvalData, Result, require
+
+
+@gin.configurable(denylist=["backbone", "data"])
+def finetune(backbone: keras.Model, data: EvalData, *, num_classes: int | None = None,
+             epochs: int = 200, learning_rate: float = 0.005,
+             reference_batch_size: int | None = 64, optimizer: str = "sgd",
+             schedule: str = "cosine", warmup_epochs: float = 0.0,
+             decay_epochs: Sequence[float] = (), weight_decay: float = 1e-4,
+             momentum: float = 0.9, exclude_vectors: bool = True,
+             backbone_lr_scale: float = 1.0, dropout: float = 0.5,
+             verbose="auto") -> Result:
+    """Fine-tunes `backbone` (in place) with a linear head and tests the result by
+    multi-view averaging. learning_rate is the head's rate at `reference_batch_size`
+    (linearly scaled to the batch size). See `classifier.train_and_test`."""
+    settings = dict(num_classes=require(num_classes, "finetune.num_classes"), epochs=epochs,
+                    learning_rate=learning_rate, reference_batch_size=reference_batch_size,
+                    optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs,
+                    decay_epochs=list(decay_epochs), weight_decay=weight_decay,
+                    momentum=momentum, exclude_vectors=exclude_vectors,
+                    backbone_lr_scale=backbone_lr_scale, dropout=dropout)
+    result = classifier.train_and_test(backbone, data, train_backbone=True,
+                                       batch_norm=False, l2_normalize=False, verbose=verbose,
+                                       **settings)
+    return dataclasses.replace(result, settings=settings)

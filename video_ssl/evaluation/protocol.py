@@ -1,0 +1,163 @@
+"""What every evaluation protocol receives (`EvalData`: the labeled splits and how to
+cut clips from them) and returns (`Result`), and the classification metrics they share.
+
+Every dataset built here fails with a message naming its split when a video has no
+label (-1, i.e. no clip/label/index) or, when the protocol knows its class count, a
+label out of range: no protocol can score unlabeled videos.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from video_ssl.cli import count_records
+from video_ssl.data.pipeline import make_dataset
+
+
+@dataclasses.dataclass
+class Result:
+    """metrics: the numbers (JSON-able). settings: the protocol's hyper-parameters.
+    scores/labels: per-video test scores (videos, classes) and true labels.
+    confusion: (classes, classes) counts, rows = true class. model: backbone +
+    classifier (linear probe, fine-tuning). neighbours: retrieval examples, one dict
+    per example query: "query" (test index), "label", "neighbours" (train indices,
+    nearest first), "neighbour_labels"."""
+    metrics: dict
+    settings: dict
+    scores: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    confusion: np.ndarray | None = None
+    model: keras.Model | None = None
+    neighbours: list[dict] | None = None
+
+
+def _with_window_stride(options: dict) -> dict:
+    """`window_overlap` (a fraction of the clip's span, CoCLR: 0.5) -> the pipeline's
+    `eval_window_stride` in stored frames, so a config's dense windows follow the
+    clip shape (e.g. when the demo overlay shrinks clips)."""
+    options = dict(options)
+    overlap = options.pop("window_overlap", None)
+    if overlap is not None:
+        if not 0.0 <= overlap < 1.0:
+            raise ValueError(f"window_overlap={overlap}: expected a fraction in [0, 1)")
+        span = options.get("num_frames", 8) * options.get("frame_stride", 8)
+        options["eval_window_stride"] = max(1.0, span * (1.0 - overlap))
+    return options
+
+
+@dataclasses.dataclass
+class EvalData:
+    """The labeled splits a protocol reads and how clips are cut from them.
+
+    train_input / test_input / gallery_input: `make_dataset` keyword arguments (clip
+    shape, normalization, augmentation, views) for augmented training clips, the test
+    views and the retrieval gallery's views (train videos); `window_overlap` may stand
+    for `eval_window_stride`. key: the modality the backbone reads ("rgb", "flow").
+    train_source / test_source: how error messages name the splits (gin bindings).
+    """
+    train_files: Sequence[str]
+    test_files: Sequence[str]
+    train_input: dict = dataclasses.field(default_factory=dict)
+    test_input: dict = dataclasses.field(default_factory=dict)
+    gallery_input: dict = dataclasses.field(default_factory=dict)
+    key: str = "rgb"
+    batch_size: int = 32
+    eval_batch_size: int = 4
+    seed: int = 0
+    train_source: str = "the train split"
+    test_source: str = "the test split"
+
+    @functools.cached_property
+    def num_train_videos(self) -> int:
+        return count_records(self.train_files)
+
+    @functools.cached_property
+    def num_test_videos(self) -> int:
+        return count_records(self.test_files)
+
+    def train(self, files: Sequence[str] | None = None, *,
+              num_classes: int | None = None) -> tf.data.Dataset:
+        """Augmented single clips of the train split (or of `files`), shuffled,
+        repeated forever, `batch_size` per batch: {key: (B, 1, T, H, W, C), "label"}."""
+        ds = make_dataset(list(files or self.train_files), training=True,
+                          batch_size=self.batch_size, modalities=(self.key,), seed=self.seed,
+                          **self.train_input)
+        return self._checked(ds, self.train_source, num_classes)
+
+    def test(self, *, num_classes: int | None = None) -> tf.data.Dataset:
+        """Every test video once, in file order, as its test views."""
+        return self._views(self.test_files, self.test_input, self.test_source, num_classes)
+
+    def gallery(self) -> tf.data.Dataset:
+        """Every train video once, in file order, as its gallery views (retrieval)."""
+        return self._views(self.train_files, self.gallery_input, self.train_source, None)
+
+    def first_frames(self, split: str, indices: Sequence[int], size: int = 112
+                     ) -> dict[int, np.ndarray]:
+        """{index: (size, size, 3) uint8}: the first RGB frame (centre crop) of the
+        videos at `indices` in `split`'s ("train" or "test") evaluation order."""
+        files = self.train_files if split == "train" else self.test_files
+        # Clip 0 of two uniformly spaced one-frame clips starts the video.
+        ds = make_dataset(list(files), training=False, batch_size=16, num_clips=2,
+                          num_frames=1, frame_stride=1, crop_size=size, short_side=size,
+                          seed=self.seed, normalize=False)
+        wanted, frames, position = set(indices), {}, 0
+        for batch in ds:
+            for rgb in batch["rgb"].numpy():
+                if position in wanted:
+                    frames[position] = np.round(np.clip(rgb[0, 0], 0, 1) * 255).astype(np.uint8)
+                position += 1
+            if len(frames) == len(wanted):
+                break
+        return frames
+
+    def _views(self, files, options, source, num_classes) -> tf.data.Dataset:
+        ds = make_dataset(list(files), training=False, batch_size=self.eval_batch_size,
+                          modalities=(self.key,), seed=self.seed,
+                          **_with_window_stride(options))
+        return self._checked(ds, source, num_classes)
+
+    @staticmethod
+    def _checked(ds: tf.data.Dataset, source: str, num_classes: int | None) -> tf.data.Dataset:
+        def check(batch):
+            label = batch["label"]
+            checks = [tf.debugging.Assert(tf.reduce_all(label >= 0), [
+                f"{source}: a video has no label (clip/label/index missing, read as -1); "
+                "evaluation needs labeled shards"])]
+            if num_classes is not None:
+                checks.append(tf.debugging.Assert(tf.reduce_all(label < num_classes), [
+                    f"{source}: a label is >= num_classes={num_classes}; expected labels in "
+                    f"[0, {num_classes})"]))
+            with tf.control_dependencies(checks):
+                return {k: tf.identity(v) for k, v in batch.items()}
+        return ds.map(check)
+
+
+def require(value, binding: str):
+    """`value`, or a ValueError naming the gin binding that must set it."""
+    if value is None:
+        raise ValueError(f"{binding} is not set; bind it in the gin config or with "
+                         f"--gin_param={binding}=...")
+    return value
+
+
+def classification_metrics(scores: np.ndarray, labels: np.ndarray,
+                           num_classes: int) -> tuple[dict, np.ndarray]:
+    """Top-1, top-5 (top-k for fewer than 5 classes) and mean per-class accuracy of
+    per-video scores (videos, classes), and the confusion matrix (rows: true class)."""
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    ranked = np.argsort(-scores, axis=1, kind="stable")
+    predictions = ranked[:, 0]
+    top5 = (ranked[:, :min(5, num_classes)] == labels[:, None]).any(axis=1)
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(confusion, (labels, predictions), 1)
+    present = confusion.sum(axis=1) > 0
+    per_class = np.diag(confusion)[present] / confusion.sum(axis=1)[present]
+    metrics = {"top1": float(np.mean(predictions == labels)), "top5": float(np.mean(top5)),
+               "mean_class_accuracy": float(per_class.mean()), "num_videos": int(len(labels))}
+    return metrics, confusion
