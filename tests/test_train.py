@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from video_ssl import cli as cli_lib, train as train_lib
-from video_ssl.data import schema
+from video_ssl.data import pipeline, schema
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "gin_configs")
@@ -311,3 +311,30 @@ def test_count_records_reads_headers(tmp_path, shards):
     broken.write_bytes(data[:-3])
     with pytest.raises(ValueError, match="broken.tfrecord: truncated"):
         cli_lib.count_records([str(broken)])
+
+
+def test_deferred_photometric_augmentation_runs_in_the_step(shards):
+    """train_input.defer_photometric: the pipeline emits uint8 clips and seeds, the
+    method augments them in its step, and gets what the in-pipeline path gives."""
+    from video_ssl.methods.moco import MoCo
+    model = MoCo("slow_r18", rho=2, backbone_kwargs={"width_multiplier": 0.125},
+                 queue_size=16, hidden_dim=8, embedding_dim=4)
+    augmentation = {"num_frames": 4, "frame_stride": 2, "crop_size": 32,
+                    "color_strength": 0.5, "blur_prob": 1.0}
+    for key, value in augmentation.items():
+        gin.bind_parameter(f"train_input.{key}", value)
+    gin.bind_parameter("train_input.defer_photometric", True)
+    kwargs = train_lib.input_arguments(model)
+    assert model.device_augmentation == {"color_strength": 0.5, "blur_prob": 1.0}
+
+    def first_batch(**options):
+        return next(iter(pipeline.make_dataset(shards, training=True, batch_size=4, seed=3,
+                                               **options)))
+    deferred = first_batch(**kwargs)
+    assert deferred["rgb"].dtype == tf.uint8
+    reference = first_batch(**{k: v for k, v in kwargs.items() if k != "defer_photometric"})
+    for got, want in zip(model.split_clips(deferred), model.split_clips(reference)):
+        np.testing.assert_allclose(got, want, atol=0.05)  # uint8 rounding of the resize
+    model.device_augmentation = None
+    with pytest.raises(ValueError, match="device_augmentation is not set"):
+        model.split_clips(deferred)

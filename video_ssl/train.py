@@ -12,6 +12,7 @@ final) and `export/` (the backbone as a SavedModel, see `video_ssl.export`).
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 from typing import Callable, Sequence
@@ -24,7 +25,7 @@ import tensorflow as tf
 from video_ssl import callbacks as cb
 from video_ssl import export as export_lib
 from video_ssl.cli import count_records, match_files, parse_gin
-from video_ssl.data import pipeline
+from video_ssl.data import augment, pipeline
 from video_ssl.evaluation.knn import KNNMonitor
 
 # Keys of `train_input` that also shape the kNN evaluation clips.
@@ -98,12 +99,17 @@ def configure_schedule(model: keras.Model, *, total_steps: int, steps_per_epoch:
 
 def input_arguments(model: keras.Model) -> dict:
     """`make_dataset` arguments: the clip count follows the method's rho (rho=1: two
-    augmentations of one window), the rest comes from `train_input`."""
+    augmentations of one window), the rest comes from `train_input`. With
+    `train_input.defer_photometric = True` the method applies the photometric
+    augmentation in its step (on the accelerator) with the same keywords."""
     kwargs = train_input()
     for key in ("num_clips", "same_window"):
         if key in kwargs:
             raise ValueError(f"train_input.{key} is derived from {type(model).__name__}.rho; "
                              "set that binding instead")
+    if kwargs.get("defer_photometric"):
+        accepted = inspect.signature(augment.photometric_batch).parameters
+        model.device_augmentation = {k: v for k, v in kwargs.items() if k in accepted}
     return {"num_clips": model.num_clips, "same_window": model.rho == 1, **kwargs}
 
 

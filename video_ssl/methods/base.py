@@ -25,6 +25,7 @@ import keras
 import tensorflow as tf
 
 from video_ssl import optim
+from video_ssl.data import augment
 from video_ssl.models import build_backbone
 from video_ssl.models.heads import mlp_head
 
@@ -124,6 +125,9 @@ class RhoMethod(keras.Model):
             initializer=keras.initializers.Constant(total_steps),
             aggregation="only_first_replica")
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        # `augment.photometric_batch` keywords when the input pipeline defers the
+        # photometric augmentation to the step (set by the trainer; None otherwise).
+        self.device_augmentation: dict | None = None
         # All layers are built eagerly (the heads from their input size), so Keras
         # need not trace `call` with a training batch to build the model.
         self.built = True
@@ -153,7 +157,9 @@ class RhoMethod(keras.Model):
         return tf.reduce_mean(tf.reshape(features, [batch, clips, -1]), axis=1)
 
     def split_clips(self, data) -> list[tf.Tensor]:
-        """The batch's `num_clips` clip-batches, each (B, T, H, W, C)."""
+        """The batch's `num_clips` clip-batches, each (B, T, H, W, C). A batch from a
+        pipeline with `defer_photometric=True` (uint8 clips and their
+        "photometric_seed") gets its photometric augmentation here, on the device."""
         if not isinstance(data, dict) or "rgb" not in data:
             raise ValueError(f"{type(self).__name__}.train_step: expected a dict batch with "
                              f"key 'rgb', got {type(data).__name__}")
@@ -162,6 +168,12 @@ class RhoMethod(keras.Model):
             raise ValueError(
                 f"batch['rgb']: expected shape (batch, {self.num_clips} clips, T, H, W, C) "
                 f"for rho={self.rho}, got {tuple(rgb.shape)}")
+        if "photometric_seed" in data:
+            if self.device_augmentation is None:
+                raise ValueError(f"{type(self).__name__}: the batch has deferred photometric "
+                                 "augmentation but device_augmentation is not set")
+            rgb = augment.photometric_batch(rgb, data["photometric_seed"],
+                                            **self.device_augmentation)
         return tf.unstack(rgb, axis=1)
 
     @property
