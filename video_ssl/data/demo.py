@@ -1,7 +1,7 @@
 """The embedded demo dataset: synthetic videos with labels, audio and exact flow.
 
 Generated deterministically on first use (`ensure_demo_dataset`) and cached under
-`$VIDEO_SSL_DATA/demo-v3` (default `~/.cache/video_ssl/demo-v3`).
+`$VIDEO_SSL_DATA/demo-v4` (default `~/.cache/video_ssl/demo-v4`).
 
 Numbers: 8 classes; 400 train + 100 test videos (balanced, class = index % 8);
 10 s at 10 fps = 100 frames of 64x80 RGB (JPEG quality 90); 8 kHz mono float32
@@ -29,8 +29,12 @@ drifting rate. Sounds: `hum` is a steady low harmonic tone (90-180 Hz) unrelated
 the motion; `beep` is a high tone burst (1.2-2.4 kHz) at each motion event (floor or
 wall hit, quarter turn); `chirp` is a tone whose pitch follows the actor's size.
 Nuisance: the scene cuts every 2-3.5 s to a new background (two-colour gradient at a
-random angle plus coarse and fine noise texture) and a new actor colour (contrasting
-with the background) and new distractor colours, while the actor's shape, motion and sound carry on. Without
+random angle plus coarse and fine noise texture), a new actor colour (contrasting
+with the background in brightness, saturation and hue drawn anew) and new distractor
+colours, while the actor's shape, motion and sound carry on. Appearance is the shape
+and its colour family (a hue band per shape, `SHAPE_HUES`): in v3 the hue was free
+too, and at the demo's budget (a few hundred steps of a 1/4-width Slow R-18) neither
+supervised nor self-supervised training learned shape alone. Without
 the cuts a video's background is the easiest cue its clips share, and instance
 discrimination learns it instead of the class; with them, temporally distant clips
 (the rho-methods' positives) share only the class cues. Also per video: size,
@@ -64,7 +68,7 @@ from tqdm import tqdm
 from video_ssl.data import flow as flow_lib
 from video_ssl.data import schema
 
-DEMO_VERSION = 3
+DEMO_VERSION = 4
 FPS = 10.0
 NUM_FRAMES = 100
 HEIGHT, WIDTH = 64, 80
@@ -88,6 +92,9 @@ CLASSES = (
 )
 LABELS = tuple("_".join(c) for c in CLASSES)
 
+# Each shape's colour family (HSV hue); every scene draws a hue within +-_HUE_SPREAD.
+SHAPE_HUES = {"disc": 0.0, "square": 0.25, "cross": 0.5, "triangle": 0.75}
+_HUE_SPREAD = 0.06
 _CAMERA_MARGIN = 12  # px of background beyond each frame edge
 _PULSE_DEPTH = 0.4  # relative size change of the pulsing actor
 _AUDIO_EVENT_S = 0.08
@@ -306,11 +313,13 @@ def _scene_cuts(rng, t):
     return np.searchsorted(ends, t, side="right")
 
 
-def _contrasting_colour(rng, background):
-    """A saturated colour whose brightness is on the other side of the background's."""
+def _contrasting_colour(rng, background, hue):
+    """A saturated colour near `hue` whose brightness is on the other side of the
+    background's."""
     dark = background.mean() > 0.5
     value = rng.uniform(0.1, 0.4) if dark else rng.uniform(0.7, 1.0)
-    return np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.5, 1.0), value))
+    hue = (hue + rng.uniform(-_HUE_SPREAD, _HUE_SPREAD)) % 1.0
+    return np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.6, 1.0), value))
 
 
 def _camera(rng, t):
@@ -355,7 +364,8 @@ def generate_video(class_id: int, rng: np.random.Generator, *, num_frames: int =
     camera = _camera(scene_rng, t)
     tracks = _distractors(scene_rng, t, camera, scene)
     size = look_rng.uniform(8, 12)
-    colour = np.stack([_contrasting_colour(look_rng, b) for b in backgrounds])[scene]
+    colour = np.stack([_contrasting_colour(look_rng, b, SHAPE_HUES[shape])
+                       for b in backgrounds])[scene]
     cx, cy, scale, angle, events = _motion(motion, motion_rng, t_audio, size)
     tracks.append(_Track(shape, colour, cx[frame_idx] - camera[0], cy[frame_idx] - camera[1],
                          scale[frame_idx], angle[frame_idx]))
