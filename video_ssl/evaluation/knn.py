@@ -14,6 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from video_ssl.evaluation.multiview import average_over_views
+
 DEFAULT_K = 200
 DEFAULT_TEMPERATURE = 0.07
 
@@ -53,20 +55,6 @@ def knn_accuracy(bank_features, bank_labels, query_features, query_labels, **kwa
     return float(np.mean(predictions == np.asarray(query_labels)))
 
 
-def extract_features(forward: Callable[[tf.Tensor], tf.Tensor],
-                     dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Applies `forward` (clips (B, T, H, W, C) -> features (B, D)) to a dataset of
-    {"rgb": (B, 1, T, H, W, 3), "label": (B,)} batches (one clip per video) and
-    returns (features, labels)."""
-    features, labels = [], []
-    for batch in dataset:
-        features.append(np.asarray(forward(batch["rgb"][:, 0])))
-        labels.append(batch["label"].numpy())
-    if not features:
-        raise ValueError("kNN: the evaluation dataset yielded no videos")
-    return np.concatenate(features), np.concatenate(labels)
-
-
 class KNNMonitor(keras.callbacks.Callback):
     """Logs the kNN top-1 accuracy of the model's backbone every `every_n_epochs`
     and after the last epoch.
@@ -98,8 +86,9 @@ class KNNMonitor(keras.callbacks.Callback):
             self._forward = tf.function(functools.partial(self.encoder(self.model),
                                                           training=False),
                                         reduce_retracing=True)
-        bank, bank_labels = extract_features(self._forward, self.bank_dataset())
-        queries, query_labels = extract_features(self._forward, self.query_dataset())
+        bank, bank_labels = average_over_views(self._forward, self.bank_dataset(), verbose=False)
+        queries, query_labels = average_over_views(self._forward, self.query_dataset(),
+                                                   verbose=False)
         # Unlabeled videos (label -1) take part in neither the vote nor the score.
         in_bank, in_queries = bank_labels >= 0, query_labels >= 0
         for split, labeled in (("memory-bank", in_bank), ("query", in_queries)):
