@@ -7,18 +7,23 @@ each; frames ~20 KiB like Kinetics at 256p), then prints clips/s for rho = 2 cli
   number of whole frames (16 per video), nothing else;
 - crop+flip: `make_dataset` with the random-resized crop decoded in place, resize,
   flip and normalization, photometric augmentation off;
-- full SSL: `make_dataset` with its default augmentation (colour jitter p 0.8,
-  grayscale p 0.2, Gaussian blur p 0.5, flip, normalization);
-- deferred: `make_dataset(..., defer_photometric=True)`, the pipeline part of the
-  full SSL augmentation when its photometric ops run on the accelerator
-  (`augment.photometric_batch`): crop, flip, resize, uint8 clips plus seeds.
+- rho recipe: `make_dataset` with the rho recipes' augmentation on the CPU
+  (gin_configs/rho_common.gin: colour jitter p 0.8, grayscale p 0.2, no blur, flip,
+  normalization);
+- aug+: the same with Table 9's stronger augmentation (strong_augmentation.gin:
+  colour strength 1.5, Gaussian blur p 0.5);
+- deferred: `make_dataset(..., defer_augmentation=True)`, what training runs when it
+  has an accelerator: the crops decoded into uint8 canvases (resized only when larger
+  than the canvas), plus sizes and seeds; the resize, flip and photometric ops then run
+  in the training step as `augment.augment_batch`, timed last, per batch, on the
+  default device (a GPU when there is one).
 Each run is limited to `calls` threads (tf.data private thread pool, intra-op
 parallelism 1), so "1 and 2 parallel calls" mean 1 and 2 cores. Each number is the
 best of --rounds runs taken in turn, which filters out other processes' load. The
 second table is CPU time (user + system, all threads) per clip, also the best of the
 rounds: on a shared machine its ratios hold better than those of clips/s.
 
-    python benchmarks/input_pipeline.py [--workdir DIR] [--batches 10] [--rounds 3]
+    python benchmarks/input_pipeline.py [--workdir DIR] [--batches 30] [--rounds 3]
         [--seconds 10 40] [--calls 1 2]
 """
 from __future__ import annotations
@@ -34,13 +39,15 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from video_ssl.data import pipeline, schema
+from video_ssl.data import augment, pipeline, schema
 
 HEIGHT, WIDTH, FPS = 256, 340, 25.0
 NUM_VIDEOS, NUM_SHARDS = 24, 4
 CLIPS, FRAMES, STRIDE, CROP = 2, 8, 8, 224
 BATCH = 8
 NO_PHOTOMETRIC = dict(color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
+RHO_RECIPE = dict(color_jitter_prob=0.8, color_strength=1.0, grayscale_prob=0.2, blur_prob=0.0)
+AUG_PLUS = dict(RHO_RECIPE, color_strength=1.5, blur_prob=0.5)
 
 
 def _frame_pool(size: int = 400, seed: int = 0) -> list[bytes]:
@@ -120,10 +127,26 @@ def measure(ds: tf.data.Dataset, calls: int, batches: int) -> tuple[float, float
     return clips / (time.perf_counter() - start), (_cpu_seconds() - cpu) / clips * 1e3
 
 
+def device_step_ms(batch: dict, device: str, options: dict, rounds: int, batches: int) -> float:
+    """Milliseconds per batch of `augment.augment_batch` on `device`, for a real batch of
+    the deferred pipeline."""
+    with tf.device(device):
+        inputs = [tf.identity(batch[k]) for k in ("rgb", "augment_seed", "rgb_size")]
+        step = tf.function(lambda *a: tf.reduce_sum(augment.augment_batch(*a, **options)))
+        step(*inputs).numpy()  # trace
+        best = float("inf")
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(batches):
+                step(*inputs).numpy()
+            best = min(best, (time.perf_counter() - start) / batches)
+    return best * 1e3
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=None, help="where to build the shards (kept)")
-    parser.add_argument("--batches", type=int, default=10, help="timed batches per run")
+    parser.add_argument("--batches", type=int, default=30, help="timed batches per run")
     parser.add_argument("--rounds", type=int, default=3, help="runs per number (best kept)")
     parser.add_argument("--seconds", type=float, nargs="+", default=[10.0, 40.0],
                         help="video lengths")
@@ -135,7 +158,7 @@ def main():
     pool = _frame_pool()
     print(f"shards in {workdir}; frame JPEG {np.mean([len(p) for p in pool]) / 1024:.1f} KiB "
           f"({WIDTH}x{HEIGHT}); batches of {BATCH} videos x {CLIPS} clips x {FRAMES}x{CROP}^2")
-    columns = ("floor", "crop+flip", "full SSL", "deferred")
+    columns = ("floor", "crop+flip", "rho recipe", "aug+", "deferred")
     header = f"{'video':>6} {'calls':>5} " + " ".join(f"{c:>15}" for c in columns)
     speed, cpu = [], []
     for seconds in args.seconds:
@@ -143,8 +166,9 @@ def main():
         for calls in args.calls:
             builders = (lambda: decode_floor_dataset(pattern, calls),
                         lambda: pipeline_dataset(pattern, calls, **NO_PHOTOMETRIC),
-                        lambda: pipeline_dataset(pattern, calls),
-                        lambda: pipeline_dataset(pattern, calls, defer_photometric=True))
+                        lambda: pipeline_dataset(pattern, calls, **RHO_RECIPE),
+                        lambda: pipeline_dataset(pattern, calls, **AUG_PLUS),
+                        lambda: pipeline_dataset(pattern, calls, defer_augmentation=True))
             runs = np.array([[measure(build(), calls, args.batches) for build in builders]
                              for _ in range(args.rounds)])
             row = f"{seconds:5.0f}s {calls:5d} "
@@ -157,7 +181,12 @@ def main():
                          ("CPU ms per clip (floor's CPU time / this one)", cpu)):
         print(f"\n{title}\n{header}")
         print("\n".join(lines))
-
+    device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+    batch = next(iter(pipeline_dataset(pattern, 2, defer_augmentation=True)))
+    print(f"\naugment.augment_batch on {device}, ms per batch of {BATCH} x {CLIPS} clips "
+          f"(best of {args.rounds} x {args.batches})")
+    for name, options in (("rho recipe", RHO_RECIPE), ("aug+", AUG_PLUS)):
+        print(f"{name:>12}: {device_step_ms(batch, device, options, args.rounds, args.batches):8.2f}")
 
 if __name__ == "__main__":
     main()

@@ -280,10 +280,12 @@ def _uint8_batch(batch=2, clips=3):
     return tf.reshape(frames, [batch, clips, 4, 16, 16, 3]), seeds
 
 
-def _per_clip(rgb, seeds, **options):
-    """augment_clip on every clip of a uint8 batch, unflipped, from 0-255 values."""
+def _per_clip(rgb, seeds, flip_prob=0.5, **options):
+    """The pipeline's path on every clip of a uint8 batch: the flip first (on the crop),
+    then augment_clip from 0-255 values."""
     flat = tf.reshape(tf.cast(rgb, tf.float32), [-1, 4, 16, 16, 3])
-    out = [augment.augment_clip(c, s, flip_prob=0.0, max_value=255.0, **options)
+    out = [augment.augment_clip(augment.flip_left_right(c, augment.flip_seed(s), flip_prob), s,
+                                flip_prob=0.0, max_value=255.0, **options)
            for c, s in zip(flat, tf.reshape(seeds, [-1, 2]))]
     return tf.reshape(tf.stack(out), rgb.shape).numpy()
 
@@ -294,20 +296,38 @@ def _per_clip(rgb, seeds, **options):
     dict(blur_kernel_size=5, color_strength=1.5, normalize=False),
     dict(color_jitter_exact=True, random_conv=True),
 ])
-def test_photometric_batch_equals_augment_clip_per_clip(options):
+def test_augment_batch_equals_augment_clip_per_clip(options):
     rgb, seeds = _uint8_batch()
-    out = augment.photometric_batch(rgb, seeds, flip_prob=0.5, **options)
+    out = augment.augment_batch(rgb, seeds, flip_prob=0.5, **options)
     assert out.shape == rgb.shape and out.dtype == tf.float32
     np.testing.assert_allclose(out, _per_clip(rgb, seeds, **options), atol=2e-5)
 
 
-def test_photometric_batch_draws_per_clip_and_rejects_float_clips():
+def test_augment_batch_resizes_each_crop_from_its_canvas_corner():
+    """Canvases hold crops of several sizes in their top-left corner, zeros elsewhere:
+    each comes out as tf.image.resize of the crop alone, then augment_clip, flips too."""
+    rgb, seeds = _uint8_batch(batch=1, clips=5)
+    sizes = tf.constant([[[16, 16], [9, 12], [16, 5], [1, 1], [3, 16]]])
+    canvases, expected = [], []
+    for clip, seed, (h, w) in zip(rgb[0], seeds[0], sizes[0].numpy()):
+        crop = clip[:, :h, :w]
+        canvases.append(tf.pad(crop, [[0, 0], [0, 16 - h], [0, 16 - w], [0, 0]]))
+        resized = tf.image.resize(tf.cast(crop, tf.float32), [16, 16])
+        expected.append(augment.augment_clip(resized, seed, flip_prob=0.5, max_value=255.0))
+    out = augment.augment_batch(tf.stack(canvases)[None], seeds, sizes, flip_prob=0.5)
+    np.testing.assert_allclose(out[0], tf.stack(expected), atol=1e-4)
+    flips = [bool(augment.flip_left_right(tf.constant([[[[0], [1]]]]), augment.flip_seed(s))[0, 0, 0, 0])
+             for s in seeds[0]]
+    assert any(flips) and not all(flips)  # both branches of the flip were checked
+
+
+def test_augment_batch_draws_per_clip_and_rejects_float_clips():
     rgb, seeds = _uint8_batch(batch=1, clips=6)
     same = tf.broadcast_to(rgb[:, :1], rgb.shape)  # one clip, six seeds
-    out = augment.photometric_batch(same, seeds, color_jitter_prob=1.0).numpy()[0]
+    out = augment.augment_batch(same, seeds, color_jitter_prob=1.0).numpy()[0]
     assert all(not np.allclose(out[0], o) for o in out[1:])
-    with pytest.raises(ValueError, match=r"photometric_batch: expected uint8 clips"):
-        augment.photometric_batch(tf.cast(rgb, tf.float32), seeds)
+    with pytest.raises(ValueError, match=r"augment_batch: expected uint8 clips"):
+        augment.augment_batch(tf.cast(rgb, tf.float32), seeds)
 
 
 def test_flip_commutes_with_resize_and_uint8_resize_rounds(clip):

@@ -322,28 +322,32 @@ def test_input_context_splits_files(shards):
     assert labels == [[0, 1], [2, 3]]
 
 
-def test_deferred_photometric_augmentation_matches_the_pipeline(shards):
+def test_deferred_augmentation_matches_the_pipeline(shards):
     augmentation = dict(color_jitter_prob=0.8, grayscale_prob=0.5, blur_prob=0.5)
     kwargs = dict(training=True, batch_size=4, num_clips=2, num_frames=4, frame_stride=3,
-                  crop_size=16, modalities=("rgb", "flow"), seed=7, default_frame_rate=FPS,
+                  crop_size=24, modalities=("rgb", "flow"), seed=7, default_frame_rate=FPS,
                   **augmentation)
     full = _first(pipeline.make_dataset(shards["dmvr_pattern"], **kwargs))
-    deferred = _first(pipeline.make_dataset(shards["dmvr_pattern"], defer_photometric=True,
+    deferred = _first(pipeline.make_dataset(shards["dmvr_pattern"], defer_augmentation=True,
                                             **kwargs))
-    assert deferred["rgb"].dtype == np.uint8 and deferred["rgb"].shape == (4, 2, 4, 16, 16, 3)
-    assert deferred["photometric_seed"].shape == (4, 2, 2)
+    assert deferred["rgb"].dtype == np.uint8 and deferred["rgb"].shape == (4, 2, 4, 24, 24, 3)
+    assert deferred["augment_seed"].shape == (4, 2, 2)
+    sizes = deferred["rgb_size"].reshape(-1, 2)
+    # Crops that fit went out as decoded, the others resized in the pipeline.
+    fits = np.any(sizes < 24, axis=1)
+    assert 0 < fits.sum() < len(sizes) and np.all(sizes[~fits] == 24)
     np.testing.assert_array_equal(deferred["flow"], full["flow"])
-    rgb = augment.photometric_batch(deferred["rgb"], deferred["photometric_seed"],
-                                    **augmentation).numpy()
-    # The deferred clips were rounded to uint8 after resizing: half a level, times the
+    rgb = augment.augment_batch(deferred["rgb"], deferred["augment_seed"], deferred["rgb_size"],
+                                **augmentation).numpy()
+    # Crops resized in the pipeline were rounded to uint8: half a level, times the
     # jitter's gain, over the std 0.225.
     difference = np.abs(rgb - full["rgb"])
     assert difference.max() < 0.05 and difference.mean() < 0.005
 
 
-def test_deferred_photometric_is_for_training_rgb(shards):
-    with pytest.raises(ValueError, match="defer_photometric applies to training clips"):
+def test_deferred_augmentation_is_for_training_rgb(shards):
+    with pytest.raises(ValueError, match="defer_augmentation applies to training clips"):
         pipeline.make_dataset(shards["dmvr_pattern"], training=False, batch_size=1,
-                              defer_photometric=True)
+                              defer_augmentation=True)
     with pytest.raises(ValueError, match="modalities .*'flow'.* have no rgb"):
-        pipeline.ViewSpec(modalities=("flow",), defer_photometric=True)
+        pipeline.ViewSpec(modalities=("flow",), defer_augmentation=True)

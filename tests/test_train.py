@@ -313,8 +313,8 @@ def test_count_records_reads_headers(tmp_path, shards):
         cli_lib.count_records([str(broken)])
 
 
-def test_deferred_photometric_augmentation_runs_in_the_step(shards):
-    """train_input.defer_photometric: the pipeline emits uint8 clips and seeds, the
+def test_deferred_augmentation_runs_in_the_step(shards):
+    """train_input.defer_augmentation: the pipeline emits uint8 clips and seeds, the
     method augments them in its step, and gets what the in-pipeline path gives."""
     from video_ssl.methods.moco import MoCo
     model = MoCo("slow_r18", rho=2, backbone_kwargs={"width_multiplier": 0.125},
@@ -323,7 +323,7 @@ def test_deferred_photometric_augmentation_runs_in_the_step(shards):
                     "color_strength": 0.5, "blur_prob": 1.0}
     for key, value in augmentation.items():
         gin.bind_parameter(f"train_input.{key}", value)
-    gin.bind_parameter("train_input.defer_photometric", True)
+    gin.bind_parameter("train_input.defer_augmentation", True)
     kwargs = train_lib.input_arguments(model)
     assert model.device_augmentation == {"color_strength": 0.5, "blur_prob": 1.0}
 
@@ -332,9 +332,25 @@ def test_deferred_photometric_augmentation_runs_in_the_step(shards):
                                                **options)))
     deferred = first_batch(**kwargs)
     assert deferred["rgb"].dtype == tf.uint8
-    reference = first_batch(**{k: v for k, v in kwargs.items() if k != "defer_photometric"})
+    reference = first_batch(**{k: v for k, v in kwargs.items() if k != "defer_augmentation"})
     for got, want in zip(model.split_clips(deferred), model.split_clips(reference)):
         np.testing.assert_allclose(got, want, atol=0.05)  # uint8 rounding of the resize
     model.device_augmentation = None
     with pytest.raises(ValueError, match="device_augmentation is not set"):
         model.split_clips(deferred)
+
+
+def test_augmentation_moves_to_the_accelerator_unless_bound():
+    """Unbound, defer_augmentation follows the hardware; a binding wins either way."""
+    from video_ssl.methods.simclr import SimCLR
+    model = SimCLR("slow_r18", rho=2, backbone_kwargs={"width_multiplier": 0.125},
+                   hidden_dim=8, embedding_dim=4)
+    gin.bind_parameter("train_input.grayscale_prob", 0.3)
+    assert train_lib.input_arguments(model)["defer_augmentation"] is False
+    assert model.device_augmentation is None
+    assert train_lib.input_arguments(model, accelerator=True)["defer_augmentation"] is True
+    assert model.device_augmentation == {"grayscale_prob": 0.3}
+    model.device_augmentation = None
+    gin.bind_parameter("train_input.defer_augmentation", False)
+    assert train_lib.input_arguments(model, accelerator=True)["defer_augmentation"] is False
+    assert model.device_augmentation is None

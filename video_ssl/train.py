@@ -97,18 +97,31 @@ def configure_schedule(model: keras.Model, *, total_steps: int, steps_per_epoch:
         freeze.assign(steps_per_epoch)
 
 
-def input_arguments(model: keras.Model) -> dict:
+def has_accelerator(strategy: tf.distribute.Strategy) -> bool:
+    """Whether the replicas run on GPUs or TPUs (rather than the host's CPU)."""
+    return (isinstance(strategy, tf.distribute.TPUStrategy)
+            or bool(tf.config.list_logical_devices("GPU")))
+
+
+def input_arguments(model: keras.Model, *, accelerator: bool = False) -> dict:
     """`make_dataset` arguments: the clip count follows the method's rho (rho=1: two
-    augmentations of one window), the rest comes from `train_input`. With
-    `train_input.defer_photometric = True` the method applies the photometric
-    augmentation in its step (on the accelerator) with the same keywords."""
+    augmentations of one window), the rest comes from `train_input`.
+
+    The augmentation after the crop (resize, flip, colour jitter, grayscale, blur,
+    normalization) runs on the accelerator when there is one: the pipeline then stops
+    after decoding the crops (uint8, plus sizes and seeds) and the method applies the
+    same draws in its step, which keeps the pipeline at about the JPEG-decode floor
+    (benchmarks/RESULTS.md). On the CPU it stays in the pipeline, where it is cheaper
+    per clip. Bind
+    `train_input.defer_augmentation = True / False` to choose yourself."""
     kwargs = train_input()
     for key in ("num_clips", "same_window"):
         if key in kwargs:
             raise ValueError(f"train_input.{key} is derived from {type(model).__name__}.rho; "
                              "set that binding instead")
-    if kwargs.get("defer_photometric"):
-        accepted = inspect.signature(augment.photometric_batch).parameters
+    kwargs.setdefault("defer_augmentation", accelerator)
+    if kwargs["defer_augmentation"]:
+        accepted = inspect.signature(augment.augment_batch).parameters
         model.device_augmentation = {k: v for k, v in kwargs.items() if k in accepted}
     return {"num_clips": model.num_clips, "same_window": model.rho == 1, **kwargs}
 
@@ -200,7 +213,7 @@ def train(model_dir: str, *,
     if start_step:
         print(f"Resuming from {latest} at step {start_step} of {total_steps}")
 
-    input_kwargs = input_arguments(model)
+    input_kwargs = input_arguments(model, accelerator=has_accelerator(distribution))
     dataset = distribution.distribute_datasets_from_function(
         lambda ctx: pipeline.make_dataset(
             files, training=True, batch_size=ctx.get_per_replica_batch_size(global_batch_size),

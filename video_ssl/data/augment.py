@@ -15,10 +15,10 @@ decode time and the flip (whose outcome distribution commutes with the rest) las
 BraVe's random convolution (broad view) goes before normalization, on the [0, 1]
 clip as in BraVe; the temporal difference after it (see `augment_clip`).
 
-`photometric_batch` is the photometric part of `augment_clip` for a whole batch of
-uint8 clips at once (e.g. on the accelerator, after `make_dataset(...,
-defer_photometric=True)` stopped the pipeline after crop, resize and flip), with the
-same per-clip draws: both paths share the draws and the maths below.
+`augment_batch` is what follows the crop (resize, flip, the photometric ops) for a
+whole batch of uint8 clips at once, on the accelerator, after `make_dataset(...,
+defer_augmentation=True)` stopped the pipeline after decoding the crops; both paths
+share the per-clip draws and the maths below.
 
 Speed (the ops run once per clip inside tf.data): colour jitter composes its four
 steps into one per-frame affine colour map applied in a single pass (`exact=True`
@@ -638,39 +638,69 @@ def _batch_blur(clips: tf.Tensor, sigma, apply, kernel_size) -> tf.Tensor:
 
 def _batch_draws(seeds, color_strength: float) -> dict:
     """Per-clip draws of `augment_clip`'s photometric ops for (N, 2) seeds: the coins'
-    uniforms ("jitter", "gray", "blur", "difference"), the jitter parameters, "sigma"."""
+    uniforms ("flip", "jitter", "gray", "blur", "difference"), the jitter parameters,
+    "sigma"."""
 
     def draw(seed):
-        _, jitter_seed, gray_seed, blur_seed, diff_seed, _ = _augment_seeds(seed)
+        flip_stream, jitter_seed, gray_seed, blur_seed, diff_seed, _ = _augment_seeds(seed)
         jitter_coin, jitter = _jitter_draws(jitter_seed, color_strength, random_order=True)
         blur_coin, sigma = _blur_draws(blur_seed, _BLUR_SIGMA_RANGE)
-        return dict(jitter=_uniform(jitter_coin), gray=_uniform(gray_seed),
+        return dict(flip=_uniform(flip_stream), jitter=_uniform(jitter_coin),
+                    gray=_uniform(gray_seed),
                     blur=_uniform(blur_coin), difference=_uniform(diff_seed), sigma=sigma,
                     **jitter)
 
     scalar = tf.TensorSpec([], tf.float32)
-    signature = {k: scalar for k in ("jitter", "gray", "blur", "difference", "sigma",
+    signature = {k: scalar for k in ("flip", "jitter", "gray", "blur", "difference", "sigma",
                                      "brightness", "contrast", "saturation", "hue")}
     signature["order"] = tf.TensorSpec([4], tf.int32)
     return tf.map_fn(draw, seeds, fn_output_signature=signature)
 
 
-@_plain_graph
-def photometric_batch(rgb: tf.Tensor, seeds, *, flip_prob: float = FLIP_PROB,
-                      color_jitter_prob: float = 0.8, color_strength: float = 1.0,
-                      color_jitter_exact: bool = False, grayscale_prob: float = 0.2,
-                      blur_prob: float = 0.5, blur_kernel_size: int | None = None,
-                      temporal_difference_prob: float = 0.0, random_conv: bool = False,
-                      normalize: bool = True, mean=0.45, std=0.225) -> tf.Tensor:
-    """The photometric part of `augment_clip` on many clips at once (e.g. on the accelerator).
+def _bilinear_taps(valid, size):
+    """Half-pixel bilinear sampling of `size` outputs from the first `valid` (N,) entries
+    of an axis, as `tf.image.resize` (no antialiasing) computes it: (N, size) lower and
+    upper int32 indices and the upper one's weight."""
+    valid = tf.cast(valid, tf.float32)[:, None]
+    position = (tf.range(size, dtype=tf.float32) + 0.5) * (valid / tf.cast(size, tf.float32)) - 0.5
+    below = tf.floor(position)
+    lower = tf.maximum(below, 0.0)
+    upper = tf.minimum(tf.math.ceil(position), valid - 1.0)
+    return tf.cast(lower, tf.int32), tf.cast(upper, tf.int32), position - below
 
-    rgb: (..., T, H, W, 3) uint8 clips already cropped, resized and flipped (the "rgb" of
-    `make_dataset(..., defer_photometric=True)`); seeds: (..., 2) int, each clip's
-    augmentation seed ("photometric_seed"). Returns float32 (..., T, H, W, 3): clip i is
-    `augment_clip(float(rgb[i]), seeds[i], flip_prob=0, max_value=255, **same keywords)`
-    up to float rounding (colour jitter, grayscale, blur, random convolution,
-    normalization, temporal difference; the same draws). Takes the keywords of
-    `augment_clip`, so one dict serves both; flip_prob is unused (the pipeline flipped).
+
+def _resize_axis(clips: tf.Tensor, valid, axis: int, flip=None) -> tf.Tensor:
+    """(N, T, H, W, C) clips, each resized along axis 2 or 3 from its first valid[n]
+    entries to the whole axis; flip (N,) bool mirrors the output where it holds."""
+    lower, upper, weight = _bilinear_taps(valid, tf.shape(clips)[axis])
+    if flip is not None:
+        lower, upper, weight = (tf.where(flip[:, None], tf.reverse(t, [1]), t)
+                                for t in (lower, upper, weight))
+    first = tf.gather(clips, lower, axis=axis, batch_dims=1)
+    second = tf.gather(clips, upper, axis=axis, batch_dims=1)
+    weight = weight[:, None, :, None, None] if axis == 2 else weight[:, None, None, :, None]
+    return first + (second - first) * weight
+
+
+@_plain_graph
+def augment_batch(rgb: tf.Tensor, seeds, sizes=None, *, flip_prob: float = FLIP_PROB,
+                  color_jitter_prob: float = 0.8, color_strength: float = 1.0,
+                  color_jitter_exact: bool = False, grayscale_prob: float = 0.2,
+                  blur_prob: float = 0.5, blur_kernel_size: int | None = None,
+                  temporal_difference_prob: float = 0.0, random_conv: bool = False,
+                  normalize: bool = True, mean=0.45, std=0.225) -> tf.Tensor:
+    """What `augment_clip` does after the crop, on many clips at once (on the accelerator).
+
+    rgb: (..., T, H, W, 3) uint8 canvases, the "rgb" of `make_dataset(...,
+    defer_augmentation=True)`; seeds: (..., 2) int, each clip's augmentation seed
+    ("augment_seed"); sizes: (..., 2) int, the (height, width) of each clip's crop in
+    the canvas's top-left corner ("rgb_size"; None: the whole canvas). Each crop is
+    resized to H x W (bilinear, half-pixel centres, as `tf.image.resize`) and flipped,
+    then gets colour jitter, grayscale, blur, random convolution, normalization and
+    temporal difference. Returns float32 (..., T, H, W, 3): clip i is what the
+    pipeline gives, `augment_clip(resize(crop_i), seeds[i], max_value=255, **same
+    keywords)` up to float rounding, with the same draws. Takes the keywords of
+    `augment_clip`, so one dict serves both.
 
     The default ops run batched, with per-clip parameters; a clip an op skips gets its
     identity (no data-dependent branches), so every op costs every clip: on a CPU the
@@ -681,14 +711,19 @@ def photometric_batch(rgb: tf.Tensor, seeds, *, flip_prob: float = FLIP_PROB,
     stateless random ops return other numbers than its regular kernels: the draws are
     then other ones than the pipeline's, from the same distributions.
     """
-    del flip_prob  # applied by the pipeline, before resizing
     rgb = tf.convert_to_tensor(rgb)
     if rgb.dtype != tf.uint8 or (rgb.shape.rank or 0) < 4 or rgb.shape[-1] != 3:
-        raise ValueError(f"photometric_batch: expected uint8 clips (..., T, H, W, 3), got "
+        raise ValueError(f"augment_batch: expected uint8 clips (..., T, H, W, 3), got "
                          f"{rgb.dtype.name} {rgb.shape}")
     shape = tf.shape(rgb)
     clips = tf.reshape(tf.cast(rgb, tf.float32), tf.concat([[-1], shape[-4:]], 0))
     seeds = tf.reshape(seeds, [-1, 2])
+    draws = _batch_draws(seeds, color_strength)
+    if sizes is None:
+        sizes = tf.broadcast_to(shape[-3:-1], tf.shape(seeds))
+    sizes = tf.reshape(tf.cast(sizes, tf.int32), [-1, 2])
+    clips = _resize_axis(clips, sizes[:, 0], axis=2)
+    clips = _resize_axis(clips, sizes[:, 1], axis=3, flip=draws["flip"] < flip_prob)
     if color_jitter_exact or random_conv:
         options = dict(color_jitter_prob=color_jitter_prob, color_strength=color_strength,
                        color_jitter_exact=color_jitter_exact, grayscale_prob=grayscale_prob,
@@ -700,7 +735,6 @@ def photometric_batch(rgb: tf.Tensor, seeds, *, flip_prob: float = FLIP_PROB,
                         (clips, seeds), fn_output_signature=tf.float32)
         return tf.reshape(out, shape)
 
-    draws = _batch_draws(seeds, color_strength)
     if color_jitter_prob > 0:
         matrix, shift = _jitter_transform(
             _frame_mean_color(clips), draws["order"], draws["brightness"], draws["contrast"],

@@ -38,7 +38,7 @@ def resize_clip(clip: tf.Tensor, size: int, dtype=tf.float32) -> tf.Tensor:
     """(T, h, w, C) -> (T, size, size, C), bilinear with half-pixel centres and no
     antialiasing (as the references), in the input's units: 0-255 from uint8, whose
     1/255 the augmentation folds into normalization. dtype uint8 rounds to the nearest
-    level (the compact form for `make_dataset(..., defer_photometric=True)`)."""
+    level (the compact form for `make_dataset(..., defer_augmentation=True)`)."""
     # Casting first: the resize kernel is ~1.6x slower on uint8 input.
     resized = tf.image.resize(tf.cast(clip, tf.float32), [size, size])
     if dtype == tf.uint8:

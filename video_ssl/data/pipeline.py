@@ -14,10 +14,13 @@ Stages, each public and usable on its own:
 
 Training clips are decoded inside their crop box, flipped while still uint8 (a 4x
 smaller pass), resized, then augmented (colour jitter, grayscale, blur, normalization)
-with the 1/255 folded into normalization. With `defer_photometric=True` the pipeline
-stops after the resize and emits uint8 clips plus each clip's augmentation seed, and
-`augment.photometric_batch` applies the rest to the batch (e.g. on the accelerator):
-4x less host-to-device traffic and none of the photometric CPU work.
+with the 1/255 folded into normalization. With `defer_augmentation=True` the pipeline
+stops after decoding the crop: a crop that fits in crop_size x crop_size goes out as it
+is, in the top-left corner of a uint8 canvas of that size ("rgb_size" holds its height
+and width), a larger one resized to fill it; `augment.augment_batch` then resizes, flips
+and augments the batch with each clip's seed ("augment_seed"), on the accelerator. The
+CPU then does little more than decode (benchmarks/RESULTS.md), and the host-to-device
+traffic is uint8, a quarter of float32.
 
 A method with several views builds its `ViewSpec`s and calls `make_view_dataset`:
 BraVe passes a narrow view and broad views with `sync="centre"` (or "start", or None
@@ -79,8 +82,8 @@ class ViewSpec:
     frame_rate_jitter scales each clip's stride by U[1 - j, 1 + j].
     Spatial (training): crop "random_resized" (area_range, aspect_range) or
     "scale_jitter" (short_side_range); `augmentation` holds `augment.augment_clip`'s
-    keyword arguments; defer_photometric stops training RGB clips after crop, resize
-    and flip (uint8, plus "photometric_seed" for `augment.photometric_batch`).
+    keyword arguments; defer_augmentation stops training RGB clips after the decoded
+    crop (uint8 canvases plus "rgb_size" and "augment_seed" for `augment.augment_batch`).
     Evaluation: num_clips uniformly spaced clips (or sliding windows
     every eval_window_stride stored frames) x eval_crops (1, 3 or 10) crops of
     crop_size after resizing the short side to short_side (default crop_size * 8 / 7,
@@ -101,7 +104,7 @@ class ViewSpec:
     aspect_range: tuple[float, float] = (3 / 4, 4 / 3)
     short_side_range: tuple[int, int] = (256, 320)
     augmentation: Mapping = dataclasses.field(default_factory=dict)
-    defer_photometric: bool = False
+    defer_augmentation: bool = False
     eval_crops: int = 1
     short_side: int | None = None
     eval_window_stride: float | None = None
@@ -119,8 +122,8 @@ class ViewSpec:
         if self.num_clips < 1 or self.num_frames < 1:
             raise ValueError(f"num_clips={self.num_clips}, num_frames={self.num_frames}: "
                              "expected >= 1")
-        if self.defer_photometric and "rgb" not in self.modalities:
-            raise ValueError(f"defer_photometric=True defers RGB augmentation, but modalities "
+        if self.defer_augmentation and "rgb" not in self.modalities:
+            raise ValueError(f"defer_augmentation=True defers RGB augmentation, but modalities "
                              f"{tuple(self.modalities)} have no rgb")
 
     def audio_samples(self, default_frame_rate: float) -> int:
@@ -268,6 +271,19 @@ def _audio(view: ViewSpec, features, start_seconds, default_frame_rate) -> tf.Te
     return mel[..., None]
 
 
+def _canvas(crop: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """(T, size, size, 3) uint8 and the (height, width) it holds: the crop in the top-left
+    corner when it fits (the accelerator resizes it), else resized to fill the canvas."""
+    crop_hw = tf.shape(crop)[1:3]
+
+    def pad():
+        return tf.pad(crop, [[0, 0], [0, size - crop_hw[0]], [0, size - crop_hw[1]], [0, 0]])
+    canvas, hw = tf.cond(tf.reduce_all(crop_hw <= size),
+                         lambda: (pad(), crop_hw),
+                         lambda: (decode.resize_clip(crop, size, tf.uint8), tf.constant([size, size])))
+    return tf.ensure_shape(canvas, [None, size, size, 3]), hw
+
+
 def _training_clips(view: ViewSpec, features, starts, strides, seed) -> dict:
     """Each clip: its own crop box (decoded directly), flip and colour jitter; a flow
     clip shares its RGB clip's window, box and flip. The flip (`augment_clip`'s own
@@ -277,10 +293,11 @@ def _training_clips(view: ViewSpec, features, starts, strides, seed) -> dict:
     frames = [view.num_frames, size, size]
     signature = {}
     if "rgb" in view.modalities:
-        signature["rgb"] = tf.TensorSpec(frames + [3], tf.uint8 if view.defer_photometric
+        signature["rgb"] = tf.TensorSpec(frames + [3], tf.uint8 if view.defer_augmentation
                                          else tf.float32)
-        if view.defer_photometric:
-            signature["photometric_seed"] = tf.TensorSpec([2], tf.int64)
+        if view.defer_augmentation:
+            signature["rgb_size"] = tf.TensorSpec([2], tf.int32)
+            signature["augment_seed"] = tf.TensorSpec([2], tf.int64)
     if "flow" in view.modalities:
         signature["flow"] = tf.TensorSpec(frames + [2], tf.float32)
     if not signature:
@@ -300,12 +317,12 @@ def _training_clips(view: ViewSpec, features, starts, strides, seed) -> dict:
                                  prob=flip_prob)
         out = {}
         if "rgb" in view.modalities:
-            crop = flip(decode.decode_jpegs(features["frames"], indices, box))
-            if view.defer_photometric:
-                out["rgb"] = decode.resize_clip(crop, size, tf.uint8)
-                out["photometric_seed"] = tf.cast(aug_seed, tf.int64)
+            crop = decode.decode_jpegs(features["frames"], indices, box)
+            if view.defer_augmentation:
+                out["rgb"], out["rgb_size"] = _canvas(crop, size)
+                out["augment_seed"] = tf.cast(aug_seed, tf.int64)
             else:
-                out["rgb"] = augment.augment_clip(decode.resize_clip(crop, size), aug_seed,
+                out["rgb"] = augment.augment_clip(decode.resize_clip(flip(crop), size), aug_seed,
                                                   flip_prob=0.0, max_value=255.0, **photometric)
         if "flow" in view.modalities:
             flow_box = decode.scale_box(box, image_hw, flow_hw)
@@ -384,7 +401,7 @@ def _set_shapes(view: ViewSpec, out: dict, training: bool) -> dict:
     shapes = {"rgb": [clips, view.num_frames, size, size, 3],
               "flow": [clips, view.num_frames, size, size, 2],
               "audio": [clips, None, view.audio.num_mel_bins, 1],
-              "photometric_seed": [clips, 2]}
+              "rgb_size": [clips, 2], "augment_seed": [clips, 2]}
     return {k: tf.ensure_shape(v, shapes[k]) if k in shapes else v for k, v in out.items()}
 
 
@@ -455,8 +472,8 @@ def make_view_dataset(file_pattern, views: Sequence[ViewSpec], *, training: bool
     views = tuple(views)
     if flatten and len(views) != 1:
         raise ValueError(f"flatten needs exactly one view, got {len(views)}")
-    if not training and any(v.defer_photometric for v in views):
-        raise ValueError("defer_photometric applies to training clips; evaluation clips are "
+    if not training and any(v.defer_augmentation for v in views):
+        raise ValueError("defer_augmentation applies to training clips; evaluation clips are "
                          "normalized in the pipeline")
     repeat = training if repeat is None else repeat
     drop_remainder = training if drop_remainder is None else drop_remainder
@@ -510,7 +527,7 @@ def make_dataset(file_pattern, *, training: bool, batch_size: int, num_clips: in
                  max_gap: float | None = None, frame_rate_jitter: float = 0.0,
                  crop: str = "random_resized", area_range=(0.2, 0.766),
                  aspect_range=(3 / 4, 4 / 3), short_side_range=(256, 320),
-                 defer_photometric: bool = False, eval_crops: int = 1,
+                 defer_augmentation: bool = False, eval_crops: int = 1,
                  short_side: int | None = None, eval_window_stride: float | None = None,
                  audio: AudioSpec = AudioSpec(),
                  default_frame_rate: float = schema.DEFAULT_FRAME_RATE,
@@ -522,11 +539,11 @@ def make_dataset(file_pattern, *, training: bool, batch_size: int, num_clips: in
     (B, num_clips, frames, mel_bins, 1) when asked for (contract).
 
     Training: num_clips clips per video, each with its own crop, flip and colour
-    jitter (`augmentation` = `augment.augment_clip` keywords). defer_photometric=True
-    (training only): "rgb" is uint8, cropped, resized and flipped, and
-    "photometric_seed" (B, num_clips, 2) int64 holds each clip's seed;
-    `augment.photometric_batch(rgb, photometric_seed, **augmentation)` then gives what
-    the pipeline would have. Evaluation: num_clips
+    jitter (`augmentation` = `augment.augment_clip` keywords). defer_augmentation=True
+    (training only): "rgb" is uint8 canvases of the decoded crops (the top-left
+    "rgb_size" (B, num_clips, 2) int32 of each), and "augment_seed" (B, num_clips, 2)
+    int64 holds each clip's seed; `augment.augment_batch(rgb, augment_seed, rgb_size,
+    **augmentation)` then gives what the pipeline would have. Evaluation: num_clips
     uniformly spaced clips x eval_crops crops form the clip axis (clip-major); with
     eval_window_stride, sliding windows instead, padded per batch, plus "clip_mask".
     See `ViewSpec` and `make_view_dataset` for the other options.
@@ -537,7 +554,7 @@ def make_dataset(file_pattern, *, training: bool, batch_size: int, num_clips: in
         same_window=same_window, min_gap=min_gap, max_gap=max_gap,
         frame_rate_jitter=frame_rate_jitter, crop=crop, area_range=tuple(area_range),
         aspect_range=tuple(aspect_range), short_side_range=tuple(short_side_range),
-        augmentation=dict(augmentation), defer_photometric=defer_photometric,
+        augmentation=dict(augmentation), defer_augmentation=defer_augmentation,
         eval_crops=eval_crops, short_side=short_side,
         eval_window_stride=eval_window_stride, audio=audio)
     return make_view_dataset(

@@ -125,8 +125,8 @@ class RhoMethod(keras.Model):
             initializer=keras.initializers.Constant(total_steps),
             aggregation="only_first_replica")
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        # `augment.photometric_batch` keywords when the input pipeline defers the
-        # photometric augmentation to the step (set by the trainer; None otherwise).
+        # `augment.augment_batch` keywords when the input pipeline defers the
+        # augmentation after the crop to the step (set by the trainer; None otherwise).
         self.device_augmentation: dict | None = None
         # All layers are built eagerly (the heads from their input size), so Keras
         # need not trace `call` with a training batch to build the model.
@@ -158,8 +158,8 @@ class RhoMethod(keras.Model):
 
     def split_clips(self, data) -> list[tf.Tensor]:
         """The batch's `num_clips` clip-batches, each (B, T, H, W, C). A batch from a
-        pipeline with `defer_photometric=True` (uint8 clips and their
-        "photometric_seed") gets its photometric augmentation here, on the device."""
+        pipeline with `defer_augmentation=True` (uint8 crops, "rgb_size" and
+        "augment_seed") is resized, flipped and augmented here, on the device."""
         if not isinstance(data, dict) or "rgb" not in data:
             raise ValueError(f"{type(self).__name__}.train_step: expected a dict batch with "
                              f"key 'rgb', got {type(data).__name__}")
@@ -168,12 +168,12 @@ class RhoMethod(keras.Model):
             raise ValueError(
                 f"batch['rgb']: expected shape (batch, {self.num_clips} clips, T, H, W, C) "
                 f"for rho={self.rho}, got {tuple(rgb.shape)}")
-        if "photometric_seed" in data:
+        if "augment_seed" in data:
             if self.device_augmentation is None:
-                raise ValueError(f"{type(self).__name__}: the batch has deferred photometric "
+                raise ValueError(f"{type(self).__name__}: the batch has deferred "
                                  "augmentation but device_augmentation is not set")
-            rgb = augment.photometric_batch(rgb, data["photometric_seed"],
-                                            **self.device_augmentation)
+            rgb = augment.augment_batch(rgb, data["augment_seed"], data.get("rgb_size"),
+                                        **self.device_augmentation)
         return tf.unstack(rgb, axis=1)
 
     @property
