@@ -187,9 +187,11 @@ class CrashAt(keras.callbacks.Callback):
 @pytest.mark.slow
 def test_crash_mid_epoch_then_resume_keeps_epoch_boundaries(tmp_path, shards, mirrored):
     """Under MirroredStrategy over the two logical CPUs (2 videos per replica); the
-    session's strategy, since a second one in the process breaks collectives."""
+    session's strategy, since a second one in the process breaks collectives. The
+    augmentation is deferred to the step, as on GPUs."""
     model_dir = str(tmp_path / "run")
-    argv = cli(tmp_path, shards, model_dir, "train.epochs=3", "train.steps_per_epoch=3")
+    argv = cli(tmp_path, shards, model_dir, "train.epochs=3", "train.steps_per_epoch=3",
+               "train_input.defer_augmentation=True")
     cli_lib.parse_gin(*_gin_args(argv))
     with pytest.raises(SimulatedCrash):
         train_lib.train(model_dir, strategy=mirrored, extra_callbacks=[CrashAt(4)])
