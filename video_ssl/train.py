@@ -214,6 +214,9 @@ def train(model_dir: str, *,
         print(f"Resuming from {latest} at step {start_step} of {total_steps}")
 
     input_kwargs = input_arguments(model, accelerator=has_accelerator(distribution))
+    where = ("the training step" if input_kwargs["defer_augmentation"] else "the input pipeline")
+    print(f"Augmentation after the crop runs in {where} (train_input.defer_augmentation="
+          f"{input_kwargs['defer_augmentation']})")
     dataset = distribution.distribute_datasets_from_function(
         lambda ctx: pipeline.make_dataset(
             files, training=True, batch_size=ctx.get_per_replica_batch_size(global_batch_size),
