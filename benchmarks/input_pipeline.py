@@ -186,7 +186,8 @@ def main():
     print(f"\naugment.augment_batch on {device}, ms per batch of {BATCH} x {CLIPS} clips "
           f"(best of {args.rounds} x {args.batches})")
     for name, options in (("rho recipe", RHO_RECIPE), ("aug+", AUG_PLUS)):
-        print(f"{name:>12}: {device_step_ms(batch, device, options, args.rounds, args.batches):8.2f}")
+        ms = device_step_ms(batch, device, options, args.rounds, args.batches)
+        print(f"{name:>12}: {ms:8.2f}")
 
 if __name__ == "__main__":
     main()

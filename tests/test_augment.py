@@ -316,8 +316,8 @@ def test_augment_batch_resizes_each_crop_from_its_canvas_corner():
         expected.append(augment.augment_clip(resized, seed, flip_prob=0.5, max_value=255.0))
     out = augment.augment_batch(tf.stack(canvases)[None], seeds, sizes, flip_prob=0.5)
     np.testing.assert_allclose(out[0], tf.stack(expected), atol=1e-4)
-    flips = [bool(augment.flip_left_right(tf.constant([[[[0], [1]]]]), augment.flip_seed(s))[0, 0, 0, 0])
-             for s in seeds[0]]
+    ramp = tf.constant([[[[0], [1]]]])
+    flips = [bool(augment.flip_left_right(ramp, augment.flip_seed(s))[0, 0, 0, 0]) for s in seeds[0]]
     assert any(flips) and not all(flips)  # both branches of the flip were checked
 
 

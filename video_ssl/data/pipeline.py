@@ -277,10 +277,12 @@ def _canvas(crop: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
     crop_hw = tf.shape(crop)[1:3]
 
     def pad():
-        return tf.pad(crop, [[0, 0], [0, size - crop_hw[0]], [0, size - crop_hw[1]], [0, 0]])
-    canvas, hw = tf.cond(tf.reduce_all(crop_hw <= size),
-                         lambda: (pad(), crop_hw),
-                         lambda: (decode.resize_clip(crop, size, tf.uint8), tf.constant([size, size])))
+        padding = [[0, 0], [0, size - crop_hw[0]], [0, size - crop_hw[1]], [0, 0]]
+        return tf.pad(crop, padding), crop_hw
+
+    def fill():
+        return decode.resize_clip(crop, size, tf.uint8), tf.constant([size, size])
+    canvas, hw = tf.cond(tf.reduce_all(crop_hw <= size), pad, fill)
     return tf.ensure_shape(canvas, [None, size, size, 3]), hw
 
 
