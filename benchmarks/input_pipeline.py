@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from video_ssl.data import augment, pipeline, schema
+from video_ssl.data import augment, pipeline, reader, schema
 
 HEIGHT, WIDTH, FPS = 256, 340, 25.0
 NUM_VIDEOS, NUM_SHARDS = 24, 4
@@ -84,8 +84,8 @@ def build_shards(workdir: str, seconds: float, pool: list[bytes]) -> str:
 
 def decode_floor_dataset(pattern: str, calls: int) -> tf.data.Dataset:
     """Read + parse + decode CLIPS * FRAMES whole frames per video: the floor."""
-    files = pipeline.list_files(pattern)
-    ds = pipeline.read_examples(files, shuffle=True, seed=0).repeat()
+    files = reader.match_files(pattern)
+    ds = reader.read_examples(files, shuffle=True, seed=0).repeat()
 
     def decode(index, example):
         features = schema.parse_sequence_example(example[0])

@@ -11,6 +11,7 @@ import tensorflow as tf
 from video_ssl.data import audio as audio_lib
 from video_ssl.data import augment
 from video_ssl.data import pipeline
+from video_ssl.data import reader
 
 H, W = 32, 48
 FPS = 10.0
@@ -289,9 +290,19 @@ def test_wrong_sample_rate_names_the_file(shards):
 
 
 def test_empty_pattern_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no files match"):
+    with pytest.raises(reader.DataPathError, match="nothing-.*tfrecord' matches no files"):
         pipeline.make_dataset(str(tmp_path / "nothing-*.tfrecord"), training=True,
                               batch_size=1)
+
+
+def test_match_files_takes_patterns_or_files_and_names_the_binding(shards, tmp_path):
+    files = reader.match_files([shards["dmvr_pattern"], shards["dmvr"][0], shards["garden"]])
+    assert files == sorted([*shards["dmvr"], shards["garden"]])
+    with pytest.raises(reader.DataPathError, match=r"train\.train_files is not set; set it "
+                                                   r"with --gin_param="):
+        reader.match_files(None, "train.train_files")
+    with pytest.raises(ValueError, match=r"train\.train_files='.*none-\*' matches no files"):
+        reader.match_files(str(tmp_path / "none-*"), "train.train_files")
 
 
 def test_seeded_pipeline_repeats_exactly(shards):

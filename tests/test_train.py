@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from video_ssl import cli as cli_lib, train as train_lib
-from video_ssl.data import pipeline, schema
+from video_ssl.data import pipeline, reader, schema
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "gin_configs")
@@ -307,12 +307,12 @@ def test_recipes_parse_with_paper_values_and_demo_overlay(recipe):
 
 
 def test_count_records_reads_headers(tmp_path, shards):
-    assert cli_lib.count_records(sorted(glob.glob(shards))) == NUM_VIDEOS
+    assert reader.count_records(sorted(glob.glob(shards))) == NUM_VIDEOS
     broken = tmp_path / "broken.tfrecord"
     data = open(sorted(glob.glob(shards))[0], "rb").read()
     broken.write_bytes(data[:-3])
     with pytest.raises(ValueError, match="broken.tfrecord: truncated"):
-        cli_lib.count_records([str(broken)])
+        reader.count_records([str(broken)])
 
 
 def test_deferred_augmentation_runs_in_the_step(shards):

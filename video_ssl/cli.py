@@ -1,18 +1,13 @@
-"""What the command-line entry points share: gin parsing, data-path checks, record
-counting and the embedded demo dataset's gin hook."""
+"""What the command-line entry points share: gin parsing and the embedded demo
+dataset's gin hook."""
 from __future__ import annotations
 
 import logging
 import os
-import struct
 from typing import Sequence
 
 import gin
 import tensorflow as tf
-
-
-class DataPathError(ValueError):
-    """A configured file pattern is unset or matches nothing."""
 
 
 @gin.configurable
@@ -20,38 +15,6 @@ def demo_files(split: str = gin.REQUIRED) -> str:
     """File pattern of a split of the embedded demo dataset (built on first use)."""
     from video_ssl.data.demo import ensure_demo_dataset
     return ensure_demo_dataset(progress=True)[split]
-
-
-def match_files(pattern: str | None, binding: str) -> list[str]:
-    """Files of `pattern`, or a `DataPathError` naming the gin binding to set."""
-    hint = f"set it with --gin_param=\"{binding}='/path/to/shards-*.tfrecord'\""
-    if not pattern:
-        raise DataPathError(f"{binding} is not set; {hint}")
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise DataPathError(f"{binding}={pattern!r} matches no files; {hint}")
-    return files
-
-
-def count_records(files: Sequence[str]) -> int:
-    """Number of records in TFRecord files, read from the record headers only
-    (length, length CRC, data, data CRC) so counting never reads the videos."""
-    total = 0
-    for path in files:
-        size = tf.io.gfile.stat(path).length
-        with tf.io.gfile.GFile(path, "rb") as f:
-            position = 0
-            while position < size:
-                f.seek(position)
-                header = f.read(8)
-                if len(header) != 8:
-                    raise ValueError(f"{path}: truncated TFRecord header at byte {position}")
-                (length,) = struct.unpack("<Q", header)
-                position += 8 + 4 + length + 4
-                total += 1
-            if position != size:
-                raise ValueError(f"{path}: truncated TFRecord (last record ends past the file)")
-    return total
 
 
 def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str]) -> None:

@@ -39,7 +39,8 @@ import numpy as np
 import tensorflow as tf
 
 from video_ssl.callbacks import write_text_atomically
-from video_ssl.cli import match_files, parse_gin
+from video_ssl.cli import parse_gin
+from video_ssl.data.reader import match_files
 from video_ssl.evaluation import features, figures
 from video_ssl.evaluation import finetune, linear, retrieval, svm  # noqa: F401  (gin)
 from video_ssl.evaluation.protocol import EvalData, Result, require

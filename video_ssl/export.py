@@ -36,7 +36,7 @@ import video_ssl  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow lo
 import keras
 import tensorflow as tf
 
-from video_ssl.data import augment, pipeline
+from video_ssl.data import augment, pipeline, reader
 from video_ssl.models import backbones as backbones_package
 from video_ssl.pretrained import load_backbone
 
@@ -111,7 +111,7 @@ def build_archive(backbone: keras.Model, view: pipeline.ViewSpec,
 
     def serve_sequence_examples(serialized):
         def clips(example):
-            features = pipeline.parse_example(example, "serve_sequence_examples input", ("rgb",))
+            features = reader.parse_example(example, "serve_sequence_examples input", ("rgb",))
             # Evaluation sampling is deterministic: the seed is unused.
             views = pipeline.sample_and_decode(features, tf.zeros([2], tf.int64), [view],
                                                training=False)

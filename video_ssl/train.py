@@ -24,8 +24,9 @@ import tensorflow as tf
 
 from video_ssl import callbacks as cb
 from video_ssl import export as export_lib
-from video_ssl.cli import count_records, match_files, parse_gin
+from video_ssl.cli import parse_gin
 from video_ssl.data import augment, pipeline
+from video_ssl.data.reader import count_records, match_files
 from video_ssl.evaluation.knn import KNNMonitor
 
 # Keys of `train_input` that also shape the kNN evaluation clips.

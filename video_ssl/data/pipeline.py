@@ -2,11 +2,8 @@
 
 Stages, each public and usable on its own:
 
-- `list_files(pattern)`: the sorted shard list (an error when nothing matches);
-- `read_examples(files, ...)`: (serialized SequenceExample, shard path) pairs, files
-  split over input pipelines, shuffled with a seed and interleaved;
-- `parse_example(serialized, shard, modalities, ...)`: still-encoded features, with an
-  error naming the shard and video when a requested modality is missing;
+- `reader.match_files`, `reader.read_examples`, `reader.parse_example`: the shard
+  list, (serialized SequenceExample, shard path) pairs, still-encoded features;
 - `sample_and_decode(features, seed, views, training=...)`: one dict per `ViewSpec`
   ("rgb", "flow", "audio" with a leading clip axis); only sampled JPEGs are decoded;
 - `make_view_dataset(pattern, views, ...)`: the stages wired up, batched, prefetched;
@@ -43,6 +40,7 @@ import tensorflow as tf
 from video_ssl.data import audio as audio_lib
 from video_ssl.data import augment
 from video_ssl.data import decode
+from video_ssl.data import reader
 from video_ssl.data import sampling
 from video_ssl.data import schema
 
@@ -133,71 +131,6 @@ class ViewSpec:
             fps = self.target_fps or default_frame_rate
             duration = self.num_frames * self.frame_stride / fps
         return int(round(duration * self.audio.sample_rate))
-
-
-# ------------------------------------------------------------------------- reading
-
-
-def list_files(file_pattern: str | Sequence[str]) -> list[str]:
-    """Sorted files matching a glob pattern (or several)."""
-    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
-    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
-    if not files:
-        raise FileNotFoundError(f"no files match {file_pattern!r}")
-    return files
-
-
-def read_examples(files: Sequence[str], *, input_context=None, shuffle: bool = False,
-                  seed: int | None = None, cycle_length: int | None = None,
-                  deterministic: bool | None = None) -> tf.data.Dataset:
-    """(serialized, shard path) pairs. Files are split over the input pipelines of
-    `input_context` (tf.distribute.InputContext), shuffled when asked, interleaved."""
-    files = list(files)
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        pipelines = input_context.num_input_pipelines
-        if len(files) < pipelines:
-            raise ValueError(f"{len(files)} files cannot be split over {pipelines} input "
-                             f"pipelines; write at least {pipelines} shards")
-        ds = ds.shard(pipelines, input_context.input_pipeline_id)
-    if shuffle:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    return ds.interleave(
-        lambda f: tf.data.TFRecordDataset(f).map(lambda record: (record, f)),
-        cycle_length=cycle_length, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-
-
-def parse_example(serialized, shard, modalities: Sequence[str], *,
-                  default_frame_rate: float = schema.DEFAULT_FRAME_RATE,
-                  audio_sample_rate: float | None = None) -> dict[str, tf.Tensor]:
-    """Still-encoded features (see `schema.parse_sequence_example`) plus "shard".
-
-    Fails with a message naming the shard and `video/filename` when a requested
-    modality's feature list is missing or empty, or when the audio's sample rate is
-    not `audio_sample_rate`.
-    """
-    defaults = {"frame_rate": default_frame_rate}
-    if audio_sample_rate is not None:
-        defaults["sample_rate"] = audio_sample_rate
-    features = schema.parse_sequence_example(serialized, modalities, defaults)
-    features["shard"] = shard
-    # No quotes: TensorFlow escapes them in assertion messages.
-    where = tf.strings.join([shard, ": video ", features["filename"]])
-    checks = []
-    for modality, name in (("rgb", "frames"), ("flow", "flow"), ("audio", "waveform")):
-        if modality in modalities:
-            key = schema.MODALITY_KEYS[modality]
-            checks.append(tf.debugging.Assert(tf.size(features[name]) > 0, [tf.strings.join(
-                [where, f" has no feature list {key} (needed for modality {modality})"])]))
-    if "audio" in modalities and audio_sample_rate is not None:
-        rate = features["sample_rate"]
-        checks.append(tf.debugging.Assert(tf.abs(rate - audio_sample_rate) < 1e-3, [
-            tf.strings.join([where, " has audio at ", tf.strings.as_string(rate),
-                             f" Hz ({schema.SAMPLE_RATE}), expected {audio_sample_rate:g} "
-                             "Hz (resample it or set the audio sample rate)"])]))
-    # Everything downstream waits for the checks, so they fail first.
-    with tf.control_dependencies(checks):
-        return {k: tf.identity(v) for k, v in features.items()}
 
 
 # -------------------------------------------------------------- temporal sampling
@@ -492,7 +425,7 @@ def make_view_dataset(file_pattern, views: Sequence[ViewSpec], *, training: bool
         raise ValueError(f"views ask for audio at different sample rates {sorted(audio_rates)}")
     audio_rate = audio_rates.pop() if audio_rates else None
 
-    ds = read_examples(list_files(file_pattern), input_context=input_context,
+    ds = reader.read_examples(reader.match_files(file_pattern), input_context=input_context,
                        shuffle=training, seed=seed, deterministic=deterministic)
     if repeat:
         ds = ds.repeat()
@@ -502,7 +435,7 @@ def make_view_dataset(file_pattern, views: Sequence[ViewSpec], *, training: bool
 
     def load(index, example):
         serialized, shard = example
-        features = parse_example(serialized, shard, modalities,
+        features = reader.parse_example(serialized, shard, modalities,
                                  default_frame_rate=default_frame_rate,
                                  audio_sample_rate=audio_rate)
         element_seed = tf.random.experimental.stateless_fold_in(base_seed, index)

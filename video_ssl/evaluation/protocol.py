@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from video_ssl.cli import count_records
 from video_ssl.data.pipeline import make_dataset
+from video_ssl.data.reader import count_records
 
 
 @dataclasses.dataclass

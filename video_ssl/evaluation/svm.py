@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from video_ssl.cli import count_records
+from video_ssl.data.reader import count_records
 from video_ssl.evaluation import features as features_lib
 from video_ssl.evaluation import multiview
 from video_ssl.evaluation.protocol import EvalData, Result, classification_metrics, require
