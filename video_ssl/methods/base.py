@@ -1,33 +1,43 @@
-"""Shared base of the rho-methods (Feichtenhofer et al. 2021).
+"""The generic method: what the trainer, export, evaluation and the kNN monitor know
+of any self-supervised method.
 
-A method is a `keras.Model` whose `train_step` implements one objective. It holds the
-online encoder as `backbone` (what the trainer exports), the heads, and for MoCo/BYOL
-a momentum encoder. Everything a resumed run needs (queue, momentum encoder, step
-limits) is a variable tracked by the model, so `tf.train.Checkpoint(model=method)`
-saves it; the step counter is the optimizer's `iterations`.
+A method is a `keras.Model` whose `train_step` implements one objective. It
 
-rho is the number of temporally distant clips per video; rho=1 is the paper's
-baseline of two spatial augmentations of one clip, so the batch then holds
-`num_clips = 2` clips (the input pipeline must crop the same temporal window twice)
-and the method computes exactly what it computes for rho=2.
+- names its encoders (`ENCODERS`: encoder name -> attribute; the first is the
+  primary one, which users evaluate by default) and says which view and modality
+  feeds each (`encoder_inputs`);
+- declares its input views (`views()`: name -> `ViewSpec`, built from the
+  `train_input` bindings in `__init__`); the trainer passes them to the input
+  pipeline and hands each batch over as {"views": {name: {modality: ...}}, "label"};
+- owns its augmentation: a view with deferred augmentation arrives as decoded uint8
+  crops, and `view_inputs` applies the rest of the view's augmentation in the step;
+- has a schedule hook, `configure(total_steps=, steps_per_epoch=)`, called by the
+  trainer before training (and after restoring a checkpoint);
+- can initialize named encoders from other runs (`init_checkpoints={"flow": DIR}`),
+  without touching gin (CoCLR's second stage runs while gin holds its own config).
 
-Written for `tf.distribute`: `train_step` runs once per replica; raw-op losses are
-divided by the number of replicas before differentiation (the optimizer sums
-gradients over replicas); cross-replica gathers use the replica context.
+Everything a resumed run needs is a variable the model tracks, so
+`tf.train.Checkpoint(model=method)` saves it; the step counter is the optimizer's
+`iterations`. Written for `tf.distribute`: `train_step` runs once per replica;
+raw-op losses are divided by the number of replicas before differentiation.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from typing import Sequence
+import json
+import os
+from typing import Mapping
 
 import gin
 import keras
 import tensorflow as tf
 
-from video_ssl import optim
-from video_ssl.data import augment
-from video_ssl.models import build_backbone
-from video_ssl.models.heads import mlp_head
+from video_ssl.data import augment, input_spec
+from video_ssl.data.views import ViewSpec
+from video_ssl.distribute import has_accelerator
+
+INPUT_SPEC_FILE = "input_spec.json"
 
 
 def configurable(cls):
@@ -42,143 +52,133 @@ def configurable(cls):
     return cls
 
 
-def num_replicas() -> int:
-    context = tf.distribute.get_replica_context()
-    return context.num_replicas_in_sync if context is not None else 1
+@dataclasses.dataclass(frozen=True)
+class EncoderInput:
+    """What feeds an encoder: the name of one of the method's views and a modality."""
+    view: str
+    modality: str
 
 
-def replica_id() -> tf.Tensor:
-    context = tf.distribute.get_replica_context()
-    if context is None:
-        return tf.constant(0, tf.int32)
-    return tf.cast(context.replica_id_in_sync_group, tf.int32)
+def training_view(values: Mapping | None = None, **method_fields) -> ViewSpec:
+    """A training `ViewSpec` from `train_input` bindings (the bound ones when
+    `values` is None) and the fields the method decides. Deferred augmentation
+    defaults to on when the replicas run on an accelerator (`has_accelerator`):
+    on the CPU the pipeline's per-clip path is cheaper (benchmarks/RESULTS.md)."""
+    values = dict(input_spec.train_input() if values is None else values)
+    if values.get("defer_augmentation") is None:
+        values["defer_augmentation"] = has_accelerator() and "rgb" in method_fields.get(
+            "modalities", ("rgb",))
+    return input_spec.view_from_input(values, **method_fields)
 
 
-def all_gather(value: tf.Tensor) -> tf.Tensor:
-    """Concatenation along axis 0 of `value` from all replicas, in replica order;
-    gradients flow back to each replica's part."""
-    if num_replicas() == 1:
-        return value
-    return tf.distribute.get_replica_context().all_gather(value, axis=0)
-
-
-def ema_update(targets: Sequence, sources: Sequence, momentum: tf.Tensor) -> None:
-    """`target <- momentum * target + (1 - momentum) * source` for each pair.
-
-    Runs as a cross-replica update (like an optimizer step), so it works for any
-    strategy whatever the targets' `aggregation`.
-    """
-    def update(strategy, momentum):
-        for target, source in zip(targets, sources):
-            strategy.extended.update(
-                target.value, lambda t, s, m: t.assign(m * t + (1.0 - m) * s),
-                args=(source.value, momentum), group=False)
-
-    tf.__internal__.distribute.interim.maybe_merge_call(
-        update, tf.distribute.get_strategy(), momentum)
-
-
-def momentum_copy(model: keras.Model) -> keras.Model:
-    """A clone of `model` with equal weights whose variables the optimizer ignores.
-
-    Only the variables are marked non-trainable (not the layers), so its BatchNorm still
-    normalizes with batch statistics in training mode and keeps its own running
-    statistics, as in the references (EMA over parameters only).
-    """
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    for variable in copy.weights:
-        variable.trainable = False
-    return copy
-
-
-class RhoMethod(keras.Model):
-    """Base of the rho-methods: online `backbone`, `num_clips` bookkeeping, the loss
-    tracker and the distributed helpers. Subclasses implement `train_step`.
+class Method(keras.Model):
+    """Base of every method. Subclasses set `ENCODERS`, build their views in
+    `__init__` (`self._views`) and implement `encoder_inputs` and `train_step`.
 
     Args:
-      backbone: a registry name for `build_backbone` or a built `keras.Model` from
-        (B, T, H, W, C) to (B, D).
-      rho: clips per video (1 = two augmentations of one clip).
-      backbone_kwargs: extra `build_backbone` arguments (e.g. `width_multiplier`).
-      synchronized_bn: SyncBN in the backbone (when built here) and in the heads.
-      total_steps: the run's length in optimizer steps (the trainer sets it before
-        `fit`; used by schedules inside the step such as momentum annealing).
+      init_checkpoints: encoder name -> a training model_dir (or checkpoint prefix) of
+        another run whose primary encoder initializes it; "DIR:NAME" picks that run's
+        encoder NAME. Applied by the trainer on a fresh start (`initialize_encoders`).
+      total_steps: the run's length in optimizer steps (the trainer sets it through
+        `configure`; schedules inside the step read it).
     """
 
-    def __init__(self, backbone: str | keras.Model = "slow_r50", *, rho: int = 2,
-                 backbone_kwargs: dict | None = None, synchronized_bn: bool = False,
+    # Encoder name -> attribute holding it; the first is the primary encoder.
+    ENCODERS: Mapping[str, str] = {}
+
+    def __init__(self, *, init_checkpoints: Mapping[str, str] | None = None,
                  total_steps: int = 0, **kwargs):
         super().__init__(**kwargs)
-        if int(rho) < 1:
-            raise ValueError(f"{type(self).__name__}.rho: expected an integer >= 1, got {rho!r}")
-        self.rho = int(rho)
-        self.num_clips = max(self.rho, 2)
-        self.synchronized_bn = synchronized_bn
-        if isinstance(backbone, str):
-            backbone = build_backbone(backbone, synchronized_bn=synchronized_bn,
-                                      **(backbone_kwargs or {}))
-        self.backbone = backbone
-        self.feature_dim = int(backbone.output_shape[-1])
+        self.init_checkpoints = dict(init_checkpoints or {})
+        self._views: dict[str, ViewSpec] = {}
         self.total_steps = self.add_weight(
             name="total_steps", shape=(), dtype="int64", trainable=False,
             initializer=keras.initializers.Constant(total_steps),
             aggregation="only_first_replica")
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        # `augment.augment_batch` keywords when the input pipeline defers the
-        # augmentation after the crop to the step (set by the trainer; None otherwise).
-        self.device_augmentation: dict | None = None
-        # All layers are built eagerly (the heads from their input size), so Keras
-        # need not trace `call` with a training batch to build the model.
-        self.built = True
 
-    def mlp(self, *, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int,
-            batch_norm: bool, name: str) -> keras.Sequential:
-        return mlp_head(input_dim, hidden_dim=hidden_dim, output_dim=output_dim,
-                        num_layers=num_layers, batch_norm=batch_norm,
-                        synchronized_bn=self.synchronized_bn, name=name)
+    # ----------------------------------------------------------- what others read
+    def encoder_attributes(self) -> dict[str, str]:
+        """Encoder name -> attribute; `ENCODERS` unless the method's config decides."""
+        return dict(self.ENCODERS)
+
+    def encoders(self) -> dict[str, keras.Model]:
+        return {name: getattr(self, attr) for name, attr in self.encoder_attributes().items()}
 
     @property
-    def metrics(self):
-        return [self.loss_tracker]
+    def primary_encoder(self) -> str:
+        return next(iter(self.encoder_attributes()))
 
-    def call(self, clips, training=False):
-        """Backbone features (B, D) of clips (B, T, H, W, C)."""
-        return self.backbone(clips, training=training)
+    def views(self) -> dict[str, ViewSpec]:
+        return dict(self._views)
 
-    def embed(self, rgb: tf.Tensor) -> tf.Tensor:
-        """Backbone features of (B, T, H, W, C) clips, or the mean over clips of
-        (B, num_clips, T, H, W, C) (for the online kNN monitor)."""
-        if rgb.shape.rank == 5:
-            return self.backbone(rgb, training=False)
-        batch, clips = tf.shape(rgb)[0], tf.shape(rgb)[1]
-        features = self.backbone(tf.reshape(rgb, tf.concat([[-1], tf.shape(rgb)[2:]], 0)),
-                                 training=False)
-        return tf.reduce_mean(tf.reshape(features, [batch, clips, -1]), axis=1)
+    def encoder_inputs(self) -> dict[str, EncoderInput]:
+        raise NotImplementedError
 
-    def split_clips(self, data) -> list[tf.Tensor]:
-        """The batch's `num_clips` clip-batches, each (B, T, H, W, C). A batch from a
-        pipeline with `defer_augmentation=True` (uint8 crops, "rgb_size" and
-        "augment_seed") is resized, flipped and augmented here, on the device."""
-        if not isinstance(data, dict) or "rgb" not in data:
-            raise ValueError(f"{type(self).__name__}.train_step: expected a dict batch with "
-                             f"key 'rgb', got {type(data).__name__}")
-        rgb = data["rgb"]
-        if rgb.shape.rank != 6 or rgb.shape[1] != self.num_clips:
-            raise ValueError(
-                f"batch['rgb']: expected shape (batch, {self.num_clips} clips, T, H, W, C) "
-                f"for rho={self.rho}, got {tuple(rgb.shape)}")
-        if "augment_seed" in data:
-            if self.device_augmentation is None:
-                raise ValueError(f"{type(self).__name__}: the batch has deferred "
-                                 "augmentation but device_augmentation is not set")
-            rgb = augment.augment_batch(rgb, data["augment_seed"], data.get("rgb_size"),
-                                        **self.device_augmentation)
-        return tf.unstack(rgb, axis=1)
+    def input_spec(self) -> dict:
+        """The JSON a run writes as `input_spec.json`: views, encoders and their inputs."""
+        inputs, attributes = self.encoder_inputs(), self.encoder_attributes()
+        return {"method": type(self).__name__, "primary_encoder": self.primary_encoder,
+                "views": {n: input_spec.view_to_json(v) for n, v in self._views.items()},
+                "encoders": {n: {"attribute": a, "view": inputs[n].view,
+                                 "modality": inputs[n].modality} for n, a in attributes.items()}}
+
+    # ------------------------------------------------------------------ schedule
+    def configure(self, *, total_steps: int, steps_per_epoch: int) -> None:
+        """Tells the method the run's length before training."""
+        del steps_per_epoch
+        self.total_steps.assign(total_steps)
 
     @property
     def step(self) -> tf.Variable:
         return self.optimizer.iterations
+
+    # ------------------------------------------------------------ initialization
+    def initialize_encoders(self) -> list[str]:
+        """Restores each `init_checkpoints` encoder from the other run's checkpoint;
+        returns one line per encoder saying where it came from."""
+        lines, encoders = [], self.encoders()
+        unknown = set(self.init_checkpoints) - set(encoders)
+        if unknown:
+            raise ValueError(f"{type(self).__name__}.init_checkpoints: unknown encoders "
+                             f"{sorted(unknown)}; expected some of {sorted(encoders)}")
+        for name, source in self.init_checkpoints.items():
+            directory, _, source_encoder = source.partition(":")
+            path, attribute = _encoder_checkpoint(directory, source_encoder or None,
+                                                  f"{type(self).__name__}.init_checkpoints")
+            parts = tf.Module()
+            setattr(parts, attribute, encoders[name])
+            try:
+                tf.train.Checkpoint(model=parts).restore(path).expect_partial() \
+                    .assert_existing_objects_matched()
+            except (AssertionError, ValueError, tf.errors.OpError) as error:
+                raise ValueError(f"{type(self).__name__}.init_checkpoints[{name!r}]: {path} "
+                                 f"does not hold a matching encoder: "
+                                 f"{str(error).strip().splitlines()[0][:200]}") from None
+            lines.append(f"{name} encoder initialized from {path}")
+        return lines
+
+    # --------------------------------------------------------------- the batch
+    def view_inputs(self, data, view: str) -> dict:
+        """The tensors of one view of a batch; a view with deferred augmentation
+        (uint8 crops, "rgb_size", "augment_seed") is resized, flipped and augmented
+        here, on the device, with the pipeline's per-clip draws."""
+        if not isinstance(data, Mapping) or view not in data.get("views", {}):
+            raise ValueError(f"{type(self).__name__}.train_step: expected a batch "
+                             f"{{'views': {{{view!r}: ...}}, 'label': ...}}, got "
+                             f"{_describe(data)}")
+        values = dict(data["views"][view])
+        if "augment_seed" in values:
+            spec = self._views[view]
+            accepted = inspect.signature(augment.augment_batch).parameters
+            options = {k: v for k, v in spec.augmentation.items() if k in accepted}
+            values["rgb"] = augment.augment_batch(values["rgb"], values.pop("augment_seed"),
+                                                  values.pop("rgb_size", None), **options)
+        return values
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
 
     def apply_and_track(self, loss: tf.Tensor, gradients, variables) -> None:
         """Applies `gradients` and records the (per-replica, unscaled) loss."""
@@ -186,80 +186,38 @@ class RhoMethod(keras.Model):
         self.loss_tracker.update_state(loss)
 
 
-class MomentumRhoMethod(RhoMethod):
-    """Base of ρMoCo and ρBYOL: online backbone + projector (+ predictor) and a momentum
-    encoder (EMA of backbone + projector) giving one target per clip.
+def _describe(data) -> str:
+    if isinstance(data, Mapping):
+        return "a dict with keys " + str(sorted(data))
+    return type(data).__name__
 
-    Each step: anneal the momentum (`optim.annealed_momentum` from `base_momentum` at
-    step 0 to 1 at `total_steps`), EMA-update the momentum encoder, compute the targets
-    one clip-batch at a time (so BatchNorm never sees two clips of one video together),
-    then treat each clip in turn as the query against the targets of the other clips,
-    in its own forward/backward pass (memory of one clip), accumulating gradients.
-    `gradient_aggregation="mean"` (default) gives the gradient of the reported loss,
-    the mean of the rho sub-losses; "sum" sums them as the official code does.
-    """
 
-    def __init__(self, backbone="slow_r50", *, base_momentum: float,
-                 gradient_aggregation: str = "mean", **kwargs):
-        super().__init__(backbone, **kwargs)
-        if gradient_aggregation not in ("mean", "sum"):
-            raise ValueError(f"{type(self).__name__}.gradient_aggregation: expected 'mean' or "
-                             f"'sum', got {gradient_aggregation!r}")
-        self.base_momentum = float(base_momentum)
-        self.gradient_aggregation = gradient_aggregation
+def read_input_spec(model_dir: str) -> dict:
+    """A run's `input_spec.json`, or a ValueError naming the file."""
+    path = os.path.join(model_dir, INPUT_SPEC_FILE)
+    if not tf.io.gfile.exists(path):
+        raise ValueError(f"{path}: no such file (video_ssl.train writes it before the "
+                         "first step; expected a training model_dir)")
+    with tf.io.gfile.GFile(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from None
 
-    def build_momentum_encoder(self) -> None:
-        """Clones backbone + projector; call once the projector exists."""
-        self.momentum_backbone = momentum_copy(self.backbone)
-        self.momentum_projector = momentum_copy(self.projector)
 
-    @property
-    def encoder_pairs(self):
-        """(momentum variable, online variable) pairs updated by EMA."""
-        online = self.backbone.weights + self.projector.weights
-        momentum = self.momentum_backbone.weights + self.momentum_projector.weights
-        return [(m, o) for m, o in zip(momentum, online) if o.trainable]
-
-    def current_momentum(self) -> tf.Tensor:
-        tf.debugging.assert_positive(
-            self.total_steps, message=f"{type(self).__name__}.total_steps must be set "
-                                      "(> 0) before training; it drives momentum annealing")
-        return optim.annealed_momentum(self.step, self.total_steps, self.base_momentum)
-
-    def momentum_target(self, clip: tf.Tensor, clip_index: int) -> tf.Tensor:
-        """The momentum encoder's target for one clip-batch."""
-        return self.momentum_projector(self.momentum_backbone(clip, training=True),
-                                       training=True)
-
-    def query_loss(self, clip: tf.Tensor, other_targets: list[tf.Tensor]) -> tf.Tensor:
-        """The loss of one query clip-batch against the targets of the other clips."""
-        raise NotImplementedError
-
-    def after_step(self, targets: list[tf.Tensor]) -> None:
-        """Hook after the optimizer step (MoCo enqueues the targets)."""
-
-    def train_step(self, data):
-        clips = self.split_clips(data)
-        momentum = self.current_momentum()
-        pairs = self.encoder_pairs
-        ema_update([m for m, _ in pairs], [o for _, o in pairs], momentum)
-        targets = [tf.stop_gradient(self.momentum_target(clip, index))
-                   for index, clip in enumerate(clips)]
-        variables = self.trainable_variables
-        scale = 1.0 / num_replicas() / (len(clips) if self.gradient_aggregation == "mean" else 1)
-        losses, gradients = [], None
-        for index, clip in enumerate(clips):
-            # Chain the queries so that only one clip's activations are alive at a time.
-            with tf.control_dependencies([g for g in gradients or [] if g is not None]):
-                with tf.GradientTape() as tape:
-                    loss = self.query_loss(clip, targets[:index] + targets[index + 1:])
-                    scaled_loss = loss * scale
-                step_gradients = tape.gradient(scaled_loss, variables)
-            gradients = step_gradients if gradients is None else [
-                s if g is None else g if s is None else g + s
-                for g, s in zip(gradients, step_gradients)]
-            losses.append(loss)
-        loss = tf.add_n(losses) / len(losses)
-        self.apply_and_track(loss, gradients, variables)
-        self.after_step(targets)
-        return {"loss": self.loss_tracker.result(), "momentum": momentum}
+def _encoder_checkpoint(source: str, encoder: str | None, binding: str) -> tuple[str, str]:
+    """(checkpoint prefix, attribute of the encoder in that run's method)."""
+    model_dir = source
+    if not tf.io.gfile.isdir(source):
+        model_dir = os.path.dirname(os.path.dirname(source))  # DIR/checkpoints/ckpt-N
+    spec = read_input_spec(model_dir)
+    name = encoder or spec["primary_encoder"]
+    if name not in spec["encoders"]:
+        raise ValueError(f"{binding}: {model_dir} has no encoder {name!r}; it has "
+                         f"{sorted(spec['encoders'])}")
+    path = source
+    if tf.io.gfile.isdir(source):
+        path = tf.train.latest_checkpoint(os.path.join(source, "checkpoints"))
+        if path is None:
+            raise ValueError(f"{binding}: {source}/checkpoints holds no checkpoint")
+    return path, spec["encoders"][name]["attribute"]

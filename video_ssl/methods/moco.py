@@ -2,9 +2,14 @@
 
 Each clip is the query against the momentum keys of the other clips of its video
 (positives) and a queue of keys from earlier batches (negatives), eq. (1). Defaults
-are the paper's: queue 65,536, temperature 0.1, 3-layer MLP 2048 -> 128 without BN,
-m_base 0.994 annealed to 1. All rho keys of every replica are enqueued each step
+are the paper's (B.1): queue 65,536, temperature 0.1, 3-layer MLP 2048 -> 128 without
+BN, m_base 0.994 annealed to 1. All rho keys of every replica are enqueued each step
 (the official code does not gather across machines; MoCo does).
+
+With rho >= 3 a query has several positives. By default they share one row of eq. (1)
+(their exp-similarities summed in the numerator); `loss_per_positive=True` is the
+official code's variant: one InfoNCE row per positive (that positive against the
+queue), averaged.
 
 Shuffle-BN: with several replicas the key encoder's inputs are gathered, permuted
 with a permutation shared by all replicas, encoded (each replica BatchNorms a random
@@ -13,20 +18,19 @@ share BatchNorm statistics. On one device there is nothing to shuffle across; th
 the leakage is limited as in the official code: keys are computed one clip-batch at a
 time, so the key encoder's BatchNorm never sees two clips of one video together.
 
-The official code makes no optimizer step until the queue has been filled once; here
-the queue starts, as there, from random unit vectors and training starts at once.
+The queue starts, as in the official code, from random unit vectors. The official
+code makes no optimizer step until the queue has been filled once
+(`wait_for_full_queue=True`); by default training starts at once.
 """
 from __future__ import annotations
 
 import tensorflow as tf
 
+from video_ssl.distribute import all_gather, num_replicas, replica_id
 from video_ssl.losses import multi_positive_nce
-from video_ssl.methods.base import (MomentumRhoMethod, all_gather, configurable, num_replicas,
-                                    replica_id)
-
-
-def _random_unit_rows(shape, dtype=None):
-    return tf.math.l2_normalize(tf.random.normal(shape, dtype=dtype or "float32"), axis=1)
+from video_ssl.methods.base import configurable
+from video_ssl.methods.queue import FeatureQueue, random_unit_rows
+from video_ssl.methods.rho import MomentumRhoMethod
 
 
 @configurable
@@ -36,20 +40,20 @@ class MoCo(MomentumRhoMethod):
     def __init__(self, backbone="slow_r50", *, queue_size: int = 65536,
                  temperature: float = 0.1, hidden_dim: int = 2048, embedding_dim: int = 128,
                  num_layers: int = 3, batch_norm_in_head: bool = False,
-                 base_momentum: float = 0.994, shuffle_bn: bool = True, **kwargs):
+                 base_momentum: float = 0.994, shuffle_bn: bool = True,
+                 loss_per_positive: bool = False, wait_for_full_queue: bool = False,
+                 **kwargs):
         super().__init__(backbone, base_momentum=base_momentum, **kwargs)
         self.temperature = float(temperature)
         self.shuffle_bn = shuffle_bn
+        self.loss_per_positive = loss_per_positive
+        self.wait_for_full_queue = wait_for_full_queue
         self.projector = self.mlp(input_dim=self.feature_dim, hidden_dim=hidden_dim,
                                   output_dim=embedding_dim, num_layers=num_layers,
                                   batch_norm=batch_norm_in_head, name="projector")
         self.build_momentum_encoder()
-        self.queue = self.add_weight(
-            name="queue", shape=(queue_size, embedding_dim), initializer=_random_unit_rows,
-            trainable=False, aggregation="only_first_replica")
-        self.queue_pointer = self.add_weight(
-            name="queue_pointer", shape=(), dtype="int64", initializer="zeros",
-            trainable=False, aggregation="only_first_replica")
+        self.queue = FeatureQueue(queue_size, {"keys": ((embedding_dim,), "float32",
+                                                        random_unit_rows)}, name="queue")
 
     def _encode_keys(self, clip):
         return tf.math.l2_normalize(super().momentum_target(clip, 0), axis=-1)
@@ -68,23 +72,35 @@ class MoCo(MomentumRhoMethod):
         return tf.gather(tf.gather(keys, tf.argsort(permutation)), local)
 
     def query_loss(self, clip, other_targets):
-        query = tf.math.l2_normalize(self.projector(self.backbone(clip, training=True),
-                                                    training=True), axis=-1)
+        query = tf.math.l2_normalize(self.grouped(lambda x: self.projector(
+            self.backbone(x, training=True), training=True), clip), axis=-1)
         positives = tf.stack([tf.reduce_sum(query * key, axis=-1) for key in other_targets], 1)
-        negatives = tf.matmul(query, self.queue, transpose_b=True)
+        negatives = tf.matmul(query, self.queue["keys"], transpose_b=True)
+        if self.loss_per_positive:
+            return tf.add_n([self._nce(positives[:, k:k + 1], negatives)
+                             for k in range(len(other_targets))]) / len(other_targets)
+        return self._nce(positives, negatives)
+
+    def _nce(self, positives, negatives):
         logits = tf.concat([positives, negatives], axis=1) / self.temperature
         mask = tf.concat([tf.ones_like(positives, tf.bool), tf.zeros_like(negatives, tf.bool)], 1)
         return multi_positive_nce(logits, mask)
 
+    def apply_gradients(self, loss, gradients, variables):
+        if not self.wait_for_full_queue:
+            return super().apply_gradients(loss, gradients, variables)
+        # Until the queue has filled once a step only counts, tracks the loss and enqueues.
+        def apply():
+            self.optimizer.apply(gradients, variables)
+            return tf.constant(True)
+
+        def skip():
+            self.optimizer.iterations.assign_add(1)
+            return tf.constant(False)
+
+        tf.cond(self.queue.is_full(), apply, skip)
+        self.loss_tracker.update_state(loss)
+
     def after_step(self, targets):
         """Enqueues the keys of all clips of all replicas, overwriting the oldest."""
-        keys = all_gather(tf.concat(targets, axis=0))
-        queue_size = self.queue.shape[0]
-        count = tf.shape(keys, out_type=tf.int64)[0]
-        tf.debugging.assert_less_equal(
-            count, tf.constant(queue_size, tf.int64),
-            message=f"MoCo.queue_size ({queue_size}) must hold at least one step's keys "
-                    "(global batch x clips)")
-        positions = (self.queue_pointer + tf.range(count)) % queue_size
-        self.queue.assign(tf.tensor_scatter_nd_update(self.queue, positions[:, None], keys))
-        self.queue_pointer.assign((self.queue_pointer + count) % queue_size)
+        self.queue.enqueue(keys=all_gather(tf.concat(targets, axis=0)))

@@ -13,7 +13,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from video_ssl.losses import multi_positive_nce
-from video_ssl.methods.base import RhoMethod, all_gather, configurable, num_replicas, replica_id
+from video_ssl.distribute import all_gather, num_replicas, replica_id
+from video_ssl.methods.base import configurable
+from video_ssl.methods.rho import RhoMethod
 
 
 @configurable
@@ -55,8 +57,8 @@ class SimCLR(RhoMethod):
     def train_step(self, data):
         clips = self.split_clips(data)
         with tf.GradientTape() as tape:
-            features = self.backbone(tf.concat(clips, axis=0), training=True)
-            embeddings = tf.math.l2_normalize(self.projector(features, training=True), -1)
+            embeddings = tf.math.l2_normalize(self.grouped(lambda x: self.projector(
+                self.backbone(x, training=True), training=True), tf.concat(clips, axis=0)), -1)
             embeddings = tf.reshape(embeddings, [len(clips), -1, embeddings.shape[-1]])
             if self.positives == "all":
                 loss = self.contrastive_loss(embeddings)

@@ -5,7 +5,7 @@ Defaults are the paper's: 3-layer MLP 2048 -> 128 with BN, SyncBN, 1000 prototyp
 Sinkhorn epsilon 0.05 with 3 iterations whose statistics span the global batch, no
 gradient through the assignments, temperature 0.1, no multi-crop. Prototypes are
 re-normalized to unit rows before every step and get a zero gradient for the first
-`freeze_prototypes_steps` steps (the trainer sets it to one epoch; a variable, so it
+`freeze_prototypes_steps` steps (0 = one epoch, set in `configure`; a variable, so it
 checkpoints). Coupled weight decay still shrinks them then, which only rescales rows
 that the next step re-normalizes, so their directions stay frozen.
 
@@ -19,7 +19,9 @@ import keras
 import tensorflow as tf
 
 from video_ssl.losses import sinkhorn, swapped_prediction_loss
-from video_ssl.methods.base import RhoMethod, configurable, num_replicas
+from video_ssl.distribute import num_replicas
+from video_ssl.methods.base import configurable
+from video_ssl.methods.rho import RhoMethod
 from video_ssl.models.heads import Prototypes
 
 
@@ -51,6 +53,12 @@ class SwAV(RhoMethod):
             initializer=keras.initializers.Constant(freeze_prototypes_steps),
             aggregation="only_first_replica")
 
+    def configure(self, *, total_steps, steps_per_epoch):
+        super().configure(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+        # B.1: the prototypes are frozen during the first epoch.
+        if int(self.freeze_prototypes_steps.numpy()) == 0:
+            self.freeze_prototypes_steps.assign(steps_per_epoch)
+
     def swapped_loss(self, scores: tf.Tensor) -> tf.Tensor:
         """Mean over (assigning clip, predicting clip) pairs of eq. (3); scores (clips, B, K)."""
         losses = []
@@ -64,8 +72,8 @@ class SwAV(RhoMethod):
         clips = self.split_clips(data)
         self.prototypes.normalize()
         with tf.GradientTape() as tape:
-            features = self.backbone(tf.concat(clips, axis=0), training=True)
-            embeddings = tf.math.l2_normalize(self.projector(features, training=True), -1)
+            embeddings = tf.math.l2_normalize(self.grouped(lambda x: self.projector(
+                self.backbone(x, training=True), training=True), tf.concat(clips, axis=0)), -1)
             scores = tf.reshape(self.prototypes(embeddings), [len(clips), -1,
                                                              self.prototypes.num_prototypes])
             loss = self.swapped_loss(scores)

@@ -1,0 +1,192 @@
+"""The ρ family (Feichtenhofer et al. 2021): ρ temporally distant clips of one video
+are positives of each other.
+
+rho = 1 is the paper's baseline of two spatial augmentations of one clip, so the
+batch then holds `num_clips = 2` clips of one shared window and the method computes
+exactly what it computes for rho = 2. One view, "clips", feeds the one encoder,
+named after its modality ("rgb", or "flow" for a flow network).
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from video_ssl import optim
+from video_ssl.distribute import num_replicas
+from video_ssl.methods.base import EncoderInput, Method, training_view
+from video_ssl.methods.momentum import MomentumEncoder
+from video_ssl.models import build_backbone
+from video_ssl.models.heads import mlp_head
+
+VIEW = "clips"
+MODALITY_CHANNELS = {"rgb": 3, "flow": 2}
+
+
+class RhoMethod(Method):
+    """Online `backbone`, the ρ clips view and the distributed helpers.
+
+    Args:
+      backbone: a registry name for `build_backbone` or a built `keras.Model` from
+        (B, T, H, W, C) to (B, D).
+      rho: clips per video (1 = two augmentations of one clip).
+      modality: what the clips are, "rgb" or "flow" (the encoder's name too).
+      backbone_kwargs: extra `build_backbone` arguments (e.g. `width_multiplier`).
+      synchronized_bn: SyncBN in the backbone (when built here) and in the heads.
+      bn_group_size: clips per BatchNorm group inside a replica (B.1: statistics over
+        8 clips for MoCo, one GPU's batch); None = the whole per-replica batch. The
+        online encoder and heads run once per group, so each group's statistics
+        normalize it and update the running averages in turn.
+    """
+
+    def __init__(self, backbone: str | keras.Model = "slow_r50", *, rho: int = 2,
+                 modality: str = "rgb", backbone_kwargs: dict | None = None,
+                 synchronized_bn: bool = False, bn_group_size: int | None = None, **kwargs):
+        if int(rho) < 1:
+            raise ValueError(f"{type(self).__name__}.rho: expected an integer >= 1, got {rho!r}")
+        if modality not in MODALITY_CHANNELS:
+            raise ValueError(f"{type(self).__name__}.modality: expected one of "
+                             f"{sorted(MODALITY_CHANNELS)}, got {modality!r}")
+        if bn_group_size is not None and int(bn_group_size) < 1:
+            raise ValueError(f"{type(self).__name__}.bn_group_size: expected None or >= 1, "
+                             f"got {bn_group_size!r}")
+        super().__init__(**kwargs)
+        self.rho = int(rho)
+        self.num_clips = max(self.rho, 2)
+        self.modality = modality
+        self.synchronized_bn = synchronized_bn
+        self.bn_group_size = bn_group_size
+        if isinstance(backbone, str):
+            backbone = build_backbone(backbone, synchronized_bn=synchronized_bn,
+                                      input_channels=MODALITY_CHANNELS[modality],
+                                      **(backbone_kwargs or {}))
+        self.backbone = backbone
+        self.feature_dim = int(backbone.output_shape[-1])
+        self._views = {VIEW: training_view(num_clips=self.num_clips, same_window=self.rho == 1,
+                                           modalities=(modality,))}
+        # All layers are built eagerly (the heads from their input size), so Keras
+        # need not trace `call` with a training batch to build the model.
+        self.built = True
+
+    def encoder_attributes(self):
+        return {self.modality: "backbone"}
+
+    def encoder_inputs(self):
+        return {self.modality: EncoderInput(VIEW, self.modality)}
+
+    def mlp(self, *, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int,
+            batch_norm: bool, name: str) -> keras.Sequential:
+        return mlp_head(input_dim, hidden_dim=hidden_dim, output_dim=output_dim,
+                        num_layers=num_layers, batch_norm=batch_norm,
+                        synchronized_bn=self.synchronized_bn, name=name)
+
+    def call(self, clips, training=False):
+        """Backbone features (B, D) of clips (B, T, H, W, C)."""
+        return self.backbone(clips, training=training)
+
+    def grouped(self, fn, clips: tf.Tensor) -> tf.Tensor:
+        """`fn(clips)`, run once per `bn_group_size` clips (BatchNorm statistics per group)."""
+        if self.bn_group_size is None or clips.shape[0] is None \
+                or clips.shape[0] <= self.bn_group_size:
+            return fn(clips)
+        if clips.shape[0] % self.bn_group_size:
+            raise ValueError(f"{type(self).__name__}.bn_group_size={self.bn_group_size} must "
+                             f"divide the per-replica batch {clips.shape[0]}")
+        return tf.concat([fn(group) for group in
+                          tf.split(clips, clips.shape[0] // self.bn_group_size)], axis=0)
+
+    def split_clips(self, data) -> list[tf.Tensor]:
+        """The batch's `num_clips` clip-batches, each (B, T, H, W, C)."""
+        clips = self.view_inputs(data, VIEW)[self.modality]
+        if clips.shape.rank != 6 or clips.shape[1] != self.num_clips:
+            raise ValueError(
+                f"batch['views'][{VIEW!r}][{self.modality!r}]: expected shape (batch, "
+                f"{self.num_clips} clips, T, H, W, C) for rho={self.rho}, got "
+                f"{tuple(clips.shape)}")
+        return tf.unstack(clips, axis=1)
+
+
+class MomentumRhoMethod(RhoMethod):
+    """Base of ρMoCo and ρBYOL: online backbone + projector (+ predictor) and a momentum
+    encoder (EMA of backbone + projector) giving one target per clip.
+
+    Each step: the momentum (`momentum_schedule="cosine"`: annealed from
+    `base_momentum` at step 0 to 1 at `total_steps`, B.1; "constant": fixed at
+    `base_momentum`, Table 15's N/A row and MoCo's original 0.999), the EMA update,
+    the targets one clip-batch at a time (so BatchNorm never sees two clips of one
+    video together), then each clip in turn as the query against the targets of the
+    other clips, in its own forward/backward pass (memory of one clip), accumulating
+    gradients. `gradient_aggregation="mean"` gives the gradient of the reported
+    loss, the mean of the rho sub-losses; "sum" sums them as the official code does.
+    """
+
+    MOMENTUM_SCHEDULES = ("cosine", "constant")
+
+    def __init__(self, backbone="slow_r50", *, base_momentum: float,
+                 momentum_schedule: str = "cosine", gradient_aggregation: str = "mean",
+                 **kwargs):
+        super().__init__(backbone, **kwargs)
+        if gradient_aggregation not in ("mean", "sum"):
+            raise ValueError(f"{type(self).__name__}.gradient_aggregation: expected 'mean' or "
+                             f"'sum', got {gradient_aggregation!r}")
+        if momentum_schedule not in self.MOMENTUM_SCHEDULES:
+            raise ValueError(f"{type(self).__name__}.momentum_schedule: expected one of "
+                             f"{self.MOMENTUM_SCHEDULES}, got {momentum_schedule!r}")
+        self.base_momentum = float(base_momentum)
+        self.momentum_schedule = momentum_schedule
+        self.gradient_aggregation = gradient_aggregation
+
+    def build_momentum_encoder(self) -> None:
+        """EMA copies of backbone + projector; call once the projector exists."""
+        self.momentum = MomentumEncoder(self.online_modules(), name="momentum")
+
+    def online_modules(self) -> dict[str, keras.Model]:
+        return {"backbone": self.backbone, "projector": self.projector}
+
+    def current_momentum(self) -> tf.Tensor:
+        if self.momentum_schedule == "constant":
+            return tf.constant(self.base_momentum, tf.float32)
+        tf.debugging.assert_positive(
+            self.total_steps, message=f"{type(self).__name__}.total_steps must be set "
+                                      "(> 0) before training; it drives momentum annealing")
+        return optim.annealed_momentum(self.step, self.total_steps, self.base_momentum)
+
+    def momentum_target(self, clip: tf.Tensor, clip_index: int) -> tf.Tensor:
+        """The momentum encoder's target for one clip-batch."""
+        return self.grouped(lambda x: self.momentum["projector"](
+            self.momentum["backbone"](x, training=True), training=True), clip)
+
+    def query_loss(self, clip: tf.Tensor, other_targets: list[tf.Tensor]) -> tf.Tensor:
+        """The loss of one query clip-batch against the targets of the other clips."""
+        raise NotImplementedError
+
+    def after_step(self, targets: list[tf.Tensor]) -> None:
+        """Hook after the optimizer step (MoCo enqueues the targets)."""
+
+    def apply_gradients(self, loss, gradients, variables) -> None:
+        """The optimizer step (MoCo may hold it back until its queue is full)."""
+        self.apply_and_track(loss, gradients, variables)
+
+    def train_step(self, data):
+        clips = self.split_clips(data)
+        momentum = self.current_momentum()
+        self.momentum.update(self.online_modules(), momentum)
+        targets = [tf.stop_gradient(self.momentum_target(clip, index))
+                   for index, clip in enumerate(clips)]
+        variables = self.trainable_variables
+        scale = 1.0 / num_replicas() / (len(clips) if self.gradient_aggregation == "mean" else 1)
+        losses, gradients = [], None
+        for index, clip in enumerate(clips):
+            # Chain the queries so that only one clip's activations are alive at a time.
+            with tf.control_dependencies([g for g in gradients or [] if g is not None]):
+                with tf.GradientTape() as tape:
+                    loss = self.query_loss(clip, targets[:index] + targets[index + 1:])
+                    scaled_loss = loss * scale
+                step_gradients = tape.gradient(scaled_loss, variables)
+            gradients = step_gradients if gradients is None else [
+                s if g is None else g if s is None else g + s
+                for g, s in zip(gradients, step_gradients)]
+            losses.append(loss)
+        loss = tf.add_n(losses) / len(losses)
+        self.apply_gradients(loss, gradients, variables)
+        self.after_step(targets)
+        return {"loss": self.loss_tracker.result(), "momentum": momentum}
