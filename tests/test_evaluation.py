@@ -1,5 +1,5 @@
 """Evaluation protocols on tiny shards and a tiny backbone: recall@k against brute
-force, multi-view averaging (padding included), fusion, metrics, the optimizers, and
+force, multi-view averaging (padding included), fusion, metrics, optimizer settings, and
 each protocol (linear probe, fine-tuning, retrieval, linear SVM)."""
 import keras
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from video_ssl.data import schema
-from video_ssl.evaluation import classifier, finetune, linear, multiview, retrieval, svm
+from video_ssl.evaluation import finetune, linear, multiview, retrieval, svm
 from video_ssl.evaluation.protocol import EvalData, classification_metrics
 from video_ssl.models import build_backbone
 
@@ -158,32 +158,18 @@ def test_classification_metrics():
     np.testing.assert_array_equal(confusion, [[1, 0, 0], [1, 0, 1], [0, 0, 1]])
 
 
-# -------------------------------------------------------------------- optimizers
+# ------------------------------------------------- optimizer settings (optim.py)
 
 
-@pytest.mark.parametrize("name", ["sgd", "adam"])
-def test_backbone_learning_rate_scale_and_coupled_decay(name):
-    backbone_w = keras.Variable([1.0, 1.0], name="backbone_w")
-    head_w = keras.Variable([1.0, 1.0], name="head_w")
-
-    class Backbone:  # what make_optimizer reads
-        trainable_variables = [backbone_w]
-
-    opt = classifier.make_optimizer(name, 0.1, weight_decay=0.5, exclude_vectors=False,
-                                    backbone=Backbone(), backbone_lr_scale=0.0)
-    # Zero gradients: only the coupled weight decay moves the weights.
-    opt.apply([tf.zeros(2), tf.zeros(2)], [backbone_w, head_w])
-    np.testing.assert_array_equal(backbone_w.numpy(), [1.0, 1.0])  # lr scaled to 0
-    assert (head_w.numpy() < 1.0).all()
-
-
-def test_step_schedule_divides_at_decay_epochs():
-    schedule = classifier.learning_rate_schedule(
-        1.0, schedule="step", total_steps=100, steps_per_epoch=10, decay_epochs=(6, 8))
-    assert [float(schedule(s)) for s in (0, 59, 61, 81)] == pytest.approx([1, 1, 0.1, 0.01])
-    with pytest.raises(ValueError, match="schedule"):
-        classifier.learning_rate_schedule(1.0, schedule="poly", total_steps=1,
-                                          steps_per_epoch=1)
+def test_a_schedule_setting_without_effect_names_the_binding(data):
+    with pytest.raises(ValueError, match="linear_probe.decay_epochs=\\(6, 8\\) has no effect "
+                                         "with linear_probe.schedule='cosine'"):
+        linear.linear_probe(tiny_backbone(), data, num_classes=2, decay_epochs=(6, 8),
+                            verbose=0)
+    with pytest.raises(ValueError, match="finetune.momentum=0.5 has no effect with "
+                                         "finetune.optimizer='adam'"):
+        finetune.finetune(tiny_backbone(), data, num_classes=2, optimizer="adam",
+                          momentum=0.5, verbose=0)
 
 
 # --------------------------------------------------------------------- protocols
@@ -218,6 +204,18 @@ def test_finetune_trains_backbone_at_a_scaled_rate(data):
     assert 0.0 <= result.metrics["top1"] <= 1.0 and result.settings["backbone_lr_scale"] == 0.1
     with pytest.raises(ValueError, match="finetune.num_classes is not set"):
         finetune.finetune(backbone, data)
+
+
+def test_finetune_backbone_rate_reaches_only_the_backbone(data):
+    backbone = tiny_backbone()
+    before = [w.numpy().copy() for w in backbone.trainable_weights]
+    result = finetune.finetune(backbone, data, num_classes=2, epochs=1, learning_rate=0.1,
+                               reference_batch_size=None, backbone_lr_scale=0.0,
+                               weight_decay=0.0, dropout=0.0, verbose=0)
+    for old, new in zip(before, backbone.trainable_weights):
+        np.testing.assert_array_equal(old, new.numpy())
+    head = result.model.get_layer("logits").kernel.numpy()
+    assert np.abs(head).max() > 0.05  # moved from N(0, 0.01)
 
 
 def test_retrieval_protocol(data):

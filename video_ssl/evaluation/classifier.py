@@ -6,10 +6,13 @@ The classifier is a functional Keras model: clips -> backbone -> [L2 normalizati
 the backbone is frozen: its layers are not trainable, so its BatchNorm layers also run
 in inference mode (running statistics) during `fit`.
 
-Optimizers: 'sgd' (momentum, coupled L2 weight decay as in PyTorch) or 'adam' (Adam
-with coupled L2, CoCLR's choice); learning-rate schedule 'cosine' (with linear
-warm-up) or 'step' (x`decay_factor` at each of `decay_epochs`); the backbone's
-learning rate may be scaled (CoCLR fine-tunes it at lr / 10).
+Optimizers and schedules come from `video_ssl.optim`: 'sgd' (momentum, coupled L2
+weight decay as in PyTorch), 'lars' or 'adam' (Adam with coupled L2, CoCLR's choice);
+schedule 'cosine' (after a linear warm-up), 'step' (x`decay_factor` from each of
+`decay_epochs` on), 'constant' or 'plateau' (on the training loss); the backbone's
+learning rate may be scaled (CoCLR fine-tunes it at lr / 10). A setting the chosen
+optimizer or schedule does not read (e.g. `decay_epochs` with 'cosine') is an error
+naming the protocol's binding.
 """
 from __future__ import annotations
 
@@ -22,10 +25,6 @@ import tensorflow as tf
 from video_ssl import optim
 from video_ssl.evaluation import multiview
 from video_ssl.evaluation.protocol import EvalData, Result, classification_metrics
-
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("cosine", "step")
-
 
 def build_classifier(backbone: keras.Model, num_classes: int, *, train_backbone: bool,
                      dropout: float = 0.0, batch_norm: bool = False,
@@ -47,82 +46,6 @@ def build_classifier(backbone: keras.Model, num_classes: int, *, train_backbone:
     return keras.Model(inputs, logits, name=name)
 
 
-class _ScaledLearningRate:
-    """Optimizer mixin: `scaled_variables` take `lr_scale` times the learning rate."""
-
-    def __init__(self, *args, scaled_variables: Sequence = (), lr_scale: float = 1.0,
-                 **kwargs):
-        super().__init__(*args, **kwargs)
-        self._scaled_ids = {id(v) for v in scaled_variables}
-        self.lr_scale = float(lr_scale)
-
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        # update_step gets backend variables; decide per variable index here.
-        self._lr_scales = [self.lr_scale if id(v) in self._scaled_ids else 1.0
-                           for v in variables]
-
-    def update_step(self, gradient, variable, learning_rate):
-        scale = self._lr_scales[self._get_variable_index(variable)]
-        super().update_step(gradient, variable, learning_rate * scale)
-
-
-class _SGD(_ScaledLearningRate, optim.SGD):
-    """Momentum SGD with coupled L2 (`optim.SGD`) and a scaled backbone learning rate."""
-
-
-class _Adam(_ScaledLearningRate, keras.optimizers.Adam):
-    """Adam with coupled L2 weight decay (PyTorch's Adam `weight_decay`, which CoCLR
-    uses; Keras' own is decoupled) and a scaled backbone learning rate."""
-
-    def __init__(self, *args, coupled_weight_decay: float = 0.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.coupled_weight_decay = float(coupled_weight_decay)
-
-    def update_step(self, gradient, variable, learning_rate):
-        if self.coupled_weight_decay:
-            gradient = gradient + self.coupled_weight_decay * tf.cast(variable, gradient.dtype)
-        super().update_step(gradient, variable, learning_rate)
-
-
-def learning_rate_schedule(learning_rate: float, *, schedule: str, total_steps: int,
-                           steps_per_epoch: int, warmup_epochs: float = 0.0,
-                           decay_epochs: Sequence[float] = (), decay_factor: float = 0.1):
-    """'cosine': half-period cosine to 0 after a linear warm-up from 0; 'step':
-    constant, multiplied by `decay_factor` at each of `decay_epochs`."""
-    if schedule == "cosine":
-        return optim.WarmupCosine(learning_rate, total_steps=total_steps,
-                                  warmup_steps=int(round(warmup_epochs * steps_per_epoch)))
-    if schedule == "step":
-        if not decay_epochs:
-            return learning_rate
-        boundaries = [int(round(e * steps_per_epoch)) for e in decay_epochs]
-        if boundaries != sorted(set(boundaries)):
-            raise ValueError(f"decay_epochs={list(decay_epochs)}: expected increasing epochs")
-        values = [learning_rate * decay_factor ** i for i in range(len(boundaries) + 1)]
-        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-    raise ValueError(f"schedule={schedule!r}: expected one of {SCHEDULES}")
-
-
-def make_optimizer(name: str, learning_rate, *, weight_decay: float = 0.0,
-                   momentum: float = 0.9, exclude_vectors: bool = True,
-                   backbone: keras.Model | None = None, backbone_lr_scale: float = 1.0):
-    """'sgd' or 'adam' with coupled L2 `weight_decay` (SGD: not on 1-D variables, BN and
-    biases, when `exclude_vectors`, as PySlowFast) and `backbone_lr_scale` times the
-    learning rate for the backbone's variables."""
-    scaled = dict(scaled_variables=backbone.trainable_variables if backbone else (),
-                  lr_scale=backbone_lr_scale)
-    if name == "sgd":
-        return _SGD(learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
-                    exclude_vectors=exclude_vectors, **scaled)
-    if name == "adam":
-        return _Adam(learning_rate=learning_rate, coupled_weight_decay=weight_decay, name="adam",
-                     **scaled)
-    raise ValueError(f"optimizer={name!r}: expected one of {OPTIMIZERS}")
-
-
 def predict_videos(model: keras.Model, data: EvalData, *, num_classes: int,
                    verbose: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Per test video, the softmax averaged over its views, and its label."""
@@ -133,7 +56,7 @@ def predict_videos(model: keras.Model, data: EvalData, *, num_classes: int,
                                         verbose=verbose)
 
 
-def train_and_test(backbone: keras.Model, data: EvalData, *, num_classes: int,
+def train_and_test(backbone: keras.Model, data: EvalData, *, owner: str, num_classes: int,
                    train_backbone: bool, epochs: int, learning_rate: float,
                    reference_batch_size: int | None, optimizer: str, schedule: str,
                    warmup_epochs: float, decay_epochs: Sequence[float], weight_decay: float,
@@ -143,37 +66,39 @@ def train_and_test(backbone: keras.Model, data: EvalData, *, num_classes: int,
     """Trains backbone + linear head on augmented train clips for `epochs` (one epoch
     = one pass's worth of batches), then scores every test video by its views.
 
+    owner: the protocol's gin name, for error messages naming its bindings.
     learning_rate: the rate at `reference_batch_size` (scaled linearly to
     `data.batch_size`; None: used as given).
     """
     if num_classes < 2:
-        raise ValueError(f"num_classes={num_classes}: expected at least 2 classes")
+        raise ValueError(f"{owner}.num_classes={num_classes}: expected at least 2 classes")
     steps_per_epoch = max(1, data.num_train_videos // data.batch_size)
     total_steps = epochs * steps_per_epoch
-    rate = (learning_rate if reference_batch_size is None else
-            optim.scaled_learning_rate(learning_rate, data.batch_size, reference_batch_size))
+    rate = optim.scaled_learning_rate(learning_rate, data.batch_size, reference_batch_size)
+    lr = optim.make_schedule(schedule, rate, total_steps=total_steps,
+                             steps_per_epoch=steps_per_epoch, owner=owner,
+                             warmup_epochs=warmup_epochs, decay_epochs=tuple(decay_epochs))
     model = build_classifier(backbone, num_classes, train_backbone=train_backbone,
                              dropout=dropout, batch_norm=batch_norm, l2_normalize=l2_normalize)
-    schedule_fn = learning_rate_schedule(
-        rate, schedule=schedule, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-        warmup_epochs=warmup_epochs, decay_epochs=decay_epochs)
-    model.compile(
-        optimizer=make_optimizer(optimizer, schedule_fn, weight_decay=weight_decay,
-                                 momentum=momentum, exclude_vectors=exclude_vectors,
-                                 backbone=backbone if train_backbone else None,
-                                 backbone_lr_scale=backbone_lr_scale),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=False)
+    scaled = [(backbone.trainable_variables, backbone_lr_scale)] if train_backbone else []
+    opt = optim.make_optimizer(optimizer, lr, owner=owner, name_binding="optimizer",
+                               weight_decay=weight_decay,
+                               exclude_vectors=exclude_vectors, momentum=momentum,
+                               variable_lr_multipliers=scaled)
+    model.compile(optimizer=opt,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                  jit_compile=False)
     clips = data.train(num_classes=num_classes).map(
         lambda batch: (batch[data.key][:, 0], batch["label"]))
     history = model.fit(clips, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                        verbose=verbose, shuffle=False)
+                        verbose=verbose, shuffle=False, callbacks=optim.schedule_callbacks(opt))
     scores, labels = predict_videos(model, data, num_classes=num_classes,
                                     verbose=verbose != 0)
     metrics, confusion = classification_metrics(scores, labels, num_classes)
     metrics.update(train_loss=float(history.history["loss"][-1]),
                    train_accuracy=float(history.history["accuracy"][-1]),
+                   train_loss_per_epoch=[float(x) for x in history.history["loss"]],
                    steps=total_steps, learning_rate=rate)
     # An uncompiled twin sharing the layers: saves without the optimizer.
     exported = keras.Model(model.inputs, model.outputs, name=model.name)

@@ -37,7 +37,7 @@ def finetune(backbone: keras.Model, data: EvalData, *, num_classes: int | None =
                     decay_epochs=list(decay_epochs), weight_decay=weight_decay,
                     momentum=momentum, exclude_vectors=exclude_vectors,
                     backbone_lr_scale=backbone_lr_scale, dropout=dropout)
-    result = classifier.train_and_test(backbone, data, train_backbone=True,
-                                       batch_norm=False, l2_normalize=False, verbose=verbose,
-                                       **settings)
+    result = classifier.train_and_test(backbone, data, owner="finetune",
+                                       train_backbone=True, batch_norm=False,
+                                       l2_normalize=False, verbose=verbose, **settings)
     return dataclasses.replace(result, settings=settings)

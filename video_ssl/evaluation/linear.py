@@ -38,7 +38,7 @@ def linear_probe(backbone: keras.Model, data: EvalData, *, num_classes: int | No
                     decay_epochs=list(decay_epochs), weight_decay=weight_decay,
                     momentum=momentum, exclude_vectors=exclude_vectors,
                     batch_norm=batch_norm, l2_normalize=l2_normalize)
-    result = classifier.train_and_test(backbone, data, train_backbone=False,
-                                       backbone_lr_scale=1.0, dropout=0.0, verbose=verbose,
-                                       **settings)
+    result = classifier.train_and_test(backbone, data, owner="linear_probe",
+                                       train_backbone=False, backbone_lr_scale=1.0,
+                                       dropout=0.0, verbose=verbose, **settings)
     return dataclasses.replace(result, settings=settings)
