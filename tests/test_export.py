@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from video_ssl import export, train as train_lib
 from video_ssl.cli import parse_gin
-from video_ssl.data import pipeline, schema
+from video_ssl.data import clips as clips_lib, pipeline, schema
 from video_ssl.evaluation.classifier import build_classifier
 from video_ssl.models import build_backbone
 
@@ -97,7 +97,7 @@ def test_uint8_signature_builds_in_the_evaluation_preprocessing(exported):
     backbone, classifier, _, loaded = exported
     frames = np.random.default_rng(2).integers(0, 256, (2, 4, 40, 50, 3)).astype(np.uint8)
     view = export.eval_view(CLIP, NORMALIZATION)
-    crops = pipeline.eval_rgb_crops(
+    crops = clips_lib.eval_rgb_crops(
         view, tf.constant(frames.reshape(8, 40, 50, 3), tf.float32) / 255.0, 2)
     assert crops.shape == (2, 4, 32, 32, 3)
     reference = keras_outputs(backbone, classifier, crops.numpy()[:, None])
@@ -289,7 +289,7 @@ def test_cli_exports_an_evaluation_classifier(tmp_path, capsys):
 
     frames = np.random.default_rng(4).integers(0, 256, (2, 4, 40, 50, 3)).astype(np.uint8)
     view = export.eval_view({**CLIP, "short_side": 32}, NORMALIZATION)
-    clips = pipeline.eval_rgb_crops(
+    clips = clips_lib.eval_rgb_crops(
         view, tf.constant(frames.reshape(8, 40, 50, 3), tf.float32) / 255.0, 2)
     logits = model(clips, training=False)
     reference = {"features": model.get_layer("slow_r18")(clips, training=False).numpy(),

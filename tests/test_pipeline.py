@@ -12,6 +12,7 @@ from video_ssl.data import audio as audio_lib
 from video_ssl.data import augment
 from video_ssl.data import pipeline
 from video_ssl.data import reader
+from video_ssl.data import views
 
 H, W = 32, 48
 FPS = 10.0
@@ -116,7 +117,7 @@ def test_dmvr_files_give_batches_of_the_right_shapes(shards):
     ds = pipeline.make_dataset(
         shards["dmvr_pattern"], training=True, batch_size=2, num_clips=2, num_frames=4,
         frame_stride=2, crop_size=16, modalities=("rgb", "flow", "audio"), seed=0,
-        default_frame_rate=FPS, audio=pipeline.AudioSpec(
+        default_frame_rate=FPS, audio=views.AudioSpec(
             sample_rate=SAMPLE_RATE, num_mel_bins=16, frame_length=256, frame_step=128))
     batch = _first(ds)
     assert batch["rgb"].shape == (2, 2, 4, 16, 16, 3) and batch["rgb"].dtype == np.float32
@@ -183,8 +184,8 @@ def test_flow_shares_window_crop_and_flip_with_rgb(shards):
 
 
 def test_audio_follows_the_clip(shards):
-    spec = pipeline.AudioSpec(sample_rate=SAMPLE_RATE, num_mel_bins=16, frame_length=256,
-                              frame_step=128, duration=0.5)
+    spec = views.AudioSpec(sample_rate=SAMPLE_RATE, num_mel_bins=16, frame_length=256,
+                           frame_step=128, duration=0.5)
     ds = pipeline.make_dataset(shards["dmvr_pattern"], training=True, batch_size=4,
                                num_clips=3, num_frames=2, frame_stride=3, crop_size=8,
                                modalities=("rgb", "audio"), seed=4, default_frame_rate=FPS,
@@ -244,11 +245,11 @@ def test_dense_sliding_windows(shards):
 
 
 def test_broad_view_centred_on_narrow_view(shards):
-    narrow = pipeline.ViewSpec(num_frames=4, frame_stride=1, crop_size=16, augmentation=PLAIN)
-    broad = pipeline.ViewSpec(num_frames=8, frame_stride=2, crop_size=8, augmentation=PLAIN)
-    sound = pipeline.ViewSpec(num_frames=8, frame_stride=2, modalities=("audio",),
-                              audio=pipeline.AudioSpec(sample_rate=SAMPLE_RATE, num_mel_bins=8,
-                                                       frame_length=256, frame_step=256))
+    narrow = views.ViewSpec(num_frames=4, frame_stride=1, crop_size=16, augmentation=PLAIN)
+    broad = views.ViewSpec(num_frames=8, frame_stride=2, crop_size=8, augmentation=PLAIN)
+    sound = views.ViewSpec(num_frames=8, frame_stride=2, modalities=("audio",),
+                           audio=views.AudioSpec(sample_rate=SAMPLE_RATE, num_mel_bins=8,
+                                                 frame_length=256, frame_step=256))
     ds = pipeline.make_view_dataset(shards["dmvr_pattern"], [narrow, broad, sound],
                                     training=True,
                                     batch_size=4, seed=6, sync="centre",
@@ -281,8 +282,8 @@ def test_wrong_sample_rate_names_the_file(shards):
     ds = pipeline.make_dataset(shards["rate"], training=False, batch_size=1, num_frames=2,
                                crop_size=8, modalities=("rgb", "audio"),
                                default_frame_rate=FPS,
-                               audio=pipeline.AudioSpec(sample_rate=SAMPLE_RATE,
-                                                        frame_length=256, frame_step=128))
+                               audio=views.AudioSpec(sample_rate=SAMPLE_RATE,
+                                                     frame_length=256, frame_step=128))
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"rate\.tfrecord: video r\.mp4 has audio at 22050.* "
                              r"expected 16000 Hz"):
@@ -361,4 +362,4 @@ def test_deferred_augmentation_is_for_training_rgb(shards):
         pipeline.make_dataset(shards["dmvr_pattern"], training=False, batch_size=1,
                               defer_augmentation=True)
     with pytest.raises(ValueError, match="modalities .*'flow'.* have no rgb"):
-        pipeline.ViewSpec(modalities=("flow",), defer_augmentation=True)
+        views.ViewSpec(modalities=("flow",), defer_augmentation=True)

@@ -36,7 +36,8 @@ import video_ssl  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow lo
 import keras
 import tensorflow as tf
 
-from video_ssl.data import augment, pipeline, reader
+from video_ssl.data import augment, reader
+from video_ssl.data import clips as clips_lib, views as views_lib
 from video_ssl.models import backbones as backbones_package
 from video_ssl.pretrained import load_backbone
 
@@ -64,19 +65,19 @@ def preprocessing_of(input_kwargs: Mapping) -> dict:
 
 
 def eval_view(clip: Mapping | None = None, normalization: Mapping | None = None, *,
-              num_clips: int = 1) -> pipeline.ViewSpec:
+              num_clips: int = 1) -> views_lib.ViewSpec:
     """The evaluation view (uniform clips, one centre crop) of the trained clip."""
     unknown = set(clip or {}) - set(CLIP_KEYS)
     unknown_norm = set(normalization or {}) - set(NORMALIZATION_KEYS)
     if unknown or unknown_norm:
         raise ExportError(f"unknown clip/normalization settings {sorted(unknown | unknown_norm)}; "
                           f"expected {CLIP_KEYS} and {NORMALIZATION_KEYS}")
-    return pipeline.ViewSpec(num_clips=num_clips,
-                             augmentation={**_NORMALIZATION_DEFAULTS, **(normalization or {})},
-                             **(clip or {}))
+    return views_lib.ViewSpec(num_clips=num_clips,
+                              augmentation={**_NORMALIZATION_DEFAULTS, **(normalization or {})},
+                              **(clip or {}))
 
 
-def build_archive(backbone: keras.Model, view: pipeline.ViewSpec,
+def build_archive(backbone: keras.Model, view: views_lib.ViewSpec,
                   classifier: keras.Model | None = None) -> keras.export.ExportArchive:
     """An ExportArchive with the three signatures of the module docstring."""
     if len(backbone.input_shape) != 5 or backbone.input_shape[-1] != 3:
@@ -106,15 +107,15 @@ def build_archive(backbone: keras.Model, view: pipeline.ViewSpec,
     def serve_uint8(frames):
         shape = tf.shape(frames)
         flat = tf.reshape(frames, tf.concat([[-1], shape[2:]], 0))
-        crops = pipeline.eval_rgb_crops(single, tf.cast(flat, tf.float32) / 255.0, shape[0])
+        crops = clips_lib.eval_rgb_crops(single, tf.cast(flat, tf.float32) / 255.0, shape[0])
         return outputs(crops[:, None])
 
     def serve_sequence_examples(serialized):
         def clips(example):
             features = reader.parse_example(example, "serve_sequence_examples input", ("rgb",))
             # Evaluation sampling is deterministic: the seed is unused.
-            views = pipeline.sample_and_decode(features, tf.zeros([2], tf.int64), [view],
-                                               training=False)
+            views = clips_lib.sample_and_decode(features, tf.zeros([2], tf.int64), [view],
+                                                training=False)
             return views[0]["rgb"]
 
         size = view.crop_size

@@ -98,7 +98,8 @@ def sliding_window_starts(max_start, window_stride) -> tf.Tensor:
 
 
 def synced_starts(reference_start, reference_span, span, sync: str) -> tf.Tensor:
-    """Starts of a view aligned to another view's clips (BraVe's broad/narrow views).
+    """Starts of a view aligned to another view's clips (BraVe's Table 4 syncs its
+    narrow and broad views' starts; by default it draws its visual views independently).
 
     sync="start": both windows begin together. sync="centre": both share a centre, so
     the longer (broad) window contains the shorter (narrow) one. A start before 0 is

@@ -1,0 +1,287 @@
+"""Clips of one parsed video: temporal windows, training and evaluation clips, audio.
+
+`sample_and_decode(features, seed, views, training=...)` gives one dict per `ViewSpec`
+("rgb", "flow", "audio" with a leading clip axis); only sampled JPEGs are decoded.
+`eval_rgb_crops` is the evaluation crops and normalization alone (the SavedModel
+export applies it to raw frames too).
+
+Training clips are decoded inside their crop box, flipped while still uint8 (a 4x
+smaller pass), resized, then augmented (colour jitter, grayscale, blur, normalization)
+with the 1/255 folded into normalization. With `defer_augmentation=True` the pipeline
+stops after decoding the crop: a crop that fits in crop_size x crop_size goes out as it
+is, in the top-left corner of a uint8 canvas of that size ("rgb_size" holds its height
+and width), a larger one resized to fill it; `augment.augment_batch` then resizes, flips
+and augments the batch with each clip's seed ("augment_seed"), on the accelerator. The
+CPU then does little more than decode (benchmarks/RESULTS.md), and the host-to-device
+traffic is uint8, a quarter of float32.
+
+Evaluation clips share deterministic crops, and their frames are decoded whole, once.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Mapping, Sequence
+
+import tensorflow as tf
+
+from video_ssl.data import audio as audio_lib
+from video_ssl.data import augment
+from video_ssl.data import decode
+from video_ssl.data import sampling
+from video_ssl.data import schema
+from video_ssl.data.views import ViewSpec
+
+SYNCS = (None, "start", "centre")
+
+
+# -------------------------------------------------------------- temporal sampling
+
+
+def _num_frames(features) -> tf.Tensor:
+    """Length of the video in stored frames, from whichever modality was read."""
+    if "frames" in features:
+        return tf.size(features["frames"])
+    if "flow" in features:
+        return tf.size(features["flow"]) + 1
+    seconds = tf.cast(tf.size(features["waveform"]), tf.float32) / features["sample_rate"]
+    return tf.maximum(tf.cast(seconds * features["frame_rate"], tf.int32), 1)
+
+
+def _clip_windows(view: ViewSpec, features, seed, training: bool):
+    """(starts, strides) in stored frames, one per clip (dynamic count for sliding
+    windows)."""
+    num_available = tf.cast(_num_frames(features), tf.float32)
+    stride = sampling.clip_stride(features["frame_rate"], view.frame_stride, view.target_fps)
+    if not training:
+        max_start = num_available - sampling.clip_span(view.num_frames, stride)
+        if view.eval_window_stride:
+            starts = sampling.sliding_window_starts(max_start, view.eval_window_stride)
+        else:
+            starts = sampling.uniform_clip_starts(view.num_clips, max_start)
+        return starts, tf.fill(tf.shape(starts), stride)
+    windows = 1 if view.same_window else view.num_clips
+    jitter_seed, start_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    strides = sampling.jittered_strides(jitter_seed, windows, stride, view.frame_rate_jitter)
+    max_start = num_available - sampling.clip_span(view.num_frames, tf.reduce_max(strides))
+    fps = features["frame_rate"]
+    starts = sampling.random_clip_starts(
+        start_seed, windows, max_start, min_gap=view.min_gap * fps,
+        max_gap=None if view.max_gap is None else view.max_gap * fps)
+    if view.same_window:
+        starts, strides = tf.tile(starts, [view.num_clips]), tf.tile(strides, [view.num_clips])
+    return starts, strides
+
+
+# ---------------------------------------------------------------------- decoding
+
+
+def _training_box(view: ViewSpec, image_hw, seed) -> tf.Tensor:
+    if view.crop == "scale_jitter":
+        return augment.scale_jitter_crop_box(image_hw, seed, crop_size=view.crop_size,
+                                             short_side_range=view.short_side_range)
+    return augment.random_resized_crop_box(image_hw, seed, area_range=view.area_range,
+                                           aspect_range=view.aspect_range)
+
+
+def _reference_shape(features) -> tf.Tensor:
+    """(height, width) that crop boxes refer to: RGB frames, else flow frames."""
+    return decode.frame_shape(features["frames"] if "frames" in features else features["flow"])
+
+
+def _audio(view: ViewSpec, features, start_seconds, default_frame_rate) -> tf.Tensor:
+    """(clips, frames, mel_bins, 1) log-mel of the audio under each clip."""
+    spec = view.audio
+    num_samples = view.audio_samples(default_frame_rate)
+    waves = tf.map_fn(
+        lambda s: audio_lib.slice_waveform(features["waveform"], s, num_samples,
+                                           spec.sample_rate),
+        start_seconds, fn_output_signature=tf.TensorSpec([num_samples], tf.float32))
+    mel = audio_lib.log_mel_spectrogram(
+        waves, spec.sample_rate, num_mel_bins=spec.num_mel_bins,
+        frame_length=spec.frame_length, frame_step=spec.frame_step,
+        fft_length=spec.fft_length, lower_edge_hertz=spec.lower_edge_hertz,
+        upper_edge_hertz=spec.upper_edge_hertz, log_offset=spec.log_offset,
+        log_scale=spec.log_scale)
+    return mel[..., None]
+
+
+def _canvas(crop: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """(T, size, size, 3) uint8 and the (height, width) it holds: the crop in the top-left
+    corner when it fits (the accelerator resizes it), else resized to fill the canvas."""
+    crop_hw = tf.shape(crop)[1:3]
+
+    def pad():
+        padding = [[0, 0], [0, size - crop_hw[0]], [0, size - crop_hw[1]], [0, 0]]
+        return tf.pad(crop, padding), crop_hw
+
+    def fill():
+        return decode.resize_clip(crop, size, tf.uint8), tf.constant([size, size])
+    canvas, hw = tf.cond(tf.reduce_all(crop_hw <= size), pad, fill)
+    return tf.ensure_shape(canvas, [None, size, size, 3]), hw
+
+
+def _training_clips(view: ViewSpec, features, starts, strides, seed) -> dict:
+    """Each clip: its own crop box (decoded directly), flip and colour jitter; a flow
+    clip shares its RGB clip's window, box and flip. The flip (`augment_clip`'s own
+    draw) mirrors the decoded crop before resizing, which commutes with it and is
+    cheaper there. One traced body for all clips (tf.map_fn) keeps the graph small."""
+    size = view.crop_size
+    frames = [view.num_frames, size, size]
+    signature = {}
+    if "rgb" in view.modalities:
+        signature["rgb"] = tf.TensorSpec(frames + [3], tf.uint8 if view.defer_augmentation
+                                         else tf.float32)
+        if view.defer_augmentation:
+            signature["rgb_size"] = tf.TensorSpec([2], tf.int32)
+            signature["augment_seed"] = tf.TensorSpec([2], tf.int64)
+    if "flow" in view.modalities:
+        signature["flow"] = tf.TensorSpec(frames + [2], tf.float32)
+    if not signature:
+        return {}
+    num_available = _num_frames(features)
+    image_hw = _reference_shape(features)
+    flow_hw = decode.frame_shape(features["flow"]) if "flow" in view.modalities else None
+    photometric = dict(view.augmentation)
+    flip_prob = photometric.pop("flip_prob", augment.FLIP_PROB)
+
+    def one_clip(args):
+        start, stride, clip_seed = args
+        box_seed, aug_seed = tf.unstack(tf.random.experimental.stateless_split(clip_seed, 2))
+        box = _training_box(view, image_hw, box_seed)
+        indices = sampling.clip_indices(start, view.num_frames, stride, num_available)
+        flip = functools.partial(augment.flip_left_right, seed=augment.flip_seed(aug_seed),
+                                 prob=flip_prob)
+        out = {}
+        if "rgb" in view.modalities:
+            crop = decode.decode_jpegs(features["frames"], indices, box)
+            if view.defer_augmentation:
+                out["rgb"], out["rgb_size"] = _canvas(crop, size)
+                out["augment_seed"] = tf.cast(aug_seed, tf.int64)
+            else:
+                out["rgb"] = augment.augment_clip(decode.resize_clip(flip(crop), size), aug_seed,
+                                                  flip_prob=0.0, max_value=255.0, **photometric)
+        if "flow" in view.modalities:
+            flow_box = decode.scale_box(box, image_hw, flow_hw)
+            flow = decode.decode_flow(features["flow"], indices, features["flow_bound"], flow_box)
+            out["flow"] = decode.resize_clip(flip(flow, is_flow=True), size)
+        return out
+
+    clip_seeds = tf.random.experimental.stateless_split(seed, view.num_clips)
+    return tf.map_fn(one_clip, (starts, strides, clip_seeds), fn_output_signature=signature)
+
+
+def _eval_boxes(view: ViewSpec, image_hw):
+    """([K, 4] boxes, [K] flips) of the evaluation crops."""
+    short_side = view.short_side or round(view.crop_size * 8 / 7)
+    sizes = dict(crop_size=view.crop_size, short_side=short_side)
+    if view.eval_crops == 10:
+        return augment.ten_crop_boxes(image_hw, **sizes)
+    boxes = (augment.three_crop_boxes(image_hw, **sizes) if view.eval_crops == 3
+             else augment.center_crop_box(image_hw, **sizes)[None])
+    return boxes, tf.zeros([view.eval_crops], tf.bool)
+
+
+def _eval_crops(frames, clips, boxes, flips, size: int, is_flow: bool):
+    """(clips * T, H, W, C) decoded frames -> (clips * K, T, size, size, C), clip-major."""
+    crops = []
+    for k in range(boxes.shape[0]):
+        crop = augment.crop_and_resize_clip(frames, boxes[k], size)
+        crops.append(tf.cond(flips[k], lambda c=crop: augment.flip_clip(c, is_flow),
+                             lambda c=crop: c))
+    stacked = tf.stack(crops, axis=1)  # (clips * T, K, size, size, C)
+    shape = tf.shape(stacked)
+    stacked = tf.reshape(stacked, tf.concat([[clips, -1, len(crops)], shape[2:]], 0))
+    stacked = tf.transpose(stacked, [0, 2, 1, 3, 4, 5])
+    return tf.reshape(stacked, tf.concat([[-1], tf.shape(stacked)[2:]], 0))
+
+
+def eval_rgb_crops(view: ViewSpec, frames, clips) -> tf.Tensor:
+    """(clips * T, H, W, 3) frames in [0, 1] -> (clips * eval_crops, T, S, S, 3): the
+    view's evaluation crops, normalized as the view asks (the SavedModel export
+    applies it to raw frames too)."""
+    boxes, flips = _eval_boxes(view, tf.shape(frames)[1:3])
+    rgb = _eval_crops(frames, clips, boxes, flips, view.crop_size, is_flow=False)
+    if view.augmentation.get("normalize", True):
+        rgb = augment.normalize(rgb, view.augmentation.get("mean", 0.45),
+                                view.augmentation.get("std", 0.225))
+    return rgb
+
+
+def _eval_clips(view: ViewSpec, features, starts, strides) -> dict:
+    """All clips share the deterministic crops; frames are decoded whole, once."""
+    if not {"rgb", "flow"} & set(view.modalities):
+        return {}
+    num_available = _num_frames(features)
+    indices = tf.reshape(sampling.clip_indices(starts, view.num_frames, strides, num_available),
+                         [-1])
+    clips = tf.size(starts)
+    image_hw = _reference_shape(features)
+    boxes, flips = _eval_boxes(view, image_hw)
+    out = {}
+    if "rgb" in view.modalities:
+        frames = tf.cast(decode.decode_jpegs(features["frames"], indices), tf.float32) / 255.0
+        out["rgb"] = eval_rgb_crops(view, frames, clips)
+    if "flow" in view.modalities:
+        flow_hw = decode.frame_shape(features["flow"])
+        flow_boxes = tf.map_fn(lambda b: decode.scale_box(b, image_hw, flow_hw), boxes)
+        flow = decode.decode_flow(features["flow"], indices, features["flow_bound"])
+        out["flow"] = _eval_crops(flow, clips, flow_boxes, flips, view.crop_size, is_flow=True)
+    return out
+
+
+def _set_shapes(view: ViewSpec, out: dict, training: bool) -> dict:
+    clips = view.num_clips * (1 if training else view.eval_crops)
+    if not training and view.eval_window_stride:
+        clips = None
+    size = view.crop_size
+    shapes = {"rgb": [clips, view.num_frames, size, size, 3],
+              "flow": [clips, view.num_frames, size, size, 2],
+              "audio": [clips, None, view.audio.num_mel_bins, 1],
+              "rgb_size": [clips, 2], "augment_seed": [clips, 2]}
+    return {k: tf.ensure_shape(v, shapes[k]) if k in shapes else v for k, v in out.items()}
+
+
+def sample_and_decode(features: Mapping[str, tf.Tensor], seed, views: Sequence[ViewSpec], *,
+                      training: bool, sync: str | None = None,
+                      default_frame_rate: float = schema.DEFAULT_FRAME_RATE) -> list[dict]:
+    """One dict per view: "rgb" (clips, T, S, S, 3) normalized, "flow" (clips, T, S, S, 2)
+    pixels, "audio" (clips, frames, mel_bins, 1), for the modalities the view asks for;
+    dense-evaluation views add "clip_mask" (clips,) bool.
+
+    sync: None draws every view's windows independently (BraVe's visual views);
+    "start"/"centre" aligns each later view's clips on the first view's clips (same
+    start, as BraVe's Table 4 syncs views, or same centre; the views need equal
+    num_clips).
+    """
+    if sync not in SYNCS:
+        raise ValueError(f"sync={sync!r}: expected one of {SYNCS}")
+    view_seeds = tf.random.experimental.stateless_split(seed, 2 * len(views))
+    outputs = []
+    reference = None
+    for v, view in enumerate(views):
+        window_seed, clip_seed = view_seeds[2 * v], view_seeds[2 * v + 1]
+        starts, strides = _clip_windows(view, features, window_seed, training)
+        if sync and reference is not None:
+            ref_view, ref_starts, ref_strides = reference
+            if view.num_clips != ref_view.num_clips:
+                raise ValueError(f"sync={sync!r} needs equal num_clips in all views, got "
+                                 f"{ref_view.num_clips} and {view.num_clips}")
+            starts = sampling.synced_starts(
+                ref_starts, sampling.clip_span(ref_view.num_frames, ref_strides),
+                sampling.clip_span(view.num_frames, strides), sync)
+        reference = reference or (view, starts, strides)
+        if training:
+            out = _training_clips(view, features, starts, strides, clip_seed)
+            crops = 1
+        else:
+            out = _eval_clips(view, features, starts, strides)
+            crops = view.eval_crops
+            if view.eval_window_stride:
+                out["clip_mask"] = tf.ones([tf.size(starts) * crops], tf.bool)
+        if "audio" in view.modalities:
+            # The audio starts with the clip's first frame.
+            seconds = tf.floor(starts) / features["frame_rate"]
+            out["audio"] = tf.repeat(_audio(view, features, seconds, default_frame_rate),
+                                     crops, axis=0)
+        outputs.append(_set_shapes(view, out, training))
+    return outputs

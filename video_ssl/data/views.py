@@ -1,0 +1,97 @@
+"""What a method asks the input pipeline for: `ViewSpec`, one view of a video (clip
+count and shape, temporal sampling, training crop and augmentation keywords, evaluation
+crops), and `AudioSpec`, the log-mel settings of its "audio" modality. Both are frozen
+dataclasses checked when built, so a bad value fails where it is configured.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+from video_ssl.data import schema
+
+CROPS = ("random_resized", "scale_jitter")
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioSpec:
+    """Log-mel settings for the "audio" modality (DMVR's defaults; BraVe: frame 320,
+    step 160, log_scale 10000, log_offset 1).
+
+    sample_rate: what every file must hold (files without a sample rate are assumed to
+    hold it). duration: seconds of audio per clip; None = the clip's duration at the
+    view's target_fps (or the default frame rate), so shapes stay static.
+    """
+    sample_rate: float = 48000.0
+    duration: float | None = None
+    num_mel_bins: int = 80
+    frame_length: int = 2048
+    frame_step: int = 1024
+    fft_length: int | None = None
+    lower_edge_hertz: float = 80.0
+    upper_edge_hertz: float = 7600.0
+    log_offset: float = 1e-6
+    log_scale: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewSpec:
+    """One view of a video: `num_clips` clips of `num_frames` frames at `crop_size`.
+
+    Temporal: frame_stride counts stored frames, or frames at target_fps when given;
+    same_window makes all clips share one window (rho = 1: two spatial augmentations of
+    one clip); min_gap/max_gap bound the distance between clip starts in seconds;
+    frame_rate_jitter scales each clip's stride by U[1 - j, 1 + j].
+    Spatial (training): crop "random_resized" (area_range, aspect_range) or
+    "scale_jitter" (short_side_range); `augmentation` holds `augment.augment_clip`'s
+    keyword arguments; defer_augmentation stops training RGB clips after the decoded
+    crop (uint8 canvases plus "rgb_size" and "augment_seed" for `augment.augment_batch`).
+    Evaluation: num_clips uniformly spaced clips (or sliding windows
+    every eval_window_stride stored frames) x eval_crops (1, 3 or 10) crops of
+    crop_size after resizing the short side to short_side (default crop_size * 8 / 7,
+    256 for 224), clip-major along the clip axis.
+    """
+    num_clips: int = 1
+    num_frames: int = 8
+    frame_stride: float = 8
+    crop_size: int = 224
+    modalities: tuple[str, ...] = ("rgb",)
+    target_fps: float | None = None
+    same_window: bool = False
+    min_gap: float = 0.0
+    max_gap: float | None = None
+    frame_rate_jitter: float = 0.0
+    crop: str = "random_resized"
+    area_range: tuple[float, float] = (0.2, 0.766)
+    aspect_range: tuple[float, float] = (3 / 4, 4 / 3)
+    short_side_range: tuple[int, int] = (256, 320)
+    augmentation: Mapping = dataclasses.field(default_factory=dict)
+    defer_augmentation: bool = False
+    eval_crops: int = 1
+    short_side: int | None = None
+    eval_window_stride: float | None = None
+    audio: AudioSpec = AudioSpec()
+
+    def __post_init__(self):
+        unknown = set(self.modalities) - set(schema.MODALITIES)
+        if unknown or not self.modalities:
+            raise ValueError(f"modalities {tuple(self.modalities)}: expected a non-empty "
+                             f"subset of {schema.MODALITIES}")
+        if self.crop not in CROPS:
+            raise ValueError(f"crop={self.crop!r}: expected one of {CROPS}")
+        if self.eval_crops not in (1, 3, 10):
+            raise ValueError(f"eval_crops={self.eval_crops}: expected 1, 3 or 10")
+        if self.num_clips < 1 or self.num_frames < 1:
+            raise ValueError(f"num_clips={self.num_clips}, num_frames={self.num_frames}: "
+                             "expected >= 1")
+        if self.defer_augmentation and "rgb" not in self.modalities:
+            raise ValueError(f"defer_augmentation=True defers RGB augmentation, but modalities "
+                             f"{tuple(self.modalities)} have no rgb")
+
+    def audio_samples(self, default_frame_rate: float) -> int:
+        """Static number of waveform samples per clip."""
+        duration = self.audio.duration
+        if duration is None:
+            fps = self.target_fps or default_frame_rate
+            duration = self.num_frames * self.frame_stride / fps
+        return int(round(duration * self.audio.sample_rate))
