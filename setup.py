@@ -5,7 +5,13 @@ setup(
     name="video_ssl",
     version="0.1.0",
     description="rho-MoCo/BYOL/SimCLR/SwAV, CoCLR and BraVe in TensorFlow 2 / Keras 3",
-    packages=find_packages(include=["video_ssl", "video_ssl.*", "tfrecords_tools", "tfrecords_tools.*"]),
+    packages=find_packages(include=["video_ssl", "video_ssl.*", "tfrecords_tools", "tfrecords_tools.*"])
+    + ["video_ssl_configs", "video_ssl_configs.eval"],
+    # The gin recipes ship as the data-only package `video_ssl_configs`, so that an
+    # installed copy runs a recipe by name from any directory (the gin parsing module's
+    # `resolve_gin_file` falls back to it).
+    package_dir={"video_ssl_configs": "gin_configs"},
+    package_data={"video_ssl_configs": ["*.gin"], "video_ssl_configs.eval": ["*.gin"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.21,<2.22",
@@ -19,5 +25,5 @@ setup(
         "tqdm>=4.60,<5",
         "pillow>=10",
     ],
-    extras_require={"test": ["pytest>=8", "scikit-video>=1.1.11"]},
+    extras_require={"test": ["pytest>=8", "scikit-video>=1.1.11", "iscc-samples>=0.6,<0.7"]},
 )

@@ -2,6 +2,7 @@
 dataset's gin hook."""
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from typing import Sequence
@@ -20,9 +21,8 @@ def demo_files(split: str = gin.REQUIRED) -> str:
 def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str]) -> None:
     """Parses the gin files in order, then the single bindings. Each file's folder is
     searched for its `include`s, so recipes include their base files by name."""
+    gin_files = [resolve_gin_file(path) for path in gin_files]
     for path in gin_files:
-        if not tf.io.gfile.exists(path):
-            raise ValueError(f"--gin_file={path}: no such file")
         gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
     _register_configurables()
     quiet = _QuietGinSearch()
@@ -31,6 +31,29 @@ def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str]) -> None:
         gin.parse_config_files_and_bindings(gin_files, gin_params)
     finally:
         logging.getLogger().removeFilter(quiet)
+
+
+# setup.py ships gin_configs/ as this data-only package.
+PACKAGED_CONFIGS = "video_ssl_configs"
+
+
+def resolve_gin_file(path: str) -> str:
+    """`path` when it exists, else the installed copy of a recipe: `gin_configs/X.gin`
+    or `X.gin` (also `eval/X.gin`) found in the `video_ssl_configs` package, so that
+    `--gin_file=gin_configs/moco_rho3.gin` works from any folder after `pip install .`."""
+    if tf.io.gfile.exists(path):
+        return path
+    relative = os.path.normpath(path)
+    if relative.startswith("gin_configs" + os.sep):
+        relative = relative[len("gin_configs" + os.sep):]
+    spec = None if os.path.isabs(relative) else importlib.util.find_spec(PACKAGED_CONFIGS)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        candidate = os.path.join(folder, relative)
+        if os.path.isfile(candidate):
+            return candidate
+    raise ValueError(f"--gin_file={path}: no such file (nor {relative} among the installed "
+                     f"recipes of the {PACKAGED_CONFIGS} package)")
 
 
 class _QuietGinSearch(logging.Filter):
