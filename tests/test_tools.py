@@ -188,9 +188,14 @@ def test_corrupt_and_empty_files_reported_and_skipped(folder_run):
     assert folder_run["rc"] == 0
     assert "written: 2" in folder_run["out"] and "failed: 2" in folder_run["out"]
     with open(folder_run["prefix"] + ".errors.txt") as f:
-        errors = f.read()
-    for name in ("bike/truncated.mp4", "bunny/empty.mp4"):
-        assert name in folder_run["out"] and name in errors
+        lines = [line.rstrip("\n").split("\t") for line in f]
+    # NAME, KIND, SHARD, REASON; the reason names the file.
+    assert [line[:3] for line in lines] == [
+        ["notes/readme.txt", "ignored", "-"],
+        ["bike/truncated.mp4", "failed", "train-00001-of-00002.tfrecord"],
+        ["bunny/empty.mp4", "failed", "train-00001-of-00002.tfrecord"]]
+    for name, _, _, reason in lines[1:]:
+        assert name in folder_run["out"] and name in reason
     assert sorted(os.path.basename(p) for p in glob.glob(folder_run["prefix"] + "*.tfrecord*")) == [
         "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
 

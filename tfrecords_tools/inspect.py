@@ -7,18 +7,20 @@
 --json prints one JSON object per video per line with the fields in FIELDS (null,
 or 0 for counts, where a file lacks the key: DMVR and Model Garden files work too).
 Videos are numbered in the order of the sorted matching files, then of records.
+TensorFlow is imported only once the arguments are parsed, so `--help` answers at once.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import tensorflow as tf
 
-from video_ssl.data import contact_sheet, flow, schema
+from tfrecords_tools import cli
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 FIELDS = ("filename", "label", "num_frames", "frame_rate", "height", "width",
           "audio_samples", "audio_sample_rate", "flow_frames")  # (contract)
@@ -28,12 +30,17 @@ SHEET_COLUMNS = 8
 _MISSING_AS_ZERO = {"frame_rate": 0.0, "sample_rate": 0.0, "flow_bound": 0.0}
 
 
-class InspectError(ValueError):
+class InspectError(cli.ToolError):
     """Bad input: no matching files, a corrupt record, no such video."""
+
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=1)
 
 
 def iter_videos(pattern: str) -> Iterator[tuple[str, int, dict]]:
     """(file, record index, parsed record) for every record of the matching files."""
+    import tensorflow as tf
+
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         raise InspectError(f"--input {pattern}: no files match")
@@ -48,6 +55,9 @@ def iter_videos(pattern: str) -> Iterator[tuple[str, int, dict]]:
 
 
 def _parse(path: str, index: int, serialized: tf.Tensor) -> dict:
+    import tensorflow as tf
+    from video_ssl.data import schema
+
     try:
         return schema.parse_sequence_example(serialized, schema.MODALITIES, _MISSING_AS_ZERO)
     except tf.errors.InvalidArgumentError as e:
@@ -64,13 +74,13 @@ def describe(parsed: dict) -> dict:
     return {
         "filename": parsed["filename"].numpy().decode("utf-8", "replace") or None,
         "label": int(parsed["label"]) if int(parsed["label"]) >= 0 else None,
-        "num_frames": int(tf.size(parsed["frames"])),
+        "num_frames": len(parsed["frames"]),
         "frame_rate": positive(parsed["frame_rate"], float),
         "height": positive(parsed["height"], int),
         "width": positive(parsed["width"], int),
-        "audio_samples": int(tf.size(parsed["waveform"])),
+        "audio_samples": len(parsed["waveform"]),
         "audio_sample_rate": positive(parsed["sample_rate"], float),
-        "flow_frames": int(tf.size(parsed["flow"])),
+        "flow_frames": len(parsed["flow"]),
     }
 
 
@@ -97,12 +107,14 @@ def find_video(pattern: str, video: str) -> tuple[str, int, dict]:
 
 def contact_sheet_rows(parsed: dict) -> tuple[list[np.ndarray], np.ndarray | None]:
     """Up to SHEET_FRAMES evenly spaced frames in rows, each followed by its flow row."""
-    num_frames = int(tf.size(parsed["frames"]))
+    from video_ssl.data import contact_sheet, flow
+
+    num_frames = len(parsed["frames"])
     if not num_frames:
         raise InspectError(f"{parsed['filename'].numpy().decode()}: no frames to show")
     picks = np.unique(np.round(
         np.linspace(0, num_frames - 1, min(SHEET_FRAMES, num_frames))).astype(int))
-    num_flow = int(tf.size(parsed["flow"]))
+    num_flow = len(parsed["flow"])
     bound = float(parsed["flow_bound"])
     rows = []
     for chunk in np.array_split(picks, int(np.ceil(len(picks) / SHEET_COLUMNS))):
@@ -117,12 +129,14 @@ def contact_sheet_rows(parsed: dict) -> tuple[list[np.ndarray], np.ndarray | Non
 
 
 def _decode(jpeg: tf.Tensor) -> np.ndarray:
+    import tensorflow as tf
+
     return tf.io.decode_jpeg(jpeg, channels=3).numpy()
 
 
 def _parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m tfrecords_tools.inspect",
-                                description="List the videos in TFRecord shards, or draw one.")
+    p = cli.ArgumentParser("inspect",
+                           description="List the videos in TFRecord shards, or draw one.")
     p.add_argument("--input", required=True, help="glob of TFRecord files")
     p.add_argument("--json", action="store_true", help="one JSON object per video per line")
     p.add_argument("--contact_sheet", metavar="OUT.png", help="write a contact sheet of one video")
@@ -132,27 +146,28 @@ def _parse_args(argv):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    try:
-        if args.contact_sheet:
-            path, index, parsed = find_video(args.input, args.video)
-            rows, waveform = contact_sheet_rows(parsed)
-            width, height = contact_sheet.save_contact_sheet(args.contact_sheet, rows, waveform)
-            print(f"wrote {args.contact_sheet} ({width}x{height}) for record {index} of {path}")
-            return 0
-        rows = []
-        for _, _, parsed in iter_videos(args.input):
-            row = describe(parsed)
-            if args.json:
-                print(json.dumps(row), flush=True)
-            else:
-                rows.append(row)
-        if not args.json:
-            print(format_table(rows))
-            print(f"{len(rows)} videos")
-    except InspectError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return cli.run("inspect", _run, _parse_args(argv))
+
+
+def _run(args) -> int:
+    if args.contact_sheet:
+        from video_ssl.data import contact_sheet
+
+        path, index, parsed = find_video(args.input, args.video)
+        rows, waveform = contact_sheet_rows(parsed)
+        width, height = contact_sheet.save_contact_sheet(args.contact_sheet, rows, waveform)
+        print(f"wrote {args.contact_sheet} ({width}x{height}) for record {index} of {path}")
+        return 0
+    rows = []
+    for _, _, parsed in iter_videos(args.input):
+        row = describe(parsed)
+        if args.json:
+            print(json.dumps(row), flush=True)
+        else:
+            rows.append(row)
+    if not args.json:
+        print(format_table(rows))
+        print(f"{len(rows)} videos")
     return 0
 
 

@@ -2,41 +2,71 @@
 
     python -m tfrecords_tools.videos_to_tfrecords --input=DIR_OR_CSV --output=PREFIX \
         [--fps=25] [--short_side=256] [--jpeg_quality=90] [--sample_rate=48000] \
-        [--no_audio] [--num_shards=N] [--num_workers=W]
+        [--no_audio] [--num_shards=N] [--num_workers=W] [--verbose]
 
 Input: a folder with one subfolder per class, or a CSV `path,label[,start,end]`
-(header optional; label a class name, an integer index or empty; start/end in
+(UTF-8, header optional; label a class name, an integer index or empty; start/end in
 seconds cut a segment; relative paths are relative to the CSV). Class names are
 kept in `PREFIX.labels.txt` (one per line, in index order) and reused on re-runs;
 pass the training split's map with --label_map so that other splits share indices.
 
+Folder mode tries every file in the class folders as a video (FFmpeg opens far more
+containers than any list of extensions) except hidden files and extensions of other
+kinds of file (NOT_VIDEO_EXTENSIONS); those, and files outside a class folder, are
+listed as ignored. A file name that is not valid UTF-8 is stored in `video/filename`
+with those bytes written as \\xNN (and a warning).
+
 Resumable: video i of the sorted input list goes to shard i % num_shards; each shard
 is written to `NAME.tmp` and renamed when complete; on a re-run complete shards are
-skipped and leftover temporary files are redone. Unreadable videos are logged and
-skipped; the summary lists them, also in `PREFIX.errors.txt`.
+skipped and leftover temporary files are redone. A run beside shards of another
+--num_shards is refused (PREFIX-* would read both sets).
+
+Videos that cannot be decoded are reported and skipped. `PREFIX.errors.txt` lists,
+one per line, `NAME<TAB>KIND<TAB>SHARD<TAB>REASON` with KIND `failed` (not
+converted), `warning` (converted, e.g. a truncated file that decodes to less than its
+header declares) or `ignored` (not tried, SHARD `-`). It covers every run of the
+output: each shard's lines are saved (atomically) before the shard is renamed, so a
+re-run keeps those of complete shards and redoes the rest; it is removed when empty.
+
+Exit status: 0 when anything was converted; 1 when no video could be read or the
+output cannot be written; 2 for bad arguments or input. Fatal errors are one line
+`videos_to_tfrecords: error: ...` (--verbose shows the traceback).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import dataclasses
 import functools
+import io
 import math
 import multiprocessing
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Iterator
 
 from tqdm import tqdm
 
+from tfrecords_tools import cli
+from tfrecords_tools.cli import ToolError
 from video_ssl.data import video_io
 
-VIDEO_EXTENSIONS = frozenset(
-    ".mp4 .m4v .mov .avi .mkv .webm .mpg .mpeg .flv .wmv .3gp .ogv .ts .gif".split())
+TOOL = "videos_to_tfrecords"
+# Files in class folders that are not tried as videos: text, images, audio-only,
+# archives, data. Anything else is tried; what does not open as video is `failed`.
+NOT_VIDEO_EXTENSIONS = frozenset("""
+    .txt .md .rst .csv .tsv .json .jsonl .xml .yaml .yml .html .htm .pdf .doc .docx .rtf
+    .odt .log .ini .cfg .nfo .srt .vtt .ass .ssa .sub .idx .sbv
+    .jpg .jpeg .png .bmp .tif .tiff .webp .heic .svg .ico .psd
+    .wav .mp3 .flac .aac .m4a .opus .wma .aif .aiff .ac3 .wv .mka .mid
+    .zip .tar .gz .tgz .bz2 .xz .7z .rar .py .sh .npy .npz .pkl .h5 .tfrecord
+    .md5 .sha1 .sha256 .db .part .crdownload .tmp""".split())
 # With no --num_shards, aim at about this many videos per shard.
 VIDEOS_PER_SHARD = 100
+# Off a terminal, a progress line every this many videos at most (every tenth sooner).
+PROGRESS_EVERY = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,43 +77,115 @@ class VideoEntry:
     label: str | int | None = None  # class name, index, or unlabeled
     start: float = 0.0
     end: float | None = None
+    notes: tuple[str, ...] = ()  # warnings found while listing
 
 
-def list_folder(root: Path) -> list[VideoEntry]:
-    """Videos under `root/<class name>/` (recursively), labelled by their class folder."""
-    entries = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for path in sorted(class_dir.rglob("*")):
-            if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
-                entries.append(VideoEntry(path.relative_to(root).as_posix(), str(path),
-                                          class_dir.name))
-    return entries
+@dataclasses.dataclass(frozen=True)
+class ReportLine:
+    """One line of PREFIX.errors.txt."""
+    name: str
+    kind: str  # failed | warning | ignored
+    shard: str  # the shard's file name; "-" for ignored files
+    reason: str
+
+    KINDS = ("failed", "warning", "ignored")
+
+    def format(self) -> str:
+        fields = (self.name, self.kind, self.shard, " ".join(self.reason.split()))
+        return "\t".join(f.replace("\t", "\\t").replace("\n", "\\n") for f in fields) + "\n"
+
+    @classmethod
+    def parse(cls, line: str) -> ReportLine | None:
+        fields = line.rstrip("\n").split("\t")
+        return cls(*fields) if len(fields) == 4 and fields[1] in cls.KINDS else None
+
+
+def list_folder(root: Path) -> tuple[list[VideoEntry], list[ReportLine]]:
+    """Files under `root/<class name>/` (recursively), labelled by their class folder,
+    and the files not tried, with why. Symbolic links are followed, each folder once."""
+    entries, ignored, seen = [], [], set()
+
+    def ignore(path: str, why: str):
+        ignored.append(ReportLine(cli.printable(os.path.relpath(path, root)), "ignored", "-", why))
+
+    for folder, dirs, files in os.walk(root, followlinks=True,
+                                       onerror=lambda e: ignore(e.filename, e.strerror)):
+        real = os.path.realpath(folder)
+        if real in seen:
+            ignore(folder, f"folder already listed as {os.path.relpath(real, root)}")
+            dirs[:] = []
+            continue
+        seen.add(real)
+        for d in sorted(d for d in dirs if d.startswith(".")):
+            ignore(os.path.join(folder, d), "hidden folder, not searched")
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for file_name in sorted(files):
+            path = Path(folder, file_name)
+            why = _not_a_video(path, at_root=Path(folder) == root)
+            if why:
+                ignore(str(path), why)
+                continue
+            relative = path.relative_to(root).as_posix()
+            name = cli.printable(relative)
+            notes = (() if name == relative else
+                     (f"file name is not valid UTF-8; stored as video/filename {name}",))
+            entries.append(VideoEntry(name, str(path), cli.printable(relative.split("/")[0]),
+                                      notes=notes))
+    return entries, ignored
+
+
+def _not_a_video(path: Path, at_root: bool) -> str | None:
+    """Why a file in the input folder is not tried as a video, or None."""
+    if path.name.startswith("."):
+        return "hidden file"
+    if at_root:
+        return "not in a class folder (expected DIR/<class>/<video>)"
+    if path.suffix.lower() in NOT_VIDEO_EXTENSIONS:
+        return f"not a video file ({path.suffix.lower()})"
+    if not path.is_file():
+        return "not a regular file (a broken link?)"
+    return None
 
 
 def list_csv(csv_path: Path) -> list[VideoEntry]:
     """Rows `path,label[,start,end]` of a CSV; a first row starting with `path` is a header."""
+    data = csv_path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark (as Excel writes) is dropped
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ToolError(f"{csv_path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
+                        "save the CSV as UTF-8") from None
     entries = []
-    with open(csv_path, newline="") as f:
-        for line, row in enumerate(csv.reader(f), 1):
-            row = [c.strip() for c in row]
-            if not row or not any(row) or (line == 1 and row[0].lower() == "path"):
-                continue
-            if len(row) > 4:
-                raise ValueError(f"{csv_path}:{line}: expected path,label[,start,end], got {row}")
-            path, label, start, end = (row + ["", "", ""])[:4]
-            try:
-                start_s = float(start) if start else 0.0
-                end_s = float(end) if end else None
-            except ValueError:
-                start_s = -1.0
-            if start_s < 0 or (end_s is not None and end_s <= start_s):
-                raise ValueError(f"{csv_path}:{line}: expected seconds 0 <= start < end, "
-                                 f"got start={start!r}, end={end!r}")
-            name = path + (f"#t={start_s:g},{end_s:g}" if end_s is not None
-                           else f"#t={start_s:g}" if start_s else "")
-            full = Path(path) if Path(path).is_absolute() else csv_path.parent / path
-            entries.append(VideoEntry(name, str(full), _parse_label(label), start_s, end_s))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            entry = _csv_entry(csv_path, reader.line_num, [c.strip() for c in row])
+            if entry:
+                entries.append(entry)
+    except csv.Error as e:
+        raise ToolError(f"{csv_path}:{reader.line_num}: {e}") from None
     return entries
+
+
+def _csv_entry(csv_path: Path, line: int, row: list[str]) -> VideoEntry | None:
+    if not row or not any(row) or (line == 1 and row[0].lower() == "path"):
+        return None
+    if len(row) > 4:
+        raise ToolError(f"{csv_path}:{line}: expected path,label[,start,end], got {row}")
+    path, label, start, end = (row + ["", "", ""])[:4]
+    try:
+        start_s = float(start) if start else 0.0
+        end_s = float(end) if end else None
+    except ValueError:
+        start_s = -1.0
+    if start_s < 0 or (end_s is not None and end_s <= start_s):
+        raise ToolError(f"{csv_path}:{line}: expected seconds 0 <= start < end, "
+                        f"got start={start!r}, end={end!r}")
+    name = path + (f"#t={start_s:g},{end_s:g}" if end_s is not None
+                   else f"#t={start_s:g}" if start_s else "")
+    full = Path(path) if Path(path).is_absolute() else csv_path.parent / path
+    return VideoEntry(name, str(full), _parse_label(label), start_s, end_s)
 
 
 def _parse_label(text: str) -> str | int | None:
@@ -95,26 +197,32 @@ def _parse_label(text: str) -> str | int | None:
         return text
 
 
-def list_inputs(input_path: str) -> list[VideoEntry]:
-    """The sorted input list of a class folder or a CSV; errors if missing or empty."""
+def list_inputs(input_path: str) -> tuple[list[VideoEntry], list[ReportLine]]:
+    """The sorted input list of a class folder or a CSV, and the files not tried;
+    errors if missing or empty."""
     path = Path(input_path)
     if not path.exists():
-        raise ValueError(f"--input {input_path}: no such file or folder")
-    entries = list_folder(path) if path.is_dir() else list_csv(path)
+        raise ToolError(f"--input {input_path}: no such file or folder")
+    entries, ignored = list_folder(path) if path.is_dir() else (list_csv(path), [])
     if not entries:
-        what = ("no videos in class subfolders (expected DIR/<class>/<video>)" if path.is_dir()
+        what = (f"no videos in class subfolders (expected DIR/<class>/<video>; "
+                f"{len(ignored)} files ignored)" if path.is_dir()
                 else "no rows (expected path,label[,start,end])")
-        raise ValueError(f"--input {input_path}: {what}")
-    return sorted(entries, key=lambda e: (e.name, e.path, e.start))
+        raise ToolError(f"--input {input_path}: {what}")
+    return sorted(entries, key=lambda e: (e.name, e.path, e.start)), ignored
 
 
 def update_label_map(path: Path, entries: list[VideoEntry]) -> list[str]:
     """Class names in index order: the existing map, then new names sorted; saved back."""
-    names = path.read_text().splitlines() if path.exists() else []
+    try:
+        names = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    except UnicodeDecodeError:
+        raise ToolError(f"{path}: label map is not UTF-8 text (expected one class name "
+                        "per line)") from None
     new = sorted({e.label for e in entries if isinstance(e.label, str)} - set(names))
     if new:
         names += new
-        path.write_text("".join(n + "\n" for n in names))
+        path.write_text("".join(n + "\n" for n in names), encoding="utf-8")
     return names
 
 
@@ -132,6 +240,102 @@ def shard_tasks(entries: list[VideoEntry], num_shards: int) -> list[list[VideoEn
     return [entries[s::num_shards] for s in range(num_shards)]
 
 
+def make_output_folder(prefix: str) -> None:
+    """The folder of PREFIX, created if needed; an error if it cannot be written."""
+    folder = Path(prefix).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ToolError(f"--output {prefix}: cannot create the folder {folder}: "
+                        f"{e.strerror or e}", exit_code=1) from e
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ToolError(f"--output {prefix}: the folder {folder} is not writable", exit_code=1)
+
+
+def check_shard_count(prefix: str, num_shards: int) -> None:
+    """Refuses to write beside shards (complete or temporary) of another shard count:
+    PREFIX-* would then read some videos twice."""
+    folder, base = os.path.split(prefix)
+    shard = re.compile(re.escape(base) + r"-\d{5,}-of-(\d{5,})\.tfrecord(\.tmp)?")
+    others = sorted(n for n in os.listdir(folder or ".")
+                    if (m := shard.fullmatch(n)) and int(m[1]) != num_shards)
+    if others:
+        count = int(shard.fullmatch(others[0])[1])
+        more = f" and {len(others) - 1} more files" if len(others) > 1 else ""
+        raise ToolError(
+            f"--output {prefix}: {os.path.join(folder, others[0])}{more} belong to an earlier "
+            f"run with --num_shards={count}, not {num_shards}; rerun with "
+            f"--num_shards={count} to resume it, or delete them to start over")
+
+
+class Report:
+    """PREFIX.errors.txt across runs: the ignored files of this listing, then each
+    shard's lines. Lines of complete shards are kept from the file; a shard being
+    (re)written gets its lines saved before the shard is renamed, so a kill in between
+    leaves lines of an incomplete shard, which the next run drops and redoes."""
+
+    def __init__(self, path: Path, ignored: list[ReportLine], complete_shards: set[str]):
+        self.path, self.ignored, self.shards = path, ignored, {}
+        if path.exists():
+            for text in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                line = ReportLine.parse(text)
+                if line and line.shard in complete_shards:
+                    self.shards.setdefault(line.shard, []).append(line)
+
+    def lines(self) -> list[ReportLine]:
+        return self.ignored + [line for s in sorted(self.shards) for line in self.shards[s]]
+
+    def set_shard(self, shard: str, lines: list[ReportLine]) -> None:
+        self.shards[shard] = lines
+        self.write()
+
+    def write(self) -> None:
+        lines = self.lines()
+        if not lines:
+            self.path.unlink(missing_ok=True)
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line.format() for line in lines), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def counts(self) -> str:
+        kinds = [line.kind for line in self.lines()]
+        return f"{kinds.count('failed')} failed, {kinds.count('warning')} warnings, " \
+               f"{kinds.count('ignored')} ignored"
+
+
+class Progress:
+    """A tqdm bar on a terminal; into a file or pipe, where a bar's carriage returns
+    pile up, a plain line every `every` videos."""
+
+    def __init__(self, total: int):
+        self.stream = sys.stderr
+        self.total, self.done, self.failed = total, 0, 0
+        self.every = max(1, min(PROGRESS_EVERY, math.ceil(total / 10)))
+        self.bar = (tqdm(total=total, unit="video", desc="videos", file=self.stream)
+                    if self.stream.isatty() else None)
+
+    def update(self, failed: bool) -> None:
+        self.done += 1
+        self.failed += failed
+        if self.bar is not None:
+            self.bar.update()
+            if failed:
+                self.bar.set_postfix(failed=self.failed)
+        elif self.done % self.every == 0 or self.done == self.total:
+            self.note(f"videos: {self.done}/{self.total} ({self.failed} failed)")
+
+    def note(self, message: str) -> None:
+        if self.bar is not None:
+            tqdm.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _decode(entry: VideoEntry, options: dict) -> tuple[VideoEntry, video_io.DecodedVideo | None,
                                                        str | None]:
     """Worker: one video decoded, or the reason it could not be."""
@@ -139,7 +343,7 @@ def _decode(entry: VideoEntry, options: dict) -> tuple[VideoEntry, video_io.Deco
         video = video_io.decode_video(entry.path, start=entry.start, end=entry.end, **options)
         return entry, video, None
     except Exception as e:  # noqa: BLE001 -- any failure skips this video only, with its reason
-        return entry, None, str(e) or type(e).__name__
+        return entry, None, cli.printable(str(e) or type(e).__name__)
 
 
 def _decoded_stream(entries: list[VideoEntry], options: dict, num_workers: int) -> Iterator[tuple]:
@@ -156,63 +360,83 @@ def _decoded_stream(entries: list[VideoEntry], options: dict, num_workers: int) 
 
 @dataclasses.dataclass
 class Summary:
-    """Counts of one run; `failed` holds (video name, reason)."""
+    """What one run did; `failed` and `warned` hold its report lines."""
     written: int = 0
     done_before: int = 0
-    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    failed: list[ReportLine] = dataclasses.field(default_factory=list)
+    warned: list[ReportLine] = dataclasses.field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [f"written: {self.written}", f"skipped (shard already complete): {self.done_before}",
                f"failed: {len(self.failed)}"]
-        out += [f"  {name}: {reason}" for name, reason in self.failed]
+        out += [f"  {line.name}: {line.reason}" for line in self.failed]
+        out += [f"warnings: {len(self.warned)}"]
+        out += [f"  {line.name}: {line.reason}" for line in self.warned]
         return out
 
 
-def convert(entries: list[VideoEntry], prefix: str, *, num_shards: int, num_workers: int,
-            names: list[str], options: dict) -> Summary:
-    """Writes the shards that are not complete yet; returns what happened."""
+def convert(entries: list[VideoEntry], prefix: str, *, ignored: list[ReportLine],
+            num_shards: int, num_workers: int, names: list[str],
+            options: dict) -> tuple[Summary, Report]:
+    """Writes the shards that are not complete yet; returns what happened and the report."""
     # TensorFlow is imported here, not at module level, so that spawned workers
     # (which import this module by name when it runs as __main__) stay light.
     import tensorflow as tf
     from video_ssl.data import schema
 
     summary = Summary()
-    todo = []
+    todo, complete = [], set()
     for shard_name, shard_entries in zip(schema.shard_names(prefix, num_shards),
                                          shard_tasks(entries, num_shards)):
         if Path(shard_name).exists():
             summary.done_before += len(shard_entries)
+            complete.add(os.path.basename(shard_name))
             continue
         Path(shard_name + ".tmp").unlink(missing_ok=True)  # left by an interrupted run
         todo.append((shard_name, shard_entries))
+    report = Report(Path(prefix + ".errors.txt"), ignored, complete)
+    report.write()  # drops the lines of shards that are redone now
     order = [e for _, shard_entries in todo for e in shard_entries]
     with contextlib.closing(_decoded_stream(order, options, num_workers)) as results, \
-            tqdm(total=len(order), unit="video", desc="videos", file=sys.stderr) as bar:
+            contextlib.closing(Progress(len(order))) as progress:
         for shard_name, shard_entries in todo:
-            with tf.io.TFRecordWriter(shard_name + ".tmp") as writer:
-                for _ in shard_entries:
-                    entry, video, reason = next(results)
-                    bar.update()
-                    if video is None:
-                        summary.failed.append((entry.name, reason))
-                        tqdm.write(f"skipped {entry.name}: {reason}", file=sys.stderr)
-                        bar.set_postfix(failed=len(summary.failed))
-                        continue
-                    label, label_text = resolve_label(entry, names)
-                    example = schema.make_sequence_example(
-                        video.frames, label=label, label_text=label_text, filename=entry.name,
-                        frame_rate=video.frame_rate, height=video.height, width=video.width,
-                        waveform=video.waveform, sample_rate=video.sample_rate)
-                    writer.write(example.SerializeToString(deterministic=True))
-                    summary.written += 1
+            shard = os.path.basename(shard_name)
+            lines = []
+            try:
+                with tf.io.TFRecordWriter(shard_name + ".tmp") as writer:
+                    for _ in shard_entries:
+                        entry, video, reason = next(results)
+                        if video is None:
+                            lines.append(ReportLine(entry.name, "failed", shard, reason))
+                            summary.failed.append(lines[-1])
+                            progress.note(f"skipped {entry.name}: {reason}")
+                        else:
+                            for warning in entry.notes + video.warnings:
+                                lines.append(ReportLine(entry.name, "warning", shard, warning))
+                                summary.warned.append(lines[-1])
+                                progress.note(f"warning: {entry.name}: {warning}")
+                            writer.write(_example(schema, entry, video, names))
+                            summary.written += 1
+                        progress.update(failed=video is None)
+            except tf.errors.OpError as e:
+                raise ToolError(f"{shard_name}.tmp: cannot write: {e.message}", exit_code=1) from e
+            report.set_shard(shard, lines)  # before the rename: a complete shard has its lines
             os.replace(shard_name + ".tmp", shard_name)
-    return summary
+    return summary, report
+
+
+def _example(schema, entry: VideoEntry, video: video_io.DecodedVideo, names: list[str]) -> bytes:
+    label, label_text = resolve_label(entry, names)
+    example = schema.make_sequence_example(
+        video.frames, label=label, label_text=label_text, filename=entry.name,
+        frame_rate=video.frame_rate, height=video.height, width=video.width,
+        waveform=video.waveform, sample_rate=video.sample_rate)
+    return example.SerializeToString(deterministic=True)
 
 
 def _parse_args(argv):
-    p = argparse.ArgumentParser(
-        prog="python -m tfrecords_tools.videos_to_tfrecords",
-        description="Convert a class folder or CSV of videos to TFRecord shards.")
+    p = cli.ArgumentParser(TOOL, description="Convert a class folder or CSV of videos to "
+                           "TFRecord shards.")
     p.add_argument("--input", required=True,
                    help="folder with one subfolder per class, or a CSV path,label[,start,end]")
     p.add_argument("--output", required=True, help="shard prefix: PREFIX-00000-of-000NN.tfrecord")
@@ -242,29 +466,30 @@ def _parse_args(argv):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    try:
-        entries = list_inputs(args.input)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    return cli.run(TOOL, _run, _parse_args(argv))
+
+
+def _run(args) -> int:
+    entries, ignored = list_inputs(args.input)
+    num_shards = args.num_shards or math.ceil(len(entries) / VIDEOS_PER_SHARD)
+    make_output_folder(args.output)
+    check_shard_count(args.output, num_shards)  # before anything is written
     label_map = Path(args.label_map or args.output + ".labels.txt")
     names = update_label_map(label_map, entries)
-    num_shards = args.num_shards or math.ceil(len(entries) / VIDEOS_PER_SHARD)
     num_workers = min(args.num_workers or os.cpu_count() or 1, len(entries))
     options = dict(fps=args.fps, short_side=args.short_side, jpeg_quality=args.jpeg_quality,
                    sample_rate=None if args.no_audio else args.sample_rate)
-    summary = convert(entries, args.output, num_shards=num_shards, num_workers=num_workers,
-                      names=names, options=options)
+    summary, report = convert(entries, args.output, ignored=ignored, num_shards=num_shards,
+                              num_workers=num_workers, names=names, options=options)
     print("\n".join(summary.lines()))
-    if summary.failed:
-        errors = Path(args.output + ".errors.txt")
-        errors.write_text("".join(f"{name}\t{reason}\n" for name, reason in summary.failed))
-        print(f"failures listed in {errors}")
+    if ignored:
+        print(f"ignored (not tried as videos): {len(ignored)}")
+    if report.path.exists():
+        print(f"{cli.printable(str(report.path))}: {report.counts()} "
+              "(this run and earlier ones)")
     if summary.written == 0 and summary.done_before == 0:
-        print(f"error: none of the {len(entries)} videos in {args.input} could be read",
-              file=sys.stderr)
+        print(f"{TOOL}: error: none of the {len(entries)} videos in "
+              f"{cli.printable(args.input)} could be read", file=sys.stderr)
         return 1
     return 0
 

@@ -31,6 +31,7 @@ class DecodedVideo:
     width: int
     waveform: np.ndarray | None = None
     sample_rate: float | None = None
+    warnings: tuple[str, ...] = ()  # converted, but something looks wrong (truncated file)
 
 
 def _open(path: str):
@@ -44,16 +45,31 @@ def _origin(container) -> float:
     return (container.start_time or 0) / av.time_base
 
 
+def _video_stream(container, path: str):
+    if not container.streams.video:
+        raise VideoDecodeError(f"{path}: no video stream")
+    return container.streams.video[0]
+
+
 def source_frame_rate(path: str) -> float:
     """The video stream's average frame rate (frames per second)."""
     with _open(path) as container:
-        if not container.streams.video:
-            raise VideoDecodeError(f"{path}: no video stream")
-        stream = container.streams.video[0]
+        stream = _video_stream(container, path)
         rate = stream.average_rate or stream.guessed_rate
         if not rate:
             raise VideoDecodeError(f"{path}: video stream has no frame rate")
         return float(rate)
+
+
+def declared_duration(path: str) -> float | None:
+    """Seconds of video the file's header declares (the video stream's duration, else
+    the container's); None when it declares none. FFmpeg estimates it from the bit
+    rate for containers without one (MPEG, AVI without an index)."""
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        if stream.duration:
+            return float(stream.duration * stream.time_base)
+        return container.duration / av.time_base if container.duration else None
 
 
 def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -73,9 +89,7 @@ def iter_frames(path: str, *, fps: float | None = None, short_side: int = 0,
     repeated or dropped as needed).
     """
     with _open(path) as container:
-        if not container.streams.video:
-            raise VideoDecodeError(f"{path}: no video stream")
-        stream = container.streams.video[0]
+        stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
         origin = _origin(container)
         if start > 0:
@@ -176,7 +190,8 @@ def decode_video(path: str, *, fps: float | None = None, short_side: int = 0,
     """Decodes one file (or its [start, end) segment) into JPEG frames and audio.
 
     sample_rate=None skips audio. Raises VideoDecodeError naming the file when it
-    cannot be read or holds no frames in the segment.
+    cannot be read or holds no frames in the segment; warns (in `warnings`) when it
+    holds much less video than its header declares.
     """
     if end is not None and end <= start:
         raise VideoDecodeError(f"{path}: segment end {end} s is not after start {start} s")
@@ -193,7 +208,25 @@ def decode_video(path: str, *, fps: float | None = None, short_side: int = 0,
         waveform = read_audio(path, sample_rate=sample_rate, start=start, end=end)
         if waveform is not None and not waveform.size:
             waveform = None
+    warning = truncation_warning(len(frames) / frame_rate, declared_duration(path), start, end)
     return DecodedVideo(frames=frames, frame_rate=frame_rate, height=shape[0], width=shape[1],
                         waveform=waveform,
-                        sample_rate=None if waveform is None else float(sample_rate))
+                        sample_rate=None if waveform is None else float(sample_rate),
+                        warnings=(warning,) if warning else ())
 
+
+def truncation_warning(decoded: float, declared: float | None, start: float = 0.0,
+                       end: float | None = None) -> str | None:
+    """A warning when `decoded` seconds fall short of what the header declares for
+    [start, end) by more than 5% (at least 1 s): a truncated .mkv/.webm/.flv decodes
+    without an error up to where it was cut. The slack absorbs containers whose
+    declared duration includes a preroll or audio that outlasts the video."""
+    if declared is None:
+        return None
+    expected = (declared if end is None else min(end, declared)) - start
+    if decoded >= expected - max(1.0, 0.05 * expected):
+        return None
+    segment = ("" if not start and end is None
+               else f" of the segment [{start:g}, {end or declared:g}) s")
+    return (f"only {decoded:.1f} s of video decoded{segment}, the header declares "
+            f"{declared:.1f} s: the file may be truncated")
