@@ -234,6 +234,17 @@ def test_output_below_a_file_is_one_line(bikes, tmp_path):
         f"{tmp_path}/file/sub: ")
 
 
+def test_output_name_not_utf8_is_one_line(bikes, tmp_path):
+    (tmp_path / "videos" / "a").mkdir(parents=True)
+    shutil.copy(bikes, tmp_path / "videos" / "a" / "v.mp4")
+    output = os.fsdecode(os.fsencode(tmp_path) + b"/out\xff")
+    rc, _, err = run_main(converter, [f"--input={tmp_path / 'videos'}", f"--output={output}"])
+    assert rc == 2 and one_error_line(err) == (
+        f"videos_to_tfrecords: error: --output {tmp_path}/out\\xff: not valid UTF-8 "
+        "(TensorFlow opens only UTF-8 file names)")
+    assert sorted(os.listdir(tmp_path)) == ["videos"]
+
+
 def test_unwritable_output_folder_is_one_line(bikes):
     """As a user without write permission (root writes anywhere, so drop to nobody)."""
     as_user = []

@@ -242,6 +242,9 @@ def shard_tasks(entries: list[VideoEntry], num_shards: int) -> list[list[VideoEn
 
 def make_output_folder(prefix: str) -> None:
     """The folder of PREFIX, created if needed; an error if it cannot be written."""
+    if cli.printable(prefix) != prefix:
+        raise ToolError(f"--output {cli.printable(prefix)}: not valid UTF-8 (TensorFlow "
+                        "opens only UTF-8 file names)")
     folder = Path(prefix).parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
