@@ -5,9 +5,7 @@ Clips are (T, H, W, C) float32 with values in [0, max_value] (flow: C = 2 holdin
 straight from uint8 with max_value 255, so that the 1/255 folds into normalization.
 Each op draws its parameters once per clip from `seed` (an int tensor of shape [2])
 and applies them to every frame, so a clip stays temporally consistent; different
-seeds give independent draws. Crop ops return boxes (offset_y, offset_x, height,
-width) in original pixels, so the pipeline can crop while decoding
-(`tf.image.decode_and_crop_jpeg`) and a paired RGB/flow clip can share one box.
+seeds give independent draws. The crop boxes, cut at decode time, are `crops`'.
 
 Order in `augment_clip` follows PySlowFast's contrastive branch: colour jitter,
 grayscale, blur on the [0, 1] clip, then normalization; the spatial crop happens at
@@ -33,10 +31,10 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from video_ssl.data.stateless import plain_graph, split, uniform, uniform_int
+
 # Luma weights of tf.image.rgb_to_grayscale (ITU-R 601).
 _GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
-# Fallback of the Inception-style crop after this many rejected draws (torchvision).
-_CROP_ATTEMPTS = 10
 # Keras' He-normal draws a truncated normal; its std shrinks by this factor, which
 # Keras divides out so the weights' std is sqrt(2 / fan_in).
 _TRUNCATED_NORMAL_STD = 0.87962566103423978
@@ -45,34 +43,14 @@ _BLUR_SIGMAS = 3.0
 _BLUR_SIGMA_RANGE = (0.1, 2.0)
 FLIP_PROB = 0.5
 
-# The public ops build their graphs with explicit tf.cond / tf.switch_case and have no
-# tensor-dependent Python control flow, so AutoGraph has nothing to convert; skipping
-# it saves ~2 s of tracing the first time a tf.data map calls into this module.
-_plain_graph = tf.autograph.experimental.do_not_convert
-
 
 # ----------------------------------------------------------------------------- seeds
-
-
-def _split(seed, num: int) -> tf.Tensor:
-    """num independent [2] seeds derived from `seed`."""
-    return tf.random.experimental.stateless_split(seed, num)
-
-
-def _uniform(seed, minval=0.0, maxval=1.0, shape=()) -> tf.Tensor:
-    return tf.random.stateless_uniform(shape, seed, minval=minval, maxval=maxval)
-
-
-def _uniform_int(seed, maxval) -> tf.Tensor:
-    """Uniform int32 in [0, maxval), maxval >= 1 (may be a tensor)."""
-    return tf.random.stateless_uniform(
-        (), seed, minval=0, maxval=tf.maximum(tf.cast(maxval, tf.int32), 1), dtype=tf.int32)
 
 
 def _augment_seeds(seed) -> list[tf.Tensor]:
     """`augment_clip`'s sub-seeds: flip, colour jitter, grayscale, blur, temporal
     difference, random convolution."""
-    return tf.unstack(_split(seed, 6))
+    return tf.unstack(split(seed, 6))
 
 
 def flip_seed(seed) -> tf.Tensor:
@@ -89,7 +67,7 @@ def _coin(seed, prob: float):
         return False
     if isinstance(prob, (int, float)) and prob >= 1:
         return True
-    return _uniform(seed) < prob
+    return uniform(seed) < prob
 
 
 def _apply_if(clip: tf.Tensor, apply, fn) -> tf.Tensor:
@@ -99,135 +77,10 @@ def _apply_if(clip: tf.Tensor, apply, fn) -> tf.Tensor:
     return tf.cond(apply, lambda: fn(clip), lambda: clip)
 
 
-# ------------------------------------------------------------------------ crop boxes
-
-
-def _hw(image_hw) -> tuple[tf.Tensor, tf.Tensor]:
-    hw = tf.cast(image_hw, tf.int32)
-    return hw[0], hw[1]
-
-
-def _box(y, x, h, w) -> tf.Tensor:
-    return tf.cast(tf.stack([y, x, h, w]), tf.int32)
-
-
-@_plain_graph
-def random_resized_crop_box(image_hw, seed, *, area_range=(0.2, 0.766),
-                            aspect_range=(3 / 4, 4 / 3)) -> tf.Tensor:
-    """Inception-style crop box: area fraction ~ U[area_range], aspect (w/h) log-uniform.
-
-    Draws 10 candidates at once and keeps the first that fits; if none fits, falls back
-    to the largest centre crop whose aspect is inside aspect_range (torchvision).
-    """
-    height, width = _hw(image_hw)
-    h_f, w_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-    area_seed, aspect_seed, y_seed, x_seed = tf.unstack(_split(seed, 4))
-    area = h_f * w_f * _uniform(area_seed, area_range[0], area_range[1], (_CROP_ATTEMPTS,))
-    log_aspect = _uniform(aspect_seed, math.log(aspect_range[0]), math.log(aspect_range[1]),
-                          (_CROP_ATTEMPTS,))
-    aspect = tf.exp(log_aspect)
-    crop_w = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
-    crop_h = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
-    fits = (crop_w > 0) & (crop_h > 0) & (crop_w <= width) & (crop_h <= height)
-    first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
-
-    image_aspect = w_f / h_f
-    fallback_w = tf.where(image_aspect > aspect_range[1],
-                          tf.cast(tf.round(h_f * aspect_range[1]), tf.int32), width)
-    fallback_h = tf.where(image_aspect < aspect_range[0],
-                          tf.cast(tf.round(w_f / aspect_range[0]), tf.int32), height)
-    any_fits = tf.reduce_any(fits)
-    crop_h = tf.where(any_fits, crop_h[first], fallback_h)
-    crop_w = tf.where(any_fits, crop_w[first], fallback_w)
-    offset_y = tf.where(any_fits, _uniform_int(y_seed, height - crop_h + 1), (height - crop_h) // 2)
-    offset_x = tf.where(any_fits, _uniform_int(x_seed, width - crop_w + 1), (width - crop_w) // 2)
-    return _box(offset_y, offset_x, crop_h, crop_w)
-
-
-def _square_side(height, width, crop_size, short_side) -> tf.Tensor:
-    """Side in original pixels of a crop_size square taken after resizing the short side."""
-    short = tf.cast(tf.minimum(height, width), tf.float32)
-    side = tf.round(tf.cast(crop_size, tf.float32) * short / tf.cast(short_side, tf.float32))
-    return tf.clip_by_value(tf.cast(side, tf.int32), 1, tf.minimum(height, width))
-
-
-@_plain_graph
-def scale_jitter_crop_box(image_hw, seed, *, crop_size: int,
-                          short_side_range=(256, 320)) -> tf.Tensor:
-    """VGG-style box: short side resized to S ~ U{range} (integers), random square crop.
-
-    A uniform offset in the resized image is a uniform offset in the original one, so the
-    square is drawn directly in original pixels.
-    """
-    height, width = _hw(image_hw)
-    size_seed, y_seed, x_seed = tf.unstack(_split(seed, 3))
-    short_side = tf.random.stateless_uniform(
-        (), size_seed, minval=short_side_range[0], maxval=short_side_range[1] + 1, dtype=tf.int32)
-    side = _square_side(height, width, crop_size, short_side)
-    return _box(_uniform_int(y_seed, height - side + 1), _uniform_int(x_seed, width - side + 1),
-                side, side)
-
-
-@_plain_graph
-def center_crop_box(image_hw, *, crop_size: int, short_side: int) -> tf.Tensor:
-    """Centre crop_size square after resizing the short side to short_side."""
-    height, width = _hw(image_hw)
-    side = _square_side(height, width, crop_size, short_side)
-    return _box((height - side) // 2, (width - side) // 2, side, side)
-
-
-@_plain_graph
-def three_crop_boxes(image_hw, *, crop_size: int, short_side: int) -> tf.Tensor:
-    """[3, 4] boxes: start, centre and end of the long side, centred on the short side.
-
-    PySlowFast's 3-crop testing (left/centre/right for landscape, top/centre/bottom
-    for portrait frames).
-    """
-    height, width = _hw(image_hw)
-    side = _square_side(height, width, crop_size, short_side)
-    spare_y, spare_x = height - side, width - side
-    landscape = width >= height
-    along = tf.stack([0, (tf.maximum(spare_y, spare_x) + 1) // 2, tf.maximum(spare_y, spare_x)])
-    centred = tf.fill([3], tf.minimum(spare_y, spare_x) // 2)
-    offset_y = tf.where(landscape, centred, along)
-    offset_x = tf.where(landscape, along, centred)
-    sides = tf.fill([3], side)
-    return tf.cast(tf.stack([offset_y, offset_x, sides, sides], axis=1), tf.int32)
-
-
-@_plain_graph
-def ten_crop_boxes(image_hw, *, crop_size: int, short_side: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """([10, 4] boxes, [10] flips): 4 corners + centre (torchvision order), unflipped then flipped.
-
-    Apply the flips with `flip_clip`.
-    """
-    height, width = _hw(image_hw)
-    side = _square_side(height, width, crop_size, short_side)
-    bottom, right = height - side, width - side
-    offset_y = tf.stack([0, 0, bottom, bottom, bottom // 2])
-    offset_x = tf.stack([0, right, 0, right, right // 2])
-    sides = tf.fill([5], side)
-    boxes = tf.cast(tf.stack([offset_y, offset_x, sides, sides], axis=1), tf.int32)
-    flips = tf.constant([False] * 5 + [True] * 5)
-    return tf.concat([boxes, boxes], axis=0), flips
-
-
-@_plain_graph
-def crop_and_resize_clip(clip: tf.Tensor, box, size) -> tf.Tensor:
-    """Crops every frame of a decoded (T, H, W, C) clip to box, then resizes (bilinear).
-
-    size: an int (square output) or (height, width).
-    """
-    box = tf.cast(box, tf.int32)
-    cropped = clip[:, box[0]:box[0] + box[2], box[1]:box[1] + box[3], :]
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    return tf.image.resize(cropped, size, method="bilinear")
-
-
 # ----------------------------------------------------------------------- flip, colour
 
 
-@_plain_graph
+@plain_graph
 def flip_clip(clip: tf.Tensor, is_flow: bool = False) -> tf.Tensor:
     """Mirrors every frame; for flow (dx, dy) the horizontal component changes sign."""
     shape = tf.shape(clip)
@@ -239,7 +92,7 @@ def flip_clip(clip: tf.Tensor, is_flow: bool = False) -> tf.Tensor:
     return flipped
 
 
-@_plain_graph
+@plain_graph
 def flip_left_right(clip: tf.Tensor, seed, prob: float = FLIP_PROB,
                     is_flow: bool = False) -> tf.Tensor:
     """Flips the whole clip (any dtype) with probability prob; equal seeds give equal
@@ -357,14 +210,14 @@ def _apply_jitter(clip: tf.Tensor, matrix, shift, high) -> tf.Tensor:
 
 def _jitter_draws(seed, strength: float, random_order: bool):
     """(seed of the apply coin, transform parameters) of one clip's colour jitter."""
-    apply_seed, order_seed, b_seed, c_seed, s_seed, h_seed = tf.unstack(_split(seed, 6))
+    apply_seed, order_seed, b_seed, c_seed, s_seed, h_seed = tf.unstack(split(seed, 6))
     spread = 0.4 * strength
     low, high = max(0.0, 1.0 - spread), 1.0 + spread
-    order = tf.argsort(_uniform(order_seed, shape=(4,))) if random_order else tf.range(4)
-    return apply_seed, dict(order=order, brightness=_uniform(b_seed, low, high),
-                            contrast=_uniform(c_seed, low, high),
-                            saturation=_uniform(s_seed, low, high),
-                            hue=_uniform(h_seed, -0.1 * strength, 0.1 * strength))
+    order = tf.argsort(uniform(order_seed, shape=(4,))) if random_order else tf.range(4)
+    return apply_seed, dict(order=order, brightness=uniform(b_seed, low, high),
+                            contrast=uniform(c_seed, low, high),
+                            saturation=uniform(s_seed, low, high),
+                            hue=uniform(h_seed, -0.1 * strength, 0.1 * strength))
 
 
 def _jitter_exact(clip, *, order, brightness, contrast, saturation, hue, random_order, high):
@@ -382,7 +235,7 @@ def _jitter_exact(clip, *, order, brightness, contrast, saturation, hue, random_
     return clip
 
 
-@_plain_graph
+@plain_graph
 def color_jitter(clip: tf.Tensor, seed, *, strength: float = 1.0, prob: float = 0.8,
                  random_order: bool = True, exact: bool = False,
                  max_value: float = 1.0) -> tf.Tensor:
@@ -416,13 +269,13 @@ def _gray_matrix() -> tf.Tensor:
     return tf.tile(tf.constant(_GRAY_WEIGHTS)[:, None], [1, 3])
 
 
-@_plain_graph
+@plain_graph
 def to_grayscale(clip: tf.Tensor) -> tf.Tensor:
     """Luma repeated into the 3 channels."""
     return _apply_color_matrix(clip, tf.cast(_gray_matrix(), clip.dtype))
 
 
-@_plain_graph
+@plain_graph
 def random_grayscale(clip: tf.Tensor, seed, prob: float = 0.2) -> tf.Tensor:
     """Converts the whole clip to 3-channel grayscale with probability prob."""
     return _apply_if(clip, _coin(seed, prob), to_grayscale)
@@ -490,11 +343,11 @@ def _blur(clip: tf.Tensor, sigma, kernel_size, padding: str) -> tf.Tensor:
 
 def _blur_draws(seed, sigma_range):
     """(seed of the apply coin, sigma) of one clip's blur."""
-    apply_seed, sigma_seed = tf.unstack(_split(seed, 2))
-    return apply_seed, _uniform(sigma_seed, sigma_range[0], sigma_range[1])
+    apply_seed, sigma_seed = tf.unstack(split(seed, 2))
+    return apply_seed, uniform(sigma_seed, sigma_range[0], sigma_range[1])
 
 
-@_plain_graph
+@plain_graph
 def gaussian_blur(clip: tf.Tensor, seed, *, prob: float = 0.5,
                   sigma_range=_BLUR_SIGMA_RANGE, kernel_size: int | None = None,
                   padding: str = "REFLECT") -> tf.Tensor:
@@ -521,7 +374,7 @@ def _frame_difference(clip: tf.Tensor) -> tf.Tensor:
     return tf.broadcast_to(following - gray, tf.shape(clip))
 
 
-@_plain_graph
+@plain_graph
 def temporal_difference(clip: tf.Tensor, seed, prob: float = 0.2) -> tf.Tensor:
     """With probability prob, replaces the clip by differences of consecutive gray frames.
 
@@ -532,7 +385,7 @@ def temporal_difference(clip: tf.Tensor, seed, prob: float = 0.2) -> tf.Tensor:
     return _apply_if(clip, _coin(seed, prob), _frame_difference)
 
 
-@_plain_graph
+@plain_graph
 def random_convolution(clip: tf.Tensor, seed, *,
                        kernel_sizes: Sequence[int] = (1, 3, 5, 7, 9, 11)) -> tf.Tensor:
     """BraVe's random convolution: one He-normal [k, k, C, C] kernel for all frames, SAME.
@@ -544,7 +397,7 @@ def random_convolution(clip: tf.Tensor, seed, *,
     channels = clip.shape[-1]
     if channels is None:
         raise ValueError("random_convolution: the clip's channel dimension must be static")
-    size_seed, weight_seed = tf.unstack(_split(seed, 2))
+    size_seed, weight_seed = tf.unstack(split(seed, 2))
 
     def convolve(k):
         std = math.sqrt(2.0 / (k * k * channels)) / _TRUNCATED_NORMAL_STD
@@ -553,10 +406,10 @@ def random_convolution(clip: tf.Tensor, seed, *,
 
     # A switch over sizes costs the drawn k^2 only, unlike a masked 11x11 kernel.
     branches = [functools.partial(convolve, k) for k in kernel_sizes]
-    return tf.switch_case(_uniform_int(size_seed, len(kernel_sizes)), branches)
+    return tf.switch_case(uniform_int(size_seed, len(kernel_sizes)), branches)
 
 
-@_plain_graph
+@plain_graph
 def normalize(clip: tf.Tensor, mean=0.45, std=0.225, max_value: float = 1.0) -> tf.Tensor:
     """(clip / max_value - mean) / std as one multiply and one add; mean and std are
     scalars or per-channel sequences."""
@@ -578,7 +431,7 @@ def _normalize_or_rescale(clip, normalize: bool, mean, std, max_value) -> tf.Ten
 # ------------------------------------------------------------------------ composite
 
 
-@_plain_graph
+@plain_graph
 def augment_clip(clip: tf.Tensor, seed, *, flip_prob: float = FLIP_PROB, is_flow: bool = False,
                  color_jitter_prob: float = 0.8, color_strength: float = 1.0,
                  color_jitter_exact: bool = False, grayscale_prob: float = 0.2,
@@ -645,9 +498,9 @@ def _batch_draws(seeds, color_strength: float) -> dict:
         flip_stream, jitter_seed, gray_seed, blur_seed, diff_seed, _ = _augment_seeds(seed)
         jitter_coin, jitter = _jitter_draws(jitter_seed, color_strength, random_order=True)
         blur_coin, sigma = _blur_draws(blur_seed, _BLUR_SIGMA_RANGE)
-        return dict(flip=_uniform(flip_stream), jitter=_uniform(jitter_coin),
-                    gray=_uniform(gray_seed),
-                    blur=_uniform(blur_coin), difference=_uniform(diff_seed), sigma=sigma,
+        return dict(flip=uniform(flip_stream), jitter=uniform(jitter_coin),
+                    gray=uniform(gray_seed),
+                    blur=uniform(blur_coin), difference=uniform(diff_seed), sigma=sigma,
                     **jitter)
 
     scalar = tf.TensorSpec([], tf.float32)
@@ -682,7 +535,7 @@ def _resize_axis(clips: tf.Tensor, valid, axis: int, flip=None) -> tf.Tensor:
     return first + (second - first) * weight
 
 
-@_plain_graph
+@plain_graph
 def augment_batch(rgb: tf.Tensor, seeds, sizes=None, *, flip_prob: float = FLIP_PROB,
                   color_jitter_prob: float = 0.8, color_strength: float = 1.0,
                   color_jitter_exact: bool = False, grayscale_prob: float = 0.2,

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from video_ssl.data import audio as audio_lib
 from video_ssl.data import augment
+from video_ssl.data import crops
 from video_ssl.data import decode
 from video_ssl.data import sampling
 from video_ssl.data import schema
@@ -77,9 +78,9 @@ def _clip_windows(view: ViewSpec, features, seed, training: bool):
 
 def _training_box(view: ViewSpec, image_hw, seed) -> tf.Tensor:
     if view.crop == "scale_jitter":
-        return augment.scale_jitter_crop_box(image_hw, seed, crop_size=view.crop_size,
+        return crops.scale_jitter_crop_box(image_hw, seed, crop_size=view.crop_size,
                                              short_side_range=view.short_side_range)
-    return augment.random_resized_crop_box(image_hw, seed, area_range=view.area_range,
+    return crops.random_resized_crop_box(image_hw, seed, area_range=view.area_range,
                                            aspect_range=view.aspect_range)
 
 
@@ -175,22 +176,22 @@ def _eval_boxes(view: ViewSpec, image_hw):
     short_side = view.short_side or round(view.crop_size * 8 / 7)
     sizes = dict(crop_size=view.crop_size, short_side=short_side)
     if view.eval_crops == 10:
-        return augment.ten_crop_boxes(image_hw, **sizes)
-    boxes = (augment.three_crop_boxes(image_hw, **sizes) if view.eval_crops == 3
-             else augment.center_crop_box(image_hw, **sizes)[None])
+        return crops.ten_crop_boxes(image_hw, **sizes)
+    boxes = (crops.three_crop_boxes(image_hw, **sizes) if view.eval_crops == 3
+             else crops.center_crop_box(image_hw, **sizes)[None])
     return boxes, tf.zeros([view.eval_crops], tf.bool)
 
 
 def _eval_crops(frames, clips, boxes, flips, size: int, is_flow: bool):
     """(clips * T, H, W, C) decoded frames -> (clips * K, T, size, size, C), clip-major."""
-    crops = []
+    cropped = []
     for k in range(boxes.shape[0]):
-        crop = augment.crop_and_resize_clip(frames, boxes[k], size)
-        crops.append(tf.cond(flips[k], lambda c=crop: augment.flip_clip(c, is_flow),
-                             lambda c=crop: c))
-    stacked = tf.stack(crops, axis=1)  # (clips * T, K, size, size, C)
+        crop = crops.crop_and_resize_clip(frames, boxes[k], size)
+        cropped.append(tf.cond(flips[k], lambda c=crop: augment.flip_clip(c, is_flow),
+                               lambda c=crop: c))
+    stacked = tf.stack(cropped, axis=1)  # (clips * T, K, size, size, C)
     shape = tf.shape(stacked)
-    stacked = tf.reshape(stacked, tf.concat([[clips, -1, len(crops)], shape[2:]], 0))
+    stacked = tf.reshape(stacked, tf.concat([[clips, -1, len(cropped)], shape[2:]], 0))
     stacked = tf.transpose(stacked, [0, 2, 1, 3, 4, 5])
     return tf.reshape(stacked, tf.concat([[-1], tf.shape(stacked)[2:]], 0))
 
@@ -272,16 +273,16 @@ def sample_and_decode(features: Mapping[str, tf.Tensor], seed, views: Sequence[V
         reference = reference or (view, starts, strides)
         if training:
             out = _training_clips(view, features, starts, strides, clip_seed)
-            crops = 1
+            num_crops = 1
         else:
             out = _eval_clips(view, features, starts, strides)
-            crops = view.eval_crops
+            num_crops = view.eval_crops
             if view.eval_window_stride:
-                out["clip_mask"] = tf.ones([tf.size(starts) * crops], tf.bool)
+                out["clip_mask"] = tf.ones([tf.size(starts) * num_crops], tf.bool)
         if "audio" in view.modalities:
             # The audio starts with the clip's first frame.
             seconds = tf.floor(starts) / features["frame_rate"]
             out["audio"] = tf.repeat(_audio(view, features, seconds, default_frame_rate),
-                                     crops, axis=0)
+                                     num_crops, axis=0)
         outputs.append(_set_shapes(view, out, training))
     return outputs
