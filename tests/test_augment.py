@@ -225,8 +225,11 @@ def _per_clip(rgb, seeds, flip_prob=0.5, **options):
     """The pipeline's path on every clip of a uint8 batch: the flip first (on the crop),
     then augment_clip from 0-255 values."""
     flat = tf.reshape(tf.cast(rgb, tf.float32), [-1, 4, 16, 16, 3])
-    out = [augment.augment_clip(augment.flip_left_right(c, augment.flip_seed(s), flip_prob), s,
-                                flip_prob=0.0, max_value=255.0, **options)
+
+    def flip(clip, seed):
+        return augment.apply_flip(clip, augment.decide(augment.draw_clip(seed).flip, flip_prob))
+
+    out = [augment.augment_clip(flip(c, s), s, flip_prob=0.0, max_value=255.0, **options)
            for c, s in zip(flat, tf.reshape(seeds, [-1, 2]))]
     return tf.reshape(tf.stack(out), rgb.shape).numpy()
 
@@ -258,7 +261,7 @@ def test_augment_batch_resizes_each_crop_from_its_canvas_corner():
     out = augment.augment_batch(tf.stack(canvases)[None], seeds, sizes, flip_prob=0.5)
     np.testing.assert_allclose(out[0], tf.stack(expected), atol=1e-4)
     ramp = tf.constant([[[[0], [1]]]])
-    flips = [bool(augment.flip_left_right(ramp, augment.flip_seed(s))[0, 0, 0, 0]) for s in seeds[0]]
+    flips = [bool(augment.draw_clip(s).flip < 0.5) for s in seeds[0]]
     assert any(flips) and not all(flips)  # both branches of the flip were checked
 
 
@@ -269,6 +272,31 @@ def test_augment_batch_draws_per_clip_and_rejects_float_clips():
     assert all(not np.allclose(out[0], o) for o in out[1:])
     with pytest.raises(ValueError, match=r"augment_batch: expected uint8 clips"):
         augment.augment_batch(tf.cast(rgb, tf.float32), seeds)
+
+
+def test_draw_batch_is_draw_clip_of_each_seed():
+    seeds = tf.reshape(tf.range(12, dtype=tf.int64), [6, 2])
+    batch = augment.draw_batch(seeds, color_strength=0.7)
+    assert batch.order.shape == (6, 4) and batch.conv_seed.dtype == tf.int64
+    for i in range(6):
+        for name, value in augment.draw_clip(seeds[i], color_strength=0.7)._asdict().items():
+            np.testing.assert_array_equal(getattr(batch, name)[i], value, err_msg=name)
+
+
+def test_apply_draws_on_a_batch_equals_clip_by_clip():
+    rgb, seeds = _uint8_batch(batch=1, clips=6)
+    clips = tf.cast(rgb[0], tf.float32)
+    draws = augment.draw_batch(seeds[0])
+    options = dict(color_jitter_prob=0.5, grayscale_prob=0.5, blur_prob=0.5,
+                   temporal_difference_prob=0.5, flip_prob=0.5, max_value=255.0)
+    batched = augment.apply_draws(clips, draws, **options)
+    for i in range(6):
+        one = augment.apply_draws(clips[i], augment.draw_clip(seeds[0, i]), **options)
+        np.testing.assert_allclose(batched[i], one, atol=2e-5)
+    with pytest.raises(ValueError, match="runs clip by clip"):
+        augment.apply_draws(clips, draws, color_jitter_exact=True)
+    with pytest.raises(ValueError, match="runs clip by clip"):
+        augment.apply_draws(clips, draws, random_conv=True)
 
 
 def test_flip_commutes_with_resize_and_uint8_resize_rounds(clip):
@@ -282,9 +310,9 @@ def test_flip_commutes_with_resize_and_uint8_resize_rounds(clip):
     np.testing.assert_array_equal(as_uint8, np.floor(decode.resize_clip(crop, 24).numpy() + 0.5))
 
 
-def test_flip_seed_gives_augment_clips_flip(clip):
+def test_drawn_flip_is_augment_clips_flip(clip):
     for seed in SEEDS[:8]:
-        flipped = augment.flip_left_right(clip, augment.flip_seed(seed))
+        flipped = augment.apply_flip(clip, augment.decide(augment.draw_clip(seed).flip, 0.5))
         plain = augment.augment_clip(clip, seed, color_jitter_prob=0.0, grayscale_prob=0.0,
                                      blur_prob=0.0, normalize=False)
         np.testing.assert_array_equal(flipped, plain)

@@ -13,10 +13,19 @@ decode time and the flip (whose outcome distribution commutes with the rest) las
 BraVe's random convolution (broad view) goes before normalization, on the [0, 1]
 clip as in BraVe; the temporal difference after it (see `augment_clip`).
 
-`augment_batch` is what follows the crop (resize, flip, the photometric ops) for a
-whole batch of uint8 clips at once, on the accelerator, after `make_dataset(...,
-defer_augmentation=True)` stopped the pipeline after decoding the crops; both paths
-share the per-clip draws and the maths below.
+Draws and kernels: `draw_clip(seed)` turns a clip's seed into every random parameter
+of its augmentation, a `ClipDraws` (flip, jitter factors and order, grayscale, blur
+sigma, temporal difference, random convolution; each op's coin); `draw_batch` is the
+same for (N, 2) seeds. Kernels apply draws: `apply_flip`, `apply_color_jitter`,
+`apply_grayscale`, `apply_blur`, `apply_temporal_difference`,
+`apply_random_convolution`, and `apply_draws`, all of them in `augment_clip`'s order,
+on one clip or (batched, with per-clip identities) on many. Both paths end there: the
+pipeline's per-clip path (`augment_clip`, or the pipeline's own flip of the uint8
+crop then `apply_draws`) and `augment_batch`, which does what follows the crop
+(resize, flip, the photometric ops) for a whole batch of uint8 clips at once, on the
+accelerator, after `make_dataset(..., defer_augmentation=True)` stopped the pipeline
+after decoding the crops. The single ops (`color_jitter(clip, seed)`, ...) draw their
+own parameters with the same helpers.
 
 Speed (the ops run once per clip inside tf.data): colour jitter composes its four
 steps into one per-frame affine colour map applied in a single pass (`exact=True`
@@ -27,7 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import tensorflow as tf
 
@@ -42,39 +51,98 @@ _TRUNCATED_NORMAL_STD = 0.87962566103423978
 _BLUR_SIGMAS = 3.0
 _BLUR_SIGMA_RANGE = (0.1, 2.0)
 FLIP_PROB = 0.5
+COLOR_STRENGTH = 1.0
+# BraVe's random convolution kernel sizes.
+CONV_KERNEL_SIZES = (1, 3, 5, 7, 9, 11)
 
 
-# ----------------------------------------------------------------------------- seeds
+# ----------------------------------------------------------------------------- draws
 
 
-def _augment_seeds(seed) -> list[tf.Tensor]:
-    """`augment_clip`'s sub-seeds: flip, colour jitter, grayscale, blur, temporal
-    difference, random convolution."""
-    return tf.unstack(split(seed, 6))
+class ClipDraws(NamedTuple):
+    """Every random parameter of one clip's augmentation, drawn by `draw_clip` from the
+    clip's seed; with a leading axis on every field, a batch's (`draw_batch`).
+
+    The coins are uniforms in [0, 1): an op of probability p applies where its coin is
+    below p (`decide`), so one draw serves every p.
+    """
+    flip: tf.Tensor        # coin of the horizontal flip
+    jitter: tf.Tensor      # coin of the colour jitter
+    order: tf.Tensor       # (4,) int32: jitter steps, indices into (b, c, s, h) below
+    brightness: tf.Tensor  # jitter factor
+    contrast: tf.Tensor    # jitter factor
+    saturation: tf.Tensor  # jitter factor
+    hue: tf.Tensor         # jitter shift, in turns
+    grayscale: tf.Tensor   # coin of the grayscale conversion
+    blur: tf.Tensor        # coin of the Gaussian blur
+    sigma: tf.Tensor       # blur sigma, pixels
+    difference: tf.Tensor  # coin of the temporal difference
+    conv_size: tf.Tensor   # int32 index into CONV_KERNEL_SIZES of the random convolution
+    conv_seed: tf.Tensor   # [2] seed of its weights (drawn in the kernel: shape follows size)
+
+    def jitter_params(self) -> dict:
+        """The colour jitter's parameters, as `apply_color_jitter` takes them."""
+        return dict(order=self.order, brightness=self.brightness, contrast=self.contrast,
+                    saturation=self.saturation, hue=self.hue)
 
 
-def flip_seed(seed) -> tf.Tensor:
-    """The sub-seed of `augment_clip(clip, seed)`'s flip: `flip_left_right(x, flip_seed(seed),
-    p)` flips exactly when `augment_clip(..., seed, flip_prob=p)` would, so the pipeline
-    can flip the small uint8 crop before resizing instead."""
-    return _augment_seeds(seed)[0]
+@plain_graph
+def draw_clip(seed, *, color_strength: float = COLOR_STRENGTH) -> ClipDraws:
+    """All of one clip's draws from its seed (an int tensor of shape [2]): the one place
+    that turns a seed into augmentation parameters, for the pipeline's per-clip path
+    (`augment_clip`) and the training step's batch path (`augment_batch`) alike.
+    color_strength scales the jitter ranges (see `color_jitter`)."""
+    flip_seed, jitter_seed, gray_seed, blur_seed, diff_seed, conv_seed = tf.unstack(
+        split(seed, 6))
+    jitter_coin, jitter = _jitter_draws(jitter_seed, color_strength)
+    blur_coin, sigma = _blur_draws(blur_seed, _BLUR_SIGMA_RANGE)
+    conv_size, conv_weights = _conv_draws(conv_seed, len(CONV_KERNEL_SIZES))
+    return ClipDraws(flip=uniform(flip_seed), jitter=uniform(jitter_coin),
+                     grayscale=uniform(gray_seed), blur=uniform(blur_coin), sigma=sigma,
+                     difference=uniform(diff_seed), conv_size=conv_size,
+                     conv_seed=conv_weights, **jitter)
 
 
-def _coin(seed, prob: float):
-    """True with probability prob: a Python bool when prob is 0 or 1 (nothing drawn),
-    else a bool tensor."""
+@plain_graph
+def draw_batch(seeds, *, color_strength: float = COLOR_STRENGTH) -> ClipDraws:
+    """`draw_clip` of each of (N, 2) seeds, stacked: fields with a leading N axis."""
+    seeds = tf.convert_to_tensor(seeds)
+    scalar = tf.TensorSpec([], tf.float32)
+    signature = ClipDraws(
+        flip=scalar, jitter=scalar, order=tf.TensorSpec([4], tf.int32), brightness=scalar,
+        contrast=scalar, saturation=scalar, hue=scalar, grayscale=scalar, blur=scalar,
+        sigma=scalar, difference=scalar, conv_size=tf.TensorSpec([], tf.int32),
+        conv_seed=tf.TensorSpec([2], seeds.dtype))
+    return tf.map_fn(functools.partial(draw_clip, color_strength=color_strength), seeds,
+                     fn_output_signature=signature)
+
+
+def decide(coin, prob):
+    """Whether an op of probability prob applies, from its coin: a Python bool when no
+    coin is needed (prob 0; prob 1 for one clip), else a bool tensor of the coin's shape
+    (a batch keeps per-clip bools, so its ops take their one batched form)."""
     if isinstance(prob, (int, float)) and prob <= 0:
         return False
-    if isinstance(prob, (int, float)) and prob >= 1:
+    if isinstance(prob, (int, float)) and prob >= 1 and coin.shape.rank == 0:
         return True
-    return uniform(seed) < prob
+    return coin < prob
 
 
-def _apply_if(clip: tf.Tensor, apply, fn) -> tf.Tensor:
-    """fn(clip) where `apply` (from `_coin`) holds; a clip left alone costs nothing."""
-    if isinstance(apply, bool):
-        return fn(clip) if apply else clip
-    return tf.cond(apply, lambda: fn(clip), lambda: clip)
+def _select(clips: tf.Tensor, where, fn, masked) -> tf.Tensor:
+    """fn(clips) where `where` (from `decide`) holds. A Python bool is decided while
+    tracing; a scalar bool tensor (one clip) branches, so a clip left alone costs
+    nothing; (N,) bools (a batch) call `masked(clips, where)`, which gives every clip
+    its op or the op's identity (no data-dependent branches)."""
+    if isinstance(where, bool):
+        return fn(clips) if where else clips
+    if where.shape.rank == 0:
+        return tf.cond(where, lambda: fn(clips), lambda: clips)
+    return masked(clips, where)
+
+
+def _per_clip(where) -> tf.Tensor:
+    """(N,) bools as (N, 1, 1, 1, 1), to select whole (N, T, H, W, C) clips."""
+    return where[:, None, None, None, None]
 
 
 # ----------------------------------------------------------------------- flip, colour
@@ -93,11 +161,19 @@ def flip_clip(clip: tf.Tensor, is_flow: bool = False) -> tf.Tensor:
 
 
 @plain_graph
+def apply_flip(clips: tf.Tensor, where, is_flow: bool = False) -> tf.Tensor:
+    """`flip_clip` where `where` holds (see `_select`); clips of any dtype."""
+    flip = functools.partial(flip_clip, is_flow=is_flow)
+    return _select(clips, where, flip,
+                   lambda video, where: tf.where(_per_clip(where), flip(video), video))
+
+
+@plain_graph
 def flip_left_right(clip: tf.Tensor, seed, prob: float = FLIP_PROB,
                     is_flow: bool = False) -> tf.Tensor:
     """Flips the whole clip (any dtype) with probability prob; equal seeds give equal
     decisions."""
-    return _apply_if(clip, _coin(seed, prob), functools.partial(flip_clip, is_flow=is_flow))
+    return apply_flip(clip, decide(uniform(seed), prob), is_flow)
 
 
 def _clip(x: tf.Tensor, high) -> tf.Tensor:
@@ -208,12 +284,12 @@ def _apply_jitter(clip: tf.Tensor, matrix, shift, high) -> tf.Tensor:
     return tf.reshape(_clip(frames + shift[..., None], high), shape)
 
 
-def _jitter_draws(seed, strength: float, random_order: bool):
+def _jitter_draws(seed, strength: float):
     """(seed of the apply coin, transform parameters) of one clip's colour jitter."""
     apply_seed, order_seed, b_seed, c_seed, s_seed, h_seed = tf.unstack(split(seed, 6))
     spread = 0.4 * strength
     low, high = max(0.0, 1.0 - spread), 1.0 + spread
-    order = tf.argsort(uniform(order_seed, shape=(4,))) if random_order else tf.range(4)
+    order = tf.argsort(uniform(order_seed, shape=(4,)))
     return apply_seed, dict(order=order, brightness=uniform(b_seed, low, high),
                             contrast=uniform(c_seed, low, high),
                             saturation=uniform(s_seed, low, high),
@@ -236,7 +312,7 @@ def _jitter_exact(clip, *, order, brightness, contrast, saturation, hue, random_
 
 
 @plain_graph
-def color_jitter(clip: tf.Tensor, seed, *, strength: float = 1.0, prob: float = 0.8,
+def color_jitter(clip: tf.Tensor, seed, *, strength: float = COLOR_STRENGTH, prob: float = 0.8,
                  random_order: bool = True, exact: bool = False,
                  max_value: float = 1.0) -> tf.Tensor:
     """SimCLR colour jitter of the whole clip with probability prob.
@@ -253,15 +329,40 @@ def color_jitter(clip: tf.Tensor, seed, *, strength: float = 1.0, prob: float = 
     differ from the exact path by 0.004 mean absolute (0.02 for the worst draw), against
     0.09 by which the jitter itself changes the clip.
     """
-    apply_seed, params = _jitter_draws(seed, strength, random_order)
+    apply_seed, params = _jitter_draws(seed, strength)
+    if not random_order:
+        params["order"] = tf.range(4)
+    return apply_color_jitter(clip, decide(uniform(apply_seed), prob), **params,
+                              max_value=max_value, exact=exact, random_order=random_order)
+
+
+@plain_graph
+def apply_color_jitter(clips: tf.Tensor, where, *, order, brightness, contrast, saturation,
+                       hue, max_value: float = 1.0, exact: bool = False,
+                       random_order: bool = True) -> tf.Tensor:
+    """The colour jitter of the given parameters where `where` holds (see `_select`;
+    `color_jitter` for the maths). The exact path runs on one clip at a time."""
+    params = dict(order=order, brightness=brightness, contrast=contrast,
+                  saturation=saturation, hue=hue)
     if exact:
-        jitter = functools.partial(_jitter_exact, random_order=random_order, high=max_value,
-                                   **params)
-    else:
-        def jitter(video):
-            matrix, shift = _jitter_transform(_frame_mean_color(video), **params)
-            return _apply_jitter(video, matrix, shift, max_value)
-    return _apply_if(clip, _coin(apply_seed, prob), jitter)
+        def clip_by_clip(video, where):
+            raise ValueError("apply_color_jitter: the exact path runs clip by clip; map it "
+                             "over the batch (tf.map_fn)")
+        return _select(clips, where, functools.partial(
+            _jitter_exact, random_order=random_order, high=max_value, **params), clip_by_clip)
+
+    def jitter(video):
+        matrix, shift = _jitter_transform(_frame_mean_color(video), **params)
+        return _apply_jitter(video, matrix, shift, max_value)
+
+    def masked(video, where):
+        matrix, shift = _jitter_transform(_frame_mean_color(video), **params)
+        # The identity map for clips left alone; the clip to [0, max_value] keeps them
+        # as they are.
+        matrix = tf.where(where[:, None, None], matrix, tf.eye(3))
+        return _apply_jitter(video, matrix, tf.where(where[:, None], shift, 0.0), max_value)
+
+    return _select(clips, where, jitter, masked)
 
 
 def _gray_matrix() -> tf.Tensor:
@@ -278,7 +379,16 @@ def to_grayscale(clip: tf.Tensor) -> tf.Tensor:
 @plain_graph
 def random_grayscale(clip: tf.Tensor, seed, prob: float = 0.2) -> tf.Tensor:
     """Converts the whole clip to 3-channel grayscale with probability prob."""
-    return _apply_if(clip, _coin(seed, prob), to_grayscale)
+    return apply_grayscale(clip, decide(uniform(seed), prob))
+
+
+@plain_graph
+def apply_grayscale(clips: tf.Tensor, where) -> tf.Tensor:
+    """`to_grayscale` where `where` holds (see `_select`)."""
+    def masked(video, where):
+        return _apply_color_matrix(video, tf.where(where[:, None, None], _gray_matrix(),
+                                                   tf.eye(3)))
+    return _select(clips, where, to_grayscale, masked)
 
 
 # ------------------------------------------------------------------------ filtering
@@ -363,8 +473,22 @@ def gaussian_blur(clip: tf.Tensor, seed, *, prob: float = 0.5,
     if padding not in ("REFLECT", "SAME"):
         raise ValueError(f"gaussian_blur: padding must be 'REFLECT' or 'SAME', got {padding!r}")
     apply_seed, sigma = _blur_draws(seed, sigma_range)
-    return _apply_if(clip, _coin(apply_seed, prob),
-                     lambda video: _blur(video, sigma, kernel_size, padding))
+    return apply_blur(clip, sigma, decide(uniform(apply_seed), prob), kernel_size=kernel_size,
+                      padding=padding)
+
+
+@plain_graph
+def apply_blur(clips: tf.Tensor, sigma, where, *, kernel_size: int | None = None,
+               padding: str = "REFLECT") -> tf.Tensor:
+    """The blur of each clip's sigma where `where` holds (see `_select` and
+    `gaussian_blur`); a batch takes REFLECT padding only."""
+    def masked(video, where):
+        if padding != "REFLECT":
+            raise ValueError(f"apply_blur: a batch is blurred with REFLECT padding, got "
+                             f"{padding!r}")
+        return _batch_blur(video, sigma, where, kernel_size)
+    return _select(clips, where, lambda video: _blur(video, sigma, kernel_size, padding),
+                   masked)
 
 
 def _frame_difference(clip: tf.Tensor) -> tf.Tensor:
@@ -382,22 +506,46 @@ def temporal_difference(clip: tf.Tensor, seed, prob: float = 0.2) -> tf.Tensor:
     frame, which has no successor, is zero; the difference is repeated into every
     channel, so shape (T, H, W, C) is kept. Values are not clipped.
     """
-    return _apply_if(clip, _coin(seed, prob), _frame_difference)
+    return apply_temporal_difference(clip, decide(uniform(seed), prob))
+
+
+@plain_graph
+def apply_temporal_difference(clips: tf.Tensor, where) -> tf.Tensor:
+    """`temporal_difference`'s replacement where `where` holds (see `_select`)."""
+    return _select(clips, where, _frame_difference, lambda video, where: tf.where(
+        _per_clip(where), _frame_difference(video), video))
+
+
+def _conv_draws(seed, num_sizes: int):
+    """(index of the kernel size, seed of the weights) of one random convolution."""
+    size_seed, weight_seed = tf.unstack(split(seed, 2))
+    return uniform_int(size_seed, num_sizes), weight_seed
 
 
 @plain_graph
 def random_convolution(clip: tf.Tensor, seed, *,
-                       kernel_sizes: Sequence[int] = (1, 3, 5, 7, 9, 11)) -> tf.Tensor:
+                       kernel_sizes: Sequence[int] = CONV_KERNEL_SIZES) -> tf.Tensor:
     """BraVe's random convolution: one He-normal [k, k, C, C] kernel for all frames, SAME.
 
     k is drawn uniformly from kernel_sizes and the weights fresh from seed on every call
     (truncated normal scaled to std sqrt(2 / (k*k*C)), as Keras' he_normal which BraVe
     uses). As in BraVe the output is neither clipped nor renormalized.
     """
+    size, weight_seed = _conv_draws(seed, len(kernel_sizes))
+    return apply_random_convolution(clip, size, weight_seed, kernel_sizes)
+
+
+@plain_graph
+def apply_random_convolution(clip: tf.Tensor, size, weight_seed,
+                             kernel_sizes: Sequence[int] = CONV_KERNEL_SIZES) -> tf.Tensor:
+    """The random convolution of kernel size kernel_sizes[size], weights drawn from
+    weight_seed (see `random_convolution`); one clip at a time."""
     channels = clip.shape[-1]
     if channels is None:
         raise ValueError("random_convolution: the clip's channel dimension must be static")
-    size_seed, weight_seed = tf.unstack(split(seed, 2))
+    if clip.shape.rank not in (None, 4):
+        raise ValueError(f"random_convolution runs clip by clip: expected (T, H, W, C), got "
+                         f"{clip.shape}; map it over the batch (tf.map_fn)")
 
     def convolve(k):
         std = math.sqrt(2.0 / (k * k * channels)) / _TRUNCATED_NORMAL_STD
@@ -406,7 +554,7 @@ def random_convolution(clip: tf.Tensor, seed, *,
 
     # A switch over sizes costs the drawn k^2 only, unlike a masked 11x11 kernel.
     branches = [functools.partial(convolve, k) for k in kernel_sizes]
-    return tf.switch_case(uniform_int(size_seed, len(kernel_sizes)), branches)
+    return tf.switch_case(size, branches)
 
 
 @plain_graph
@@ -433,7 +581,7 @@ def _normalize_or_rescale(clip, normalize: bool, mean, std, max_value) -> tf.Ten
 
 @plain_graph
 def augment_clip(clip: tf.Tensor, seed, *, flip_prob: float = FLIP_PROB, is_flow: bool = False,
-                 color_jitter_prob: float = 0.8, color_strength: float = 1.0,
+                 color_jitter_prob: float = 0.8, color_strength: float = COLOR_STRENGTH,
                  color_jitter_exact: bool = False, grayscale_prob: float = 0.2,
                  blur_prob: float = 0.5, blur_kernel_size: int | None = None,
                  temporal_difference_prob: float = 0.0, random_conv: bool = False,
@@ -444,8 +592,8 @@ def augment_clip(clip: tf.Tensor, seed, *, flip_prob: float = FLIP_PROB, is_flow
     RGB: colour jitter, grayscale, blur, random convolution (BraVe's broad view) on the
     [0, max_value] clip; normalization (or, without it, rescaling to [0, 1]); temporal
     difference (on the normalized clip, so the mean cancels and the result is
-    zero-centred); flip. Flow (is_flow): the flip only, dx negated. The flip's sub-seed
-    (`flip_seed`) is the same for RGB and flow, so a flow clip given its paired RGB
+    zero-centred); flip. Flow (is_flow): the flip only, dx negated. The flip's coin
+    (`draw_clip`) is the same for RGB and flow, so a flow clip given its paired RGB
     clip's seed flips with it. color_jitter_exact and blur_kernel_size select the exact
     colour jitter and a fixed blur kernel (see `color_jitter` and `gaussian_blur`).
     """
@@ -454,17 +602,42 @@ def augment_clip(clip: tf.Tensor, seed, *, flip_prob: float = FLIP_PROB, is_flow
     if clip.shape.rank not in (None, 4) or clip.shape[-1] not in (None, channels):
         raise ValueError(f"augment_clip: expected a (T, H, W, {channels}) "
                          f"{'flow' if is_flow else 'RGB'} clip, got shape {clip.shape}")
-    flip_stream, jitter_seed, gray_seed, blur_seed, diff_seed, conv_seed = _augment_seeds(seed)
+    return apply_draws(clip, draw_clip(seed, color_strength=color_strength),
+                       flip_prob=flip_prob, is_flow=is_flow,
+                       color_jitter_prob=color_jitter_prob,
+                       color_jitter_exact=color_jitter_exact, grayscale_prob=grayscale_prob,
+                       blur_prob=blur_prob, blur_kernel_size=blur_kernel_size,
+                       temporal_difference_prob=temporal_difference_prob,
+                       random_conv=random_conv, normalize=normalize, mean=mean, std=std,
+                       max_value=max_value)
+
+
+@plain_graph
+def apply_draws(clips: tf.Tensor, draws: ClipDraws, *, flip_prob: float = FLIP_PROB,
+                is_flow: bool = False, color_jitter_prob: float = 0.8,
+                color_jitter_exact: bool = False, grayscale_prob: float = 0.2,
+                blur_prob: float = 0.5, blur_kernel_size: int | None = None,
+                temporal_difference_prob: float = 0.0, random_conv: bool = False,
+                normalize: bool = True, mean=0.45, std=0.225,
+                max_value: float = 1.0) -> tf.Tensor:
+    """`augment_clip`'s ops, in its order, with the parameters in `draws`: one float32
+    (T, H, W, C) clip with `draw_clip`'s draws, or (N, T, H, W, C) clips with
+    `draw_batch`'s (every op batched, a clip an op skips getting its identity; exact
+    colour jitter and random convolution only clip by clip). The pipeline and
+    `augment_batch` both end here, so their augmentations are the same maths."""
     if not is_flow:
-        clip = color_jitter(clip, jitter_seed, strength=color_strength, prob=color_jitter_prob,
-                            exact=color_jitter_exact, max_value=max_value)
-        clip = random_grayscale(clip, gray_seed, prob=grayscale_prob)
-        clip = gaussian_blur(clip, blur_seed, prob=blur_prob, kernel_size=blur_kernel_size)
+        clips = apply_color_jitter(clips, decide(draws.jitter, color_jitter_prob),
+                                   **draws.jitter_params(), max_value=max_value,
+                                   exact=color_jitter_exact)
+        clips = apply_grayscale(clips, decide(draws.grayscale, grayscale_prob))
+        clips = apply_blur(clips, draws.sigma, decide(draws.blur, blur_prob),
+                           kernel_size=blur_kernel_size)
         if random_conv:
-            clip = random_convolution(clip, conv_seed)
-        clip = _normalize_or_rescale(clip, normalize, mean, std, max_value)
-        clip = temporal_difference(clip, diff_seed, prob=temporal_difference_prob)
-    return flip_left_right(clip, flip_stream, prob=flip_prob, is_flow=is_flow)
+            clips = apply_random_convolution(clips, draws.conv_size, draws.conv_seed)
+        clips = _normalize_or_rescale(clips, normalize, mean, std, max_value)
+        clips = apply_temporal_difference(clips, decide(draws.difference,
+                                                         temporal_difference_prob))
+    return apply_flip(clips, decide(draws.flip, flip_prob), is_flow)
 
 
 # ------------------------------------------------------------------ batch (accelerator)
@@ -487,27 +660,6 @@ def _batch_blur(clips: tf.Tensor, sigma, apply, kernel_size) -> tf.Tensor:
     blurred = _separable_blur(frames, channel_taps, max_radius, "REFLECT")
     return tf.transpose(tf.reshape(blurred, tf.concat([shape[1:4], shape[:1], shape[4:]], 0)),
                         [3, 0, 1, 2, 4])
-
-
-def _batch_draws(seeds, color_strength: float) -> dict:
-    """Per-clip draws of `augment_clip`'s photometric ops for (N, 2) seeds: the coins'
-    uniforms ("flip", "jitter", "gray", "blur", "difference"), the jitter parameters,
-    "sigma"."""
-
-    def draw(seed):
-        flip_stream, jitter_seed, gray_seed, blur_seed, diff_seed, _ = _augment_seeds(seed)
-        jitter_coin, jitter = _jitter_draws(jitter_seed, color_strength, random_order=True)
-        blur_coin, sigma = _blur_draws(blur_seed, _BLUR_SIGMA_RANGE)
-        return dict(flip=uniform(flip_stream), jitter=uniform(jitter_coin),
-                    gray=uniform(gray_seed),
-                    blur=uniform(blur_coin), difference=uniform(diff_seed), sigma=sigma,
-                    **jitter)
-
-    scalar = tf.TensorSpec([], tf.float32)
-    signature = {k: scalar for k in ("flip", "jitter", "gray", "blur", "difference", "sigma",
-                                     "brightness", "contrast", "saturation", "hue")}
-    signature["order"] = tf.TensorSpec([4], tf.int32)
-    return tf.map_fn(draw, seeds, fn_output_signature=signature)
 
 
 def _bilinear_taps(valid, size):
@@ -537,7 +689,7 @@ def _resize_axis(clips: tf.Tensor, valid, axis: int, flip=None) -> tf.Tensor:
 
 @plain_graph
 def augment_batch(rgb: tf.Tensor, seeds, sizes=None, *, flip_prob: float = FLIP_PROB,
-                  color_jitter_prob: float = 0.8, color_strength: float = 1.0,
+                  color_jitter_prob: float = 0.8, color_strength: float = COLOR_STRENGTH,
                   color_jitter_exact: bool = False, grayscale_prob: float = 0.2,
                   blur_prob: float = 0.5, blur_kernel_size: int | None = None,
                   temporal_difference_prob: float = 0.0, random_conv: bool = False,
@@ -571,39 +723,24 @@ def augment_batch(rgb: tf.Tensor, seeds, sizes=None, *, flip_prob: float = FLIP_
     shape = tf.shape(rgb)
     clips = tf.reshape(tf.cast(rgb, tf.float32), tf.concat([[-1], shape[-4:]], 0))
     seeds = tf.reshape(seeds, [-1, 2])
-    draws = _batch_draws(seeds, color_strength)
+    draws = draw_batch(seeds, color_strength=color_strength)
     if sizes is None:
         sizes = tf.broadcast_to(shape[-3:-1], tf.shape(seeds))
     sizes = tf.reshape(tf.cast(sizes, tf.int32), [-1, 2])
+    flip = decide(draws.flip, flip_prob)
     clips = _resize_axis(clips, sizes[:, 0], axis=2)
-    clips = _resize_axis(clips, sizes[:, 1], axis=3, flip=draws["flip"] < flip_prob)
+    clips = _resize_axis(clips, sizes[:, 1], axis=3, flip=None if flip is False else flip)
+    # The flip was part of the resize.
+    options = dict(flip_prob=0.0, color_jitter_prob=color_jitter_prob,
+                   color_jitter_exact=color_jitter_exact, grayscale_prob=grayscale_prob,
+                   blur_prob=blur_prob, blur_kernel_size=blur_kernel_size,
+                   temporal_difference_prob=temporal_difference_prob,
+                   random_conv=random_conv, normalize=normalize, mean=mean, std=std,
+                   max_value=255.0)
     if color_jitter_exact or random_conv:
-        options = dict(color_jitter_prob=color_jitter_prob, color_strength=color_strength,
-                       color_jitter_exact=color_jitter_exact, grayscale_prob=grayscale_prob,
-                       blur_prob=blur_prob, blur_kernel_size=blur_kernel_size,
-                       temporal_difference_prob=temporal_difference_prob,
-                       random_conv=random_conv, normalize=normalize, mean=mean, std=std)
-        out = tf.map_fn(lambda a: augment_clip(a[0], a[1], flip_prob=0.0, max_value=255.0,
-                                               **options),
-                        (clips, seeds), fn_output_signature=tf.float32)
-        return tf.reshape(out, shape)
-
-    if color_jitter_prob > 0:
-        matrix, shift = _jitter_transform(
-            _frame_mean_color(clips), draws["order"], draws["brightness"], draws["contrast"],
-            draws["saturation"], draws["hue"])
-        # The identity map for clips left alone; the clip to [0, 255] keeps them as they are.
-        apply = draws["jitter"] < color_jitter_prob
-        matrix = tf.where(apply[:, None, None], matrix, tf.eye(3))
-        clips = _apply_jitter(clips, matrix, tf.where(apply[:, None], shift, 0.0), 255.0)
-    if grayscale_prob > 0:
-        apply = draws["gray"] < grayscale_prob
-        clips = _apply_color_matrix(clips, tf.where(apply[:, None, None], _gray_matrix(),
-                                                    tf.eye(3)))
-    if blur_prob > 0:
-        clips = _batch_blur(clips, draws["sigma"], draws["blur"] < blur_prob, blur_kernel_size)
-    clips = _normalize_or_rescale(clips, normalize, mean, std, 255.0)
-    if temporal_difference_prob > 0:
-        apply = draws["difference"] < temporal_difference_prob
-        clips = tf.where(apply[:, None, None, None, None], _frame_difference(clips), clips)
+        clips = tf.map_fn(lambda a: apply_draws(a[0], a[1], **options), (clips, draws),
+                          fn_output_signature=tf.float32)
+    else:
+        clips = apply_draws(clips, draws, **options)
     return tf.reshape(clips, shape)
+

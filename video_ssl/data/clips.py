@@ -123,9 +123,9 @@ def _canvas(crop: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
 
 def _training_clips(view: ViewSpec, features, starts, strides, seed) -> dict:
     """Each clip: its own crop box (decoded directly), flip and colour jitter; a flow
-    clip shares its RGB clip's window, box and flip. The flip (`augment_clip`'s own
-    draw) mirrors the decoded crop before resizing, which commutes with it and is
-    cheaper there. One traced body for all clips (tf.map_fn) keeps the graph small."""
+    clip shares its RGB clip's window, box and flip. The flip (the clip's
+    `augment.draw_clip` flip, as `augment_clip` draws it) mirrors the decoded crop
+    before resizing, which commutes with it and is cheaper there. One traced body for all clips (tf.map_fn) keeps the graph small."""
     size = view.crop_size
     frames = [view.num_frames, size, size]
     signature = {}
@@ -144,14 +144,16 @@ def _training_clips(view: ViewSpec, features, starts, strides, seed) -> dict:
     flow_hw = decode.frame_shape(features["flow"]) if "flow" in view.modalities else None
     photometric = dict(view.augmentation)
     flip_prob = photometric.pop("flip_prob", augment.FLIP_PROB)
+    color_strength = photometric.pop("color_strength", augment.COLOR_STRENGTH)
 
     def one_clip(args):
         start, stride, clip_seed = args
         box_seed, aug_seed = tf.unstack(tf.random.experimental.stateless_split(clip_seed, 2))
         box = _training_box(view, image_hw, box_seed)
         indices = sampling.clip_indices(start, view.num_frames, stride, num_available)
-        flip = functools.partial(augment.flip_left_right, seed=augment.flip_seed(aug_seed),
-                                 prob=flip_prob)
+        # One draw for the clip: its flip applies to the RGB crop and the flow alike.
+        draws = augment.draw_clip(aug_seed, color_strength=color_strength)
+        flip = functools.partial(augment.apply_flip, where=augment.decide(draws.flip, flip_prob))
         out = {}
         if "rgb" in view.modalities:
             crop = decode.decode_jpegs(features["frames"], indices, box)
@@ -159,8 +161,8 @@ def _training_clips(view: ViewSpec, features, starts, strides, seed) -> dict:
                 out["rgb"], out["rgb_size"] = _canvas(crop, size)
                 out["augment_seed"] = tf.cast(aug_seed, tf.int64)
             else:
-                out["rgb"] = augment.augment_clip(decode.resize_clip(flip(crop), size), aug_seed,
-                                                  flip_prob=0.0, max_value=255.0, **photometric)
+                out["rgb"] = augment.apply_draws(decode.resize_clip(flip(crop), size), draws,
+                                                 flip_prob=0.0, max_value=255.0, **photometric)
         if "flow" in view.modalities:
             flow_box = decode.scale_box(box, image_hw, flow_hw)
             flow = decode.decode_flow(features["flow"], indices, features["flow_bound"], flow_box)
