@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from video_ssl.data import demo, flow as flow_lib, schema
+from video_ssl.data import demo, demo_render, flow as flow_lib, schema
 
 TINY = dict(num_train=16, num_test=8, num_frames=20, videos_per_shard=6)
 
@@ -27,7 +27,7 @@ def _shard_bytes(root):
 
 def test_records_parse_with_schema(tiny):
     root, patterns = tiny
-    assert patterns["labels"] == list(demo.LABELS) and len(demo.LABELS) >= 8
+    assert patterns["labels"] == list(demo_render.LABELS) and len(demo_render.LABELS) >= 8
     assert len(glob.glob(patterns["train"])) == 3 and len(glob.glob(patterns["test"])) == 2
     for split, count in (("train", 16), ("test", 8)):
         records = _records(patterns[split])
@@ -35,17 +35,17 @@ def test_records_parse_with_schema(tiny):
         for index, record in enumerate(records):
             ex = schema.parse_sequence_example(record, ("rgb", "audio", "flow"))
             assert int(ex["label"]) == index % 8
-            assert ex["label_text"].numpy().decode() == demo.LABELS[index % 8]
+            assert ex["label_text"].numpy().decode() == demo_render.LABELS[index % 8]
             assert ex["frames"].shape == (20,) and ex["flow"].shape == (19,)
-            assert float(ex["frame_rate"]) == demo.FPS
-            assert ex["waveform"].shape == (2 * demo.SAMPLE_RATE,)  # 20 frames at 10 fps
-            assert float(ex["sample_rate"]) == demo.SAMPLE_RATE
+            assert float(ex["frame_rate"]) == demo_render.FPS
+            assert ex["waveform"].shape == (2 * demo_render.SAMPLE_RATE,)  # 20 frames at 10 fps
+            assert float(ex["sample_rate"]) == demo_render.SAMPLE_RATE
             assert float(ex["flow_bound"]) == demo.FLOW_BOUND
             assert np.abs(ex["waveform"].numpy()).max() <= 1.0
     rgb = tf.io.decode_jpeg(ex["frames"][0])
-    assert rgb.shape == (demo.HEIGHT, demo.WIDTH, 3) and min(rgb.shape[:2]) >= 64
-    assert tf.io.decode_jpeg(ex["flow"][0]).shape == (demo.HEIGHT, demo.WIDTH, 3)
-    assert (root / "labels.txt").read_text().split() == list(demo.LABELS)
+    assert rgb.shape == (demo_render.HEIGHT, demo_render.WIDTH, 3) and min(rgb.shape[:2]) >= 64
+    assert tf.io.decode_jpeg(ex["flow"][0]).shape == (demo_render.HEIGHT, demo_render.WIDTH, 3)
+    assert (root / "labels.txt").read_text().split() == list(demo_render.LABELS)
 
 
 def test_same_seed_is_byte_identical_whatever_the_worker_count(tiny, tmp_path):
@@ -55,7 +55,8 @@ def test_same_seed_is_byte_identical_whatever_the_worker_count(tiny, tmp_path):
     # Canonical bytes (maps sorted by key), so other processes, whose string hashing
     # differs, write the same bytes too.
     for record in _records(str(root / "test-*.tfrecord")):
-        assert tf.train.SequenceExample.FromString(record).SerializeToString(deterministic=True) == record
+        parsed = tf.train.SequenceExample.FromString(record)
+        assert parsed.SerializeToString(deterministic=True) == record
     other = tmp_path / "other_seed"
     demo.build(other, num_workers=1, **{**TINY, "num_train": 2, "num_test": 1}, seed=1)
     first = _records(str(other / "train-*.tfrecord"))[0]
@@ -93,8 +94,8 @@ def test_cache_builds_once_and_rebuilds_a_half_written_build(tmp_path, monkeypat
 def test_stored_flow_is_the_exact_motion(tmp_path):
     video = demo.demo_video("train", 3, num_frames=30)  # square bouncing under the camera
     ex = schema.parse_sequence_example(demo.make_record("train", 3, num_frames=30), ("rgb", "flow"))
-    stored = flow_lib.dequantize_flow(tf.map_fn(tf.io.decode_jpeg, ex["flow"], fn_output_signature=tf.uint8),
-                                      ex["flow_bound"]).numpy()
+    jpegs = tf.map_fn(tf.io.decode_jpeg, ex["flow"], fn_output_signature=tf.uint8)
+    stored = flow_lib.dequantize_flow(jpegs, ex["flow_bound"]).numpy()
     assert np.abs(video.flow).max() < demo.FLOW_BOUND
     step = 2 * demo.FLOW_BOUND / 255  # one 8-bit level; JPEG adds about one more
     assert np.abs(stored - video.flow).mean() < 2 * step
@@ -108,7 +109,7 @@ def test_stored_flow_is_the_exact_motion(tmp_path):
     # The ground truth explains the frames: frame t+1 sampled at x + flow(x) gives
     # back frame t, inside the actor (away from its edge) and on the background.
     frames = video.frames.astype(np.float32)
-    ys, xs = np.mgrid[0:demo.HEIGHT, 0:demo.WIDTH].astype(np.float32)
+    ys, xs = np.mgrid[0:demo_render.HEIGHT, 0:demo_render.WIDTH].astype(np.float32)
     with_flow, without = [], []
     for t in range(29):
         core = cv2.erode(inside[t].astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
@@ -121,7 +122,7 @@ def test_stored_flow_is_the_exact_motion(tmp_path):
 
 def _actor_track(video):
     """Per-frame actor centroid (x, y) and camera-relative actor velocity."""
-    ys, xs = np.mgrid[0:demo.HEIGHT, 0:demo.WIDTH]
+    ys, xs = np.mgrid[0:demo_render.HEIGHT, 0:demo_render.WIDTH]
     centroid = np.array([(xs[m].mean(), ys[m].mean()) for m in video.actor_mask])
     velocity = np.array([f[m].mean(0) - np.median(f[~m], axis=0)
                          for f, m in zip(video.flow, video.actor_mask[:-1])])
@@ -134,21 +135,22 @@ def _horizontal_acceleration(velocity):
 
 def _high_band_fraction(audio):
     power = np.abs(np.fft.rfft(audio)) ** 2
-    freqs = np.fft.rfftfreq(audio.size, 1 / demo.SAMPLE_RATE)
+    freqs = np.fft.rfftfreq(audio.size, 1 / demo_render.SAMPLE_RATE)
     return power[freqs > 1000].sum() / power.sum()
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_classes_differ_in_their_intended_cue(seed):
     def video(class_id):
-        return demo.generate_video(class_id, np.random.default_rng(seed), num_frames=100)
+        return demo_render.generate_video(class_id, np.random.default_rng(seed), num_frames=100)
 
     bounce_hum, bounce_beep, orbit_hum, square_hum = video(0), video(1), video(2), video(3)
 
     # Sound only: identical pictures, a low hum against high beeps.
     np.testing.assert_array_equal(bounce_hum.frames, bounce_beep.frames)
     np.testing.assert_array_equal(bounce_hum.flow, bounce_beep.flow)
-    assert _high_band_fraction(bounce_hum.audio) < 0.2 < 0.5 < _high_band_fraction(bounce_beep.audio)
+    assert (_high_band_fraction(bounce_hum.audio) < 0.2
+            < 0.5 < _high_band_fraction(bounce_beep.audio))
 
     # Appearance only: same sound and trajectory, another shape.
     np.testing.assert_array_equal(bounce_hum.audio, square_hum.audio)
@@ -167,4 +169,4 @@ def test_classes_differ_in_their_intended_cue(seed):
 
 def test_bad_class_is_rejected():
     with pytest.raises(ValueError, match="class_id 8 out of range"):
-        demo.generate_video(8, np.random.default_rng(0))
+        demo_render.generate_video(8, np.random.default_rng(0))
