@@ -1,4 +1,4 @@
-"""`video_ssl.pretrained.load_backbone` and `python -m video_ssl.evaluate` on a training
+"""`video_ssl.pretrained.load_encoder` and `python -m video_ssl.evaluate` on a training
 run of one step (tiny MoCo), with the paper configs made tiny by an overlay."""
 import glob
 import json
@@ -12,9 +12,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from test_evaluation import write_shards
+from test_evaluation import runnable_eval_configs, write_shards
 from video_ssl import cli, evaluate as evaluate_lib, train as train_lib
-from video_ssl.pretrained import CheckpointError, load_backbone
+from video_ssl.pretrained import CheckpointError, load_encoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "gin_configs")
@@ -77,11 +77,11 @@ def run(capsys, model_dir, *gin_files, extra=()):
     return code, capsys.readouterr()
 
 
-# ------------------------------------------------------------------- load_backbone
+# ------------------------------------------------------------------- load_encoder
 
 
-def test_load_backbone_restores_the_trained_backbone(model_dir):
-    pretrained = load_backbone(model_dir)
+def test_load_encoder_restores_the_trained_backbone(model_dir):
+    pretrained = load_encoder(model_dir)
     assert gin.config_str() == ""  # the training bindings are gone
     assert pretrained.method_name == "MoCo" and pretrained.step == 1
     assert pretrained.checkpoint_path.endswith("ckpt-1")
@@ -93,26 +93,26 @@ def test_load_backbone_restores_the_trained_backbone(model_dir):
     exported = saved_model.serve(clips)["features"]
     np.testing.assert_allclose(pretrained.backbone(clips, training=False), exported,
                                atol=1e-5)
-    baseline = load_backbone(model_dir, random_init=True)
+    baseline = load_encoder(model_dir, random_init=True)
     assert baseline.checkpoint_path is None and baseline.step == 0
     assert not np.allclose(baseline.backbone(clips, training=False), exported, atol=1e-3)
 
 
-def test_load_backbone_errors_name_the_path(model_dir, tmp_path):
+def test_load_encoder_errors_name_the_path(model_dir, tmp_path):
     with pytest.raises(CheckpointError, match="nowhere: no such training directory"):
-        load_backbone(str(tmp_path / "nowhere"))
+        load_encoder(str(tmp_path / "nowhere"))
     with pytest.raises(CheckpointError, match="operative_config.gin: no such file"):
-        load_backbone(str(tmp_path))
+        load_encoder(str(tmp_path))
     with pytest.raises(CheckpointError, match="ckpt-99: no such checkpoint"):
-        load_backbone(model_dir, os.path.join(model_dir, "checkpoints", "ckpt-99"))
+        load_encoder(model_dir, os.path.join(model_dir, "checkpoints", "ckpt-99"))
     no_checkpoints = tmp_path / "untrained"
     no_checkpoints.mkdir()
     shutil.copy(os.path.join(model_dir, "operative_config.gin"), no_checkpoints)
     with pytest.raises(CheckpointError, match="checkpoints: no such folder"):
-        load_backbone(str(no_checkpoints))
+        load_encoder(str(no_checkpoints))
     gin.bind_parameter("train.epochs", 3)
     with pytest.raises(ValueError, match="gin already holds bindings"):
-        load_backbone(model_dir)
+        load_encoder(model_dir)
 
 
 def mismatched_copy(model_dir, tmp_path):
@@ -130,7 +130,7 @@ def mismatched_copy(model_dir, tmp_path):
 def test_checkpoint_config_mismatch_is_one_clear_line(model_dir, tmp_path, capsys):
     copy, config = mismatched_copy(model_dir, tmp_path)
     with pytest.raises(CheckpointError, match="does not match the model configured by"):
-        load_backbone(copy)
+        load_encoder(copy)
     code, out = run(capsys, copy, os.path.join(EVAL_CONFIGS, "linear_ucf101.gin"))
     assert code == 1
     assert out.err.count("\n") == 1 and "Traceback" not in out.err
@@ -153,12 +153,12 @@ def test_linear_probe_cli_writes_report_figure_and_model(model_dir, shards, tmp_
     assert protocol["num_classes"] == 2 and protocol["epochs"] == 2
     assert report["settings"]["inputs"]["test"]["eval_crops"] == 3  # the paper's 3 crops
     assert report["settings"]["inputs"]["train"]["std"] == 0.25  # the run's normalization
-    assert "linear_probe.learning_rate = 0.5" in report["gin_config"]
+    assert "linear_probe.learning_rate = 4.0" in report["gin_config"]  # §B.2, at batch 512
     assert not glob.glob(str(tmp_path / "*.tmp*")) and not glob.glob(str(tmp_path / "*/*.tmp*"))
 
     outputs = tmp_path / "eval_linear_ucf101"
     with Image.open(outputs / "confusion.png") as image:
-        assert image.format == "PNG" and image.width > 2 * 32
+        assert image.format == "PNG" and image.width >= 600
     scores = np.load(outputs / "test_scores.npz")
     assert scores["scores"].shape == (4, 2) and scores["labels"].tolist() == [0, 1, 0, 1]
     model = keras.saving.load_model(outputs / "model.keras")
@@ -181,6 +181,10 @@ def test_retrieval_cli_random_init_writes_neighbour_sheet(model_dir, shards, tmp
     with Image.open(tmp_path / "eval_retrieval_ucf101_random_init" / "neighbours.png") as image:
         # 2 query rows of 4 tiles (query + 3 neighbours) of 112 pixels.
         assert image.width > 4 * 112 and 2 * 112 < image.height < 3 * 112
+    # Saved for two-stream fusion: features, labels and the test x train similarity.
+    saved = np.load(tmp_path / "eval_retrieval_ucf101_random_init" / "retrieval_features.npz")
+    assert saved["similarity"].shape == (4, 8) and saved["query_labels"].tolist() == [0, 1, 0, 1]
+    assert report["outputs"]["retrieval_features"].endswith("retrieval_features.npz")
 
 
 def test_unlabeled_shards_are_one_clear_line(model_dir, shards, tmp_path, capsys):
@@ -196,6 +200,8 @@ def test_unlabeled_shards_are_one_clear_line(model_dir, shards, tmp_path, capsys
     ("evaluate.train_files=None", "evaluate.train_files is not set"),
     ("evaluate.test_files='/nowhere/*.tfrecord'", "evaluate.test_files='/nowhere/*.tfrecord' "
                                                   "matches no files"),
+    ("linear_probe.epochs=3", "--gin_param=linear_probe.epochs=3: has no effect, "
+                              "evaluate.protocol is @linear_svm"),
 ])
 def test_missing_data_names_the_binding(model_dir, shards, capsys, param, message):
     code, out = run(capsys, model_dir, os.path.join(EVAL_CONFIGS, "svm_ucf101.gin"),
@@ -207,12 +213,10 @@ def test_missing_data_names_the_binding(model_dir, shards, capsys, param, messag
 @pytest.fixture(scope="module")
 def pretrained(model_dir):
     gin.clear_config()
-    return load_backbone(model_dir)
+    return load_encoder(model_dir)
 
 
-@pytest.mark.parametrize("config", sorted(
-    os.path.basename(p) for p in glob.glob(os.path.join(EVAL_CONFIGS, "*.gin"))
-    if not p.endswith(("_common.gin", "demo.gin"))))
+@pytest.mark.parametrize("config", runnable_eval_configs())
 def test_every_eval_config_parses_with_the_demo_overlay(pretrained, tmp_path, config):
     cli.parse_gin([os.path.join(EVAL_CONFIGS, config)], [])
     assert gin.query_parameter("evaluate.name") == config[:-len(".gin")]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from video_ssl import export, train as train_lib
+from video_ssl import atomic, export, serving, train as train_lib
 from video_ssl.cli import parse_gin
 from video_ssl.data import clips as clips_lib, pipeline, schema
 from video_ssl.evaluation.classifier import build_classifier
@@ -60,7 +60,7 @@ def exported(tmp_path_factory):
     classifier = keras.Sequential([keras.Input((backbone.output_shape[-1],)),
                                    keras.layers.Dense(NUM_CLASSES)])
     output = str(tmp_path_factory.mktemp("exported") / "saved_model")
-    export.export_saved_model(backbone, output, clip=CLIP, normalization=NORMALIZATION,
+    serving.export_saved_model(backbone, output, clip=CLIP, normalization=NORMALIZATION,
                               classifier=classifier, num_clips=NUM_CLIPS)
     return backbone, classifier, output, tf.saved_model.load(output)
 
@@ -96,7 +96,7 @@ def test_float_signature_matches_keras(exported):
 def test_uint8_signature_builds_in_the_evaluation_preprocessing(exported):
     backbone, classifier, _, loaded = exported
     frames = np.random.default_rng(2).integers(0, 256, (2, 4, 40, 50, 3)).astype(np.uint8)
-    view = export.eval_view(CLIP, NORMALIZATION)
+    view = serving.eval_view(CLIP, NORMALIZATION)
     crops = clips_lib.eval_rgb_crops(
         view, tf.constant(frames.reshape(8, 40, 50, 3), tf.float32) / 255.0, 2)
     assert crops.shape == (2, 4, 32, 32, 3)
@@ -135,7 +135,7 @@ def test_sequence_example_without_frames_names_the_feature(exported):
 
 
 def test_metadata_records_the_preprocessing(exported):
-    with open(os.path.join(exported[2], export.METADATA)) as f:
+    with open(os.path.join(exported[2], serving.METADATA)) as f:
         metadata = json.load(f)
     assert metadata["clip"] == {**CLIP, "target_fps": None, "short_side": None}
     assert metadata["normalization"] == {"normalize": True, **NORMALIZATION}
@@ -148,8 +148,8 @@ def test_output_is_never_half_written(exported, tmp_path):
     output = str(tmp_path / "out")
     shutil.copytree(complete, output)
     before = sorted(os.listdir(output))
-    with pytest.raises(export.ExportError, match=f"--output={output} already exists"):
-        export.export_saved_model(backbone, output, clip=CLIP)
+    with pytest.raises(serving.ExportError, match=f"--output={output} already exists"):
+        serving.export_saved_model(backbone, output, clip=CLIP)
 
     def fail_midway(directory):
         os.makedirs(directory)
@@ -158,7 +158,7 @@ def test_output_is_never_half_written(exported, tmp_path):
 
     for target, overwrite in ((output, True), (str(tmp_path / "new"), False)):
         with pytest.raises(OSError, match="disk full"):
-            export.write_directory_atomically(fail_midway, target, overwrite=overwrite)
+            atomic.write_directory(target, fail_midway, overwrite=overwrite)
         assert sorted(os.listdir(output)) == before  # the complete export is kept
         assert sorted(os.listdir(tmp_path)) == ["out"]  # nothing half-written is left
 
@@ -166,16 +166,36 @@ def test_output_is_never_half_written(exported, tmp_path):
         os.makedirs(directory)
         open(os.path.join(directory, "new"), "w").close()
 
-    export.write_directory_atomically(write, output, overwrite=True)
+    atomic.write_directory(output, write, overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(output) == ["new"]
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(export.ExportError, match=r"unknown clip/normalization settings \['crop'\]"):
-        export.eval_view({"crop": 32})
+    with pytest.raises(serving.ExportError, match=r"unknown clip/normalization settings \['crop'\]"):
+        serving.eval_view({"crop": 32})
     audio = build_backbone("audio_resnet50", width_multiplier=0.125)
-    with pytest.raises(export.ExportError, match="supports RGB video backbones"):
-        export.build_archive(audio, export.eval_view())
+    with pytest.raises(serving.ExportError, match="an RGB encoder takes"):
+        serving.build_archive(audio, serving.eval_view())
+    with pytest.raises(serving.ExportError, match="modality='depth'"):
+        serving.build_archive(audio, serving.eval_view(), modality="depth")
+
+
+def test_flow_and_audio_encoders_export_the_float_signature(tmp_path):
+    """Any encoder a method names exports: non-RGB ones with `serve` alone."""
+    for modality, name, clips in (
+            ("flow", "slow_r18", tf.random.normal([2, 4, 32, 32, 2])),
+            ("audio", "audio_resnet50", tf.random.normal([2, 64, 16, 1]))):
+        kwargs = {"input_channels": 2} if modality == "flow" else {}
+        backbone = build_backbone(name, width_multiplier=0.125, **kwargs)
+        output = str(tmp_path / modality)
+        serving.export_saved_model(backbone, output, clip=CLIP, modality=modality)
+        loaded = tf.saved_model.load(output)
+        assert "serve" in loaded.signatures and "serve_uint8" not in loaded.signatures
+        np.testing.assert_allclose(loaded.serve(clips)["features"].numpy(),
+                                   backbone(clips, training=False).numpy(), rtol=1e-4,
+                                   atol=1e-5)
+        with open(os.path.join(output, serving.METADATA)) as f:
+            assert json.load(f)["modality"] == modality
 
 
 @pytest.fixture(scope="module")
@@ -201,12 +221,12 @@ def model_dir(tmp_path_factory, videos):
 @pytest.mark.slow
 def test_trainer_export_carries_all_signatures(model_dir, videos):
     trained = os.path.join(model_dir, "export")
-    with open(os.path.join(trained, export.METADATA)) as f:
+    with open(os.path.join(trained, serving.METADATA)) as f:
         metadata = json.load(f)
     assert metadata["clip"] == {**CLIP, "target_fps": None, "short_side": None}
     assert metadata["normalization"] == {"normalize": True, **NORMALIZATION}
     loaded = tf.saved_model.load(trained)
-    assert set(export.SIGNATURES) <= set(loaded.signatures)
+    assert set(serving.SIGNATURES) <= set(loaded.signatures)
     outputs = loaded.serve_sequence_examples(tf.constant(videos[0]))
     assert list(outputs) == ["features"] and outputs["features"].shape == (3, 64)
     assert not os.path.exists(trained + ".tmp")
@@ -228,19 +248,23 @@ def test_cli_exports_a_training_run(model_dir, tmp_path, videos, capsys):
     # Both hold the last checkpoint's backbone (one step, checkpointed at the end).
     frames = np.random.default_rng(3).normal(size=(2, 4, 32, 32, 3)).astype(np.float32)
     assert_close(loaded.serve(frames), {"features": trained.serve(frames)["features"].numpy()})
-    with open(output / export.METADATA) as f:
+    with open(output / serving.METADATA) as f:
         metadata = json.load(f)
     assert metadata["source"]["method"] == "MoCo"
     assert metadata["source"]["checkpoint"].endswith("ckpt-1")
     assert metadata["normalization"]["mean"] == NORMALIZATION["mean"]
+    assert metadata["source"]["encoder"] == "rgb"
 
+    code, printed = run_cli(capsys, "--model_dir", model_dir, "--output", tmp_path / "x",
+                            "--encoder", "narrow")
+    assert code == 1 and "--encoder=narrow" in printed.err and "['rgb']" in printed.err
     code, printed = run_cli(capsys, "--model_dir", model_dir, "--output", output)
     assert code == 1
     assert f"--output={output} already exists; pass --overwrite" in printed.err
     code, printed = run_cli(capsys, "--model_dir", model_dir, "--output", output,
                             "--num_clips", 3, "--overwrite")
     assert code == 0, printed.err
-    assert json.load(open(output / export.METADATA))["num_clips"] == 3
+    assert json.load(open(output / serving.METADATA))["num_clips"] == 3
     reloaded = tf.saved_model.load(str(output))  # kept referenced: it owns the variables
     outputs = reloaded.serve_sequence_examples(tf.constant(videos[0]))
     assert outputs["features"].shape == (3, 64)
@@ -288,7 +312,7 @@ def test_cli_exports_an_evaluation_classifier(tmp_path, capsys):
     loaded = tf.saved_model.load(str(output))
 
     frames = np.random.default_rng(4).integers(0, 256, (2, 4, 40, 50, 3)).astype(np.uint8)
-    view = export.eval_view({**CLIP, "short_side": 32}, NORMALIZATION)
+    view = serving.eval_view({**CLIP, "short_side": 32}, NORMALIZATION)
     clips = clips_lib.eval_rgb_crops(
         view, tf.constant(frames.reshape(8, 40, 50, 3), tf.float32) / 255.0, 2)
     logits = model(clips, training=False)
@@ -296,7 +320,7 @@ def test_cli_exports_an_evaluation_classifier(tmp_path, capsys):
                  "logits": logits.numpy(), "probabilities": tf.nn.softmax(logits).numpy()}
     assert_close(loaded.serve_uint8(frames), reference)
     assert_close(loaded.serve(clips), reference)
-    with open(output / export.METADATA) as f:
+    with open(output / serving.METADATA) as f:
         metadata = json.load(f)
     assert metadata["clip"]["short_side"] == 32 and metadata["num_clips"] == 1
     assert metadata["source"]["checkpoint"] == "run/checkpoints/ckpt-9"

@@ -121,10 +121,19 @@ def test_cli_trains_and_writes_all_outputs(trained_run):
     assert scalars[("epoch/knn_top1", 4)] == final["knn_top1"]
     assert ("epoch/learning_rate", 2) in scalars and ("epoch/momentum", 4) in scalars
 
-    exported = tf.saved_model.load(str(model_dir / "export"))
-    features = exported.serve(tf.random.uniform([2, 4, 32, 32, 3]))["features"]
-    assert features.shape == (2, 64) and np.isfinite(features.numpy()).all()
+    # The primary encoder at export/ and every encoder (here the one, "rgb") below it.
+    clips = tf.random.uniform([2, 4, 32, 32, 3])
+    loaded = [tf.saved_model.load(str(model_dir / "export" / sub)) for sub in ("", "rgb")]
+    primary, named = (model.serve(clips)["features"] for model in loaded)
+    assert primary.shape == (2, 64) and np.isfinite(primary.numpy()).all()
+    np.testing.assert_allclose(named.numpy(), primary.numpy(), rtol=1e-5)
     assert not os.path.exists(str(model_dir / "export.tmp"))
+    spec = json.loads((model_dir / "input_spec.json").read_text())
+    assert spec["primary_encoder"] == "rgb" and spec["method"] == "MoCo"
+    assert spec["encoders"]["rgb"] == {"attribute": "backbone", "view": "clips",
+                                       "modality": "rgb"}
+    view = spec["views"]["clips"]
+    assert (view["num_clips"], view["num_frames"], view["crop_size"]) == (2, 4, 32)
 
 
 @pytest.mark.slow
@@ -281,31 +290,6 @@ def test_gin_files_compose_and_params_override(tmp_path):
     assert gin.query_parameter("%RHO") == 4
 
 
-RECIPES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIGS, "*_rho*.gin"))
-                 + glob.glob(os.path.join(CONFIGS, "*_aug_plus.gin")))
-
-
-@pytest.mark.parametrize("recipe", RECIPES)
-def test_recipes_parse_with_paper_values_and_demo_overlay(recipe):
-    method = recipe.split("_")[0]
-    cli_lib.parse_gin([os.path.join(CONFIGS, recipe)], [])
-    rho = 2 if "aug_plus" in recipe else int(recipe.split("rho")[1][0])
-    assert gin.query_parameter("%RHO") == rho
-    assert gin.query_parameter("train.global_batch_size") == 512
-    assert gin.query_parameter("train.epochs") == 200
-    assert gin.query_parameter("%BACKBONE") == "slow_r50"
-    lr = gin.query_parameter("build_optimizer.base_learning_rate")
-    assert lr == (0.4 if method == "moco" else 4.8)
-    assert gin.query_parameter("build_optimizer.name") == ("sgd" if method == "moco" else "lars")
-    assert gin.query_parameter("train_input.blur_prob") == (0.5 if "aug_plus" in recipe else 0.0)
-    with pytest.raises(ValueError):
-        gin.query_parameter("train.train_files")  # required: no default in the recipe
-    gin.clear_config()
-    cli_lib.parse_gin([os.path.join(CONFIGS, recipe), os.path.join(CONFIGS, "demo.gin")], [])
-    assert gin.query_parameter("%BACKBONE") == "slow_r18"
-    assert gin.query_parameter("%RHO") == rho
-
-
 def test_count_records_reads_headers(tmp_path, shards):
     assert reader.count_records(sorted(glob.glob(shards))) == NUM_VIDEOS
     broken = tmp_path / "broken.tfrecord"
@@ -315,44 +299,63 @@ def test_count_records_reads_headers(tmp_path, shards):
         reader.count_records([str(broken)])
 
 
+def _tiny(method_class, **kwargs):
+    return method_class("slow_r18", rho=2, backbone_kwargs={"width_multiplier": 0.125},
+                        hidden_dim=8, embedding_dim=4, **kwargs)
+
+
 def test_deferred_augmentation_runs_in_the_step(shards):
     """train_input.defer_augmentation: the pipeline emits uint8 clips and seeds, the
-    method augments them in its step, and gets what the in-pipeline path gives."""
+    method augments them in its step with its own view's settings, and gets what the
+    in-pipeline path gives."""
     from video_ssl.methods.moco import MoCo
-    model = MoCo("slow_r18", rho=2, backbone_kwargs={"width_multiplier": 0.125},
-                 queue_size=16, hidden_dim=8, embedding_dim=4)
-    augmentation = {"num_frames": 4, "frame_stride": 2, "crop_size": 32,
-                    "color_strength": 0.5, "blur_prob": 1.0}
-    for key, value in augmentation.items():
+    for key, value in {"num_frames": 4, "frame_stride": 2, "crop_size": 32,
+                       "color_strength": 0.25, "blur_prob": 1.0}.items():
         gin.bind_parameter(f"train_input.{key}", value)
-    gin.bind_parameter("train_input.defer_augmentation", True)
-    kwargs = train_lib.input_arguments(model)
-    assert model.device_augmentation == {"color_strength": 0.5, "blur_prob": 1.0}
-
-    def first_batch(**options):
-        return next(iter(pipeline.make_dataset(shards, training=True, batch_size=4, seed=3,
-                                               **options)))
-    deferred = first_batch(**kwargs)
-    assert deferred["rgb"].dtype == tf.uint8
-    reference = first_batch(**{k: v for k, v in kwargs.items() if k != "defer_augmentation"})
-    for got, want in zip(model.split_clips(deferred), model.split_clips(reference)):
+    batches, models = {}, {}
+    for defer in (True, False):
+        gin.bind_parameter("train_input.defer_augmentation", defer)
+        models[defer] = _tiny(MoCo, queue_size=16)
+        view = models[defer].views()["clips"]
+        assert view.defer_augmentation is defer
+        assert view.augmentation == {"color_strength": 0.25, "blur_prob": 1.0}
+        batches[defer] = next(iter(train_lib.view_dataset(
+            [shards], models[defer].views(), global_batch_size=4, seed=3)))
+    assert batches[True]["views"]["clips"]["rgb"].dtype == tf.uint8
+    for got, want in zip(models[True].split_clips(batches[True]),
+                         models[False].split_clips(batches[False])):
         np.testing.assert_allclose(got, want, atol=0.05)  # uint8 rounding of the resize
-    model.device_augmentation = None
-    with pytest.raises(ValueError, match="device_augmentation is not set"):
-        model.split_clips(deferred)
 
 
-def test_augmentation_moves_to_the_accelerator_unless_bound():
+def test_augmentation_moves_to_the_accelerator_unless_bound(monkeypatch):
     """Unbound, defer_augmentation follows the hardware; a binding wins either way."""
+    from video_ssl.methods import base
     from video_ssl.methods.simclr import SimCLR
-    model = SimCLR("slow_r18", rho=2, backbone_kwargs={"width_multiplier": 0.125},
-                   hidden_dim=8, embedding_dim=4)
     gin.bind_parameter("train_input.grayscale_prob", 0.3)
-    assert train_lib.input_arguments(model)["defer_augmentation"] is False
-    assert model.device_augmentation is None
-    assert train_lib.input_arguments(model, accelerator=True)["defer_augmentation"] is True
-    assert model.device_augmentation == {"grayscale_prob": 0.3}
-    model.device_augmentation = None
+    assert not _tiny(SimCLR).views()["clips"].defer_augmentation
+    monkeypatch.setattr(base, "has_accelerator", lambda: True)
+    assert _tiny(SimCLR).views()["clips"].defer_augmentation
     gin.bind_parameter("train_input.defer_augmentation", False)
-    assert train_lib.input_arguments(model, accelerator=True)["defer_augmentation"] is False
-    assert model.device_augmentation is None
+    assert not _tiny(SimCLR).views()["clips"].defer_augmentation
+
+
+@pytest.mark.parametrize("binding", ["train_input.colour_strength = 0.5",
+                                     "eval_input.num_frame = 8"])
+def test_unknown_input_key_fails_when_parsed(binding):
+    configurable, key = binding.split(" ")[0].split(".")
+    with pytest.raises(ValueError, match=f"'{configurable}' doesn't have a parameter named "
+                                         f"'{key}'"):
+        cli_lib.parse_gin([], [binding])
+
+
+def test_too_few_records_names_the_binding_and_the_count(tmp_path, shards, capsys):
+    empty = tmp_path / "empty-00000-of-00001.tfrecord"
+    empty.write_bytes(b"")
+    for pattern, count in ((str(empty), 0), (shards, NUM_VIDEOS)):
+        code = train_lib.main(cli(tmp_path, shards, tmp_path / "run",
+                                  f"train.train_files={pattern!r}",
+                                  "train.global_batch_size=16"))
+        assert code == 1
+        err = capsys.readouterr().err
+        assert f"train.train_files: {count} records" in err and "global_batch_size=16" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()

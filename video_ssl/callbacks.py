@@ -13,6 +13,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from video_ssl import atomic
+
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or Inf loss."""
@@ -20,14 +22,6 @@ class NonFiniteLossError(RuntimeError):
 
 def _as_float(value) -> float:
     return float(np.asarray(value))
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    """Writes through a temporary file and a rename, so a crash never leaves half a file."""
-    tmp = f"{path}.tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 class TerminateOnNonFiniteLoss(keras.callbacks.Callback):
@@ -94,7 +88,7 @@ class WriteOperativeConfig(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if not self._written:
-            write_text_atomically(self.path, gin.operative_config_str())
+            atomic.write_text(self.path, gin.operative_config_str())
             self._written = True
 
 
@@ -134,7 +128,7 @@ class MetricsJSON(keras.callbacks.Callback):
         self.write()
 
     def write(self) -> None:
-        write_text_atomically(self.path, json.dumps(
+        atomic.write_text(self.path, json.dumps(
             {"epochs": self.epochs, "final": self.final or {"wall_time_s": self.wall_time()}},
             indent=2))
 

@@ -2,11 +2,12 @@
 
     python -m video_ssl.evaluate --gin_file=gin_configs/eval/<protocol>.gin \\
         [--gin_file=F2 ...] [--gin_param=P ...] --checkpoint=MODEL_DIR \\
-        [--random_init] [--output_dir=DIR]
+        [--encoder=NAME] [--random_init] [--output_dir=DIR]
 
 MODEL_DIR is a `video_ssl.train` model_dir: its operative config says how to build the
-backbone, its newest checkpoint gives the weights (`--random_init`: none, the
-baseline). The gin files pick the protocol (`evaluate.protocol`: @linear_probe,
+encoder (the method's primary one, or `--encoder=NAME`), its newest checkpoint gives
+the weights (`--random_init`: none, the baseline). The gin files pick the protocol
+(`evaluate.protocol`: @linear_probe,
 @finetune, @retrieval, @linear_svm from `video_ssl.evaluation`), its settings, the
 labeled splits (`evaluate.train_files`, `evaluate.test_files`) and the clips
 (`eval_input`, scoped `train/` for augmented training clips, `test/` for test views,
@@ -21,6 +22,9 @@ with NAME = `evaluate.name` (+ "_random_init" for the baseline):
                              (`video_ssl.evaluation.multiview.fuse`)
   eval_NAME/model.keras      linear probe and fine-tuning: backbone + classifier
   eval_NAME/neighbours.png   retrieval: example queries and their nearest train videos
+  eval_NAME/retrieval_features.npz  retrieval: query/gallery features and labels and the
+                             test x train similarity, for two-stream fusion
+                             (`video_ssl.evaluation.retrieval.fused_recall`)
 """
 from __future__ import annotations
 
@@ -38,25 +42,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from video_ssl.callbacks import write_text_atomically
+from video_ssl import atomic
 from video_ssl.cli import parse_gin
 from video_ssl.data.reader import match_files
-from video_ssl.evaluation import features, figures
+from video_ssl.evaluation import figures
 from video_ssl.evaluation import finetune, linear, retrieval, svm  # noqa: F401  (gin)
-from video_ssl.evaluation.protocol import EvalData, Result, require
-from video_ssl.pretrained import Pretrained, load_backbone
+from video_ssl.evaluation.protocol import EvalData, Result, check_protocol_bindings, require
+from video_ssl.data.input_spec import eval_input
+from video_ssl.pretrained import Pretrained, load_encoder
 
 SPLITS = ("train", "test", "gallery")
 THUMBNAIL_SIZE = 112
-
-
-@gin.configurable
-def eval_input(**kwargs) -> dict:
-    """`make_dataset` keyword arguments for evaluation clips, bound as
-    `eval_input.<name>` (every split) or `train/eval_input.<name>` (augmented training
-    clips), `test/eval_input.<name>` (test views), `gallery/eval_input.<name>`
-    (retrieval gallery views). `window_overlap` sets dense windows by overlap."""
-    return kwargs
 
 
 def split_inputs(pretrained: Pretrained) -> dict[str, dict]:
@@ -70,14 +66,6 @@ def split_inputs(pretrained: Pretrained) -> dict[str, dict]:
     return inputs
 
 
-def _atomic(path: str, write: Callable[[str], object]) -> None:
-    """`write(temporary path)`, then a rename: a crash never leaves half a file."""
-    stem, extension = os.path.splitext(path)
-    tmp = f"{stem}.tmp{extension}"
-    write(tmp)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 def write_outputs(result: Result, data: EvalData, directory: str, title: str) -> dict:
     """Writes the result's figures, scores and model under `directory`; returns
     {what: file name}."""
@@ -89,19 +77,22 @@ def write_outputs(result: Result, data: EvalData, directory: str, title: str) ->
         return os.path.join(directory, name)
 
     if result.confusion is not None:
-        _atomic(out("confusion.png"),
-                lambda p: figures.save_confusion_png(p, result.confusion, title))
+        names = data.class_names(len(result.confusion))  # axis labels, when known
+        atomic.write_file(out("confusion.png"),
+                lambda p: figures.save_confusion_png(p, result.confusion, title, names))
     if result.scores is not None:
-        _atomic(out("test_scores.npz"),
+        atomic.write_file(out("test_scores.npz"),
                 lambda p: np.savez(p, scores=result.scores, labels=result.labels))
+    for stem, arrays in result.arrays.items():  # e.g. retrieval_features.npz
+        atomic.write_file(out(f"{stem}.npz"), lambda p, arrays=arrays: np.savez(p, **arrays))
     if result.model is not None:
-        _atomic(out("model.keras"), result.model.save)
+        atomic.write_file(out("model.keras"), result.model.save)
     if result.neighbours:
         queries = data.first_frames("test", [e["query"] for e in result.neighbours],
                                     THUMBNAIL_SIZE)
         gallery = data.first_frames("train", [i for e in result.neighbours
                                               for i in e["neighbours"]], THUMBNAIL_SIZE)
-        _atomic(out("neighbours.png"),
+        atomic.write_file(out("neighbours.png"),
                 lambda p: figures.save_retrieval_png(p, result.neighbours, queries, gallery))
     return written
 
@@ -120,7 +111,7 @@ def evaluate(pretrained: Pretrained, output_dir: str, *, name: str | None = None
     """
     name = require(name, "evaluate.name")
     protocol = require(protocol, "evaluate.protocol")
-    key = features.input_modality(pretrained.backbone)
+    key = pretrained.modality
     if key == "audio":
         raise ValueError("evaluate: audio backbones are not supported by the evaluation "
                          "protocols yet")
@@ -145,7 +136,7 @@ def evaluate(pretrained: Pretrained, output_dir: str, *, name: str | None = None
                             title=f"{tag} ({pretrained.method_name}, step "
                                   f"{pretrained.step}): {headline}")
     report = {
-        "protocol": name, "method": pretrained.method_name,
+        "protocol": name, "method": pretrained.method_name, "encoder": pretrained.encoder,
         "checkpoint": pretrained.checkpoint_path, "step": pretrained.step,
         "random_init": random_init, "metrics": result.metrics,
         "settings": {"protocol": result.settings, "inputs": inputs, "batch_size": batch_size,
@@ -156,7 +147,7 @@ def evaluate(pretrained: Pretrained, output_dir: str, *, name: str | None = None
         "wall_time_s": time.time() - start, "gin_config": gin.operative_config_str()}
     if result.neighbours:
         report["examples"] = result.neighbours
-    write_text_atomically(os.path.join(output_dir, f"eval_{tag}.json"),
+    atomic.write_text(os.path.join(output_dir, f"eval_{tag}.json"),
                           json.dumps(report, indent=2, default=str) + "\n")
     return report
 
@@ -181,6 +172,8 @@ def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
                         help="one gin binding, e.g. linear_probe.epochs=10; after the files")
     parser.add_argument("--checkpoint", required=True,
                         help="the training model_dir (operative_config.gin + checkpoints/)")
+    parser.add_argument("--encoder", default=None,
+                        help="which of the run's encoders to evaluate (default: its primary one)")
     parser.add_argument("--random_init", action="store_true",
                         help="evaluate the same backbone at random initialization (baseline)")
     parser.add_argument("--output_dir", default=None,
@@ -195,8 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not tf.io.gfile.exists(path):
                 raise ValueError(f"--gin_file={path}: no such file")
         keras.utils.set_random_seed(0)  # the random-init baseline is reproducible
-        pretrained = load_backbone(args.checkpoint, random_init=args.random_init)
+        pretrained = load_encoder(args.checkpoint, encoder=args.encoder,
+                                  random_init=args.random_init)
         parse_gin(args.gin_file, args.gin_param)
+        check_protocol_bindings(args.gin_param)  # another protocol's binding does nothing
         report = evaluate(pretrained, args.output_dir or args.checkpoint)
     except (ValueError, tf.errors.OpError) as error:
         print(f"video_ssl.evaluate: error: {error_line(error)}", file=sys.stderr)

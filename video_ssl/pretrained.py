@@ -1,13 +1,14 @@
-"""A pre-trained backbone from a training run's `model_dir`, for evaluation and export.
+"""A pre-trained encoder from a training run's `model_dir`, for evaluation and export.
 
-`load_backbone(model_dir)` reads `model_dir/operative_config.gin` (written by
+`load_encoder(model_dir)` reads `model_dir/operative_config.gin` (written by
 `video_ssl.train`), builds the method it names under gin, restores the newest
-checkpoint of `model_dir/checkpoints/` (or a given one) and returns the online
-backbone with what an evaluation needs to cut clips the way training did.
+checkpoint of `model_dir/checkpoints/` (or a given one) and returns one of the
+method's encoders (the primary one unless named) with what an evaluation needs to cut
+clips the way training did, read from the run's `input_spec.json`.
 
 Gin: the training bindings are parsed into gin's global config only while the method
 is built; gin's config is cleared afterwards. Because of that, gin must hold no
-bindings when `load_backbone` is called (it refuses otherwise, rather than wiping
+bindings when `load_encoder` is called (it refuses otherwise, rather than wiping
 them): load the backbone first, then parse evaluation gin files.
 """
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import inspect
 import os
 import re
 
@@ -23,16 +23,9 @@ import gin
 import keras
 import tensorflow as tf
 
-from video_ssl.data import augment, pipeline
-
-_CLIP_KEYS = ("num_frames", "frame_stride", "crop_size", "target_fps")
-_NORMALIZATION_KEYS = ("mean", "std")
-
-
-def _defaults(function, keys) -> dict:
-    """What the pipeline uses when the training config did not bind `keys`."""
-    parameters = inspect.signature(function).parameters
-    return {k: parameters[k].default for k in keys}
+from video_ssl import cli
+from video_ssl.data import input_spec
+from video_ssl.methods.base import read_input_spec
 
 
 class CheckpointError(ValueError):
@@ -42,9 +35,12 @@ class CheckpointError(ValueError):
 
 @dataclasses.dataclass
 class Pretrained:
-    """A backbone and the facts about its training run an evaluation needs.
+    """An encoder and the facts about its training run an evaluation needs.
 
-    backbone: keras.Model from clips (B, T, H, W, C) to pooled features (B, D).
+    backbone: keras.Model from clips (B, T, H, W, C) (audio: (B, frames, bins, 1)) to
+      pooled features (B, D).
+    encoder: its name in the method (e.g. "rgb", "flow", "narrow").
+    modality: what it takes: "rgb", "flow" or "audio".
     method_name: the training method's class name (e.g. "MoCo").
     clip: num_frames, frame_stride, crop_size and target_fps of the training clips.
     normalization: mean and std the training pipeline normalized clips with
@@ -53,6 +49,8 @@ class Pretrained:
     step: the optimizer step the checkpoint was saved at (0 for `random_init`).
     """
     backbone: keras.Model
+    encoder: str
+    modality: str
     method_name: str
     clip: dict
     normalization: dict
@@ -84,19 +82,15 @@ def _resolve_checkpoint(model_dir: str, checkpoint: str | None) -> str:
     return checkpoint
 
 
-def _build_method(config_path: str) -> keras.Model:
-    """Builds the method bound to `train.method` in the (already parsed) gin config."""
+def _build_method(config_path: str, method_name: str) -> keras.Model:
+    """Builds the method class `method_name` with its bindings in the (already parsed)
+    operative config."""
     try:
-        reference = gin.query_parameter("train.method")
+        method_class = gin.get_configurable(method_name)
     except ValueError:
-        raise ValueError(f"{config_path}: no binding for train.method; expected the "
-                         "operative config of a video_ssl.train run") from None
-    # Unknown configurables were skipped while parsing: their references are not
-    # ConfigurableReferences.
-    if not isinstance(reference, gin.config.ConfigurableReference):
-        raise ValueError(f"{config_path}: train.method does not name a method this version "
-                         "of video_ssl knows (expected a reference such as @MoCo)")
-    return reference.scoped_configurable_fn()
+        raise ValueError(f"{config_path}: the run trained {method_name!r}, which this version "
+                         "of video_ssl does not know") from None
+    return method_class()
 
 
 @contextlib.contextmanager
@@ -121,33 +115,20 @@ def _restore(method: keras.Model, checkpoint_path: str) -> str | None:
     return None
 
 
-def _clip_settings(train_input: dict) -> tuple[dict, dict]:
-    clip = {**_defaults(pipeline.make_dataset, _CLIP_KEYS),
-            **{k: v for k, v in train_input.items() if k in _CLIP_KEYS}}
-    if train_input.get("normalize", True):
-        normalization = {**_defaults(augment.augment_clip, _NORMALIZATION_KEYS),
-                         **{k: v for k, v in train_input.items() if k in _NORMALIZATION_KEYS}}
-    else:
-        normalization = {"mean": 0.0, "std": 1.0}
-    return clip, normalization
-
-
-def load_backbone(model_dir: str, checkpoint: str | None = None, *,
-                  random_init: bool = False) -> Pretrained:
-    """The backbone of the training run in `model_dir`.
+def load_encoder(model_dir: str, checkpoint: str | None = None, *, encoder: str | None = None,
+                 random_init: bool = False) -> Pretrained:
+    """An encoder of the training run in `model_dir`.
 
     checkpoint: a checkpoint prefix (or a folder of checkpoints) to restore instead of
       the newest one in `model_dir/checkpoints/`.
-    random_init: build the same backbone (same config, the caller's Keras seed) without
-      restoring anything: the baseline a trained backbone is compared against.
+    encoder: the encoder's name (`--encoder`); default the method's primary encoder.
+    random_init: build the same encoder (same config, the caller's Keras seed) without
+      restoring anything: the baseline a trained encoder is compared against.
 
     Raises CheckpointError (a ValueError) naming the path when model_dir, its
     operative config or the checkpoint is missing, and naming both files when the
     checkpoint does not fit the configured model. Gin: see the module docstring.
     """
-    # Imported here: they register the configurables the operative config names.
-    from video_ssl import cli, train
-
     if not tf.io.gfile.isdir(model_dir):
         raise CheckpointError(f"{model_dir}: no such training directory")
     config_path = os.path.join(model_dir, "operative_config.gin")
@@ -155,8 +136,16 @@ def load_backbone(model_dir: str, checkpoint: str | None = None, *,
         raise CheckpointError(f"{config_path}: no such file (video_ssl.train writes it "
                               "after the first training step)")
     checkpoint_path = None if random_init else _resolve_checkpoint(model_dir, checkpoint)
+    spec = read_input_spec(model_dir)
+    name = encoder or spec["primary_encoder"]
+    if name not in spec["encoders"]:
+        raise CheckpointError(f"--encoder={name}: {model_dir} ({spec['method']}) has no such "
+                              f"encoder; expected one of {sorted(spec['encoders'])}")
+    source = spec["encoders"][name]
+    clip, normalization = input_spec.clip_settings(
+        input_spec.view_from_json(spec["views"][source["view"]]))
     if gin.config_str():
-        raise ValueError("load_backbone: gin already holds bindings; call it before parsing "
+        raise ValueError("load_encoder: gin already holds bindings; call it before parsing "
                          "other gin files (it parses the training config and clears gin)")
     with tf.io.gfile.GFile(config_path) as f:
         config_text = f.read()
@@ -165,8 +154,7 @@ def load_backbone(model_dir: str, checkpoint: str | None = None, *,
     try:
         # Unknown configurables (e.g. a user's callback module) do not matter here.
         gin.parse_config(config_text, skip_unknown=True)
-        method = _build_method(config_path)
-        clip, normalization = _clip_settings(train.train_input())
+        method = _build_method(config_path, spec["method"])
     finally:
         gin.clear_config()
 
@@ -183,5 +171,7 @@ def load_backbone(model_dir: str, checkpoint: str | None = None, *,
             raise CheckpointError(f"checkpoint {checkpoint_path} does not match the model "
                                   f"configured by {config_path}: {failure}")
         step = _checkpoint_step(checkpoint_path) or 0
-    return Pretrained(backbone=method.backbone, method_name=type(method).__name__, clip=clip,
-                      normalization=normalization, checkpoint_path=checkpoint_path, step=step)
+    return Pretrained(backbone=method.encoders()[name], encoder=name,
+                      modality=source["modality"], method_name=type(method).__name__,
+                      clip=clip, normalization=normalization,
+                      checkpoint_path=checkpoint_path, step=step)

@@ -1,18 +1,22 @@
 """Self-supervised pre-training: `python -m video_ssl.train --gin_file=F ... --model_dir=D`.
 
 This module only wires things together: gin, the distribution strategy, the input
-datasets and the callbacks. The objectives live in `video_ssl.methods`, the input
-pipeline in `video_ssl.data`, the optimizers in `video_ssl.optim`.
+datasets and the callbacks. It knows no method: a method (`video_ssl.methods`) names
+its encoders and declares its input views; the trainer builds the views' datasets,
+runs `model.fit`, monitors every encoder with the kNN monitor on its own modality and
+exports every encoder.
 
 `model_dir` receives `checkpoints/` (every `train.checkpoint_every_steps` steps and
 at the end; re-running the same command resumes from the newest), `tensorboard/`,
-`operative_config.gin` (written after the first step), `metrics.json` (per epoch and
-final) and `export/` (the backbone as a SavedModel, see `video_ssl.export`).
+`input_spec.json` (the method's views and encoders, before the first step),
+`operative_config.gin` (after the first step), `metrics.json` (per epoch and final)
+and `export/` (the primary encoder as a SavedModel, and `export/<encoder>/` for every
+encoder, see `video_ssl.serving`).
 """
 from __future__ import annotations
 
 import argparse
-import inspect
+import json
 import os
 import sys
 from typing import Callable, Sequence
@@ -22,55 +26,15 @@ import gin
 import keras
 import tensorflow as tf
 
+from video_ssl import atomic
 from video_ssl import callbacks as cb
-from video_ssl import export as export_lib
+from video_ssl import serving
 from video_ssl.cli import parse_gin
-from video_ssl.data import augment, pipeline
+from video_ssl.data import input_spec, pipeline
 from video_ssl.data.reader import count_records, match_files
+from video_ssl.distribute import is_chief, make_strategy
 from video_ssl.evaluation.knn import KNNMonitor
-
-# Keys of `train_input` that also shape the kNN evaluation clips.
-_CLIP_SHAPE_KEYS = ("num_frames", "frame_stride", "crop_size")
-
-
-@gin.configurable
-def train_input(**kwargs) -> dict:
-    """Keyword arguments for the training `make_dataset` call (frames, stride, crop
-    size, temporal gaps, augmentation, ...), bound in gin as `train_input.<name> =
-    value`. The clip count is not among them: it follows the method's rho."""
-    return kwargs
-
-
-@gin.configurable(denylist=["name"])
-def make_strategy(name, devices: Sequence[str] | None = None,
-                  tpu_address: str = "") -> tf.distribute.Strategy:
-    """`default` (one device), `mirrored` (`devices`, default all local GPUs),
-    `multi_worker` (TF_CONFIG cluster) or `tpu` (at `tpu_address`, empty for the
-    local TPU); a Strategy object is used as it is (callers embedding the trainer in a
-    process that already has one: TensorFlow's collectives clash between strategies)."""
-    if isinstance(name, tf.distribute.Strategy):
-        return name
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy(devices)
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"train.strategy={name!r}; expected default, mirrored, multi_worker or tpu")
-
-
-def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type or isinstance(strategy, tf.distribute.TPUStrategy):
-        return True
-    return resolver.task_type == "chief" or (
-        resolver.task_type == "worker" and resolver.task_id == 0
-        and "chief" not in resolver.cluster_spec().as_dict())
+from video_ssl.methods.base import INPUT_SPEC_FILE, Method
 
 
 def _fit(model, dataset, callbacks, *, start_step: int, epochs: int, steps_per_epoch: int,
@@ -89,65 +53,77 @@ def _fit(model, dataset, callbacks, *, start_step: int, epochs: int, steps_per_e
                   callbacks=callbacks, verbose=verbose, shuffle=False)
 
 
-def configure_schedule(model: keras.Model, *, total_steps: int, steps_per_epoch: int) -> None:
-    """Tells the method the run's length: `total_steps` drives momentum annealing;
-    SwAV freezes its prototypes during the first epoch unless told otherwise."""
-    model.total_steps.assign(total_steps)
-    freeze = getattr(model, "freeze_prototypes_steps", None)
-    if freeze is not None and int(freeze.numpy()) == 0:
-        freeze.assign(steps_per_epoch)
+def view_dataset(files: Sequence[str], views: dict, *, global_batch_size: int, seed: int,
+                 input_context=None) -> tf.data.Dataset:
+    """Training batches {"views": {name: {modality: ...}}, "label"} of a method's views."""
+    names = list(views)
+    ds = pipeline.make_view_dataset(
+        files, [views[n] for n in names], training=True, batch_size=global_batch_size,
+        input_context=input_context, seed=seed,
+        **input_spec.dataset_options(input_spec.train_input()))
+    return ds.map(lambda b: {"views": dict(zip(names, b["views"])), "label": b["label"]})
 
 
-def has_accelerator(strategy: tf.distribute.Strategy) -> bool:
-    """Whether the replicas run on GPUs or TPUs (rather than the host's CPU)."""
-    return (isinstance(strategy, tf.distribute.TPUStrategy)
-            or bool(tf.config.list_logical_devices("GPU")))
+def knn_monitors(model: Method, bank_files: Sequence[str], query_files: Sequence[str], *,
+                 batch_size: int, every_n_epochs: int, k: int,
+                 temperature: float) -> list[KNNMonitor]:
+    """One online kNN monitor per encoder, on one centre clip per video shaped like
+    that encoder's training clips, in its own modality. The primary encoder logs
+    `knn_top1`, the others `knn_top1_<encoder>`."""
+    views, monitors = model.views(), []
+    for name, source in model.encoder_inputs().items():
+        view = views[source.view]
+        clip, normalization = input_spec.clip_settings(view)
 
-
-def input_arguments(model: keras.Model, *, accelerator: bool = False) -> dict:
-    """`make_dataset` arguments: the clip count follows the method's rho (rho=1: two
-    augmentations of one window), the rest comes from `train_input`.
-
-    The augmentation after the crop (resize, flip, colour jitter, grayscale, blur,
-    normalization) runs on the accelerator when there is one: the pipeline then stops
-    after decoding the crops (uint8, plus sizes and seeds) and the method applies the
-    same draws in its step, which keeps the pipeline at about the JPEG-decode floor
-    (benchmarks/RESULTS.md). On the CPU it stays in the pipeline, where it is cheaper
-    per clip. Bind
-    `train_input.defer_augmentation = True / False` to choose yourself."""
-    kwargs = train_input()
-    for key in ("num_clips", "same_window"):
-        if key in kwargs:
-            raise ValueError(f"train_input.{key} is derived from {type(model).__name__}.rho; "
-                             "set that binding instead")
-    kwargs.setdefault("defer_augmentation", accelerator)
-    if kwargs["defer_augmentation"]:
-        accepted = inspect.signature(augment.augment_batch).parameters
-        model.device_augmentation = {k: v for k, v in kwargs.items() if k in accepted}
-    return {"num_clips": model.num_clips, "same_window": model.rho == 1, **kwargs}
-
-
-def knn_monitor(bank_files: Sequence[str], query_files: Sequence[str], input_kwargs: dict, *,
-                batch_size: int, every_n_epochs: int) -> KNNMonitor:
-    """The online kNN monitor on one centre clip per video, shaped like the training
-    clips (frames, stride, crop size)."""
-    clip_shape = {k: input_kwargs[k] for k in _CLIP_SHAPE_KEYS if k in input_kwargs}
-
-    def split(files):
-        return lambda: pipeline.make_dataset(files, training=False, batch_size=batch_size,
-                                             **clip_shape)
-    return KNNMonitor(split(bank_files), split(query_files), every_n_epochs=every_n_epochs)
+        def split(files, view=view, clip=clip, normalization=normalization, source=source):
+            return lambda: pipeline.make_dataset(
+                files, training=False, batch_size=batch_size, modalities=(source.modality,),
+                audio=view.audio, **clip, **normalization)
+        key = "knn_top1" if name == model.primary_encoder else f"knn_top1_{name}"
+        monitors.append(KNNMonitor(split(bank_files), split(query_files), key=key,
+                                   modality=source.modality, every_n_epochs=every_n_epochs,
+                                   k=k, temperature=temperature,
+                                   encoder=lambda m, name=name: m.encoders()[name]))
+    return monitors
 
 
 def final_metrics(epochs_logged: Sequence[dict], **facts) -> dict:
     """The latest value of every logged quantity, the run's facts, and the kNN
-    accuracy at random initialization (the epoch-0 entry) when there is one."""
+    accuracies at random initialization (the epoch-0 entry) when there are any."""
     final = {k: v for entry in epochs_logged for k, v in entry.items()
              if k not in ("epoch", "wall_time_s")}
     final.update(facts)
-    if epochs_logged and epochs_logged[0]["epoch"] == 0 and "knn_top1" in epochs_logged[0]:
-        final["knn_top1_random_init"] = epochs_logged[0]["knn_top1"]
+    if epochs_logged and epochs_logged[0]["epoch"] == 0:
+        for key, value in epochs_logged[0].items():
+            if key.startswith("knn_top1"):
+                final[f"{key}_random_init"] = value
     return final
+
+
+def export_encoders(model: Method, export_dir: str) -> None:
+    """The primary encoder at `export_dir` itself (where single-encoder runs have always
+    put it), then `export_dir/<encoder>/` for every encoder."""
+    views = model.views()
+    primary = model.encoder_inputs()[model.primary_encoder]
+    clip, normalization = input_spec.clip_settings(views[primary.view])
+    serving.export_saved_model(model.encoders()[model.primary_encoder], export_dir,
+                               clip=clip, normalization=normalization,
+                               modality=primary.modality, overwrite=True)
+    for name, source in model.encoder_inputs().items():
+        clip, normalization = input_spec.clip_settings(views[source.view])
+        serving.export_saved_model(model.encoders()[name], os.path.join(export_dir, name),
+                                   clip=clip, normalization=normalization,
+                                   modality=source.modality, overwrite=True)
+
+
+def _steps_per_epoch(files: Sequence[str], global_batch_size: int) -> int:
+    records = count_records(files)
+    if records < global_batch_size:
+        raise ValueError(
+            f"train.train_files: {records} records in {len(files)} file(s) "
+            f"({files[0]}{', ...' if len(files) > 1 else ''}), fewer than one global batch "
+            f"(train.global_batch_size={global_batch_size}); expected at least that many")
+    return records // global_batch_size
 
 
 @gin.configurable(denylist=["model_dir"])
@@ -165,6 +141,8 @@ def train(model_dir: str, *,
           knn_query_files: str | None = None,
           knn_every_epochs: int = 1,
           knn_batch_size: int = 32,
+          knn_k: int = 20,
+          knn_temperature: float = 0.07,
           tensorboard_every_steps: int = 100,
           seed: int = 0,
           verbose="auto",
@@ -174,9 +152,14 @@ def train(model_dir: str, *,
     method: gin reference to a method class (e.g. `@MoCo`), called with no
     arguments inside the strategy scope. optimizer: gin reference to
     `build_optimizer`, called with `global_batch_size`, `total_steps` and
-    `warmup_steps`. steps_per_epoch: counted from the train shards when None.
-    strategy: a `make_strategy` name or a Strategy. knn_bank_files / knn_query_files: labeled
+    `warmup_steps`. steps_per_epoch: counted from the train shards when None (an
+    error when they hold fewer records than one global batch). strategy: a
+    `make_strategy` name or a Strategy. knn_bank_files / knn_query_files: labeled
     splits for the online kNN monitor (memory bank and queries); off when unset.
+    knn_k: neighbours that vote. 20 suits banks from a few hundred videos up; the
+    200 of Wu et al. / PySlowFast is for Kinetics-size banks (hundreds of videos per
+    class): with a bank of a few hundred videos it outvotes the near neighbours with
+    the class prior, and the curve then says less than it should.
     """
     files = match_files(train_files, "train.train_files")
     knn_splits = None
@@ -184,18 +167,21 @@ def train(model_dir: str, *,
         knn_splits = (match_files(knn_bank_files, "train.knn_bank_files"),
                       match_files(knn_query_files, "train.knn_query_files"))
     if steps_per_epoch is None:
-        steps_per_epoch = max(1, count_records(files) // global_batch_size)
+        steps_per_epoch = _steps_per_epoch(files, global_batch_size)
     total_steps = epochs * steps_per_epoch
     keras.utils.set_random_seed(seed)
 
     distribution = make_strategy(strategy)
-    chief = _is_chief(distribution)
+    chief = is_chief(distribution)
     # Non-chief workers take part in the collective saves but keep nothing.
     out_dir = model_dir if chief else os.path.join(model_dir, f".worker-{os.getpid()}")
     tf.io.gfile.makedirs(out_dir)
 
     with distribution.scope():
         model = method()
+        if not isinstance(model, Method):
+            raise ValueError(f"train.method: expected a video_ssl method class, got "
+                             f"{type(model).__name__}")
         opt = optimizer(global_batch_size=global_batch_size, total_steps=total_steps,
                         warmup_steps=int(round(warmup_epochs * steps_per_epoch)))
         model.compile(optimizer=opt)
@@ -208,41 +194,50 @@ def train(model_dir: str, *,
         latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
         if latest:
             checkpoint.restore(latest).assert_existing_objects_matched()
+        else:
+            for line in model.initialize_encoders():
+                print(line)
         # After restoring, so that a re-run with more epochs anneals over the new length.
-        configure_schedule(model, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+        model.configure(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     start_step = int(opt.iterations.numpy())
     if start_step:
         print(f"Resuming from {latest} at step {start_step} of {total_steps}")
+    if chief:
+        atomic.write_text(os.path.join(model_dir, INPUT_SPEC_FILE),
+                          json.dumps(model.input_spec(), indent=1))
 
-    input_kwargs = input_arguments(model, accelerator=has_accelerator(distribution))
-    where = ("the training step" if input_kwargs["defer_augmentation"] else "the input pipeline")
-    print(f"Augmentation after the crop runs in {where} (train_input.defer_augmentation="
-          f"{input_kwargs['defer_augmentation']})")
+    views = model.views()
+    for name, view in views.items():
+        where = "the training step" if view.defer_augmentation else "the input pipeline"
+        print(f"View {name!r}: the augmentation after the crop runs in {where} "
+              f"(train_input.defer_augmentation={view.defer_augmentation})")
     dataset = distribution.distribute_datasets_from_function(
-        lambda ctx: pipeline.make_dataset(
-            files, training=True, batch_size=ctx.get_per_replica_batch_size(global_batch_size),
-            input_context=ctx, seed=seed + start_step, **input_kwargs))
+        lambda ctx: view_dataset(files, views, global_batch_size=global_batch_size,
+                                 seed=seed + start_step, input_context=ctx))
 
     metrics = cb.MetricsJSON(os.path.join(out_dir, "metrics.json"))
     callbacks = [cb.TerminateOnNonFiniteLoss(),
                  cb.StepCheckpoint(manager, checkpoint_every_steps),
                  cb.WriteOperativeConfig(os.path.join(out_dir, "operative_config.gin")),
                  cb.LogLearningRate()]
-    knn = None
+    monitors = []
     if knn_splits:
-        knn = knn_monitor(*knn_splits, input_kwargs, batch_size=knn_batch_size,
-                          every_n_epochs=knn_every_epochs)
-        knn.set_model(model)
-        callbacks.append(knn)
+        monitors = knn_monitors(model, *knn_splits, batch_size=knn_batch_size,
+                                every_n_epochs=knn_every_epochs, k=knn_k,
+                                temperature=knn_temperature)
+        for monitor in monitors:
+            monitor.set_model(model)
+        callbacks += monitors
     tensorboard = cb.TensorBoardScalars(os.path.join(out_dir, "tensorboard"),
                                         tensorboard_every_steps)
     callbacks += [metrics, tensorboard, *extra_callbacks]
 
-    if knn and start_step == 0:
+    if monitors and start_step == 0:
         # The random-initialization baseline, so the logs show what training added.
-        accuracy = knn.evaluate()
-        metrics.record(0, {"step": 0, "knn_top1": accuracy})
-        tensorboard.write("epoch", {"knn_top1": accuracy}, step=0)
+        print("kNN monitor: scoring the encoders at random initialization ...")
+        accuracies = {monitor.key: monitor.evaluate() for monitor in monitors}
+        metrics.record(0, {"step": 0, **accuracies})
+        tensorboard.write("epoch", accuracies, step=0)
     if start_step < total_steps:
         _fit(model, dataset, callbacks, start_step=start_step, epochs=epochs,
              steps_per_epoch=steps_per_epoch, verbose=verbose)
@@ -251,8 +246,8 @@ def train(model_dir: str, *,
                                  epochs=epochs, steps_per_epoch=steps_per_epoch,
                                  global_batch_size=global_batch_size))
     if chief:
-        export_lib.export_saved_model(model.backbone, os.path.join(model_dir, "export"),
-                                      overwrite=True, **export_lib.preprocessing_of(input_kwargs))
+        print(f"Exporting {', '.join(model.encoders())} to {os.path.join(model_dir, 'export')}")
+        export_encoders(model, os.path.join(model_dir, "export"))
     else:
         tf.io.gfile.rmtree(out_dir)
     return metrics.final

@@ -26,8 +26,9 @@ VIEW_KEYS = tuple(f.name for f in dataclasses.fields(ViewSpec)
 AUGMENT_KEYS = tuple(name for name, p in inspect.signature(augment.augment_clip).parameters.items()
                      if p.kind == p.KEYWORD_ONLY and name != "is_flow")
 DATASET_KEYS = ("default_frame_rate", "shuffle_buffer", "num_parallel_calls", "deterministic")
-# Evaluation only: dense windows given by their overlap (evaluation.protocol).
-EVAL_KEYS = ("window_overlap",)
+# Evaluation only: the test views' clip count (training clips follow the method) and
+# dense windows given by their overlap (evaluation.protocol).
+EVAL_KEYS = ("num_clips", "window_overlap")
 
 
 def _configurable_input(name: str, keys: tuple[str, ...], doc: str):

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from video_ssl.evaluation.multiview import average_over_views
 
-DEFAULT_K = 200
+DEFAULT_K = 20
 DEFAULT_TEMPERATURE = 0.07
 
 
@@ -56,19 +56,21 @@ def knn_accuracy(bank_features, bank_labels, query_features, query_labels, **kwa
 
 
 class KNNMonitor(keras.callbacks.Callback):
-    """Logs the kNN top-1 accuracy of the model's backbone every `every_n_epochs`
+    """Logs the kNN top-1 accuracy of one of the model's encoders every `every_n_epochs`
     and after the last epoch.
 
     The memory bank is a labeled train split and the queries a test split, each a
     zero-argument callable returning a fresh dataset of one centre clip per video.
-    The value is added to the epoch logs as `knn_top1` (so TensorBoard and metrics
+    `encoder` picks the encoder from the model; the datasets' clips are under
+    `modality`. The value is added to the epoch logs as `key` (so TensorBoard and metrics
     callbacks placed after this one see it).
     """
 
     def __init__(self, bank_dataset: Callable[[], tf.data.Dataset],
                  query_dataset: Callable[[], tf.data.Dataset], *, every_n_epochs: int = 1,
                  k: int = DEFAULT_K, temperature: float = DEFAULT_TEMPERATURE,
-                 encoder: Callable[[keras.Model], keras.Model] = lambda model: model.backbone):
+                 encoder: Callable[[keras.Model], keras.Model] = lambda model: model.backbone,
+                 key: str = "knn_top1", modality: str = "rgb"):
         super().__init__()
         if every_n_epochs < 1:
             raise ValueError(f"KNNMonitor.every_n_epochs must be >= 1, got {every_n_epochs}")
@@ -78,6 +80,8 @@ class KNNMonitor(keras.callbacks.Callback):
         self.k = k
         self.temperature = temperature
         self.encoder = encoder
+        self.key = key
+        self.modality = modality
         self._forward = None  # the encoder in inference mode, traced once
 
     def evaluate(self) -> float:
@@ -86,9 +90,10 @@ class KNNMonitor(keras.callbacks.Callback):
             self._forward = tf.function(functools.partial(self.encoder(self.model),
                                                           training=False),
                                         reduce_retracing=True)
-        bank, bank_labels = average_over_views(self._forward, self.bank_dataset(), verbose=False)
+        bank, bank_labels = average_over_views(self._forward, self.bank_dataset(),
+                                               key=self.modality, verbose=False)
         queries, query_labels = average_over_views(self._forward, self.query_dataset(),
-                                                   verbose=False)
+                                                   key=self.modality, verbose=False)
         # Unlabeled videos (label -1) take part in neither the vote nor the score.
         in_bank, in_queries = bank_labels >= 0, query_labels >= 0
         for split, labeled in (("memory-bank", in_bank), ("query", in_queries)):
@@ -100,5 +105,5 @@ class KNNMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         last = epoch + 1 == self.params.get("epochs")
         if logs is not None and ((epoch + 1) % self.every_n_epochs == 0 or last):
-            logs["knn_top1"] = self.evaluate()
+            logs[self.key] = self.evaluate()
 
