@@ -67,6 +67,7 @@ class _QuietGinSearch(logging.Filter):
 def _register_configurables() -> None:
     """Imports the modules whose classes and functions gin files name."""
     import video_ssl.methods.byol  # noqa: F401
+    import video_ssl.methods.coclr  # noqa: F401
     import video_ssl.methods.moco  # noqa: F401
     import video_ssl.methods.simclr  # noqa: F401
     import video_ssl.methods.swav  # noqa: F401

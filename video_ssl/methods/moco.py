@@ -53,7 +53,15 @@ class MoCo(MomentumRhoMethod):
                                   batch_norm=batch_norm_in_head, name="projector")
         self.build_momentum_encoder()
         self.queue = FeatureQueue(queue_size, {"keys": ((embedding_dim,), "float32",
-                                                        random_unit_rows)}, name="queue")
+                                                        random_unit_rows),
+                                               **self.extra_queue_columns(embedding_dim)},
+                                  name="queue")
+
+    def extra_queue_columns(self, embedding_dim: int) -> dict:
+        """Queue columns aligned with the keys (CoCLR: labels, sampler features, video
+        ids); a subclass that adds some enqueues them with the keys."""
+        del embedding_dim
+        return {}
 
     def _encode_keys(self, clip):
         return tf.math.l2_normalize(super().momentum_target(clip, 0), axis=-1)

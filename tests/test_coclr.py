@@ -1,0 +1,360 @@
+"""InfoNCE, UberNCE and CoCLR (video_ssl/methods/coclr.py) on tiny shapes: the positive
+masks against NumPy, the loss, the frozen sampler, initialization from stage-1 runs
+and the recipes' gin files."""
+import json
+import os
+
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import video_ssl.train  # noqa: F401  (registers train and train_input)
+from video_ssl import cli, optim
+from video_ssl.methods.base import INPUT_SPEC_FILE
+from video_ssl.methods.coclr import CoCLR, InfoNCE, UberNCE
+
+BATCH, FRAMES, SIZE, QUEUE, DIM = 4, 4, 32, 16, 8
+SMALL = dict(hidden_dim=16, embedding_dim=DIM, queue_size=QUEUE)
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin_configs")
+
+
+def tiny_backbone(channels: int) -> keras.Model:
+    """(B, T, H, W, C) -> (B, D) like the registry backbones, but tiny."""
+    inputs = keras.Input((FRAMES, SIZE, SIZE, channels))
+    x = keras.layers.Conv3D(8, 3, strides=2, use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling3D()(keras.layers.ReLU()(x))
+    return keras.Model(inputs, x)
+
+
+def build(cls, modality="rgb", strategy=None, eager=True, **kwargs):
+    strategy = strategy or tf.distribute.get_strategy()
+    other = {"rgb": 2, "flow": 3}[modality]
+    if cls is CoCLR:
+        kwargs.setdefault("sampler_backbone", tiny_backbone(other))
+    with strategy.scope():
+        method = cls(tiny_backbone(5 - other), modality=modality, **SMALL, **kwargs)
+        method.compile(optimizer=optim.make_optimizer("adam", 1e-3, weight_decay=1e-5),
+                       jit_compile=False, run_eagerly=eager)
+    return method
+
+
+def make_batch(seed=0, **extra):
+    rgb = tf.random.stateless_normal((BATCH, 2, FRAMES, SIZE, SIZE, 3), seed=[seed, 1])
+    flow = tf.random.stateless_normal((BATCH, 2, FRAMES, SIZE, SIZE, 2), seed=[seed, 2])
+    return {"views": {"clips": {"rgb": rgb, "flow": flow}},
+            "label": tf.constant([0, 1, 0, 2], tf.int32), **extra}
+
+
+def fit_one_step(method, batch):
+    history = method.fit(tf.data.Dataset.from_tensors(batch).repeat(), epochs=1,
+                         steps_per_epoch=1, verbose=0, shuffle=False)
+    return {k: v[0] for k, v in history.history.items()}
+
+
+def unit_rows(rng, n):
+    x = rng.standard_normal((n, DIM)).astype("float32")
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def fill_queue(method, filled, **columns):
+    for name, value in columns.items():
+        method.queue[name].assign(value)
+    method.queue.filled.assign(np.asarray(filled, bool))
+
+
+# ------------------------------------------------------------------ positive masks
+
+
+def coclr_mask_numpy(sampler, video, queue_sampler, queue_video, filled, k, mined=True):
+    """Own video's written rows, plus the k most similar written rows of other videos."""
+    mask = np.zeros((len(sampler), len(queue_sampler)), bool)
+    for i in range(len(sampler)):
+        same = filled & (queue_video == video[i])
+        mask[i] |= same
+        candidates = [j for j in range(len(queue_sampler)) if filled[j] and not same[j]]
+        scores = [float(sampler[i] @ queue_sampler[j]) for j in candidates]
+        if mined:
+            for j in np.array(candidates)[np.argsort(scores)[::-1][:k]]:
+                mask[i, j] = True
+    return mask
+
+
+@pytest.mark.parametrize("topk", [0, 1, 3])
+def test_coclr_mask_matches_numpy(topk):
+    method = build(CoCLR, topk=topk)
+    rng = np.random.default_rng(0)
+    queue_sampler = unit_rows(rng, QUEUE)
+    queue_video = rng.integers(0, 6, QUEUE)
+    filled = np.ones(QUEUE, bool)
+    filled[[2, 5, 11]] = False
+    sampler = unit_rows(rng, BATCH)
+    # Row 0's nearest row is unwritten, row 1's nearest is of its own video.
+    queue_sampler[2] = sampler[0]
+    queue_sampler[7] = sampler[1]
+    queue_video[7] = 4
+    queue_video[5] = 3  # an unwritten row of row 2's video
+    video = np.array([9, 4, 3, 1])
+    fill_queue(method, filled, sampler=queue_sampler, video_id=queue_video)
+    entries = {"sampler": tf.constant(sampler), "video_id": tf.constant(video, tf.int64)}
+    got = (method.queue_positives(entries, BATCH) & method.queue.filled[None]).numpy()
+    expected = coclr_mask_numpy(sampler, video, queue_sampler, queue_video, filled, topk)
+    np.testing.assert_array_equal(got, expected)
+    assert not got[:, [2, 5, 11]].any()
+    assert got[1, 7] and (got.sum(1) >= topk).all()
+
+
+def test_coclr_mines_at_most_the_written_rows():
+    method = build(CoCLR, topk=5)
+    rng = np.random.default_rng(1)
+    filled = np.zeros(QUEUE, bool)
+    filled[:3] = True
+    queue_sampler, sampler = unit_rows(rng, QUEUE), unit_rows(rng, BATCH)
+    queue_video = np.arange(QUEUE) + 100
+    fill_queue(method, filled, sampler=queue_sampler, video_id=queue_video)
+    entries = {"sampler": tf.constant(sampler), "video_id": tf.range(BATCH, dtype=tf.int64)}
+    got = (method.queue_positives(entries, BATCH) & method.queue.filled[None]).numpy()
+    np.testing.assert_array_equal(got, np.tile(filled, (BATCH, 1)))
+
+
+def test_coclr_mine_only_when_full_and_self_drop():
+    method = build(CoCLR, topk=2, mine_only_when_full=True, self_drop_prob=1.0)
+    rng = np.random.default_rng(2)
+    filled = np.ones(QUEUE, bool)
+    filled[0] = False
+    queue_video = np.full(QUEUE, 50)
+    queue_video[3] = 1
+    fill_queue(method, filled, sampler=unit_rows(rng, QUEUE), video_id=queue_video)
+    entries = {"sampler": tf.constant(unit_rows(rng, BATCH)),
+               "video_id": tf.constant([1, 2, 3, 4], tf.int64)}
+    method.optimizer.iterations.assign(0)
+    positives = method.queue_positives(entries, BATCH) & method.queue.filled[None]
+    # Not full: only row 0's same-video entry.
+    expected = np.zeros((BATCH, QUEUE), bool)
+    expected[0, 3] = True
+    np.testing.assert_array_equal(positives.numpy(), expected)
+    # The own key is dropped where there are other positives (p = 1), kept elsewhere.
+    np.testing.assert_array_equal(method.self_positive(positives).numpy(),
+                                  [False, True, True, True])
+    method.queue.filled.assign(np.ones(QUEUE, bool))
+    assert (method.queue_positives(entries, BATCH).numpy().sum(1) == [3, 2, 2, 2]).all()
+
+
+def test_ubernce_mask_from_labels():
+    method = build(UberNCE)
+    queue_label = np.arange(QUEUE) % 3
+    filled = np.arange(QUEUE) < 10
+    fill_queue(method, filled, label=queue_label)
+    labels = np.array([0, 1, 0, 2])
+    got = (method.queue_positives({"label": tf.constant(labels, tf.int64)}, BATCH)
+           & method.queue.filled[None]).numpy()
+    np.testing.assert_array_equal(got, (labels[:, None] == queue_label[None]) & filled[None])
+
+
+def test_loss_matches_numpy_and_ignores_unwritten_rows():
+    method = build(CoCLR)
+    rng = np.random.default_rng(3)
+    query, keys, queue = unit_rows(rng, BATCH), unit_rows(rng, BATCH), unit_rows(rng, QUEUE)
+    filled = np.arange(QUEUE) % 4 != 0
+    method.queue["keys"].assign(queue)
+    method.queue.filled.assign(filled)
+    positives = (rng.random((BATCH, QUEUE)) < 0.3) & filled
+    own = np.array([True, False, True, True])
+    positives[1, 1] = True  # row 1 keeps one positive
+    got = method.contrastive_loss(tf.constant(query), tf.constant(keys), tf.constant(positives),
+                                  tf.constant(own))
+    expected = []
+    for i in range(BATCH):
+        logits = np.concatenate([[query[i] @ keys[i]], queue[filled] @ query[i]]) / 0.07
+        mask = np.concatenate([[own[i]], positives[i][filled]])
+        expected.append(-np.log(np.exp(logits)[mask].sum() / np.exp(logits).sum()))
+    np.testing.assert_allclose(float(got), np.mean(expected), rtol=1e-5)
+
+
+# ------------------------------------------------------------------------ training
+
+
+def _values(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+@pytest.mark.parametrize("modality", ["rgb", "flow"])
+def test_coclr_step_freezes_the_sampler(modality):
+    method = build(CoCLR, modality=modality)
+    sampler = method.encoders()[method.sampler_modality]
+    assert method.encoders()[modality] is method.backbone and sampler is method.sampler
+    assert method.primary_encoder == modality
+    trainable = {id(v) for v in method.trainable_variables}
+    frozen = method.sampler.weights + method.sampler_projector.weights
+    assert not trainable & {id(v) for v in frozen}
+    frozen_before, online_before = _values(frozen), _values(method.backbone.trainable_weights)
+    batch = make_batch()
+    logs = fit_one_step(method, batch)
+    assert np.isfinite(logs["loss"])
+    for before, variable in zip(frozen_before, frozen):  # BatchNorm statistics too
+        np.testing.assert_array_equal(variable.numpy(), before, err_msg=variable.path)
+    assert any(not np.allclose(b, v.numpy()) for b, v in
+               zip(online_before, method.backbone.trainable_weights))
+    # The queue holds the sampler's inference-mode features of the key clip.
+    key_clip = batch["views"]["clips"][method.sampler_modality][:, 1]
+    expected = tf.math.l2_normalize(method.sampler_projector(
+        method.sampler(key_clip, training=False), training=False), -1)
+    np.testing.assert_allclose(method.queue["sampler"].numpy()[:BATCH], expected.numpy(),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(method.queue["video_id"].numpy()[:BATCH], np.arange(BATCH))
+    assert int(method.queue.pointer.numpy()) == BATCH
+
+
+def test_mask_is_built_before_the_batch_is_enqueued():
+    method = build(CoCLR, topk=0)
+    batch = make_batch(video_id=tf.constant([10, 11, 12, 13], tf.int64))
+    assert fit_one_step(method, batch)["queue_positives"] == 0
+    # Step 2 sees step 1's entries of the same videos, not its own.
+    assert fit_one_step(method, batch)["queue_positives"] == 1
+    assert fit_one_step(method, batch)["queue_positives"] == 2
+
+
+@pytest.mark.parametrize("cls,modality", [(InfoNCE, "rgb"), (InfoNCE, "flow"), (UberNCE, "rgb")])
+def test_stage_one_methods_train(cls, modality):
+    method = build(cls, modality=modality)
+    assert list(method.encoders()) == [modality]
+    assert method.views()["clips"].modalities == (modality,)
+    logs = [fit_one_step(method, make_batch(seed)) for seed in range(2)]
+    assert np.isfinite([entry["loss"] for entry in logs]).all()
+    assert int(method.queue.pointer.numpy()) == 2 * BATCH  # only the keys are enqueued
+    if cls is UberNCE:
+        np.testing.assert_array_equal(method.queue["label"].numpy()[:2 * BATCH],
+                                      [0, 1, 0, 2] * 2)
+        assert logs[1]["queue_positives"] == 1.5  # labels 0, 1, 0, 2 against the same
+    else:
+        assert logs[1]["queue_positives"] == 0
+
+
+def test_wait_for_full_queue_holds_the_step():
+    method = build(CoCLR, wait_for_full_queue=True)
+    before = _values(method.backbone.trainable_weights)
+    fit_one_step(method, make_batch())
+    for b, v in zip(before, method.backbone.trainable_weights):
+        np.testing.assert_array_equal(v.numpy(), b)
+    assert int(method.optimizer.iterations.numpy()) == 1
+
+
+def test_coclr_trains_mirrored(mirrored):
+    method = build(CoCLR, strategy=mirrored, eager=False)
+    logs = [fit_one_step(method, make_batch(seed)) for seed in range(2)]
+    assert np.isfinite([entry["loss"] for entry in logs]).all()
+    # Ids unique over the run: step x global batch + global position.
+    np.testing.assert_array_equal(method.queue["video_id"].numpy()[:2 * BATCH],
+                                  np.arange(2 * BATCH))
+
+
+def test_bad_inputs_are_one_line_errors():
+    with pytest.raises(ValueError, match="InfoNCE.rho"):
+        InfoNCE(tiny_backbone(3), rho=3)
+    with pytest.raises(ValueError, match="CoCLR.sampler_backbone"):
+        CoCLR(tiny_backbone(3), **SMALL)
+    with pytest.raises(ValueError, match="CoCLR.topk"):
+        build(CoCLR, topk=QUEUE + 1)
+    method = build(InfoNCE)
+    with pytest.raises(ValueError, match=r"batch\['views'\]\['clips'\]\['rgb'\].*2 clips"):
+        method.clip_pairs({"views": {"clips": {"flow": make_batch()["views"]["clips"]["flow"]}}})
+    with pytest.raises(tf.errors.InvalidArgumentError, match="UberNCE: every training video"):
+        fit_one_step(build(UberNCE), {**make_batch(), "label": -tf.ones((BATCH,), tf.int32)})
+
+
+# ------------------------------------------------------------------ initialization
+
+
+def _save_run(method, model_dir):
+    os.makedirs(model_dir)
+    with open(os.path.join(model_dir, INPUT_SPEC_FILE), "w") as f:
+        json.dump(method.input_spec(), f)
+    tf.train.Checkpoint(model=method).save(os.path.join(model_dir, "checkpoints", "ckpt"))
+
+
+def test_coclr_initializes_both_streams_from_stage_one_runs(tmp_path):
+    runs = {}
+    for modality in ("rgb", "flow"):
+        stage_one = build(InfoNCE, modality=modality)
+        fit_one_step(stage_one, make_batch())
+        runs[modality] = stage_one
+        _save_run(stage_one, str(tmp_path / modality))
+    method = build(CoCLR, init_checkpoints={m: str(tmp_path / m) for m in runs})
+    lines = method.initialize_encoders()
+    assert len(lines) == 4
+    pairs = [(method.backbone, runs["rgb"].backbone), (method.projector, runs["rgb"].projector),
+             (method.sampler, runs["flow"].backbone),
+             (method.sampler_projector, runs["flow"].projector),
+             (method.momentum["backbone"], runs["rgb"].backbone),
+             (method.momentum["projector"], runs["rgb"].projector)]
+    for restored, source in pairs:
+        for a, b in zip(restored.weights, source.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    # Stage 2 of the flow stream: its sampler from the RGB CoCLR run's primary encoder.
+    _save_run(method, str(tmp_path / "cycle1_rgb"))
+    flow = build(CoCLR, modality="flow", init_checkpoints={
+        "flow": str(tmp_path / "flow"), "rgb": str(tmp_path / "cycle1_rgb")})
+    flow.initialize_encoders()
+    for a, b in zip(flow.sampler_projector.weights, method.projector.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+# ------------------------------------------------------------------------- recipes
+
+
+def bound(binding: str):
+    """The parsed config's value of `binding`, macros resolved."""
+    value = gin.query_parameter(binding)
+    while isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.macro":
+        value = gin.query_parameter("%" + value.scoped_selector.rsplit("/", 1)[0])
+    return value
+
+
+@pytest.mark.parametrize("recipe,method,values", [
+    ("infonce_rgb.gin", "InfoNCE", {"modality": "rgb"}),
+    ("infonce_flow.gin", "InfoNCE", {"modality": "flow"}),
+    ("ubernce_rgb.gin", "UberNCE", {"modality": "rgb"}),
+    ("coclr_ucf101.gin", "CoCLR", {"modality": "rgb", "topk": 5}),
+    ("coclr_k400.gin", "CoCLR", {"modality": "rgb", "topk": 5}),
+])
+def test_recipes_bind_the_paper_values(recipe, method, values):
+    gin.clear_config()
+    cli.parse_gin([os.path.join(CONFIGS, recipe)], [])
+    try:
+        assert gin.query_parameter("train.method").selector == method
+        for key, value in values.items():
+            assert bound(f"{method}.{key}") == value, (recipe, key)
+        family = {"backbone": "s3d", "temperature": 0.07, "base_momentum": 0.999,
+                  "momentum_schedule": "constant", "hidden_dim": 1024, "embedding_dim": 128,
+                  "num_layers": 2, "batch_norm_in_head": False,
+                  "queue_size": 16384 if "k400" in recipe else 2048}
+        for key, value in family.items():
+            assert bound(f"QueueNCE.{key}") == value, (recipe, key)
+        expected = {"build_optimizer.name": "adam", "build_optimizer.base_learning_rate": 1e-3,
+                    "build_optimizer.weight_decay": 1e-5,
+                    "build_optimizer.reference_batch_size": None,
+                    "build_optimizer.schedule": "plateau",
+                    "build_optimizer.plateau_max_decays": 2,
+                    "train.global_batch_size": 128, "train_input.num_frames": 32,
+                    "train_input.crop_size": 128,
+                    "train.epochs": {"coclr_ucf101.gin": 100, "coclr_k400.gin": 50}.get(recipe, 300)}
+        for binding, value in expected.items():
+            assert bound(binding) == value, (recipe, binding)
+    finally:
+        gin.clear_config()
+
+
+def test_family_bindings_reach_every_method():
+    gin.clear_config()
+    with gin.unlock_config():
+        gin.parse_config(["QueueNCE.temperature = 0.2", "CoCLR.topk = 2",
+                          "InfoNCE.modality = 'flow'"])
+    try:
+        coclr = CoCLR(tiny_backbone(3), sampler_backbone=tiny_backbone(2), **SMALL)
+        infonce = InfoNCE(tiny_backbone(2), **SMALL)
+    finally:
+        gin.clear_config()
+    assert (coclr.temperature, coclr.topk, coclr.modality) == (0.2, 2, "rgb")
+    assert (infonce.temperature, infonce.modality) == (0.2, "flow")
