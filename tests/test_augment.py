@@ -283,6 +283,20 @@ def test_draw_batch_is_draw_clip_of_each_seed():
             np.testing.assert_array_equal(getattr(batch, name)[i], value, err_msg=name)
 
 
+def test_color_strength_half_is_moco_v2_jitter():
+    """s = 0.5 (the default) is ColorJitter(0.4, 0.4, 0.4, 0.1); s = 1 doubles it."""
+    seeds = tf.reshape(tf.range(800, dtype=tf.int64), [400, 2])
+    default, strong = augment.draw_batch(seeds), augment.draw_batch(seeds, color_strength=1.0)
+    assert augment.COLOR_STRENGTH == 0.5
+    for name in ("brightness", "contrast", "saturation"):
+        values = getattr(default, name).numpy()
+        assert 0.6 <= values.min() < 0.62 and 1.38 < values.max() <= 1.4, name
+        np.testing.assert_allclose(getattr(strong, name) - 1.0, 2.0 * (values - 1.0), atol=1e-5)
+    hue = default.hue.numpy()
+    assert -0.1 <= hue.min() < -0.098 and 0.098 < hue.max() <= 0.1
+    np.testing.assert_allclose(strong.hue, 2.0 * hue, atol=1e-6)
+
+
 def test_apply_draws_on_a_batch_equals_clip_by_clip():
     rgb, seeds = _uint8_batch(batch=1, clips=6)
     clips = tf.cast(rgb[0], tf.float32)

@@ -51,7 +51,10 @@ _TRUNCATED_NORMAL_STD = 0.87962566103423978
 _BLUR_SIGMAS = 3.0
 _BLUR_SIGMA_RANGE = (0.1, 2.0)
 FLIP_PROB = 0.5
-COLOR_STRENGTH = 1.0
+# The rho-paper's colour strength s; 0.5 is MoCo v2's jitter (see `color_jitter`).
+COLOR_STRENGTH = 0.5
+# Jitter ranges per unit of s: brightness, contrast and saturation, then hue (turns).
+_JITTER_SPREAD, _HUE_SPREAD = 0.8, 0.2
 # BraVe's random convolution kernel sizes.
 CONV_KERNEL_SIZES = (1, 3, 5, 7, 9, 11)
 
@@ -287,13 +290,14 @@ def _apply_jitter(clip: tf.Tensor, matrix, shift, high) -> tf.Tensor:
 def _jitter_draws(seed, strength: float):
     """(seed of the apply coin, transform parameters) of one clip's colour jitter."""
     apply_seed, order_seed, b_seed, c_seed, s_seed, h_seed = tf.unstack(split(seed, 6))
-    spread = 0.4 * strength
+    spread = _JITTER_SPREAD * strength
     low, high = max(0.0, 1.0 - spread), 1.0 + spread
     order = tf.argsort(uniform(order_seed, shape=(4,)))
     return apply_seed, dict(order=order, brightness=uniform(b_seed, low, high),
                             contrast=uniform(c_seed, low, high),
                             saturation=uniform(s_seed, low, high),
-                            hue=uniform(h_seed, -0.1 * strength, 0.1 * strength))
+                            hue=uniform(h_seed, -_HUE_SPREAD * strength,
+                                        _HUE_SPREAD * strength))
 
 
 def _jitter_exact(clip, *, order, brightness, contrast, saturation, hue, random_order, high):
@@ -317,10 +321,16 @@ def color_jitter(clip: tf.Tensor, seed, *, strength: float = COLOR_STRENGTH, pro
                  max_value: float = 1.0) -> tf.Tensor:
     """SimCLR colour jitter of the whole clip with probability prob.
 
-    Brightness, contrast and saturation factors ~ U[1 - 0.4s, 1 + 0.4s] (torchvision
-    semantics: multiplicative brightness, contrast against each frame's mean gray,
-    saturation against the pixel's gray), hue shift ~ U[-0.1s, 0.1s] turns; applied in
-    a random order (fixed b, c, s, h when random_order=False).
+    strength is the rho-paper's colour strength s (Feichtenhofer et al. 2021, Table 7):
+    brightness, contrast and saturation factors ~ U[max(0, 1 - 0.8s), 1 + 0.8s]
+    (torchvision semantics: multiplicative brightness, contrast against each frame's
+    mean gray, saturation against the pixel's gray), hue shift ~ U[-0.2s, 0.2s] turns;
+    applied in a random order (fixed b, c, s, h when random_order=False). So the
+    default s = 0.5 is MoCo v2's ColorJitter(0.4, 0.4, 0.4, 0.1), and Table 7's 0.75
+    and 1.0 are 1.5x and 2x stronger. The paper's two statements of s disagree by 2x:
+    §B.1 prints {brightness, contrast, saturation, hue} = {0.4s, 0.4s, 0.4s, 0.1s} with
+    s = 0.5 by default (half of MoCo v2's jitter), while §4.5 says s = 0.5 "indicates
+    the default one for MoCo". We follow §4.5's sentence, to which Table 7's rows refer.
 
     exact=True is torchvision's path: the hue shift in HSV and a clip to [0, max_value]
     after each step. The default composes the steps into one affine colour map per
@@ -596,6 +606,13 @@ def augment_clip(clip: tf.Tensor, seed, *, flip_prob: float = FLIP_PROB, is_flow
     (`draw_clip`) is the same for RGB and flow, so a flow clip given its paired RGB
     clip's seed flips with it. color_jitter_exact and blur_kernel_size select the exact
     colour jitter and a fixed blur kernel (see `color_jitter` and `gaussian_blur`).
+
+    color_strength: the rho-paper's colour strength s (Table 7). Brightness, contrast
+    and saturation jitter by up to 0.8s and hue by up to 0.2s turns, so the default
+    s = 0.5 is MoCo v2's jitter (0.4, 0.4, 0.4, 0.1) and Table 7's 0.75 and 1.0 are
+    stronger. The paper's printed formula (§B.1: {0.4s, 0.4s, 0.4s, 0.1s}, s = 0.5)
+    and its sentence (§4.5: s = 0.5 "indicates the default one for MoCo") disagree by
+    a factor 2; we follow the sentence (see `color_jitter`).
     """
     clip = tf.convert_to_tensor(clip, tf.float32)
     channels = 2 if is_flow else 3
