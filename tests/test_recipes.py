@@ -84,8 +84,11 @@ def bound_value(binding: str):
 
 
 def code_default(path: str, binding: str):
-    """The default of `function.argument` in the Python module at `path`."""
+    """In the Python module at `path`: the constant `NAME`, or the default of
+    `function.argument`."""
     module = importlib.import_module(os.path.splitext(path)[0].replace("/", "."))
+    if "." not in binding:
+        return getattr(module, binding)
     function, argument = binding.split(".")
     return inspect.signature(getattr(module, function)).parameters[argument].default
 
