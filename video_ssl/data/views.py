@@ -1,7 +1,8 @@
 """What a method asks the input pipeline for: `ViewSpec`, one view of a video (clip
 count and shape, temporal sampling, training crop and augmentation keywords, evaluation
 crops), and `AudioSpec`, the log-mel settings of its "audio" modality. Both are frozen
-dataclasses checked when built, so a bad value fails where it is configured.
+dataclasses; a `ViewSpec` checks its values when built, so a bad one fails where it is
+configured.
 """
 from __future__ import annotations
 
