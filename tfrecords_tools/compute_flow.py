@@ -302,7 +302,9 @@ def run(pattern: str, prefix: str, *, algorithm: str, bound: float | None = None
     summary = Summary(shards_done_before=sum(complete), failures_before=len(failures))
 
     start = time.perf_counter()
-    bar = tqdm(unit="pair", file=sys.stderr, disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    # One line per shard (tqdm.write) always; the live bar only on a terminal.
+    bar = tqdm(unit=" pairs", file=sys.stderr, disable=not sys.stderr.isatty(), dynamic_ncols=True,
+               bar_format="{desc}{n_fmt} frame pairs [{elapsed}, {rate_noinv_fmt}{postfix}]")
     shard = None
     try:
         for meta, result in _ordered_results(read_tasks(files, todo), settings, num_workers):
@@ -318,6 +320,7 @@ def run(pattern: str, prefix: str, *, algorithm: str, bound: float | None = None
                            file=sys.stderr)
             elif isinstance(meta, Record):
                 shard.write(add_flow(meta.example, result[0], settings["bound"]), len(result[0]))
+                bar.set_postfix_str(f"{summary.videos + shard.videos} videos", refresh=False)
                 bar.update(len(result[0]))
             else:  # ShardEnd: its failures are listed before the shard counts as complete
                 failures += shard.failures
@@ -342,7 +345,7 @@ def run(pattern: str, prefix: str, *, algorithm: str, bound: float | None = None
     return summary
 
 
-def _available_cores() -> int:
+def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -375,7 +378,7 @@ def _parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    num_workers = args.num_workers or _available_cores()
+    num_workers = args.num_workers or available_cores()
     try:
         summary = run(args.input, args.output, algorithm=args.algorithm, bound=args.bound,
                       short_side=args.short_side, num_workers=num_workers)
