@@ -18,7 +18,7 @@ from video_ssl.models.heads import Prototypes, mlp_head
 BATCH, FRAMES, SIZE, TOTAL_STEPS = 4, 4, 32, 10
 SMALL = dict(hidden_dim=16, embedding_dim=8)
 METHODS = {
-    "moco": lambda **kw: MoCo(queue_size=64, **SMALL, **kw),
+    "moco": lambda **kw: MoCo(**{"queue_size": 64, **SMALL, **kw}),
     "byol": lambda **kw: BYOL(**SMALL, **kw),
     "simclr": lambda **kw: SimCLR(**SMALL, **kw),
     "swav": lambda **kw: SwAV(num_prototypes=10, freeze_prototypes_steps=1, **SMALL, **kw),

@@ -29,6 +29,7 @@ import tensorflow as tf
 from video_ssl.distribute import all_gather, num_replicas, replica_id
 from video_ssl.losses import multi_positive_nce
 from video_ssl.methods.base import configurable
+from video_ssl.methods.momentum import ema_update
 from video_ssl.methods.queue import FeatureQueue, random_unit_rows
 from video_ssl.methods.rho import MomentumRhoMethod
 
@@ -97,17 +98,18 @@ class MoCo(MomentumRhoMethod):
     def apply_gradients(self, loss, gradients, variables):
         if not self.wait_for_full_queue:
             return super().apply_gradients(loss, gradients, variables)
-        # Until the queue has filled once a step only counts, tracks the loss and enqueues.
-        def apply():
-            self.optimizer.apply(gradients, variables)
-            return tf.constant(True)
-
-        def skip():
-            self.optimizer.iterations.assign_add(1)
-            return tf.constant(False)
-
-        tf.cond(self.queue.is_full(), apply, skip)
-        self.loss_tracker.update_state(loss)
+        # Until the queue has filled once, a step counts (the optimizer's iterations
+        # advance), tracks the loss and enqueues, but changes no weight and no optimizer
+        # slot: they are put back. (A tf.cond around the step would be simpler but
+        # cannot hold the optimizer's cross-replica synchronization.)
+        state = variables + [v for v in self.optimizer.variables
+                             if v is not self.optimizer.iterations]
+        before = [tf.identity(v) for v in state]
+        with tf.control_dependencies(before):
+            self.apply_and_track(loss, gradients, variables)
+        # keep = 1 keeps the new values, 0 puts the old ones back (an EMA with m in {0, 1}).
+        keep = tf.cast(self.queue.is_full(), tf.float32)
+        ema_update(state, before, keep)
 
     def after_step(self, targets):
         """Enqueues the keys of all clips of all replicas, overwriting the oldest."""

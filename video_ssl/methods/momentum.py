@@ -25,19 +25,24 @@ def momentum_copy(model: keras.Model) -> keras.Model:
 
 
 def ema_update(targets: Sequence, sources: Sequence, momentum: tf.Tensor) -> None:
-    """`target <- momentum * target + (1 - momentum) * source` for each pair.
+    """`target <- momentum * target + (1 - momentum) * source` for each pair (sources:
+    variables or tensors).
 
     Runs as a cross-replica update (like an optimizer step), so it works for any
     strategy whatever the targets' `aggregation`.
     """
-    def update(strategy, momentum):
+    def update(strategy, momentum, sources):
         for target, source in zip(targets, sources):
             strategy.extended.update(
                 target.value, lambda t, s, m: t.assign(m * t + (1.0 - m) * s),
-                args=(source.value, momentum), group=False)
+                args=(source, momentum), group=False)
 
+    # Sources pass through the merge call (not a closure), so each replica's own
+    # values (variables, or tensors read in the replica) reach its copy.
+    values = [s.value if isinstance(s, tf.Variable) or hasattr(s, "_value") else s
+              for s in sources]
     tf.__internal__.distribute.interim.maybe_merge_call(
-        update, tf.distribute.get_strategy(), momentum)
+        update, tf.distribute.get_strategy(), momentum, values)
 
 
 class MomentumEncoder(keras.layers.Layer):

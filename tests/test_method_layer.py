@@ -1,0 +1,122 @@
+"""The generic method layer: the feature queue, EMA copies, the ablation knobs of the
+ρ family and initializing encoders from another run."""
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from test_methods import BATCH, SMALL, fit_one_step, make_batch, make_method, tiny_backbone
+from video_ssl import optim
+from video_ssl.methods.base import INPUT_SPEC_FILE
+from video_ssl.methods.moco import MoCo
+from video_ssl.methods.queue import FeatureQueue
+
+
+def test_queue_columns_stay_aligned_and_fill_once():
+    queue = FeatureQueue(5, {"keys": ((2,), "float32", "zeros"), "video": ((), "int64", "zeros")})
+    assert not queue.is_full() and queue.filled.numpy().sum() == 0
+    queue.enqueue(keys=tf.ones([3, 2]), video=tf.constant([7, 8, 9], tf.int64))
+    assert queue.filled.numpy().tolist() == [True, True, True, False, False]
+    queue.enqueue(keys=2 * tf.ones([3, 2]), video=tf.constant([10, 11, 12], tf.int64))
+    # Rows 3, 4 then wrap to 0: the oldest entries are overwritten, columns together.
+    assert queue["video"].numpy().tolist() == [12, 8, 9, 10, 11]
+    assert queue["keys"].numpy()[:, 0].tolist() == [2, 1, 1, 2, 2]
+    assert bool(queue.is_full()) and int(queue.pointer.numpy()) == 1
+    with pytest.raises(ValueError, match=r"expected columns \['keys', 'video'\]"):
+        queue.enqueue(keys=tf.ones([1, 2]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least one step"):
+        queue.enqueue(keys=tf.ones([6, 2]), video=tf.zeros([6], tf.int64))
+    with pytest.raises(ValueError, match="reserved"):
+        FeatureQueue(2, {"pointer": ((), "int64", "zeros")})
+
+
+def test_constant_momentum_is_fixed():
+    method = make_method("moco", 2, eager=True, momentum_schedule="constant",
+                         base_momentum=0.999)
+    fit_one_step(method, make_batch(2))
+    method.optimizer.iterations.assign(5)
+    assert float(method.current_momentum()) == pytest.approx(0.999)
+    annealed = make_method("moco", 2, eager=True)
+    annealed.optimizer.iterations.assign(5)
+    assert float(annealed.current_momentum()) == pytest.approx(
+        float(optim.annealed_momentum(5, 10, 0.994)))
+    with pytest.raises(ValueError, match="momentum_schedule"):
+        make_method("moco", 2, momentum_schedule="linear")
+
+
+def test_loss_per_positive_is_one_row_per_positive():
+    method = MoCo(tiny_backbone(), rho=3, queue_size=16, loss_per_positive=True, **SMALL)
+    rng = np.random.default_rng(0)
+    clip = tf.constant(rng.normal(size=(BATCH, 4, 32, 32, 3)), tf.float32)
+    keys = [tf.math.l2_normalize(tf.constant(rng.normal(size=(BATCH, 8)), tf.float32), -1)
+            for _ in range(2)]
+    query = tf.math.l2_normalize(method.projector(method.backbone(clip, training=True),
+                                                  training=True), -1).numpy()
+    negatives = query @ method.queue["keys"].numpy().T / 0.1
+    expected = []
+    for key in keys:
+        positive = (query * key.numpy()).sum(1, keepdims=True) / 0.1
+        logits = np.concatenate([positive, negatives], 1)
+        expected.append(np.mean(np.log(np.exp(logits).sum(1)) - positive[:, 0]))
+    np.testing.assert_allclose(float(method.query_loss(clip, keys)), np.mean(expected),
+                               rtol=1e-4)
+    method.loss_per_positive = False  # the paper's eq. (1): both positives in one row
+    joint = float(method.query_loss(clip, keys))
+    assert not np.isclose(joint, np.mean(expected))
+
+
+@pytest.mark.parametrize("distributed", [False, True])
+def test_no_optimizer_step_until_the_queue_has_filled(distributed, request):
+    # Queue 16 = 2 steps of 4 videos x 2 clips: step 1 only fills, step 2 completes it.
+    strategy = request.getfixturevalue("mirrored") if distributed else None
+    method = make_method("moco", 2, strategy, queue_size=16, wait_for_full_queue=True)
+    batch = make_batch(2)
+    before = [v.numpy().copy() for v in method.trainable_variables]
+    fit_one_step(method, batch)
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, method.trainable_variables))
+    assert int(method.optimizer.iterations.numpy()) == 1  # the step still counts
+    fit_one_step(method, batch)
+    assert bool(method.queue.is_full())
+    fit_one_step(method, batch)
+    assert any(not np.array_equal(a, v.numpy()) for a, v in zip(before, method.trainable_variables))
+
+
+def test_bn_group_size_normalizes_each_group_alone():
+    method = make_method("simclr", 2, eager=True, bn_group_size=2)
+    clips = tf.random.normal([4, 4, 32, 32, 3])
+    calls = []
+    out = method.grouped(lambda x: calls.append(x.shape[0]) or x[:, :1, 0, 0, 0], clips)
+    assert calls == [2, 2] and out.shape == (4, 1)
+    with pytest.raises(ValueError, match="bn_group_size=3 must divide"):
+        make_method("simclr", 2, eager=True, bn_group_size=3).grouped(lambda x: x, clips)
+    assert np.isfinite(fit_one_step(method, make_batch(2)))
+
+
+def test_encoders_and_input_spec_describe_the_method():
+    method = make_method("byol", 2, eager=True)
+    assert list(method.encoders()) == ["rgb"] and method.encoders()["rgb"] is method.backbone
+    spec = method.input_spec()
+    assert spec["encoders"]["rgb"] == {"attribute": "backbone", "view": "clips",
+                                       "modality": "rgb"}
+    assert spec["views"]["clips"]["num_clips"] == 2
+    json.dumps(spec)  # data a run writes as input_spec.json
+
+
+def test_init_checkpoints_restore_a_named_encoder_from_another_run(tmp_path):
+    source = make_method("moco", 2, eager=True)
+    fit_one_step(source, make_batch(2))
+    run = tmp_path / "run"
+    tf.train.Checkpoint(model=source).save(str(run / "checkpoints" / "ckpt"))
+    (run / INPUT_SPEC_FILE).write_text(json.dumps(source.input_spec()))
+    target = make_method("byol", 2, eager=True, init_checkpoints={"rgb": str(run)})
+    assert not np.allclose(target.backbone.get_weights()[0], source.backbone.get_weights()[0])
+    (line,) = target.initialize_encoders()
+    assert "rgb encoder initialized from" in line and "ckpt-1" in line
+    for a, b in zip(target.backbone.get_weights(), source.backbone.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for bad, message in (({"flow": str(run)}, r"unknown encoders \['flow'\]"),
+                         ({"rgb": f"{run}:narrow"}, "has no encoder 'narrow'"),
+                         ({"rgb": str(tmp_path)}, "input_spec.json: no such file")):
+        with pytest.raises(ValueError, match=message):
+            make_method("byol", 2, eager=True, init_checkpoints=bad).initialize_encoders()
