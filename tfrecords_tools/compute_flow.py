@@ -235,18 +235,25 @@ class _ShardWriter:
 
 def check_manifest(path: Path, manifest: dict) -> None:
     """Writes the run's settings, or checks them against an earlier run's."""
-    if path.exists():
-        try:
-            earlier = json.loads(path.read_text())
-        except ValueError:
-            raise FlowToolError(f"{path}: not JSON; delete it and the shards to start over")
-        if earlier != manifest:
-            diff = ", ".join(f"{k}={earlier.get(k)!r}" for k in manifest
-                             if earlier.get(k) != manifest[k])
-            raise FlowToolError(f"{path}: these shards were started with {diff}; use another "
-                                "--output, or delete them to start over")
-    else:
-        path.write_text(json.dumps(manifest, indent=1) + "\n")
+    if not path.exists():
+        _write_atomically(path, json.dumps(manifest, indent=1) + "\n")
+        return
+    try:
+        earlier = json.loads(path.read_text())
+    except ValueError:
+        raise FlowToolError(f"{path}: not JSON; delete it and the shards to start over") from None
+    changed = [k for k in manifest if earlier.get(k) != manifest[k]]
+    if changed:
+        was = ", ".join(f"{len(earlier.get(k) or [])} other input files" if k == "inputs"
+                        else f"{k}={earlier.get(k)!r}" for k in changed)
+        raise FlowToolError(f"{path}: these shards were started with {was}; use another "
+                            "--output, or delete them to start over")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _read_errors(path: Path, keep_inputs: set[str]) -> list[tuple[str, int, str]]:
@@ -263,9 +270,7 @@ def _read_errors(path: Path, keep_inputs: set[str]) -> list[tuple[str, int, str]
 
 def _write_errors(path: Path, rows: list[tuple[str, int, str]]) -> None:
     if rows or path.exists():
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(f"{p}\t{i}\t{r}\n" for p, i, r in rows))
-        os.replace(tmp, path)
+        _write_atomically(path, "".join(f"{p}\t{i}\t{r}\n" for p, i, r in rows))
 
 
 def _shards(pattern: str, prefix: str, settings: dict) -> tuple[list[str], list[str]]:
