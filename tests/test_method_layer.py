@@ -120,3 +120,17 @@ def test_init_checkpoints_restore_a_named_encoder_from_another_run(tmp_path):
                          ({"rgb": str(tmp_path)}, "input_spec.json: no such file")):
         with pytest.raises(ValueError, match=message):
             make_method("byol", 2, eager=True, init_checkpoints=bad).initialize_encoders()
+
+
+def test_views_round_trip_through_json():
+    from video_ssl.data import input_spec
+    from video_ssl.data.views import AudioSpec, ViewSpec
+    view = ViewSpec(num_clips=3, modalities=("rgb", "audio"), area_range=(0.3, 1.0),
+                    augmentation={"color_strength": 0.75}, audio=AudioSpec(duration=5.0))
+    restored = input_spec.view_from_json(json.loads(json.dumps(input_spec.view_to_json(view))))
+    assert restored == view
+    with pytest.raises(ValueError, match=r"unknown fields \['colour'\]"):
+        input_spec.view_from_json({**input_spec.view_to_json(view), "colour": 1})
+    clip, normalization = input_spec.clip_settings(view)
+    assert clip == {"num_frames": 8, "frame_stride": 8, "crop_size": 224, "target_fps": None}
+    assert normalization == {"mean": 0.45, "std": 0.225}
