@@ -312,36 +312,58 @@ def bound(binding: str):
     return value
 
 
-@pytest.mark.parametrize("recipe,method,values", [
-    ("infonce_rgb.gin", "InfoNCE", {"modality": "rgb"}),
-    ("infonce_flow.gin", "InfoNCE", {"modality": "flow"}),
-    ("ubernce_rgb.gin", "UberNCE", {"modality": "rgb"}),
-    ("coclr_ucf101.gin", "CoCLR", {"modality": "rgb", "topk": 5}),
-    ("coclr_k400.gin", "CoCLR", {"modality": "rgb", "topk": 5}),
-])
-def test_recipes_bind_the_paper_values(recipe, method, values):
+FAMILY = {"backbone": "s3d", "temperature": 0.07, "base_momentum": 0.999,
+          "momentum_schedule": "constant", "hidden_dim": 1024, "embedding_dim": 128,
+          "num_layers": 2, "batch_norm_in_head": False, "queue_size": 2048}
+OPTIMIZATION = {"build_optimizer.name": "adam", "build_optimizer.base_learning_rate": 1e-3,
+                "build_optimizer.weight_decay": 1e-5,
+                "build_optimizer.reference_batch_size": None,
+                "build_optimizer.schedule": "plateau", "build_optimizer.plateau_max_decays": 2,
+                "train.global_batch_size": 128, "train_input.num_frames": 32,
+                "train_input.crop_size": 128}
+
+
+def check_bound(expected: dict, where: str) -> None:
+    for binding, value in expected.items():
+        assert bound(binding) == value, (where, binding)
+
+
+@pytest.mark.parametrize("recipe,method,modality", [
+    ("infonce_rgb.gin", "InfoNCE", "rgb"), ("infonce_flow.gin", "InfoNCE", "flow"),
+    ("ubernce_rgb.gin", "UberNCE", "rgb")])
+def test_stage_one_recipes_bind_the_paper_values(recipe, method, modality):
     gin.clear_config()
     cli.parse_gin([os.path.join(CONFIGS, recipe)], [])
     try:
         assert gin.query_parameter("train.method").selector == method
-        for key, value in values.items():
-            assert bound(f"{method}.{key}") == value, (recipe, key)
-        family = {"backbone": "s3d", "temperature": 0.07, "base_momentum": 0.999,
-                  "momentum_schedule": "constant", "hidden_dim": 1024, "embedding_dim": 128,
-                  "num_layers": 2, "batch_norm_in_head": False,
-                  "queue_size": 16384 if "k400" in recipe else 2048}
-        for key, value in family.items():
-            assert bound(f"QueueNCE.{key}") == value, (recipe, key)
-        expected = {"build_optimizer.name": "adam", "build_optimizer.base_learning_rate": 1e-3,
-                    "build_optimizer.weight_decay": 1e-5,
-                    "build_optimizer.reference_batch_size": None,
-                    "build_optimizer.schedule": "plateau",
-                    "build_optimizer.plateau_max_decays": 2,
-                    "train.global_batch_size": 128, "train_input.num_frames": 32,
-                    "train_input.crop_size": 128,
-                    "train.epochs": {"coclr_ucf101.gin": 100, "coclr_k400.gin": 50}.get(recipe, 300)}
-        for binding, value in expected.items():
-            assert bound(binding) == value, (recipe, binding)
+        check_bound({f"{method}.modality": modality, "train.epochs": 300, **OPTIMIZATION,
+                     **{f"QueueNCE.{k}": v for k, v in FAMILY.items()}}, recipe)
+    finally:
+        gin.clear_config()
+
+
+@pytest.mark.parametrize("recipe,cycles,cycle_epochs,queue_size", [
+    ("coclr_ucf101.gin", 2, 100, 2048), ("coclr_k400.gin", 1, 50, 16384)])
+def test_schedule_recipes_bind_the_paper_schedule(recipe, cycles, cycle_epochs, queue_size):
+    gin.clear_config()
+    cli.parse_gin([os.path.join(CONFIGS, recipe)], [])
+    try:
+        stages = dict(gin.query_parameter("run_schedule.stages"))
+        names = ["infonce_rgb", "infonce_flow"] + [
+            f"cycle{c}_{m}" for c in range(1, cycles + 1) for m in ("rgb", "flow")]
+        assert list(stages) == names
+        assert stages["cycle1_rgb"] == {"rgb": "infonce_rgb", "flow": "infonce_flow"}
+        assert stages["cycle1_flow"] == {"flow": "infonce_flow", "rgb": "cycle1_rgb"}
+        for name in names:
+            method = "InfoNCE" if name.startswith("infonce") else "CoCLR"
+            assert gin.query_parameter(f"{name}/train.method").selector == method
+            check_bound({f"{name}/{method}.modality": name.rsplit("_", 1)[1],
+                         f"{name}/train.epochs": 300 if method == "InfoNCE" else cycle_epochs},
+                        recipe)
+        check_bound({"CoCLR.topk": 5, "CoCLR.self_drop_prob": 0.0, **OPTIMIZATION,
+                     **{f"QueueNCE.{k}": v for k, v in {**FAMILY,
+                                                        "queue_size": queue_size}.items()}},
+                    recipe)
     finally:
         gin.clear_config()
 

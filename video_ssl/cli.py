@@ -72,3 +72,4 @@ def _register_configurables() -> None:
     import video_ssl.methods.simclr  # noqa: F401
     import video_ssl.methods.swav  # noqa: F401
     import video_ssl.optim  # noqa: F401
+    import video_ssl.schedule  # noqa: F401

@@ -1,0 +1,119 @@
+"""Multi-stage pre-training in one command: CoCLR's schedule (InfoNCE for each stream,
+then alternation cycles), or any sequence of training runs.
+
+`run_schedule.stages` lists the stages in order as (name, init) pairs: each stage is a
+complete training run in `model_dir/<name>` (evaluable on its own), configured by the
+gin bindings scoped with its name (`cycle1_rgb/train.method = @CoCLR`,
+`cycle1_rgb/CoCLR.modality = 'rgb'`, `cycle1_rgb/train.epochs = 100`; unscoped bindings
+apply to every stage), and `init` maps encoder names to earlier stages whose run
+initializes them (the method's `init_checkpoints`, e.g. {'rgb': 'infonce_rgb',
+'flow': 'infonce_flow'}). A stage that finished writes `model_dir/<name>/STAGE_COMPLETE`;
+re-running the command skips finished stages and resumes the first unfinished one
+from its newest checkpoint (the trainer's own resume). `run_schedule.only` runs one
+stage alone (its `init` stages must have finished). The final metrics of every
+finished stage are collected in `model_dir/schedule.json`.
+
+The trainer (`video_ssl.train`) calls `run_schedule` when `run_schedule.stages` is bound
+(`scheduled()`), instead of training one run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Callable, Mapping, Sequence
+
+import gin
+import tensorflow as tf
+
+from video_ssl import atomic
+
+COMPLETE_FILE = "STAGE_COMPLETE"
+SUMMARY_FILE = "schedule.json"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def scheduled() -> bool:
+    """Whether the parsed gin config binds `run_schedule.stages`."""
+    try:
+        gin.query_parameter("run_schedule.stages")
+    except ValueError:
+        return False
+    return True
+
+
+def _check_stages(stages) -> list[tuple[str, dict]]:
+    checked, seen = [], set()
+    for entry in stages:
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 2
+                and isinstance(entry[1], Mapping)):
+            raise ValueError(f"run_schedule.stages: expected (name, {{encoder: stage}}) pairs, "
+                             f"got {entry!r}")
+        name, init = entry[0], dict(entry[1])
+        if not isinstance(name, str) or not _NAME.match(name) or name in seen:
+            raise ValueError(f"run_schedule.stages: stage name {name!r}: expected a unique "
+                             "identifier (it names the stage's folder and gin scope)")
+        unknown = {source for source in init.values() if source not in seen}
+        if unknown:
+            raise ValueError(f"run_schedule.stages: stage {name!r} initializes from "
+                             f"{sorted(unknown)}; expected earlier stages of {sorted(seen)}")
+        seen.add(name)
+        checked.append((name, init))
+    if not checked:
+        raise ValueError("run_schedule.stages: expected at least one stage")
+    return checked
+
+
+def is_complete(stage_dir: str) -> bool:
+    return tf.io.gfile.exists(os.path.join(stage_dir, COMPLETE_FILE))
+
+
+def _bind_init_checkpoints(name: str, init: Mapping[str, str], model_dir: str) -> None:
+    """Binds `<name>/<Method>.init_checkpoints` to the earlier stages' folders."""
+    method = gin.query_parameter(f"{name}/train.method") if _has_scoped_method(name) else \
+        gin.query_parameter("train.method")
+    checkpoints = {encoder: os.path.join(model_dir, source) for encoder, source in init.items()}
+    with gin.unlock_config():
+        gin.bind_parameter(f"{name}/{method.configurable.name}.init_checkpoints", checkpoints)
+
+
+def _has_scoped_method(name: str) -> bool:
+    try:
+        gin.query_parameter(f"{name}/train.method")
+    except ValueError:
+        return False
+    return True
+
+
+@gin.configurable(denylist=["model_dir", "train_fn"])
+def run_schedule(model_dir: str, train_fn: Callable[[str], dict], *,
+                 stages: Sequence = gin.REQUIRED, only: str | None = None) -> dict:
+    """Runs the unfinished `stages` in order (or stage `only`), each as
+    `train_fn(model_dir/<name>)` inside the gin scope `<name>`; returns
+    {stage: final metrics} of the finished stages."""
+    stages = _check_stages(stages)
+    names = [name for name, _ in stages]
+    if only is not None and only not in names:
+        raise ValueError(f"run_schedule.only={only!r}: expected one of {names}")
+    tf.io.gfile.makedirs(model_dir)
+    for name, init in stages:
+        stage_dir = os.path.join(model_dir, name)
+        if (only is not None and name != only) or (only is None and is_complete(stage_dir)):
+            continue
+        missing = [source for source in init.values()
+                   if not is_complete(os.path.join(model_dir, source))]
+        if missing:
+            raise ValueError(f"run_schedule: stage {name!r} needs finished stages {missing} "
+                             f"in {model_dir} (run the schedule without run_schedule.only)")
+        if init:
+            _bind_init_checkpoints(name, init, model_dir)
+        tf.io.gfile.makedirs(stage_dir)
+        print(f"Schedule: stage {name!r} ({names.index(name) + 1}/{len(names)}) in {stage_dir}")
+        with gin.config_scope(name):
+            final = train_fn(stage_dir)
+        atomic.write_text(os.path.join(stage_dir, COMPLETE_FILE), json.dumps(final, indent=1))
+    summary = {name: json.loads(tf.io.gfile.GFile(
+        os.path.join(model_dir, name, COMPLETE_FILE)).read())
+        for name in names if is_complete(os.path.join(model_dir, name))}
+    atomic.write_text(os.path.join(model_dir, SUMMARY_FILE), json.dumps(summary, indent=1))
+    return summary
