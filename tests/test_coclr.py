@@ -14,6 +14,7 @@ import video_ssl.train  # noqa: F401  (registers train and train_input)
 from video_ssl import cli, optim
 from video_ssl.methods.base import INPUT_SPEC_FILE
 from video_ssl.methods.coclr import CoCLR, InfoNCE, UberNCE
+from video_ssl.models import build_backbone
 
 BATCH, FRAMES, SIZE, QUEUE, DIM = 4, 4, 32, 16, 8
 SMALL = dict(hidden_dim=16, embedding_dim=DIM, queue_size=QUEUE)
@@ -380,3 +381,18 @@ def test_family_bindings_reach_every_method():
         gin.clear_config()
     assert (coclr.temperature, coclr.topk, coclr.modality) == (0.2, 2, "rgb")
     assert (infonce.temperature, infonce.modality) == (0.2, "flow")
+
+
+def test_family_backbone_binding_builds_both_streams():
+    gin.clear_config()
+    with gin.unlock_config():
+        gin.parse_config(["QueueNCE.backbone = 'slow_r18'",
+                          "QueueNCE.backbone_kwargs = {'width_multiplier': 0.125}"])
+    try:
+        method = CoCLR(**SMALL)
+    finally:
+        gin.clear_config()
+    reference = build_backbone("slow_r18", width_multiplier=0.125, input_channels=2)
+    assert method.backbone.name.startswith("slow_r18") and method.sampler.count_params() == \
+        reference.count_params()
+    assert method.backbone.input_shape[-1] == 3 and method.sampler.input_shape[-1] == 2

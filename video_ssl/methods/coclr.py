@@ -66,6 +66,9 @@ class QueueNCE(MoCo):
                          hidden_dim=hidden_dim, embedding_dim=embedding_dim,
                          num_layers=num_layers, base_momentum=base_momentum,
                          momentum_schedule=momentum_schedule, **kwargs)
+        # What CoCLR builds its sampler from (the other stream, same architecture).
+        self.backbone_name = backbone if isinstance(backbone, str) else None
+        self.backbone_kwargs = dict(kwargs.get("backbone_kwargs") or {})
 
     # ------------------------------------------------------------------ hooks
     @property
@@ -187,10 +190,12 @@ class CoCLR(QueueNCE):
         (the official code's behaviour: InfoNCE with same-video positives until then).
     """
 
-    def __init__(self, backbone="s3d", *, sampler_backbone: str | keras.Model | None = None,
-                 topk: int = 5, self_drop_prob: float = 0.0, mine_only_when_full: bool = False,
-                 **kwargs):
-        super().__init__(backbone, **kwargs)
+    def __init__(self, backbone: str | keras.Model | None = None, *,
+                 sampler_backbone: str | keras.Model | None = None, topk: int = 5,
+                 self_drop_prob: float = 0.0, mine_only_when_full: bool = False, **kwargs):
+        # backbone=None leaves it to QueueNCE (its gin binding or default): passing a
+        # default from here would override `QueueNCE.backbone`.
+        super().__init__(**({} if backbone is None else {"backbone": backbone}), **kwargs)
         if not 0 <= int(topk) <= self.queue.size:
             raise ValueError(f"CoCLR.topk: expected 0 <= topk <= queue_size "
                              f"({self.queue.size}), got {topk!r}")
@@ -202,15 +207,14 @@ class CoCLR(QueueNCE):
         self.mine_only_when_full = mine_only_when_full
         self.sampler_modality = "flow" if self.modality == "rgb" else "rgb"
         if sampler_backbone is None:
-            if not isinstance(backbone, str):
+            if self.backbone_name is None:
                 raise ValueError("CoCLR.sampler_backbone: expected a registry name or a built "
                                  f"{self.sampler_modality} model when backbone is a built model")
-            sampler_backbone = backbone
+            sampler_backbone = self.backbone_name
         if isinstance(sampler_backbone, str):
             sampler_backbone = build_backbone(
                 sampler_backbone, synchronized_bn=self.synchronized_bn,
-                input_channels=MODALITY_CHANNELS[self.sampler_modality],
-                **(kwargs.get("backbone_kwargs") or {}))
+                input_channels=MODALITY_CHANNELS[self.sampler_modality], **self.backbone_kwargs)
         self.sampler = sampler_backbone
         self.sampler_projector = keras.models.clone_model(self.projector)
         # Frozen: not in trainable_variables, and its BatchNorm uses running statistics.
