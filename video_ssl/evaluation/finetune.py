@@ -1,9 +1,9 @@
 """Fine-tuning: all weights trained with a dropout + linear head, with `model.fit`.
 
-Defaults are the ρ-paper's UCF101/HMDB51 protocol as in PySlowFast
-configs/contrastive_ssl/finetune_ucf_Slow_R50_syn0.yaml: 200 epochs, SGD momentum 0.9,
-learning rate 0.005 at batch 64 with a half-period cosine and no warm-up, weight decay
-1e-4 (not on BatchNorm parameters), dropout 0.5. CoCLR's protocol (Han et al. 2020,
+Defaults are the ρ-paper's UCF101/HMDB51 protocol (Feichtenhofer et al. 2021, §B.6,
+§B.7): 200 epochs, SGD momentum 0.9, learning rate 0.025 at batch 64, x0.1 at epochs
+60, 120 and 180, no warm-up, weight decay 0, dropout 0.8 (gin_configs/eval/
+finetune_common.gin also names PySlowFast's variant). CoCLR's protocol (Han et al. 2020,
 eval/main_classifier.py `--train_what ft`): Adam with coupled L2 1e-3, learning rate
 1e-3 and the backbone at lr / 10 (`backbone_lr_scale`), dropout 0.9, step decay.
 """
@@ -21,12 +21,12 @@ from video_ssl.evaluation.protocol import EvalData, Result, require
 
 @gin.configurable(denylist=["backbone", "data"])
 def finetune(backbone: keras.Model, data: EvalData, *, num_classes: int | None = None,
-             epochs: int = 200, learning_rate: float = 0.005,
+             epochs: int = 200, learning_rate: float = 0.025,
              reference_batch_size: int | None = 64, optimizer: str = "sgd",
-             schedule: str = "cosine", warmup_epochs: float = 0.0,
-             decay_epochs: Sequence[float] = (), weight_decay: float = 1e-4,
+             schedule: str = "step", warmup_epochs: float = 0.0,
+             decay_epochs: Sequence[float] = (60, 120, 180), weight_decay: float = 0.0,
              momentum: float = 0.9, exclude_vectors: bool = True,
-             backbone_lr_scale: float = 1.0, dropout: float = 0.5,
+             backbone_lr_scale: float = 1.0, dropout: float = 0.8,
              verbose="auto") -> Result:
     """Fine-tunes `backbone` (in place) with a linear head and tests the result by
     multi-view averaging. learning_rate is the head's rate at `reference_batch_size`

@@ -2,9 +2,9 @@
 
 The backbone runs in inference mode (BatchNorm statistics frozen) on augmented training
 clips; only the head learns. Defaults are the ρ-paper's Kinetics protocol
-(Feichtenhofer et al. 2021; PySlowFast configs/contrastive_ssl/linear_k400_*.yaml):
-60 epochs, SGD momentum 0.9, half-period cosine after 8 warm-up epochs, weight decay
-0, learning rate 0.5 at batch 64 (= 4.0 at 512, 10x ρMoCo's pre-training rate).
+(Feichtenhofer et al. 2021, §B.2): 60 epochs, SGD momentum 0.9, half-period cosine
+after 8 warm-up epochs, weight decay 0, learning rate 0.5 at batch 64 (= the paper's
+4.0 at 512, 10x ρMoCo's pre-training rate).
 CoCLR's variant (Han et al. 2020, eval/main_classifier.py `--train_what last`) adds
 L2 normalization then BatchNorm before the linear layer: `l2_normalize`, `batch_norm`.
 """
