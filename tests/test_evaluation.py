@@ -1,16 +1,27 @@
 """Evaluation protocols on tiny shards and a tiny backbone: recall@k against brute
 force, multi-view averaging (padding included), fusion, metrics, optimizer settings, and
 each protocol (linear probe, fine-tuning, retrieval, linear SVM)."""
+import glob
+import os
+import re
+
+import gin
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import video_ssl.evaluate  # noqa: F401  (registers the evaluation configurables)
+from video_ssl import cli
 from video_ssl.data import schema
-from video_ssl.evaluation import finetune, linear, multiview, retrieval, svm
-from video_ssl.evaluation.protocol import EvalData, classification_metrics
+from PIL import Image
+
+from video_ssl.evaluation import figures, finetune, linear, multiview, retrieval, svm
+from video_ssl.evaluation.protocol import EvalData, check_protocol_bindings, classification_metrics
 from video_ssl.models import build_backbone
 
+EVAL_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "gin_configs", "eval")
 SIZE = 32
 CLIP = dict(num_frames=4, frame_stride=2, crop_size=SIZE)
 PLAIN = dict(color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
@@ -25,15 +36,18 @@ def _video(label, num_frames):
     return [tf.io.encode_jpeg(f, quality=100).numpy() for f in frames]
 
 
-def write_shards(prefix, labels, num_shards, lengths=None):
-    """Video i (label labels[i], None = unlabeled) goes to shard i % num_shards."""
+def write_shards(prefix, labels, num_shards, lengths=None, class_names=None):
+    """Video i (label labels[i], None = unlabeled) goes to shard i % num_shards; with
+    `class_names`, each video carries its class name (clip/label/text)."""
     lengths = lengths or [16] * len(labels)
     names = schema.shard_names(str(prefix), num_shards)
     for shard, name in enumerate(names):
         with tf.io.TFRecordWriter(name) as writer:
             for i in range(shard, len(labels), num_shards):
+                text = (class_names[labels[i]] if class_names and labels[i] is not None
+                        else None)
                 writer.write(schema.make_sequence_example(
-                    _video(labels[i] or 0, lengths[i]), label=labels[i],
+                    _video(labels[i] or 0, lengths[i]), label=labels[i], label_text=text,
                     frame_rate=25.0).SerializeToString())
     return names
 
@@ -93,6 +107,47 @@ def test_recall_at_k_uses_cosine_similarity():
         retrieval.recall_at_k([[1.0, 0.0]], [1], gallery, [0, 1], ks=(0,))
     with pytest.raises(ValueError, match="features"):
         retrieval.recall_at_k([[1.0, 0.0, 0.0]], [1], gallery, [0, 1])
+
+
+def test_recall_from_similarity_matches_recall_at_k():
+    rng = np.random.default_rng(2)
+    queries, gallery = rng.normal(size=(9, 4)), rng.normal(size=(13, 4))
+    query_labels, gallery_labels = rng.integers(0, 3, 9), rng.integers(0, 3, 13)
+    similarity = retrieval.cosine_similarity(queries, gallery)
+    assert similarity.shape == (9, 13)
+    assert retrieval.recall_from_similarity(similarity, query_labels, gallery_labels) == \
+        retrieval.recall_at_k(queries, query_labels, gallery, gallery_labels)
+    with pytest.raises(ValueError, match="one label per feature row"):
+        retrieval.recall_from_similarity(similarity, query_labels[:3], gallery_labels)
+
+
+def _saved_retrieval(path, similarity, query_labels, gallery_labels):
+    np.savez(path, similarity=np.asarray(similarity, np.float32),
+             query_labels=np.asarray(query_labels), gallery_labels=np.asarray(gallery_labels))
+    return str(path)
+
+
+def test_fused_recall_averages_the_saved_similarities(tmp_path):
+    # Gallery labels [0, 1, 2]; queries of class 0 and 1. Each stream alone ranks one
+    # query's own class second; their mean ranks both first.
+    gallery_labels, query_labels = [0, 1, 2], [0, 1]
+    rgb = _saved_retrieval(tmp_path / "rgb.npz", [[0.3, 0.1, 0.8], [0.0, 0.9, 0.1]],
+                           query_labels, gallery_labels)
+    flow = _saved_retrieval(tmp_path / "flow.npz", [[0.9, 0.0, 0.2], [0.0, 0.2, 0.8]],
+                            query_labels, gallery_labels)
+    assert retrieval.fused_recall([rgb], ks=(1,)) == {1: 0.5}
+    assert retrieval.fused_recall([flow], ks=(1,)) == {1: 0.5}
+    # Mean: [[0.6, 0.05, 0.5], [0.0, 0.55, 0.45]]: both right at rank 1.
+    assert retrieval.fused_recall([rgb, flow], ks=(1, 2)) == {1: 1.0, 2: 1.0}
+    # Weighted 1:3 (or 3:1), flow (or RGB) decides and query 1 (or 0) is missed again.
+    assert retrieval.fused_recall([rgb, flow], weights=[1, 3], ks=(1,)) == {1: 0.5}
+    assert retrieval.fused_recall([rgb, flow], weights=[3, 1], ks=(1,)) == {1: 0.5}
+    other = _saved_retrieval(tmp_path / "other.npz", np.zeros((2, 3)), [1, 0], gallery_labels)
+    with pytest.raises(ValueError, match="other.npz: its query_labels differ"):
+        retrieval.fused_recall([rgb, other])
+    np.savez(tmp_path / "scores.npz", scores=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="scores.npz: expected a retrieval_features.npz"):
+        retrieval.fused_recall([rgb, str(tmp_path / "scores.npz")])
 
 
 # -------------------------------------------------------------------- multi-view
@@ -172,6 +227,20 @@ def test_a_schedule_setting_without_effect_names_the_binding(data):
                           momentum=0.5, verbose=0)
 
 
+def test_a_command_line_binding_of_another_protocol_is_an_error():
+    params = ["evaluate.protocol=@retrieval", "retrieval.ks=(1, 5)",
+              "train/eval_input.crop_size=32"]
+    gin.clear_config()
+    try:
+        cli.parse_gin([], params + ["linear_probe.epochs=3"])
+        check_protocol_bindings(params)  # the protocol's own and clip bindings pass
+        with pytest.raises(ValueError, match="--gin_param=linear_probe.epochs=3: has no "
+                                             "effect, evaluate.protocol is @retrieval"):
+            check_protocol_bindings(params + ["linear_probe.epochs=3"])
+    finally:
+        gin.clear_config()
+
+
 # --------------------------------------------------------------------- protocols
 
 
@@ -229,6 +298,12 @@ def test_retrieval_protocol(data):
     for example in result.neighbours:
         assert len(example["neighbours"]) == retrieval.NEIGHBOURS_SHOWN
         assert example["neighbour_labels"] == [example["label"]] * 3
+    saved = result.arrays["retrieval_features"]
+    assert saved["similarity"].shape == (4, 8)
+    assert saved["query_features"].shape[0] == 4 and saved["gallery_features"].shape[0] == 8
+    np.testing.assert_array_equal(saved["query_labels"], [0, 1, 0, 1])
+    np.testing.assert_allclose(saved["similarity"], retrieval.cosine_similarity(
+        saved["query_features"], saved["gallery_features"]), atol=1e-6)
     # Indices follow the evaluation order: the frames shown are those videos' frames.
     shown = data.first_frames("train", result.neighbours[1]["neighbours"], size=16)
     for frame in shown.values():
@@ -271,3 +346,116 @@ def test_first_frames_are_the_videos_first_frames(data):
     for frame in frames.values():
         assert frame.shape == (16, 16, 3) and frame.dtype == np.uint8
         assert frame[..., 1].max() <= 4  # green 8 x index: frame 0
+
+
+# ------------------------------------------------------------ gin_configs/eval/
+
+
+def eval_gin_files() -> dict[str, str]:
+    return {os.path.basename(p): open(p).read()
+            for p in sorted(glob.glob(os.path.join(EVAL_CONFIGS, "*.gin")))}
+
+
+def runnable_eval_configs() -> list[str]:
+    """The configs one runs: those that name their evaluation (`evaluate.name`); the
+    others are included blocks or the demo overlay."""
+    return [name for name, text in eval_gin_files().items()
+            if re.search(r"^evaluate\.name = ", text, re.M)]
+
+
+def test_every_eval_block_is_included_and_every_config_parses():
+    texts = eval_gin_files()
+    included = {m for text in texts.values() for m in re.findall(r"^include '(.+)'", text, re.M)}
+    blocks = set(texts) - set(runnable_eval_configs()) - {"demo.gin"}
+    assert blocks and blocks <= included, f"blocks included nowhere: {blocks - included}"
+    assert included <= set(texts), f"includes of missing files: {included - set(texts)}"
+    for name in runnable_eval_configs():
+        for overlay in ([], ["demo.gin"]):
+            gin.clear_config()
+            cli.parse_gin([os.path.join(EVAL_CONFIGS, f) for f in [name, *overlay]], [])
+            assert gin.query_parameter("evaluate.name") == name[:-len(".gin")]
+    gin.clear_config()
+
+
+RHO_FINETUNE = {  # ρ-paper §B.6 (UCF101) = §B.7 (HMDB51), with §B.2's augmentation and views
+    "evaluate.batch_size": 64, "finetune.epochs": 200, "finetune.learning_rate": 0.025,
+    "finetune.reference_batch_size": 64, "finetune.schedule": "step",
+    "finetune.decay_epochs": (60, 120, 180), "finetune.weight_decay": 0.0,
+    "finetune.dropout": 0.8, "finetune.warmup_epochs": 0,
+    "train/eval_input.crop": "scale_jitter", "train/eval_input.short_side_range": (256, 320),
+    "train/eval_input.flip_prob": 0.5, "train/eval_input.color_jitter_prob": 0.0,
+    "train/eval_input.grayscale_prob": 0.0, "train/eval_input.blur_prob": 0.0,
+    "test/eval_input.num_clips": 10, "test/eval_input.eval_crops": 3,
+    "test/eval_input.crop_size": 256, "test/eval_input.short_side": 256}
+RHO_LINEAR = {  # ρ-paper §B.2
+    "linear_probe.epochs": 60, "linear_probe.schedule": "cosine",
+    "linear_probe.learning_rate": 4.0, "linear_probe.reference_batch_size": 512,
+    "linear_probe.warmup_epochs": 8, "linear_probe.weight_decay": 0.0,
+    "train/eval_input.crop": "scale_jitter", "train/eval_input.color_jitter_prob": 0.0,
+    "test/eval_input.num_clips": 10, "test/eval_input.eval_crops": 3,
+    "test/eval_input.crop_size": 256}
+
+
+@pytest.mark.parametrize("config,expected", [
+    ("finetune_ucf101.gin", {**RHO_FINETUNE, "%NUM_CLASSES": 101}),
+    ("finetune_hmdb51.gin", {**RHO_FINETUNE, "%NUM_CLASSES": 51}),
+    ("linear_kinetics400.gin", {**RHO_LINEAR, "%NUM_CLASSES": 400}),
+    ("linear_coclr_hmdb51.gin", {"%NUM_CLASSES": 51, "linear_probe.l2_normalize": True,
+                                 "test/eval_input.window_overlap": 0.5,
+                                 "test/eval_input.eval_crops": 10, "eval_input.num_frames": 32}),
+    ("finetune_coclr_hmdb51.gin", {"%NUM_CLASSES": 51, "finetune.optimizer": "adam",
+                                   "finetune.backbone_lr_scale": 0.1,
+                                   "train/eval_input.blur_prob": 0.0}),
+    # BraVe §4: 32 frames sampled at 12.5 fps.
+    ("svm_hmdb51.gin", {"eval_input.target_fps": 12.5, "eval_input.num_frames": 32,
+                        "eval_input.frame_stride": 1, "linear_svm.train_epochs": 10}),
+])
+def test_eval_recipes_hold_the_papers_values(config, expected):
+    gin.clear_config()
+    cli.parse_gin([os.path.join(EVAL_CONFIGS, config)], [])
+    try:
+        for binding, value in expected.items():
+            assert gin.query_parameter(binding) == value, binding
+    finally:
+        gin.clear_config()
+
+
+# ----------------------------------------------------------------------- figures
+
+
+def test_class_names_from_the_records_or_the_label_map(tmp_path):
+    names = ["apply_eye_makeup", "basketball_dunk", "cliff_diving"]
+    files = write_shards(tmp_path / "named", [0, 1, 0, 2], 2, class_names=names)
+    data = EvalData(files, files)
+    assert data.class_names(3) == names
+    assert data.class_names(4) is None  # class 3 has no video, so no name
+    unnamed = write_shards(tmp_path / "unnamed", [0, 1], 1)
+    assert EvalData(unnamed, unnamed).class_names(2) is None
+    # The converter's PREFIX.labels.txt beside the train shards comes first.
+    (tmp_path / "unnamed.labels.txt").write_text("walk\nrun\njump\n")
+    assert EvalData(unnamed, unnamed).class_names(2) == ["walk", "run"]
+
+
+def _ink(image: np.ndarray) -> int:
+    """Non-white pixels."""
+    return int((image.min(axis=-1) < 200).sum())
+
+
+def test_confusion_png_is_readable_and_labeled_with_class_names(tmp_path):
+    confusion = np.diag([5, 3, 4]) + 1
+    names = ["apply_eye_makeup", "basketball_dunk", "cliff_diving"]
+    size = figures.save_confusion_png(str(tmp_path / "named.png"), confusion, "t", names)
+    plain = figures.save_confusion_png(str(tmp_path / "plain.png"), confusion, "t")
+    named_image = np.asarray(Image.open(tmp_path / "named.png").convert("RGB"))
+    plain_image = np.asarray(Image.open(tmp_path / "plain.png").convert("RGB"))
+    assert size[0] >= 600 and plain[0] >= 600 and named_image.shape[1::-1] == size
+    # The names need a wider margin left of the matrix (and above it) than "0".."2".
+    matrix_left = lambda image: int(np.argmax(image[image.shape[0] // 2, :, 0] < 100))  # noqa
+    assert matrix_left(named_image) > matrix_left(plain_image) + 40
+    left_margin = named_image[:, :matrix_left(named_image) - 2]
+    assert _ink(left_margin) > 3 * _ink(plain_image[:, :matrix_left(plain_image) - 2])
+    with pytest.raises(ValueError, match="2 class names for 3 classes"):
+        figures.save_confusion_png(str(tmp_path / "bad.png"), confusion, "t", names[:2])
+    # Many classes: no labels, cells still visible, the figure stays readable in size.
+    width, height = figures.save_confusion_png(str(tmp_path / "many.png"), np.eye(400), "t")
+    assert 600 <= width <= 2000 and height <= 2000

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Sequence
 
+import gin
 import keras
 import numpy as np
 import tensorflow as tf
 
+from video_ssl.data import schema
 from video_ssl.data.pipeline import make_dataset
 from video_ssl.data.reader import count_records
 
@@ -26,7 +29,8 @@ class Result:
     confusion: (classes, classes) counts, rows = true class. model: backbone +
     classifier (linear probe, fine-tuning). neighbours: retrieval examples, one dict
     per example query: "query" (test index), "label", "neighbours" (train indices,
-    nearest first), "neighbour_labels"."""
+    nearest first), "neighbour_labels". arrays: further per-video data to save, {file
+    stem: {key: array}} (one .npz each), e.g. retrieval's features and similarities."""
     metrics: dict
     settings: dict
     scores: np.ndarray | None = None
@@ -34,6 +38,7 @@ class Result:
     confusion: np.ndarray | None = None
     model: keras.Model | None = None
     neighbours: list[dict] | None = None
+    arrays: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
 
 def _with_window_stride(options: dict) -> dict:
@@ -45,6 +50,11 @@ def _with_window_stride(options: dict) -> dict:
     if overlap is not None:
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"window_overlap={overlap}: expected a fraction in [0, 1)")
+        if options.get("target_fps"):
+            # The window stride counts stored frames, whose rate varies per video.
+            raise ValueError(f"window_overlap={overlap} with target_fps="
+                             f"{options['target_fps']}: expected one of them; bind "
+                             "eval_window_stride (stored frames) instead")
         span = options.get("num_frames", 8) * options.get("frame_stride", 8)
         options["eval_window_stride"] = max(1.0, span * (1.0 - overlap))
     return options
@@ -97,6 +107,36 @@ class EvalData:
         """Every train video once, in file order, as its gallery views (retrieval)."""
         return self._views(self.train_files, self.gallery_input, self.train_source, None)
 
+    def class_names(self, num_classes: int) -> list[str] | None:
+        """Class names by label index, for figures: the converter's label map beside
+        the train shards (`PREFIX.labels.txt` for `PREFIX-00000-of-000NN.tfrecord`),
+        else the test videos' `clip/label/text` (read until every class has a name);
+        None when neither names every class."""
+        for path in sorted({re.sub(r"-\d{5}-of-\d{5}\.tfrecord$", ".labels.txt", f)
+                            for f in self.train_files}):
+            if path.endswith(".labels.txt") and tf.io.gfile.exists(path):
+                with tf.io.gfile.GFile(path) as f:
+                    names = [line.rstrip("\n") for line in f]
+                if len(names) >= num_classes:
+                    return names[:num_classes]
+        context = {schema.LABEL_INDEX: tf.io.VarLenFeature(tf.int64),
+                   schema.LABEL_TEXT: tf.io.FixedLenFeature([], tf.string, default_value="")}
+
+        def label_and_text(serialized):
+            parsed, _ = tf.io.parse_single_sequence_example(serialized, context)
+            index = parsed[schema.LABEL_INDEX].values
+            first = tf.cond(tf.size(index) > 0, lambda: index[0],
+                            lambda: tf.constant(-1, tf.int64))
+            return first, parsed[schema.LABEL_TEXT]
+        names = {}
+        for index, text in tf.data.TFRecordDataset(list(self.test_files)).map(label_and_text):
+            index, text = int(index), text.numpy().decode("utf-8", "replace")
+            if 0 <= index < num_classes and text:
+                names.setdefault(index, text)
+                if len(names) == num_classes:
+                    return [names[i] for i in range(num_classes)]
+        return None
+
     def first_frames(self, split: str, indices: Sequence[int], size: int = 112
                      ) -> dict[int, np.ndarray]:
         """{index: (size, size, 3) uint8}: the first RGB frame (centre crop) of the
@@ -136,6 +176,27 @@ class EvalData:
             with tf.control_dependencies(checks):
                 return {k: tf.identity(v) for k, v in batch.items()}
         return ds.map(check)
+
+
+# The gin names of the protocols (`evaluate.protocol = @NAME`).
+PROTOCOLS = ("linear_probe", "finetune", "retrieval", "linear_svm")
+
+
+def check_protocol_bindings(gin_params: Sequence[str]) -> None:
+    """Raises a ValueError naming the first command-line binding (`gin_params`) that
+    sets an argument of another protocol than the bound `evaluate.protocol`: it would
+    do nothing. Gin files are not checked: the demo overlay sets every protocol's
+    settings on purpose."""
+    try:
+        chosen = gin.query_parameter("evaluate.protocol").configurable.name
+    except (ValueError, AttributeError):  # unset (evaluate says so) or not a reference
+        return
+    for param in gin_params:
+        selector = param.split("=", 1)[0].strip().rsplit("/", 1)[-1]
+        name = selector.split(".", 1)[0]
+        if name in PROTOCOLS and name != chosen:
+            raise ValueError(f"--gin_param={param}: has no effect, evaluate.protocol is "
+                             f"@{chosen}; expected {chosen}.* bindings")
 
 
 def require(value, binding: str):
