@@ -293,6 +293,13 @@ def test_coclr_initializes_both_streams_from_stage_one_runs(tmp_path):
     for restored, source in pairs:
         for a, b in zip(restored.weights, source.weights):
             np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    # Any member of the family: InfoNCE continued from an InfoNCE run.
+    again = build(InfoNCE, init_checkpoints={"rgb": str(tmp_path / "rgb")})
+    assert len(again.initialize_encoders()) == 2
+    for restored, source in [(again.projector, runs["rgb"].projector),
+                             (again.momentum["backbone"], runs["rgb"].backbone)]:
+        for a, b in zip(restored.weights, source.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     # Stage 2 of the flow stream: its sampler from the RGB CoCLR run's primary encoder.
     _save_run(method, str(tmp_path / "cycle1_rgb"))
     flow = build(CoCLR, modality="flow", init_checkpoints={

@@ -139,6 +139,38 @@ class QueueNCE(MoCo):
                 "queue_positives": tf.reduce_mean(tf.reduce_sum(tf.cast(positives, tf.float32),
                                                                 axis=1))}
 
+    # ---------------------------------------------------------- initialization
+    def initialize_encoders(self):
+        """Restores the encoders and their projection heads from the runs in
+        `init_checkpoints` (the official code loads whole encoders), then copies the
+        trained stream into its momentum encoder (Algorithm 1: f_k.params = f_q.params)."""
+        lines = super().initialize_encoders()
+        if not self.init_checkpoints:
+            return lines
+        targets = {name: getattr(self, HEADS[attribute])
+                   for name, attribute in self.encoder_attributes().items()}
+        for name, source in self.init_checkpoints.items():
+            directory, _, source_encoder = source.partition(":")
+            binding = f"{type(self).__name__}.init_checkpoints[{name!r}]"
+            path, attribute = _encoder_checkpoint(directory, source_encoder or None, binding)
+            if attribute not in HEADS:
+                raise ValueError(f"{binding}: {directory}'s encoder is its {attribute!r}; "
+                                 f"expected an InfoNCE/UberNCE/CoCLR run (one of {sorted(HEADS)})")
+            parts = tf.Module()
+            setattr(parts, HEADS[attribute], targets[name])
+            try:
+                tf.train.Checkpoint(model=parts).restore(path).expect_partial() \
+                    .assert_existing_objects_matched()
+            except (AssertionError, ValueError, tf.errors.OpError) as error:
+                raise ValueError(f"{binding}: {path} does not hold a matching projection head "
+                                 f"{HEADS[attribute]!r}: "
+                                 f"{str(error).strip().splitlines()[0][:200]}") from None
+            lines.append(f"{name} projection head initialized from {os.path.basename(path)}")
+        for module_name, online in self.online_modules().items():
+            for target, source in zip(self.momentum[module_name].weights, online.weights):
+                target.assign(source)
+        return lines
+
 
 @configurable
 class InfoNCE(QueueNCE):
@@ -281,32 +313,3 @@ class CoCLR(QueueNCE):
         seed = tf.stack([tf.cast(self.step, tf.int32), tf.constant(7919, tf.int32)])
         drop = tf.random.stateless_uniform([], seed) < self.self_drop_prob
         return keep & ~(drop & tf.reduce_any(queue_positives, axis=1))
-
-    # ---------------------------------------------------------- initialization
-    def initialize_encoders(self):
-        """Restores the encoders and their projection heads from the runs in
-        `init_checkpoints`, then copies the trained stream into its momentum encoder
-        (Algorithm 1: f_k.params = f_q.params)."""
-        lines = super().initialize_encoders()
-        targets = {self.modality: self.projector, self.sampler_modality: self.sampler_projector}
-        for name, source in self.init_checkpoints.items():
-            directory, _, source_encoder = source.partition(":")
-            binding = f"CoCLR.init_checkpoints[{name!r}]"
-            path, attribute = _encoder_checkpoint(directory, source_encoder or None, binding)
-            if attribute not in HEADS:
-                raise ValueError(f"{binding}: {directory}'s encoder is its {attribute!r}; "
-                                 f"expected an InfoNCE/UberNCE/CoCLR run (one of {sorted(HEADS)})")
-            parts = tf.Module()
-            setattr(parts, HEADS[attribute], targets[name])
-            try:
-                tf.train.Checkpoint(model=parts).restore(path).expect_partial() \
-                    .assert_existing_objects_matched()
-            except (AssertionError, ValueError, tf.errors.OpError) as error:
-                raise ValueError(f"{binding}: {path} does not hold a matching projection head "
-                                 f"{HEADS[attribute]!r}: "
-                                 f"{str(error).strip().splitlines()[0][:200]}") from None
-            lines.append(f"{name} projection head initialized from {os.path.basename(path)}")
-        for module_name, online in self.online_modules().items():
-            for target, source in zip(self.momentum[module_name].weights, online.weights):
-                target.assign(source)
-        return lines
