@@ -134,3 +134,15 @@ def test_views_round_trip_through_json():
     clip, normalization = input_spec.clip_settings(view)
     assert clip == {"num_frames": 8, "frame_stride": 8, "crop_size": 224, "target_fps": None}
     assert normalization == {"mean": 0.45, "std": 0.225}
+
+
+def test_knn_monitor_per_encoder_takes_k_and_temperature(tmp_path):
+    """train.knn_k / knn_temperature reach the monitor of every encoder, each on its
+    own modality and shaped like that encoder's training clips."""
+    from video_ssl import train as train_lib
+    method = make_method("moco", 2, eager=True)
+    (monitor,) = train_lib.knn_monitors(method, ["bank"], ["query"], batch_size=2,
+                                        every_n_epochs=3, k=7, temperature=0.5)
+    assert (monitor.k, monitor.temperature, monitor.every_n_epochs) == (7, 0.5, 3)
+    assert (monitor.key, monitor.modality) == ("knn_top1", "rgb")
+    assert monitor.encoder(method) is method.backbone
