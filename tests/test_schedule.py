@@ -99,3 +99,75 @@ def test_bad_stages_are_one_line_errors(tmp_path, config, stages, message):
 def test_not_scheduled_without_stages():
     gin.clear_config()
     assert not schedule.scheduled()
+
+
+# ------------------------------------------------- through the trainer, interrupted
+
+class Interrupted(RuntimeError):
+    pass
+
+
+class StopAfterOneStep(__import__("keras").callbacks.Callback):
+    """Interrupts a stage after its first step (its checkpoint is written by then)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise Interrupted("stopped")
+
+
+gin.external_configurable(StopAfterOneStep, module="test_schedule")
+
+
+@pytest.fixture(scope="module")
+def flow_shards(tmp_path_factory):
+    """8 labeled videos of 16 frames 32x32 with flow."""
+    import numpy as np
+    import tensorflow as tf
+    from video_ssl.data import flow as flow_lib, schema
+    root = tmp_path_factory.mktemp("flow_shards")
+    rng = np.random.default_rng(0)
+    with tf.io.TFRecordWriter(str(root / "train-00000-of-00001.tfrecord")) as writer:
+        for index in range(8):
+            frames = rng.integers(0, 255, (16, 32, 32, 3)).astype(np.uint8)
+            flows = rng.uniform(-4, 4, (15, 32, 32, 2)).astype(np.float32)
+            writer.write(schema.make_sequence_example(
+                [tf.io.encode_jpeg(f).numpy() for f in frames], label=index % 2,
+                frame_rate=25.0, flow_frames=[flow_lib.encode_flow_jpeg(f, 8.0) for f in flows],
+                flow_bound=8.0).SerializeToString())
+    return str(root / "train-*.tfrecord")
+
+
+@pytest.mark.slow
+def test_coclr_schedule_resumes_mid_stage_through_the_trainer(tmp_path, flow_shards, capsys):
+    from video_ssl import cli
+    from video_ssl.train import train
+    tiny = {
+        "train.train_files": repr(flow_shards), "train.global_batch_size": 4,
+        "train.steps_per_epoch": 2, "train.checkpoint_every_steps": 1, "train.verbose": 0,
+        "BACKBONE": "'slow_r18'", "BACKBONE_KWARGS": "{'width_multiplier': 0.125}",
+        "HEAD_HIDDEN_DIM": 16, "EMBEDDING_DIM": 8, "QUEUE_SIZE": 8, "BN_GROUP_SIZE": None,
+        "train_input.num_frames": 4, "train_input.frame_stride": 2,
+        "train_input.crop_size": 32, "INFONCE_EPOCHS": 1, "CYCLE_EPOCHS": 1,
+        # The flow sampler starts from random weights here: one stage fewer to train.
+        "run_schedule.stages": "[('infonce_rgb', {}), ('cycle1_rgb', {'rgb': 'infonce_rgb'})]"}
+    stop = ["cycle1_rgb/train.extra_callbacks = [@StopAfterOneStep()]"]
+    configs = [os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "gin_configs", "coclr_ucf101.gin")]
+    params = [f"{k} = {v}" for k, v in tiny.items()]
+    gin.clear_config()
+    cli.parse_gin(configs, params + stop)
+    with pytest.raises(Interrupted):
+        schedule.run_schedule(str(tmp_path), train)
+    assert schedule.is_complete(str(tmp_path / "infonce_rgb"))
+    assert not schedule.is_complete(str(tmp_path / "cycle1_rgb"))
+    capsys.readouterr()
+    gin.clear_config()
+    cli.parse_gin(configs, params)
+    summary = schedule.run_schedule(str(tmp_path), train)
+    out = capsys.readouterr().out
+    gin.clear_config()
+    assert "stage 'infonce_rgb'" not in out and "stage 'cycle1_rgb'" in out
+    assert "at step 1 of 2" in out  # the interrupted stage resumed from its checkpoint
+    assert list(summary) == ["infonce_rgb", "cycle1_rgb"]
+    assert summary["cycle1_rgb"]["step"] == 2
+    spec = json.loads((tmp_path / "cycle1_rgb" / "input_spec.json").read_text())
+    assert spec["primary_encoder"] == "rgb" and set(spec["encoders"]) == {"rgb", "flow"}
