@@ -1,21 +1,21 @@
 """Evaluation protocols on tiny shards and a tiny backbone: recall@k against brute
-force, multi-view averaging (padding included), fusion, metrics, optimizer settings, and
-each protocol (linear probe, fine-tuning, retrieval, linear SVM)."""
+force, similarity fusion, multi-view averaging (padding included), score fusion,
+metrics, settings without effect, each protocol (linear probe, fine-tuning, retrieval,
+linear SVM), class names and the confusion figure, and the gin_configs/eval/ tree
+(every block included, every config parses, the papers' values)."""
 import glob
 import os
 import re
 
 import gin
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 import video_ssl.evaluate  # noqa: F401  (registers the evaluation configurables)
 from video_ssl import cli
 from video_ssl.data import schema
-from PIL import Image
-
 from video_ssl.evaluation import figures, finetune, linear, multiview, retrieval, svm
 from video_ssl.evaluation.protocol import EvalData, check_protocol_bindings, classification_metrics
 from video_ssl.models import build_backbone
