@@ -16,7 +16,11 @@ own key:
   inference mode), of the key clip's other modality to the sampler features in the
   queue (eq. 3); same-video entries are not among the K candidates. The queue holds
   aligned columns: keys of the trained stream, sampler features (L2-normalized),
-  video ids and the filled flags.
+  video ids and the filled flags. Video ids: `batch["video_id"]` when the input
+  pipeline provides one (the official code uses the source-video group, so UCF101's
+  clips cut from one YouTube video are positives of each other); otherwise an id
+  unique to each sample, so only the own key is a same-video positive.
+  Not implemented: Table 1's simultaneous variant ("sim", both streams trained at once).
 
 Positive masks are built before the current batch is enqueued. Queue slots not yet
 written count neither as positives nor as negatives. Deliberate difference: the
