@@ -146,3 +146,22 @@ def test_knn_monitor_per_encoder_takes_k_and_temperature(tmp_path):
     assert (monitor.k, monitor.temperature, monitor.every_n_epochs) == (7, 0.5, 3)
     assert (monitor.key, monitor.modality) == ("knn_top1", "rgb")
     assert monitor.encoder(method) is method.backbone
+
+
+@pytest.mark.parametrize("distributed", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["simclr", "swav"])
+def test_gradient_caching_equals_the_plain_path(name, distributed, request):
+    """rho = 3: same loss, same gradients (hence the same update) and the same BatchNorm
+    running averages as the plain path normalizing each clip-batch alone."""
+    strategy = request.getfixturevalue("mirrored") if distributed else None
+    per_replica = BATCH // (2 if distributed else 1)
+    plain = make_method(name, 3, strategy, bn_group_size=per_replica)
+    cached = make_method(name, 3, strategy, gradient_caching=True)
+    cached.set_weights(plain.get_weights())
+    batch = make_batch(3, seed=5)
+    np.testing.assert_allclose(fit_one_step(cached, batch), fit_one_step(plain, batch),
+                               rtol=1e-5)
+    for a, b in zip(plain.weights, cached.weights):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-6, err_msg=a.path)
+    assert any(not np.allclose(a, b) for a, b in zip(
+        make_method(name, 3).get_weights(), cached.get_weights()))  # it did train

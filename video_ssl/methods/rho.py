@@ -22,6 +22,11 @@ VIEW = "clips"
 MODALITY_CHANNELS = {"rgb": 3, "flow": 2}
 
 
+def add_gradients(a: list, b: list) -> list:
+    """Element-wise sum of two gradient lists (None where a variable got none)."""
+    return [y if x is None else x if y is None else x + y for x, y in zip(a, b)]
+
+
 class RhoMethod(Method):
     """Online `backbone`, the ρ clips view and the distributed helpers.
 
@@ -93,6 +98,53 @@ class RhoMethod(Method):
                              f"divide the per-replica batch {clips.shape[0]}")
         return tf.concat([fn(group) for group in
                           tf.split(clips, clips.shape[0] // self.bn_group_size)], axis=0)
+
+    def parallel_loss_and_gradients(self, clips: list[tf.Tensor], embed, objective, *,
+                                    gradient_caching: bool = False):
+        """(loss, gradients) of `objective` over the outputs of `embed` for all clips at
+        once (SimCLR, SwAV: the loss needs every clip's embedding together).
+
+        embed: clip-batch (B, T, H, W, C) -> (B, D); objective: (clips, B, D) -> loss.
+        Plain: one forward/backward over all clips (BatchNorm statistics over all of them,
+        or per `bn_group_size`); memory grows with the number of clips.
+        gradient_caching (Gao et al. 2021): a forward of every clip-batch without keeping
+        activations, the loss and its gradient with respect to the embeddings, then one
+        clip-batch at a time a forward/backward seeded with that gradient: the memory of
+        one clip-batch, for the same loss and gradients as the plain path whose BatchNorm
+        normalizes each clip-batch alone (`bn_group_size` = the per-replica batch), which
+        is what BatchNorm does here in both passes. Running averages take the first
+        pass's statistics once per clip-batch; the second pass's updates are undone.
+        """
+        variables = self.trainable_variables
+        if not gradient_caching:
+            with tf.GradientTape() as tape:
+                outputs = self.grouped(embed, tf.concat(clips, axis=0))
+                loss = objective(tf.reshape(outputs, [len(clips), -1, outputs.shape[-1]]))
+                scaled_loss = loss / num_replicas()
+            return loss, tape.gradient(scaled_loss, variables)
+        outputs = tf.stack([tf.stop_gradient(self.grouped(embed, clip)) for clip in clips])
+        with tf.GradientTape() as tape:
+            tape.watch(outputs)
+            loss = objective(outputs)
+            scaled_loss = loss / num_replicas()
+        output_gradients = tape.gradient(scaled_loss, outputs)
+        statistics = [v for v in self.non_trainable_weights if "float" in str(v.dtype)]
+        with tf.control_dependencies([outputs]):
+            after_first_pass = [tf.identity(v) for v in statistics]
+        gradients = None
+        for index, clip in enumerate(clips):
+            # Chained, so that only one clip-batch's activations are alive at a time.
+            with tf.control_dependencies(after_first_pass + [
+                    g for g in gradients or [] if g is not None]):
+                with tf.GradientTape() as tape:
+                    clip_outputs = self.grouped(embed, clip)
+                step = tape.gradient(clip_outputs, variables,
+                                     output_gradients=output_gradients[index])
+            gradients = step if gradients is None else add_gradients(gradients, step)
+        with tf.control_dependencies([g for g in gradients if g is not None]):
+            for variable, value in zip(statistics, after_first_pass):
+                variable.assign(value)
+        return loss, gradients
 
     def split_clips(self, data) -> list[tf.Tensor]:
         """The batch's `num_clips` clip-batches, each (B, T, H, W, C)."""
@@ -182,9 +234,8 @@ class MomentumRhoMethod(RhoMethod):
                     loss = self.query_loss(clip, targets[:index] + targets[index + 1:])
                     scaled_loss = loss * scale
                 step_gradients = tape.gradient(scaled_loss, variables)
-            gradients = step_gradients if gradients is None else [
-                s if g is None else g if s is None else g + s
-                for g, s in zip(gradients, step_gradients)]
+            gradients = (step_gradients if gradients is None
+                         else add_gradients(gradients, step_gradients))
             losses.append(loss)
         loss = tf.add_n(losses) / len(losses)
         self.apply_gradients(loss, gradients, variables)

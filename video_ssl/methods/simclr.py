@@ -7,13 +7,18 @@ temperature 0.1.
 
 `positives="consecutive"` is the official code's variant: a separate two-view loss for
 each consecutive clip pair (0, 1), (1, 2), ..., averaged.
+
+The loss needs every clip's embedding at once, so memory grows with rho (the paper's
+Table 2 has "out of memory" for rho = 4); `gradient_caching=True` computes the same
+loss and gradients with the memory of one clip-batch (`RhoMethod.
+parallel_loss_and_gradients`; BatchNorm then normalizes each clip-batch alone).
 """
 from __future__ import annotations
 
 import tensorflow as tf
 
+from video_ssl.distribute import all_gather, replica_id
 from video_ssl.losses import multi_positive_nce
-from video_ssl.distribute import all_gather, num_replicas, replica_id
 from video_ssl.methods.base import configurable
 from video_ssl.methods.rho import RhoMethod
 
@@ -24,13 +29,15 @@ class SimCLR(RhoMethod):
 
     def __init__(self, backbone="slow_r50", *, temperature: float = 0.1,
                  hidden_dim: int = 2048, embedding_dim: int = 128, num_layers: int = 3,
-                 positives: str = "all", synchronized_bn: bool = True, **kwargs):
+                 positives: str = "all", gradient_caching: bool = False,
+                 synchronized_bn: bool = True, **kwargs):
         super().__init__(backbone, synchronized_bn=synchronized_bn, **kwargs)
         if positives not in ("all", "consecutive"):
             raise ValueError(f"SimCLR.positives: expected 'all' or 'consecutive', "
                              f"got {positives!r}")
         self.temperature = float(temperature)
         self.positives = positives
+        self.gradient_caching = bool(gradient_caching)
         self.projector = self.mlp(input_dim=self.feature_dim, hidden_dim=hidden_dim,
                                   output_dim=embedding_dim, num_layers=num_layers,
                                   batch_norm=True, name="projector")
@@ -54,19 +61,22 @@ class SimCLR(RhoMethod):
         logits = tf.where(same_video & same_clip, tf.constant(-float("inf")), logits)
         return multi_positive_nce(logits, same_video & ~same_clip)
 
+    def embed(self, clip: tf.Tensor) -> tf.Tensor:
+        return tf.math.l2_normalize(self.projector(self.backbone(clip, training=True),
+                                                   training=True), -1)
+
+    def objective(self, embeddings: tf.Tensor) -> tf.Tensor:
+        """Eq. (1) over (clips, B, D) embeddings: all clips at once, or the official
+        code's consecutive pairs."""
+        if self.positives == "all":
+            return self.contrastive_loss(embeddings)
+        clips = embeddings.shape[0]
+        return tf.add_n([self.contrastive_loss(embeddings[i:i + 2])
+                         for i in range(clips - 1)]) / (clips - 1)
+
     def train_step(self, data):
-        clips = self.split_clips(data)
-        with tf.GradientTape() as tape:
-            embeddings = tf.math.l2_normalize(self.grouped(lambda x: self.projector(
-                self.backbone(x, training=True), training=True), tf.concat(clips, axis=0)), -1)
-            embeddings = tf.reshape(embeddings, [len(clips), -1, embeddings.shape[-1]])
-            if self.positives == "all":
-                loss = self.contrastive_loss(embeddings)
-            else:
-                loss = tf.add_n([self.contrastive_loss(embeddings[i:i + 2])
-                                 for i in range(len(clips) - 1)]) / (len(clips) - 1)
-            scaled_loss = loss / num_replicas()
-        variables = self.trainable_variables
-        gradients = tape.gradient(scaled_loss, variables)
-        self.apply_and_track(loss, gradients, variables)
+        loss, gradients = self.parallel_loss_and_gradients(
+            self.split_clips(data), self.embed, self.objective,
+            gradient_caching=self.gradient_caching)
+        self.apply_and_track(loss, gradients, self.trainable_variables)
         return {"loss": self.loss_tracker.result()}

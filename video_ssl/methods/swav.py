@@ -12,6 +12,10 @@ that the next step re-normalizes, so their directions stay frozen.
 By default (paper) every clip gives assignments that all other clips predict;
 `assignment_clips=2` is the official code's choice for rho > 2: only clips 0 and 1
 give assignments, the other clips are only predicted.
+
+`gradient_caching=True`: the same loss and gradients with the memory of one
+clip-batch, as for SimCLR (`RhoMethod.parallel_loss_and_gradients`); the Sinkhorn
+assignments still span the global batch of every clip.
 """
 from __future__ import annotations
 
@@ -19,7 +23,6 @@ import keras
 import tensorflow as tf
 
 from video_ssl.losses import sinkhorn, swapped_prediction_loss
-from video_ssl.distribute import num_replicas
 from video_ssl.methods.base import configurable
 from video_ssl.methods.rho import RhoMethod
 from video_ssl.models.heads import Prototypes
@@ -34,7 +37,7 @@ class SwAV(RhoMethod):
                  sinkhorn_iterations: int = 3, hidden_dim: int = 2048,
                  embedding_dim: int = 128, num_layers: int = 3,
                  assignment_clips: int | None = None, freeze_prototypes_steps: int = 0,
-                 synchronized_bn: bool = True, **kwargs):
+                 gradient_caching: bool = False, synchronized_bn: bool = True, **kwargs):
         super().__init__(backbone, synchronized_bn=synchronized_bn, **kwargs)
         if assignment_clips is not None and not 1 <= assignment_clips <= self.num_clips:
             raise ValueError(f"SwAV.assignment_clips: expected None or 1..{self.num_clips}, "
@@ -43,6 +46,7 @@ class SwAV(RhoMethod):
         self.epsilon = float(epsilon)
         self.sinkhorn_iterations = int(sinkhorn_iterations)
         self.assignment_clips = assignment_clips or self.num_clips
+        self.gradient_caching = bool(gradient_caching)
         self.projector = self.mlp(input_dim=self.feature_dim, hidden_dim=hidden_dim,
                                   output_dim=embedding_dim, num_layers=num_layers,
                                   batch_norm=True, name="projector")
@@ -68,18 +72,17 @@ class SwAV(RhoMethod):
                        for target in range(scores.shape[0]) if target != source]
         return tf.add_n(losses) / len(losses)
 
+    def embed(self, clip: tf.Tensor) -> tf.Tensor:
+        """Prototype scores (B, K) of one clip-batch."""
+        return self.prototypes(tf.math.l2_normalize(self.projector(
+            self.backbone(clip, training=True), training=True), -1))
+
     def train_step(self, data):
         clips = self.split_clips(data)
         self.prototypes.normalize()
-        with tf.GradientTape() as tape:
-            embeddings = tf.math.l2_normalize(self.grouped(lambda x: self.projector(
-                self.backbone(x, training=True), training=True), tf.concat(clips, axis=0)), -1)
-            scores = tf.reshape(self.prototypes(embeddings), [len(clips), -1,
-                                                             self.prototypes.num_prototypes])
-            loss = self.swapped_loss(scores)
-            scaled_loss = loss / num_replicas()
+        loss, gradients = self.parallel_loss_and_gradients(
+            clips, self.embed, self.swapped_loss, gradient_caching=self.gradient_caching)
         variables = self.trainable_variables
-        gradients = tape.gradient(scaled_loss, variables)
         frozen = tf.cast(self.step < self.freeze_prototypes_steps, tf.float32)
         gradients = [g * (1.0 - frozen) if v is self.prototypes.kernel else g
                      for g, v in zip(gradients, variables)]
