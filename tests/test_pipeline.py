@@ -153,7 +153,9 @@ def test_training_clips_follow_stride_and_loop(shards):
 def test_only_sampled_frames_are_decoded(shards, tmp_path):
     # Evaluation, 2 uniform clips of 4 frames at stride 2 over 30 frames: starts 0 and 23.
     wanted = {0, 2, 4, 6, 23, 25, 27, 29}
-    frames = [_rgb_jpeg(i) if i in wanted else b"not a jpeg" for i in range(NUM_FRAMES)]
+    # JPEG's start marker, then garbage: passes the reader's marker check, fails decoding.
+    broken = b"\xff\xd8\xff not a jpeg"
+    frames = [_rgb_jpeg(i) if i in wanted else broken for i in range(NUM_FRAMES)]
     path = _write(tmp_path / "sparse.tfrecord", [_example(label=3, frames=frames)])
     ds = pipeline.make_dataset(path, training=False, batch_size=1, num_clips=2, num_frames=4,
                                frame_stride=2, crop_size=16, default_frame_rate=FPS,
@@ -246,13 +248,13 @@ def test_dense_sliding_windows(shards):
 
 def test_broad_view_centred_on_narrow_view(shards):
     narrow = views.ViewSpec(num_frames=4, frame_stride=1, crop_size=16, augmentation=PLAIN)
-    broad = views.ViewSpec(num_frames=8, frame_stride=2, crop_size=8, augmentation=PLAIN)
-    sound = views.ViewSpec(num_frames=8, frame_stride=2, modalities=("audio",),
+    broad = views.ViewSpec(num_frames=8, frame_stride=2, crop_size=8, augmentation=PLAIN,
+                           sync="centre")
+    sound = views.ViewSpec(num_frames=8, frame_stride=2, modalities=("audio",), sync="centre",
                            audio=views.AudioSpec(sample_rate=SAMPLE_RATE, num_mel_bins=8,
                                                  frame_length=256, frame_step=256))
     ds = pipeline.make_view_dataset(shards["dmvr_pattern"], [narrow, broad, sound],
-                                    training=True,
-                                    batch_size=4, seed=6, sync="centre",
+                                    training=True, batch_size=4, seed=6,
                                     default_frame_rate=FPS)
     batch = next(iter(ds))
     n_idx, b_idx = _indices(batch["views"][0]["rgb"].numpy()), _indices(

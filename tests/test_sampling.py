@@ -87,3 +87,13 @@ def test_synced_views_share_start_or_centre():
     assert float(sampling.synced_starts(narrow_start, narrow_span, broad_span, "start")[0]) == 30.0
     with pytest.raises(ValueError, match="sync"):
         sampling.synced_starts(narrow_start, narrow_span, broad_span, "middle")
+
+
+def test_max_clip_start_within_or_anywhere_looped():
+    assert float(sampling.max_clip_start(30.0, 8.0)) == 22.0
+    # A clip as long as the video: "within" pins it at 0, "anywhere_looped" does not.
+    assert float(sampling.max_clip_start(30.0, 30.0, "within")) == 0.0
+    assert float(sampling.max_clip_start(30.0, 30.0, "anywhere_looped")) == 30.0
+    assert float(sampling.max_clip_start(30.0, 64.0, "anywhere_looped")) == 30.0
+    with pytest.raises(ValueError, match="start must be 'within' or 'anywhere_looped'"):
+        sampling.max_clip_start(30.0, 8.0, "anywhere")

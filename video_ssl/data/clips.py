@@ -1,7 +1,9 @@
 """Clips of one parsed video: temporal windows, training and evaluation clips, audio.
 
 `sample_and_decode(features, seed, views, training=...)` gives one dict per `ViewSpec`
-("rgb", "flow", "audio" with a leading clip axis); only sampled JPEGs are decoded.
+("rgb", "flow", "audio" with a leading clip axis); only sampled JPEGs are decoded. The
+first view is the reference: a later view with `sync` set takes its clip starts from
+the first view's clips, the others draw their own (`ViewSpec.start`).
 `eval_rgb_crops` is the evaluation crops and normalization alone (the SavedModel
 export applies it to raw frames too).
 
@@ -32,8 +34,6 @@ from video_ssl.data import sampling
 from video_ssl.data import schema
 from video_ssl.data.views import ViewSpec
 
-SYNCS = (None, "start", "centre")
-
 
 # -------------------------------------------------------------- temporal sampling
 
@@ -48,13 +48,21 @@ def _num_frames(features) -> tf.Tensor:
     return tf.maximum(tf.cast(seconds * features["frame_rate"], tf.int32), 1)
 
 
+def _span(view: ViewSpec, features, strides) -> tf.Tensor:
+    """Stored frames a view's clips cover: the clip's, or an audio-only view's audio
+    duration when it has one."""
+    if view.modalities == ("audio",) and view.audio.duration is not None:
+        return tf.fill(tf.shape(strides), view.audio.duration * features["frame_rate"])
+    return sampling.clip_span(view.num_frames, strides)
+
+
 def _clip_windows(view: ViewSpec, features, seed, training: bool):
     """(starts, strides) in stored frames, one per clip (dynamic count for sliding
-    windows)."""
+    windows). Training starts follow `view.start`; evaluation clips stay within."""
     num_available = tf.cast(_num_frames(features), tf.float32)
     stride = sampling.clip_stride(features["frame_rate"], view.frame_stride, view.target_fps)
     if not training:
-        max_start = num_available - sampling.clip_span(view.num_frames, stride)
+        max_start = num_available - _span(view, features, stride)
         if view.eval_window_stride:
             starts = sampling.sliding_window_starts(max_start, view.eval_window_stride)
         else:
@@ -63,7 +71,8 @@ def _clip_windows(view: ViewSpec, features, seed, training: bool):
     windows = 1 if view.same_window else view.num_clips
     jitter_seed, start_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     strides = sampling.jittered_strides(jitter_seed, windows, stride, view.frame_rate_jitter)
-    max_start = num_available - sampling.clip_span(view.num_frames, tf.reduce_max(strides))
+    max_start = sampling.max_clip_start(
+        num_available, _span(view, features, tf.reduce_max(strides)), view.start)
     fps = features["frame_rate"]
     starts = sampling.random_clip_starts(
         start_seed, windows, max_start, min_gap=view.min_gap * fps,
@@ -89,10 +98,14 @@ def _reference_shape(features) -> tf.Tensor:
     return decode.frame_shape(features["frames"] if "frames" in features else features["flow"])
 
 
-def _audio(view: ViewSpec, features, start_seconds, default_frame_rate) -> tf.Tensor:
-    """(clips, frames, mel_bins, 1) log-mel of the audio under each clip."""
+def _audio(view: ViewSpec, features, starts, default_frame_rate) -> tf.Tensor:
+    """(clips, frames, mel_bins, 1) log-mel of the audio under each clip: from the
+    clip's first frame, taken inside the video as its frames are (a start past the end
+    or before 0 loops), the waveform looping from its start past its end."""
     spec = view.audio
     num_samples = view.audio_samples(default_frame_rate)
+    first_frames = tf.math.floormod(tf.floor(starts), tf.cast(_num_frames(features), tf.float32))
+    start_seconds = first_frames / features["frame_rate"]
     waves = tf.map_fn(
         lambda s: audio_lib.slice_waveform(features["waveform"], s, num_samples,
                                            spec.sample_rate),
@@ -244,34 +257,42 @@ def _set_shapes(view: ViewSpec, out: dict, training: bool) -> dict:
     return {k: tf.ensure_shape(v, shapes[k]) if k in shapes else v for k, v in out.items()}
 
 
+def _synced_starts(view: ViewSpec, index: int, features, strides, reference) -> tf.Tensor:
+    """Starts of view `index` aligned on the reference (first) view's clips."""
+    ref_view, ref_starts, ref_strides = reference
+    if ref_view.num_clips not in (1, view.num_clips):
+        raise ValueError(f"views[{index}] sync={view.sync!r}: the first view has "
+                         f"{ref_view.num_clips} clips; expected 1 or {view.num_clips} "
+                         "(one reference clip per clip, or one for all)")
+    shape = tf.shape(strides)
+    ref_starts = tf.broadcast_to(ref_starts, shape)
+    ref_span = tf.broadcast_to(_span(ref_view, features, ref_strides), shape)
+    return sampling.synced_starts(ref_starts, ref_span, _span(view, features, strides),
+                                  view.sync)
+
+
 def sample_and_decode(features: Mapping[str, tf.Tensor], seed, views: Sequence[ViewSpec], *,
-                      training: bool, sync: str | None = None,
+                      training: bool,
                       default_frame_rate: float = schema.DEFAULT_FRAME_RATE) -> list[dict]:
     """One dict per view: "rgb" (clips, T, S, S, 3) normalized, "flow" (clips, T, S, S, 2)
     pixels, "audio" (clips, frames, mel_bins, 1), for the modalities the view asks for;
     dense-evaluation views add "clip_mask" (clips,) bool.
 
-    sync: None draws every view's windows independently (BraVe's visual views);
-    "start"/"centre" aligns each later view's clips on the first view's clips (same
-    start, as BraVe's Table 4 syncs views, or same centre; the views need equal
-    num_clips).
+    Each view draws its own windows (`ViewSpec.start`), crops and augmentation, except
+    that a later view with `ViewSpec.sync` set takes its clip starts from the first
+    view's clips (same start or same centre); the first view's sync must be None.
     """
-    if sync not in SYNCS:
-        raise ValueError(f"sync={sync!r}: expected one of {SYNCS}")
+    if views and views[0].sync is not None:
+        raise ValueError(f"views[0] sync={views[0].sync!r}: the first view is the one the "
+                         "others sync to; expected sync=None")
     view_seeds = tf.random.experimental.stateless_split(seed, 2 * len(views))
     outputs = []
     reference = None
     for v, view in enumerate(views):
         window_seed, clip_seed = view_seeds[2 * v], view_seeds[2 * v + 1]
         starts, strides = _clip_windows(view, features, window_seed, training)
-        if sync and reference is not None:
-            ref_view, ref_starts, ref_strides = reference
-            if view.num_clips != ref_view.num_clips:
-                raise ValueError(f"sync={sync!r} needs equal num_clips in all views, got "
-                                 f"{ref_view.num_clips} and {view.num_clips}")
-            starts = sampling.synced_starts(
-                ref_starts, sampling.clip_span(ref_view.num_frames, ref_strides),
-                sampling.clip_span(view.num_frames, strides), sync)
+        if view.sync is not None:
+            starts = _synced_starts(view, v, features, strides, reference)
         reference = reference or (view, starts, strides)
         if training:
             out = _training_clips(view, features, starts, strides, clip_seed)
@@ -282,9 +303,7 @@ def sample_and_decode(features: Mapping[str, tf.Tensor], seed, views: Sequence[V
             if view.eval_window_stride:
                 out["clip_mask"] = tf.ones([tf.size(starts) * num_crops], tf.bool)
         if "audio" in view.modalities:
-            # The audio starts with the clip's first frame.
-            seconds = tf.floor(starts) / features["frame_rate"]
-            out["audio"] = tf.repeat(_audio(view, features, seconds, default_frame_rate),
+            out["audio"] = tf.repeat(_audio(view, features, starts, default_frame_rate),
                                      num_crops, axis=0)
         outputs.append(_set_shapes(view, out, training))
     return outputs

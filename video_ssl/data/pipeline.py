@@ -9,14 +9,27 @@ Stages, each public and usable on its own:
 - `make_view_dataset(pattern, views, ...)`: the stages wired up, batched, prefetched;
 - `make_dataset(...)` (contract): one view, output flattened to "rgb"/"flow"/"audio"/"label".
 
-A method with several views builds its `ViewSpec`s and calls `make_view_dataset`.
-BraVe's visual broad views are drawn independently of the narrow one (`sync=None`, as
-BraVe samples all visual views independently), and its audio is start-synced: the
-narrow view asks for "audio" with the broad extent as `AudioSpec.duration`, and audio
-always starts with its clip's first frame. (`sync="start"` or "centre" instead aligns
-every later view's clips on the first view's.) CoCLR asks for modalities ("rgb",
-"flow") in one view so each flow clip shares its RGB clip's window, crop box and flip.
-Batches then hold "views", a tuple of per-view dicts, and "label".
+A method with several views builds its `ViewSpec`s and calls `make_view_dataset`;
+batches then hold "views", a tuple of per-view dicts in the order given, and "label".
+Every view draws its own clips (start, crop, flip, augmentation), each of its
+`num_clips` clips independently, except where a view syncs on the first one:
+
+- the first view is the reference (BraVe: the narrow view, `start="within"`, its start
+  uniform in [0, T - tau_n]);
+- `start="anywhere_looped"` starts a view's clips uniformly in [0, T] and loops the
+  frames past the end from the video's start (BraVe's broad visual views, even one as
+  long as the video), `num_clips=K` giving K broad clips (Table 3);
+- `sync=None` keeps a view's starts independent of the first view's (BraVe's visual
+  broad views: Table 4 shows syncing them hurts); `sync="start"` gives it the first
+  view's start (BraVe's audio: modalities ("audio",) with `AudioSpec.duration` = tau_b,
+  the waveform looped past its end; on a visual broad view, Table 4's synced row);
+  `sync="centre"` the first view's centre;
+- augmentation is per view: `augmentation={"random_conv": True}` on the broad RGB view
+  only; flow clips are only cropped and flipped.
+
+CoCLR asks for modalities ("rgb", "flow") in one view so each flow clip shares its RGB
+clip's window, crop box and flip; a view's own "audio" starts with its clip's first
+frame.
 
 Randomness is stateless: every element gets its own seed, folded from the pipeline seed
 and the element's position, so a seeded, deterministic pipeline repeats exactly.
@@ -37,13 +50,13 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 def make_view_dataset(file_pattern, views: Sequence[ViewSpec], *, training: bool,
-                      batch_size: int, seed: int | None = None, sync: str | None = None,
-                      input_context=None, default_frame_rate: float = schema.DEFAULT_FRAME_RATE,
+                      batch_size: int, seed: int | None = None, input_context=None, default_frame_rate: float = schema.DEFAULT_FRAME_RATE,
                       shuffle_buffer: int = 64, num_parallel_calls: int = AUTOTUNE,
                       deterministic: bool | None = None, drop_remainder: bool | None = None,
                       repeat: bool | None = None, flatten: bool = False) -> tf.data.Dataset:
     """Batches of {"views": (one dict per view), "label": (B,) int32}; with flatten
-    (one view only), the view's keys sit next to "label" instead.
+    (one view only), the view's keys sit next to "label" instead. How the views' clips
+    relate in time is each view's own (`ViewSpec.start` and `ViewSpec.sync`).
 
     Training shuffles files and examples and repeats forever by default; evaluation
     reads every video once, in file order. With input_context, batch_size is the
@@ -88,7 +101,7 @@ def make_view_dataset(file_pattern, views: Sequence[ViewSpec], *, training: bool
                                  audio_sample_rate=audio_rate)
         element_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
         outputs = clips.sample_and_decode(features, element_seed, views, training=training,
-                                    sync=sync, default_frame_rate=default_frame_rate)
+                                          default_frame_rate=default_frame_rate)
         if flatten:
             return {**outputs[0], "label": features["label"]}
         return {"views": tuple(outputs), "label": features["label"]}
@@ -108,7 +121,7 @@ def make_dataset(file_pattern, *, training: bool, batch_size: int, num_clips: in
                  input_context=None, target_fps: float | None = None,
                  same_window: bool = False, min_gap: float = 0.0,
                  max_gap: float | None = None, frame_rate_jitter: float = 0.0,
-                 crop: str = "random_resized", area_range=(0.2, 0.766),
+                 start: str = "within", crop: str = "random_resized", area_range=(0.2, 0.766),
                  aspect_range=(3 / 4, 4 / 3), short_side_range=(256, 320),
                  defer_augmentation: bool = False, eval_crops: int = 1,
                  short_side: int | None = None, eval_window_stride: float | None = None,
@@ -135,7 +148,7 @@ def make_dataset(file_pattern, *, training: bool, batch_size: int, num_clips: in
         num_clips=num_clips, num_frames=num_frames, frame_stride=frame_stride,
         crop_size=crop_size, modalities=tuple(modalities), target_fps=target_fps,
         same_window=same_window, min_gap=min_gap, max_gap=max_gap,
-        frame_rate_jitter=frame_rate_jitter, crop=crop, area_range=tuple(area_range),
+        frame_rate_jitter=frame_rate_jitter, start=start, crop=crop, area_range=tuple(area_range),
         aspect_range=tuple(aspect_range), short_side_range=tuple(short_side_range),
         augmentation=dict(augmentation), defer_augmentation=defer_augmentation,
         eval_crops=eval_crops, short_side=short_side,

@@ -3,7 +3,8 @@
 Everything here works on the frame *count* of a video, before any frame is decoded, so
 the reader can decode only the chosen JPEGs. Positions are float frame numbers: a clip
 starting at frame `s` with stride `tau` uses frames `floor(s + i * tau)`, i < T, taken
-modulo the video length, so videos shorter than a clip loop. Randomness is stateless:
+modulo the video length, so a clip running past the end (a video shorter than the
+clip, a broad view starting anywhere) continues from the video's start. Randomness is stateless:
 `seed` is an int tensor of shape [2] (`tf.random.stateless_*`).
 
 Start times in seconds are `start / source_fps`; audio uses them to follow the clip.
@@ -35,6 +36,20 @@ def clip_indices(start, num_frames: int, stride, num_available) -> tf.Tensor:
     steps = tf.range(num_frames, dtype=tf.float32)
     idx = tf.cast(tf.floor(start + steps * stride), tf.int32)
     return tf.math.floormod(idx, tf.maximum(tf.cast(num_available, tf.int32), 1))
+
+
+def max_clip_start(num_available, span, start: str = "within") -> tf.Tensor:
+    """The largest start (in frames) of a clip covering `span` frames of a video of
+    `num_available`: "within" keeps the clip inside the video (T - span, below 0 for a
+    video shorter than the clip, which then starts at 0 and loops); "anywhere_looped"
+    lets it start anywhere up to T, the frames past the end looped from the video's
+    start (BraVe's broad views)."""
+    num_available = tf.cast(num_available, tf.float32)
+    if start == "within":
+        return num_available - tf.cast(span, tf.float32)
+    if start == "anywhere_looped":
+        return num_available
+    raise ValueError(f"start must be 'within' or 'anywhere_looped', got {start!r}")
 
 
 def jittered_strides(seed, num_clips: int, stride, jitter: float = 0.0) -> tf.Tensor:
@@ -98,8 +113,9 @@ def sliding_window_starts(max_start, window_stride) -> tf.Tensor:
 
 
 def synced_starts(reference_start, reference_span, span, sync: str) -> tf.Tensor:
-    """Starts of a view aligned to another view's clips (BraVe's Table 4 syncs its
-    narrow and broad views' starts; by default it draws its visual views independently).
+    """Starts of a view aligned to another view's clips (BraVe's audio starts with its
+    narrow view; Table 4's synced row does the same for a visual broad view, which by
+    default BraVe draws independently).
 
     sync="start": both windows begin together. sync="centre": both share a centre, so
     the longer (broad) window contains the shorter (narrow) one. A start before 0 is

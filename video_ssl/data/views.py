@@ -1,8 +1,8 @@
 """What a method asks the input pipeline for: `ViewSpec`, one view of a video (clip
-count and shape, temporal sampling, training crop and augmentation keywords, evaluation
-crops), and `AudioSpec`, the log-mel settings of its "audio" modality. Both are frozen
-dataclasses; a `ViewSpec` checks its values when built, so a bad one fails where it is
-configured.
+count and shape, temporal sampling and how it relates to the first view, training crop
+and augmentation keywords, evaluation crops), and `AudioSpec`, the log-mel settings of
+its "audio" modality. Both are frozen dataclasses; a `ViewSpec` checks its values when
+built, so a bad one fails where it is configured.
 """
 from __future__ import annotations
 
@@ -12,6 +12,12 @@ from typing import Mapping
 from video_ssl.data import schema
 
 CROPS = ("random_resized", "scale_jitter")
+# Where a training clip may start: "within" the video (uniform in [0, T - span]), or
+# "anywhere_looped" (uniform in [0, T], the frames past the end looped from the start).
+STARTS = ("within", "anywhere_looped")
+# How a view's clip starts follow the first (reference) view's: independently, or with
+# the same start, or the same centre.
+SYNCS = (None, "start", "centre")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +27,8 @@ class AudioSpec:
 
     sample_rate: what every file must hold (files without a sample rate are assumed to
     hold it). duration: seconds of audio per clip; None = the clip's duration at the
-    view's target_fps (or the default frame rate), so shapes stay static.
+    view's target_fps (or the default frame rate), so shapes stay static. Past the
+    end of the waveform the audio loops from its start (as the frames do).
     """
     sample_rate: float = 48000.0
     duration: float | None = None
@@ -42,7 +49,18 @@ class ViewSpec:
     Temporal: frame_stride counts stored frames, or frames at target_fps when given;
     same_window makes all clips share one window (rho = 1: two spatial augmentations of
     one clip); min_gap/max_gap bound the distance between clip starts in seconds;
-    frame_rate_jitter scales each clip's stride by U[1 - j, 1 + j].
+    frame_rate_jitter scales each clip's stride by U[1 - j, 1 + j]. start (training):
+    "within" draws each clip's start uniformly in [0, T - span] (T the video's length,
+    span the clip's; a shorter video starts at 0 and loops), "anywhere_looped" in
+    [0, T], the frames past the end looped from the video's start (BraVe's broad view:
+    even a view as long as the video gets a random offset). An audio-only view with an
+    `AudioSpec.duration` spans that duration.
+    sync: how this view's clip starts follow the first view's (the reference, whose
+    own sync must be None), in training and evaluation: None draws them independently
+    (BraVe's visual broad views: Table 4 shows syncing them hurts), "start" gives every
+    clip the reference's start (BraVe's audio; Table 4's synced row), "centre" the
+    reference's centre (the longer window then holds the shorter one); the reference
+    has one clip or as many as this view. A synced view's own start is unused.
     Spatial (training): crop "random_resized" (area_range, aspect_range) or
     "scale_jitter" (short_side_range); `augmentation` holds `augment.augment_clip`'s
     keyword arguments; defer_augmentation stops training RGB clips after the decoded
@@ -62,6 +80,8 @@ class ViewSpec:
     min_gap: float = 0.0
     max_gap: float | None = None
     frame_rate_jitter: float = 0.0
+    start: str = "within"
+    sync: str | None = None
     crop: str = "random_resized"
     area_range: tuple[float, float] = (0.2, 0.766)
     aspect_range: tuple[float, float] = (3 / 4, 4 / 3)
@@ -78,6 +98,13 @@ class ViewSpec:
         if unknown or not self.modalities:
             raise ValueError(f"modalities {tuple(self.modalities)}: expected a non-empty "
                              f"subset of {schema.MODALITIES}")
+        if self.start not in STARTS:
+            raise ValueError(f"start={self.start!r}: expected one of {STARTS}")
+        if self.sync not in SYNCS:
+            raise ValueError(f"sync={self.sync!r}: expected one of {SYNCS}")
+        if self.sync is not None and self.start != "within":
+            raise ValueError(f"start={self.start!r} with sync={self.sync!r}: a synced view "
+                             "takes its starts from the first view; leave start 'within'")
         if self.crop not in CROPS:
             raise ValueError(f"crop={self.crop!r}: expected one of {CROPS}")
         if self.eval_crops not in (1, 3, 10):
