@@ -34,34 +34,45 @@ def config():
 
 
 class FakeTrain:
-    """Records each call: folder, active scope, scoped values; can fail once."""
+    """Records each call: stage folder, the values gin gives the stage; can fail once."""
 
     def __init__(self, fail_in=None):
         self.calls, self.fail_in = [], fail_in
 
     def __call__(self, model_dir):
-        scope = gin.current_scope_str()
-        init = None
-        if scope == "c":
-            init = gin.query_parameter("c/CoCLR.init_checkpoints")
-        self.calls.append((os.path.basename(model_dir), scope, probe(), init))
-        if scope == self.fail_in:
+        stage = os.path.basename(model_dir)
+        init = gin.query_parameter("CoCLR.init_checkpoints") if stage == "c" else None
+        method = gin.query_parameter("train.method").configurable.name
+        self.calls.append((stage, method, probe(), init))
+        if stage == self.fail_in:
             self.fail_in = None
             raise RuntimeError("interrupted")
         return {"step": len(self.calls)}
 
 
-def test_runs_every_stage_in_its_scope_and_folder(tmp_path, config):
+def test_runs_every_stage_under_its_own_config(tmp_path, config):
     assert schedule.scheduled()
+    before = gin.config_str()
     fake = FakeTrain()
     summary = schedule.run_schedule(str(tmp_path), fake)
     init = {"rgb": str(tmp_path / "a"), "flow": str(tmp_path / "b")}
-    assert fake.calls == [("a", "a", 7, None), ("b", "b", 3, None), ("c", "c", 7, init)]
+    assert fake.calls == [("a", "InfoNCE", 7, None), ("b", "InfoNCE", 3, None),
+                          ("c", "CoCLR", 7, init)]
+    assert gin.config_str() == before  # the caller's config is back
     assert summary == {"a": {"step": 1}, "b": {"step": 2}, "c": {"step": 3}}
     assert json.loads((tmp_path / "schedule.json").read_text()) == summary
     assert all((tmp_path / n / schedule.COMPLETE_FILE).exists() for n in "abc")
     assert schedule.run_schedule(str(tmp_path), fake) == summary  # all done: nothing runs
     assert len(fake.calls) == 3
+
+
+def test_stage_config_reads_like_a_single_run():
+    config = (
+        "a/train.epochs = 3\nb/train.epochs = 4\ntrain.epochs = 7\n"
+        "x/probe.epochs = 1\nrun_schedule.stages = \\\n    [('a', {}),\n     ('b', {})]\n")
+    text = schedule.stage_config(config, "a", ["a", "b"])
+    assert text == ("train.epochs = 7\nx/probe.epochs = 1\nrun_schedule.stages = \\\n"
+                    "    [('a', {}),\n     ('b', {})]\ntrain.epochs = 3\n")
 
 
 def test_rerun_resumes_the_interrupted_stage(tmp_path, config):
@@ -171,3 +182,9 @@ def test_coclr_schedule_resumes_mid_stage_through_the_trainer(tmp_path, flow_sha
     assert summary["cycle1_rgb"]["step"] == 2
     spec = json.loads((tmp_path / "cycle1_rgb" / "input_spec.json").read_text())
     assert spec["primary_encoder"] == "rgb" and set(spec["encoders"]) == {"rgb", "flow"}
+    # A stage reads like a single run: evaluation loads its encoders from its own files.
+    assert "cycle1_rgb/" not in (tmp_path / "cycle1_rgb" / "operative_config.gin").read_text()
+    from video_ssl import pretrained
+    for encoder, channels in (("rgb", 3), ("flow", 2)):
+        loaded = pretrained.load_encoder(str(tmp_path / "cycle1_rgb"), encoder=encoder)
+        assert loaded.step == 2 and loaded.backbone.input_shape[-1] == channels

@@ -2,12 +2,14 @@
 then alternation cycles), or any sequence of training runs.
 
 `run_schedule.stages` lists the stages in order as (name, init) pairs: each stage is a
-complete training run in `model_dir/<name>` (evaluable on its own), configured by the
-gin bindings scoped with its name (`cycle1_rgb/train.method = @CoCLR`,
-`cycle1_rgb/CoCLR.modality = 'rgb'`, `cycle1_rgb/train.epochs = 100`; unscoped bindings
-apply to every stage), and `init` maps encoder names to earlier stages whose run
-initializes them (the method's `init_checkpoints`, e.g. {'rgb': 'infonce_rgb',
-'flow': 'infonce_flow'}). A stage that finished writes `model_dir/<name>/STAGE_COMPLETE`;
+complete training run in `model_dir/<name>`, configured by the unscoped bindings plus
+those scoped with its name (`cycle1_rgb/train.method = @CoCLR`,
+`cycle1_rgb/CoCLR.modality = 'rgb'`, `cycle1_rgb/train.epochs = 100`), and `init` maps
+encoder names to earlier stages whose run initializes them (the method's
+`init_checkpoints`, e.g. {'rgb': 'infonce_rgb', 'flow': 'infonce_flow'}). Each stage
+trains under a config of its own in which its scoped bindings are plain ones (other
+stages' are left out), so its operative_config.gin reads like that of a single run and
+evaluation, export and `pretrained.load_encoder` treat the stage as one. A stage that finished writes `model_dir/<name>/STAGE_COMPLETE`;
 re-running the command skips finished stages and resumes the first unfinished one
 from its newest checkpoint (the trainer's own resume). `run_schedule.only` runs one
 stage alone (its `init` stages must have finished). The final metrics of every
@@ -68,34 +70,54 @@ def is_complete(stage_dir: str) -> bool:
     return tf.io.gfile.exists(os.path.join(stage_dir, COMPLETE_FILE))
 
 
-def _bind_init_checkpoints(name: str, init: Mapping[str, str], model_dir: str) -> None:
-    """Binds `<name>/<Method>.init_checkpoints` to the earlier stages' folders."""
-    method = gin.query_parameter(f"{name}/train.method") if _has_scoped_method(name) else \
-        gin.query_parameter("train.method")
+def _entries(config: str) -> list[str]:
+    """The bindings of a gin config text, one string each (continuation lines
+    included); comments and blank lines dropped."""
+    entries = []
+    for line in config.splitlines():
+        if line[:1].isspace() and entries:
+            entries[-1] += "\n" + line
+        elif line.strip() and not line.startswith("#"):
+            entries.append(line)
+    return entries
+
+
+def stage_config(config: str, name: str, stage_names: Sequence[str]) -> str:
+    """Stage `name`'s config: the unscoped bindings of `config` (a `gin.config_str()`),
+    then those scoped `name/` with the scope removed (so they win); bindings scoped
+    with another stage's name are left out."""
+    common, own = [], []
+    for entry in _entries(config):
+        key = entry.split("=", 1)[0].strip()
+        scope, _, rest = key.partition("/")
+        if rest and scope in stage_names:
+            if scope == name:
+                own.append(entry.lstrip()[len(scope) + 1:])
+            continue
+        common.append(entry)
+    return "\n".join(common + own) + "\n"
+
+
+def _bind_init_checkpoints(init: Mapping[str, str], model_dir: str) -> None:
+    """Binds `<Method>.init_checkpoints` to the earlier stages' folders."""
+    method = gin.query_parameter("train.method").configurable.name
     checkpoints = {encoder: os.path.join(model_dir, source) for encoder, source in init.items()}
     with gin.unlock_config():
-        gin.bind_parameter(f"{name}/{method.configurable.name}.init_checkpoints", checkpoints)
-
-
-def _has_scoped_method(name: str) -> bool:
-    try:
-        gin.query_parameter(f"{name}/train.method")
-    except ValueError:
-        return False
-    return True
+        gin.bind_parameter(f"{method}.init_checkpoints", checkpoints)
 
 
 @gin.configurable(denylist=["model_dir", "train_fn"])
 def run_schedule(model_dir: str, train_fn: Callable[[str], dict], *,
                  stages: Sequence = gin.REQUIRED, only: str | None = None) -> dict:
     """Runs the unfinished `stages` in order (or stage `only`), each as
-    `train_fn(model_dir/<name>)` inside the gin scope `<name>`; returns
+    `train_fn(model_dir/<name>)` under its own config (`stage_config`); returns
     {stage: final metrics} of the finished stages."""
     stages = _check_stages(stages)
     names = [name for name, _ in stages]
     if only is not None and only not in names:
         raise ValueError(f"run_schedule.only={only!r}: expected one of {names}")
     tf.io.gfile.makedirs(model_dir)
+    config = gin.config_str()
     for name, init in stages:
         stage_dir = os.path.join(model_dir, name)
         if (only is not None and name != only) or (only is None and is_complete(stage_dir)):
@@ -105,12 +127,17 @@ def run_schedule(model_dir: str, train_fn: Callable[[str], dict], *,
         if missing:
             raise ValueError(f"run_schedule: stage {name!r} needs finished stages {missing} "
                              f"in {model_dir} (run the schedule without run_schedule.only)")
-        if init:
-            _bind_init_checkpoints(name, init, model_dir)
         tf.io.gfile.makedirs(stage_dir)
         print(f"Schedule: stage {name!r} ({names.index(name) + 1}/{len(names)}) in {stage_dir}")
-        with gin.config_scope(name):
+        gin.clear_config()
+        try:
+            gin.parse_config(stage_config(config, name, names))
+            if init:
+                _bind_init_checkpoints(init, model_dir)
             final = train_fn(stage_dir)
+        finally:  # gin as it was, for the next stage and the caller
+            gin.clear_config()
+            gin.parse_config(config)
         atomic.write_text(os.path.join(stage_dir, COMPLETE_FILE), json.dumps(final, indent=1))
     summary = {name: json.loads(tf.io.gfile.GFile(
         os.path.join(model_dir, name, COMPLETE_FILE)).read())
