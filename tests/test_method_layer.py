@@ -2,11 +2,13 @@
 ρ family and initializing encoders from another run."""
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_methods import BATCH, SMALL, fit_one_step, make_batch, make_method, tiny_backbone
+from test_methods import (BATCH, METHODS, SMALL, fit_one_step, make_batch, make_method,
+                          tiny_backbone)
 from video_ssl import optim
 from video_ssl.methods.base import INPUT_SPEC_FILE
 from video_ssl.methods.moco import MoCo
@@ -165,3 +167,22 @@ def test_gradient_caching_equals_the_plain_path(name, distributed, request):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-6, err_msg=a.path)
     assert any(not np.allclose(a, b) for a, b in zip(
         make_method(name, 3).get_weights(), cached.get_weights()))  # it did train
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,options", [("moco", {}), ("moco", {"wait_for_full_queue": True}),
+                                          ("byol", {}), ("simclr", {"gradient_caching": True}),
+                                          ("swav", {})])
+def test_train_step_compiles_with_xla(name, options):
+    """Every step compiles with `jit_compile=True` (static shapes, no host-side Python in
+    the step) and gives the uncompiled step's loss."""
+    losses = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        method = METHODS[name](backbone=tiny_backbone(), rho=3, total_steps=10, **options)
+        method.compile(optimizer=optim.build_optimizer(
+            "lars", base_learning_rate=0.4, global_batch_size=BATCH, total_steps=10),
+            jit_compile=jit)
+        method.optimizer.build(method.trainable_variables)  # as the trainer does
+        losses.append(fit_one_step(method, make_batch(3)))
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
