@@ -135,10 +135,12 @@ def _canvas(crop: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 def _training_clips(view: ViewSpec, features, starts, strides, seed) -> dict:
-    """Each clip: its own crop box (decoded directly), flip and colour jitter; a flow
-    clip shares its RGB clip's window, box and flip. The flip (the clip's
-    `augment.draw_clip` flip, as `augment_clip` draws it) mirrors the decoded crop
-    before resizing, which commutes with it and is cheaper there. One traced body for all clips (tf.map_fn) keeps the graph small."""
+    """Each clip: its own crop box (decoded directly), flip and photometric
+    augmentation (the view's: random convolution only where it asks); a flow clip
+    shares its RGB clip's window, box and flip and gets nothing else. The flip (the
+    clip's `augment.draw_clip` flip, as `augment_clip` draws it) mirrors the decoded
+    crop before resizing, which commutes with it and is cheaper there. One traced body
+    for all clips (tf.map_fn) keeps the graph small."""
     size = view.crop_size
     frames = [view.num_frames, size, size]
     signature = {}

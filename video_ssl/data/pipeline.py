@@ -50,7 +50,8 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 def make_view_dataset(file_pattern, views: Sequence[ViewSpec], *, training: bool,
-                      batch_size: int, seed: int | None = None, input_context=None, default_frame_rate: float = schema.DEFAULT_FRAME_RATE,
+                      batch_size: int, seed: int | None = None, input_context=None,
+                      default_frame_rate: float = schema.DEFAULT_FRAME_RATE,
                       shuffle_buffer: int = 64, num_parallel_calls: int = AUTOTUNE,
                       deterministic: bool | None = None, drop_remainder: bool | None = None,
                       repeat: bool | None = None, flatten: bool = False) -> tf.data.Dataset:

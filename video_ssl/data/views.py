@@ -60,7 +60,8 @@ class ViewSpec:
     (BraVe's visual broad views: Table 4 shows syncing them hurts), "start" gives every
     clip the reference's start (BraVe's audio; Table 4's synced row), "centre" the
     reference's centre (the longer window then holds the shorter one); the reference
-    has one clip or as many as this view. A synced view's own start is unused.
+    has one clip or as many as this view. A synced view has no starts of its own: it
+    keeps start "within".
     Spatial (training): crop "random_resized" (area_range, aspect_range) or
     "scale_jitter" (short_side_range); `augmentation` holds `augment.augment_clip`'s
     keyword arguments; defer_augmentation stops training RGB clips after the decoded
