@@ -13,7 +13,7 @@ import tensorflow as tf
 import video_ssl.train  # noqa: F401  (registers train and train_input)
 from video_ssl import cli, optim
 from video_ssl.methods.base import INPUT_SPEC_FILE
-from video_ssl.methods.coclr import CoCLR, InfoNCE, UberNCE
+from video_ssl.methods.coclr import CoCLR, InfoNCE, SimultaneousCoCLR, UberNCE
 from video_ssl.models import build_backbone
 
 BATCH, FRAMES, SIZE, QUEUE, DIM = 4, 4, 32, 16, 8
@@ -33,9 +33,9 @@ def tiny_backbone(channels: int) -> keras.Model:
 def build(cls, modality="rgb", strategy=None, eager=True, **kwargs):
     strategy = strategy or tf.distribute.get_strategy()
     other = {"rgb": 2, "flow": 3}[modality]
-    if cls is CoCLR:
-        kwargs.setdefault("sampler_backbone", tiny_backbone(other))
     with strategy.scope():
+        if cls in (CoCLR, SimultaneousCoCLR):
+            kwargs.setdefault("sampler_backbone", tiny_backbone(other))
         method = cls(tiny_backbone(5 - other), modality=modality, **SMALL, **kwargs)
         method.compile(optimizer=optim.make_optimizer("adam", 1e-3, weight_decay=1e-5),
                        jit_compile=False, run_eagerly=eager)
@@ -233,6 +233,44 @@ def test_stage_one_methods_train(cls, modality):
         assert logs[1]["queue_positives"] == 0
 
 
+def test_simultaneous_variant_trains_both_streams():
+    method = build(SimultaneousCoCLR, topk=2)
+    streams = {"rgb": (method.backbone, method.momentum), "flow": (method.sampler,
+                                                                  method.sampler_momentum)}
+    trainable = {id(v) for v in method.trainable_variables}
+    assert all(id(v) in trainable for v in method.sampler.trainable_weights)
+    before = {m: _values(b.trainable_weights) for m, (b, _) in streams.items()}
+    batch = make_batch()
+    logs = [fit_one_step(method, batch) for _ in range(2)]
+    assert np.isfinite([e["loss"] for e in logs]).all()
+    np.testing.assert_allclose(logs[1]["loss"], logs[1]["loss_rgb"] + logs[1]["loss_flow"],
+                               rtol=1e-5)
+    for modality, (backbone, momentum) in streams.items():
+        assert any(not np.allclose(b, v.numpy()) for b, v in
+                   zip(before[modality], backbone.trainable_weights)), modality
+        # Each stream's momentum encoder follows its own online encoder.
+        online = [w for w in backbone.weights if w.trainable]
+        targets = [t for t, o in zip(momentum["backbone"].weights, backbone.weights)
+                   if o.trainable]
+        assert any(not np.allclose(t.numpy(), b) for t, b in zip(targets, before[modality]))
+        assert len(targets) == len(online)
+    # The queue's columns are the two streams' keys of the same clips.
+    flow_keys = tf.math.l2_normalize(method.sampler_momentum["projector"](
+        method.sampler_momentum["backbone"](batch["views"]["clips"]["flow"][:, 1],
+                                            training=True), training=True), -1)
+    # (the momentum encoders are updated before a step's keys: step 2's are these)
+    np.testing.assert_allclose(method.queue["sampler"].numpy()[BATCH:2 * BATCH],
+                               flow_keys.numpy(), rtol=1e-4, atol=1e-5)
+    # Mining the flow stream's positives reads the RGB keys column.
+    rng = np.random.default_rng(4)
+    keys, video = unit_rows(rng, QUEUE), np.arange(QUEUE) % 5
+    fill_queue(method, np.ones(QUEUE, bool), keys=keys, video_id=video)
+    features, ids = unit_rows(rng, BATCH), np.array([0, 1, 7, 8])
+    got = method.mine(tf.constant(features), "keys", tf.constant(ids, tf.int64)).numpy()
+    np.testing.assert_array_equal(got, coclr_mask_numpy(features, ids, keys, video,
+                                                        np.ones(QUEUE, bool), 2))
+
+
 def test_wait_for_full_queue_holds_the_step():
     method = build(CoCLR, wait_for_full_queue=True)
     before = _values(method.backbone.trainable_weights)
@@ -242,8 +280,9 @@ def test_wait_for_full_queue_holds_the_step():
     assert int(method.optimizer.iterations.numpy()) == 1
 
 
-def test_coclr_trains_mirrored(mirrored):
-    method = build(CoCLR, strategy=mirrored, eager=False)
+@pytest.mark.parametrize("cls", [CoCLR, SimultaneousCoCLR])
+def test_coclr_trains_mirrored(mirrored, cls):
+    method = build(cls, strategy=mirrored, eager=False)
     logs = [fit_one_step(method, make_batch(seed)) for seed in range(2)]
     assert np.isfinite([entry["loss"] for entry in logs]).all()
     # Ids unique over the run: step x global batch + global position.
@@ -293,6 +332,11 @@ def test_coclr_initializes_both_streams_from_stage_one_runs(tmp_path):
     for restored, source in pairs:
         for a, b in zip(restored.weights, source.weights):
             np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    # The simultaneous variant: both momentum encoders start as their streams.
+    sim = build(SimultaneousCoCLR, init_checkpoints={m: str(tmp_path / m) for m in runs})
+    sim.initialize_encoders()
+    for a, b in zip(sim.sampler_momentum["backbone"].weights, runs["flow"].backbone.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     # Any member of the family: InfoNCE continued from an InfoNCE run.
     again = build(InfoNCE, init_checkpoints={"rgb": str(tmp_path / "rgb")})
     assert len(again.initialize_encoders()) == 2

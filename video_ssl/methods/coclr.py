@@ -20,7 +20,7 @@ own key:
   pipeline provides one (the official code uses the source-video group, so UCF101's
   clips cut from one YouTube video are positives of each other); otherwise an id
   unique to each sample, so only the own key is a same-video positive.
-  Not implemented: Table 1's simultaneous variant ("sim", both streams trained at once).
+- `SimultaneousCoCLR`: Table 1's "sim" ablation, both streams trained at once.
 
 Positive masks are built before the current batch is enqueued. Queue slots not yet
 written count neither as positives nor as negatives. Deliberate difference: the
@@ -39,6 +39,7 @@ from video_ssl.losses import multi_positive_nce
 from video_ssl.methods.base import EncoderInput, _encoder_checkpoint, configurable, \
     training_view
 from video_ssl.methods.moco import MoCo
+from video_ssl.methods.momentum import MomentumEncoder
 from video_ssl.methods.rho import MODALITY_CHANNELS, VIEW
 from video_ssl.models import build_backbone
 
@@ -108,11 +109,17 @@ class QueueNCE(MoCo):
             pairs[modality] = tuple(tf.unstack(clips, axis=1))
         return pairs
 
-    def contrastive_loss(self, query, keys, queue_positives, self_positive) -> tf.Tensor:
-        """Eq. (2) over [own key, queue] for L2-normalized queries and keys (B, D);
-        unwritten queue rows are left out of both sums."""
+    def embed(self, backbone, projector, clip) -> tf.Tensor:
+        """A query: the L2-normalized embedding (B, D) of an online encoder."""
+        return tf.math.l2_normalize(self.grouped(lambda x: projector(
+            backbone(x, training=True), training=True), clip), axis=-1)
+
+    def contrastive_loss(self, query, keys, queue_positives, self_positive,
+                         queue_column: str = "keys") -> tf.Tensor:
+        """Eq. (2) over [own key, queue column] for L2-normalized queries and keys
+        (B, D); unwritten queue rows are left out of both sums."""
         own = tf.reduce_sum(query * keys, axis=-1, keepdims=True)
-        queue = tf.matmul(query, self.queue["keys"], transpose_b=True)
+        queue = tf.matmul(query, self.queue[queue_column], transpose_b=True)
         logits = tf.concat([own, queue], axis=1) / self.temperature
         counted = tf.concat([tf.ones_like(own, tf.bool),
                              tf.broadcast_to(self.queue.filled[None], tf.shape(queue))], axis=1)
@@ -132,8 +139,7 @@ class QueueNCE(MoCo):
         self_positive = self.self_positive(positives)
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
-            query = tf.math.l2_normalize(self.grouped(lambda x: self.projector(
-                self.backbone(x, training=True), training=True), query_clip), axis=-1)
+            query = self.embed(self.backbone, self.projector, query_clip)
             loss = self.contrastive_loss(query, keys, positives, self_positive)
             scaled_loss = loss / num_replicas()
         self.apply_gradients(loss, tape.gradient(scaled_loss, variables), variables)
@@ -170,10 +176,15 @@ class QueueNCE(MoCo):
                                  f"{HEADS[attribute]!r}: "
                                  f"{str(error).strip().splitlines()[0][:200]}") from None
             lines.append(f"{name} projection head initialized from {os.path.basename(path)}")
-        for module_name, online in self.online_modules().items():
-            for target, source in zip(self.momentum[module_name].weights, online.weights):
-                target.assign(source)
+        for encoder, online_modules in self.momentum_pairs():
+            for module_name, online in online_modules.items():
+                for target, source in zip(encoder[module_name].weights, online.weights):
+                    target.assign(source)
         return lines
+
+    def momentum_pairs(self) -> list[tuple[MomentumEncoder, dict]]:
+        """(momentum encoder, the online modules it follows) of each trained stream."""
+        return [(self.momentum, self.online_modules())]
 
 
 @configurable
@@ -296,11 +307,16 @@ class CoCLR(QueueNCE):
 
     def queue_positives(self, entries, batch_size):
         del batch_size
-        same_video = entries["video_id"][:, None] == self.queue["video_id"][None]
+        return self.mine(entries["sampler"], "sampler", entries["video_id"])
+
+    def mine(self, features, column: str, video_ids) -> tf.Tensor:
+        """(B, queue_size) bool: the queue rows of the same video, and the top-K others
+        by the similarity of `features` (B, D) to the queue column `column` (eq. 3)."""
+        same_video = video_ids[:, None] == self.queue["video_id"][None]
         if not self.topk:
             return same_video
         candidates = self.queue.filled[None] & ~same_video
-        similarity = tf.matmul(entries["sampler"], self.queue["sampler"], transpose_b=True)
+        similarity = tf.matmul(features, self.queue[column], transpose_b=True)
         similarity = tf.where(candidates, similarity, tf.constant(NEG_INF, similarity.dtype))
         _, nearest = tf.math.top_k(similarity, k=self.topk)
         # Fewer than K candidates: the -inf picks are not candidates and drop out here.
@@ -317,3 +333,58 @@ class CoCLR(QueueNCE):
         seed = tf.stack([tf.cast(self.step, tf.int32), tf.constant(7919, tf.int32)])
         drop = tf.random.stateless_uniform([], seed) < self.self_drop_prob
         return keep & ~(drop & tf.reduce_any(queue_positives, axis=1))
+
+
+@configurable
+class SimultaneousCoCLR(CoCLR):
+    """Table 1's "sim" ablation (§4.4): both streams trained at once on L1 + L2 (eqs. 2
+    and 4), each mining its top-K positives with the other stream's momentum keys of
+    the same clip. The second stream (attribute "sampler", now trained) has a momentum
+    encoder of its own; the queue's "sampler" column holds its keys (its negatives and
+    the first stream's mining features), the "keys" column the first stream's (the
+    other way round). Shuffle-BN (several replicas) is applied to the first stream's
+    keys only; on one device there is nothing to shuffle.
+    """
+
+    def __init__(self, backbone: str | keras.Model | None = None, **kwargs):
+        super().__init__(**({} if backbone is None else {"backbone": backbone}), **kwargs)
+        self.sampler.trainable = True
+        self.sampler_projector.trainable = True
+        self.sampler_momentum = MomentumEncoder(self.sampler_modules(), name="sampler_momentum")
+
+    def sampler_modules(self) -> dict[str, keras.Model]:
+        return {"backbone": self.sampler, "projector": self.sampler_projector}
+
+    def momentum_pairs(self):
+        return [(self.momentum, self.online_modules()),
+                (self.sampler_momentum, self.sampler_modules())]
+
+    def train_step(self, data):
+        clips = self.clip_pairs(data)
+        (query_a, key_a), (query_b, key_b) = clips[self.modality], clips[self.sampler_modality]
+        momentum = self.current_momentum()
+        for encoder, online in self.momentum_pairs():
+            encoder.update(online, momentum)
+        keys_a = tf.stop_gradient(self.momentum_target(key_a, 1))
+        keys_b = tf.stop_gradient(tf.math.l2_normalize(self.grouped(
+            lambda x: self.sampler_momentum["projector"](
+                self.sampler_momentum["backbone"](x, training=True), training=True), key_b),
+            axis=-1))
+        video_ids = self.video_ids(data)
+        # Before this batch is enqueued; unwritten rows never count.
+        positives_a = self.mine(keys_b, "sampler", video_ids) & self.queue.filled[None]
+        positives_b = self.mine(keys_a, "keys", video_ids) & self.queue.filled[None]
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            loss_a = self.contrastive_loss(self.embed(self.backbone, self.projector, query_a),
+                                           keys_a, positives_a, self.self_positive(positives_a))
+            loss_b = self.contrastive_loss(
+                self.embed(self.sampler, self.sampler_projector, query_b), keys_b, positives_b,
+                self.self_positive(positives_b), queue_column="sampler")
+            loss = loss_a + loss_b
+            scaled_loss = loss / num_replicas()
+        self.apply_gradients(loss, tape.gradient(scaled_loss, variables), variables)
+        self.queue.enqueue(keys=all_gather(keys_a), sampler=all_gather(keys_b),
+                           video_id=all_gather(video_ids))
+        return {"loss": self.loss_tracker.result(), "momentum": momentum,
+                f"loss_{self.modality}": loss_a, f"loss_{self.sampler_modality}": loss_b}
