@@ -45,7 +45,7 @@ def tiny_overlay(tmp_path, shards, **bindings):
     lines = {
         "train.train_files": repr(shards), "train.global_batch_size": 4, "train.epochs": 2,
         "train.warmup_epochs": 0, "train.checkpoint_every_steps": 1,
-        "train.tensorboard_every_steps": 1, "train.verbose": 2,
+        "train.tensorboard_every_steps": 1,
         "BACKBONE": "'slow_r18'", "BACKBONE_KWARGS": "{'width_multiplier': 0.125}",
         "MoCo.queue_size": 32, "MoCo.hidden_dim": 16, "MoCo.embedding_dim": 8,
         "train_input.num_frames": 4, "train_input.frame_stride": 2,
@@ -97,6 +97,11 @@ def trained_run(tmp_path_factory, shards):
 def test_cli_trains_and_writes_all_outputs(trained_run):
     model_dir, stdout = trained_run
     assert "Epoch 2/2" in stdout  # Keras progress output
+    # stdout is not a terminal: train.verbose='auto' prints one line per epoch, no bars.
+    assert "\r" not in stdout and "\x08" not in stdout
+    assert sum(line.startswith("2/2 - ") for line in stdout.splitlines()) == 2
+    assert "kNN monitor: scoring the encoders at random initialization ..." in stdout
+    assert f"Exporting rgb to {model_dir / 'export'}" in stdout
     # 8 videos / batch 4 = 2 steps per epoch, counted from the shards.
     assert max(checkpoint_steps(model_dir)) == 4
     config = (model_dir / "operative_config.gin").read_text()
@@ -175,6 +180,52 @@ def test_restart_after_kill_continues_from_last_checkpoint(tmp_path, shards):
     assert metrics["final"]["step"] == 8
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3, 4]
     assert [e["step"] for e in metrics["epochs"]] == [2, 4, 6, 8]
+
+
+# Imported by a gin file: SIGKILLs the trainer as it saves checkpoint $KILL_AT_SAVE.
+KILL_AT_SAVE = """
+import os, signal
+import tensorflow as tf
+_save = tf.train.CheckpointManager.save
+def save(self, checkpoint_number=None, **kwargs):
+    if checkpoint_number == int(os.environ["KILL_AT_SAVE"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _save(self, checkpoint_number=checkpoint_number, **kwargs)
+tf.train.CheckpointManager.save = save
+"""
+
+
+@pytest.mark.slow
+def test_kill_at_an_epoch_boundary_keeps_the_epochs_metrics(tmp_path, shards):
+    """kill -9 as the epoch's last checkpoint is saved: metrics.json already holds the
+    epoch (it is written first); the re-run redoes the step and loses no entry. The
+    dead trainer's lock does not stop the re-run."""
+    model_dir = tmp_path / "run"
+    (tmp_path / "kill_at_save.py").write_text(KILL_AT_SAVE)
+    overlay = tiny_overlay(tmp_path, shards)
+    with open(overlay, "a") as f:
+        f.write("import kill_at_save\n")
+    argv = [sys.executable, "-m", "video_ssl.train", "--gin_file",
+            os.path.join(CONFIGS, "moco_rho2.gin"), "--gin_file", overlay,
+            "--model_dir", str(model_dir)]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+
+    killed = subprocess.run(argv, env={**env, "KILL_AT_SAVE": "2"}, capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert checkpoint_steps(model_dir) == [1]  # step 2, the end of epoch 1, never saved
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert [(e["epoch"], e["step"]) for e in metrics["epochs"]] == [(1, 2)]
+    assert (model_dir / "train.lock").exists()
+
+    rerun = subprocess.run(argv, env={**env, "KILL_AT_SAVE": "-1"}, capture_output=True,
+                           text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "at step 1 of 4" in rerun.stdout
+    assert max(checkpoint_steps(model_dir)) == 4
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert [(e["epoch"], e["step"]) for e in metrics["epochs"]] == [(1, 2), (2, 4)]
+    assert metrics["final"]["step"] == 4
 
 
 class SimulatedCrash(Exception):

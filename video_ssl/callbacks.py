@@ -45,7 +45,11 @@ def checkpoint_step(path: str | None) -> int | None:
 
 class StepCheckpoint(keras.callbacks.Callback):
     """Saves `manager`'s checkpoint every `every_steps` optimizer steps and at the end,
-    numbered by the optimizer step so that a restart can find its place."""
+    numbered by the optimizer step so that a restart can find its place.
+
+    An epoch's last step is saved at the epoch's end rather than after its batch, so
+    that the callbacks before this one (metrics.json) have written the epoch's entry
+    first: a run killed between the two resumes inside the epoch and writes it again."""
 
     def __init__(self, manager: tf.train.CheckpointManager, every_steps: int):
         super().__init__()
@@ -70,6 +74,11 @@ class StepCheckpoint(keras.callbacks.Callback):
         self.manager.save(checkpoint_number=step)
 
     def on_train_batch_end(self, batch, logs=None):
+        last_of_epoch = batch + 1 == self.params.get("steps")
+        if not last_of_epoch and self._step() % self.every_steps == 0:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
         if self._step() % self.every_steps == 0:
             self.save()
 

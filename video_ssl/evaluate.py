@@ -29,14 +29,43 @@ with NAME = `evaluate.name` (+ "_random_init" for the baseline):
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Sequence
+
+from video_ssl import console  # no TensorFlow: --help and the quiet start come first
+
+
+def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
+    parser = console.ArgumentParser(
+        "video_ssl.evaluate",
+        description="Evaluate a pre-trained backbone (linear probe, fine-tuning, retrieval, "
+                    "linear SVM).")
+    parser.add_argument("--gin_file", action="append", default=[], required=True,
+                        help="gin config, e.g. gin_configs/eval/linear_ucf101.gin; repeat to "
+                             "compose (later files override earlier)")
+    parser.add_argument("--gin_param", action="append", default=[],
+                        help="one gin binding, e.g. linear_probe.epochs=10; after the files")
+    parser.add_argument("--checkpoint", required=True,
+                        help="the training model_dir (operative_config.gin + checkpoints/)")
+    parser.add_argument("--encoder", default=None,
+                        help="which of the run's encoders to evaluate (default: its primary one)")
+    parser.add_argument("--random_init", action="store_true",
+                        help="evaluate the same backbone at random initialization (baseline)")
+    parser.add_argument("--output_dir", default=None,
+                        help="where eval_<name>.json and eval_<name>/ go (default: --checkpoint)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    console.start(parse_flags(sys.argv[1:]))  # before TensorFlow loads
+
+# The imports below load TensorFlow.
 import json
 import os
-import re
-import sys
 import time
-from typing import Callable, Sequence
+import tokenize
+from typing import Callable
 
-import video_ssl  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
 import gin
 import keras
 import numpy as np
@@ -152,37 +181,14 @@ def evaluate(pretrained: Pretrained, output_dir: str, *, name: str | None = None
     return report
 
 
-def error_line(error: Exception) -> str:
-    """One line for the user: the message of a failed in-graph check (a dataset's
-    label check, the pipeline's data checks), else the error's first line."""
-    message = error.message if isinstance(error, tf.errors.OpError) else str(error)
-    asserted = re.search(r"assertion failed: \[(.*?)\]", message)
-    return asserted.group(1) if asserted else message.strip().splitlines()[0]
-
-
-def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m video_ssl.evaluate",
-        description="Evaluate a pre-trained backbone (linear probe, fine-tuning, retrieval, "
-                    "linear SVM).")
-    parser.add_argument("--gin_file", action="append", default=[], required=True,
-                        help="gin config, e.g. gin_configs/eval/linear_ucf101.gin; repeat to "
-                             "compose (later files override earlier)")
-    parser.add_argument("--gin_param", action="append", default=[],
-                        help="one gin binding, e.g. linear_probe.epochs=10; after the files")
-    parser.add_argument("--checkpoint", required=True,
-                        help="the training model_dir (operative_config.gin + checkpoints/)")
-    parser.add_argument("--encoder", default=None,
-                        help="which of the run's encoders to evaluate (default: its primary one)")
-    parser.add_argument("--random_init", action="store_true",
-                        help="evaluate the same backbone at random initialization (baseline)")
-    parser.add_argument("--output_dir", default=None,
-                        help="where eval_<name>.json and eval_<name>/ go (default: --checkpoint)")
-    return parser.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_flags(sys.argv[1:] if argv is None else argv)
+    """Any failure is one line `video_ssl.evaluate: error: ...` and exit code 1 (see
+    `console.run`)."""
+    return console.run("video_ssl.evaluate", _main,
+                       parse_flags(sys.argv[1:] if argv is None else argv))
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         for path in args.gin_file:  # before the (slower) model loading
             if not tf.io.gfile.exists(path):
@@ -190,12 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         keras.utils.set_random_seed(0)  # the random-init baseline is reproducible
         pretrained = load_encoder(args.checkpoint, encoder=args.encoder,
                                   random_init=args.random_init)
-        parse_gin(args.gin_file, args.gin_param)
+        try:
+            parse_gin(args.gin_file, args.gin_param)
+        except (SyntaxError, ValueError, tokenize.TokenError) as error:
+            raise console.gin_error(error, args.gin_file, args.gin_param) from error
         check_protocol_bindings(args.gin_param)  # another protocol's binding does nothing
         report = evaluate(pretrained, args.output_dir or args.checkpoint)
-    except (ValueError, tf.errors.OpError) as error:
-        print(f"video_ssl.evaluate: error: {error_line(error)}", file=sys.stderr)
-        return 1
     finally:
         gin.clear_config()
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in report["metrics"].items()

@@ -11,14 +11,41 @@ only with `--overwrite`.
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Sequence
+
+from video_ssl import console  # no TensorFlow: --help and the quiet start come first
+
+
+def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
+    parser = console.ArgumentParser(
+        "video_ssl.export",
+        description="Export a trained backbone (and classifier) as a SavedModel.")
+    parser.add_argument("--model_dir", required=True,
+                        help="a training model_dir, or an evaluation directory with model.keras")
+    parser.add_argument("--output", required=True, help="SavedModel directory to write")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint prefix in a training model_dir (default: the newest)")
+    parser.add_argument("--encoder", default=None,
+                        help="encoder of a training run to export (default: its primary one)")
+    parser.add_argument("--num_clips", type=int, default=1,
+                        help="uniformly spaced clips per video in serve_sequence_examples")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    args = parser.parse_args(argv)
+    if args.num_clips < 1:
+        parser.error(f"--num_clips={args.num_clips}: expected at least 1")
+    return args
+
+
+if __name__ == "__main__":
+    console.start(parse_flags(sys.argv[1:]))  # before TensorFlow loads
+
+# The imports below load TensorFlow.
 import importlib
 import json
 import os
 import pkgutil
-import sys
-from typing import Sequence
 
-import video_ssl  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
 import keras
 import tensorflow as tf
 
@@ -99,35 +126,18 @@ def export_model_dir(model_dir: str, output: str, *, checkpoint: str | None = No
                                       **arguments)
 
 
-def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m video_ssl.export",
-        description="Export a trained backbone (and classifier) as a SavedModel.")
-    parser.add_argument("--model_dir", required=True,
-                        help="a training model_dir, or an evaluation directory with model.keras")
-    parser.add_argument("--output", required=True, help="SavedModel directory to write")
-    parser.add_argument("--checkpoint", default=None,
-                        help="checkpoint prefix in a training model_dir (default: the newest)")
-    parser.add_argument("--encoder", default=None,
-                        help="encoder of a training run to export (default: its primary one)")
-    parser.add_argument("--num_clips", type=int, default=1,
-                        help="uniformly spaced clips per video in serve_sequence_examples")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    args = parser.parse_args(argv)
-    if args.num_clips < 1:
-        parser.error(f"--num_clips={args.num_clips}: expected at least 1")
-    return args
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_flags(sys.argv[1:] if argv is None else argv)
-    try:
-        path = export_model_dir(args.model_dir, args.output, checkpoint=args.checkpoint,
-                                encoder=args.encoder, num_clips=args.num_clips,
-                                overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"video_ssl.export: error: {error}", file=sys.stderr)
-        return 1
+    """Any failure is one line `video_ssl.export: error: ...` and exit code 1 (see
+    `console.run`)."""
+    return console.run("video_ssl.export", _main,
+                       parse_flags(sys.argv[1:] if argv is None else argv))
+
+
+def _main(args: argparse.Namespace) -> int:
+    print(f"Exporting {args.model_dir} to {args.output} ...")
+    path = export_model_dir(args.model_dir, args.output, checkpoint=args.checkpoint,
+                            encoder=args.encoder, num_clips=args.num_clips,
+                            overwrite=args.overwrite)
     print(f"Exported {path}")
     return 0
 

@@ -16,25 +16,51 @@ encoder, see `video_ssl.serving`).
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Sequence
+
+from video_ssl import console  # no TensorFlow: --help and the quiet start come first
+
+
+def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
+    parser = console.ArgumentParser(
+        "video_ssl.train", description="Self-supervised video pre-training.")
+    parser.add_argument("--gin_file", action="append", default=[], required=True,
+                        help="gin config file; repeat to compose (later files override earlier)")
+    parser.add_argument("--gin_param", action="append", default=[],
+                        help="one gin binding, e.g. train.epochs=10; applied after the files")
+    parser.add_argument("--model_dir", required=True,
+                        help="checkpoints, logs, metrics.json and export/ go here")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    console.start(parse_flags(sys.argv[1:]))  # before TensorFlow loads
+
+# The imports below load TensorFlow.
+import contextlib
 import json
 import os
-import sys
-from typing import Callable, Sequence
+import tokenize
+from typing import Callable
 
-import video_ssl  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
 import gin
 import keras
 import tensorflow as tf
 
 from video_ssl import atomic
+from video_ssl import bindings
 from video_ssl import callbacks as cb
+from video_ssl import optim
+from video_ssl import schedule
 from video_ssl import serving
 from video_ssl.cli import parse_gin
-from video_ssl.data import input_spec, pipeline
-from video_ssl.data.reader import count_records, match_files
+from video_ssl.data import input_spec, pipeline, preflight
+from video_ssl.data.reader import count_records, locate_damaged_record, match_files
 from video_ssl.distribute import is_chief, make_strategy
 from video_ssl.evaluation.knn import KNNMonitor
 from video_ssl.methods.base import INPUT_SPEC_FILE, Method
+from video_ssl.run_lock import hold as hold_run_lock
 
 
 def _fit(model, dataset, callbacks, *, start_step: int, epochs: int, steps_per_epoch: int,
@@ -130,22 +156,22 @@ def _steps_per_epoch(files: Sequence[str], global_batch_size: int) -> int:
 def train(model_dir: str, *,
           method: Callable[[], keras.Model] = gin.REQUIRED,
           optimizer: Callable[..., keras.optimizers.Optimizer] = gin.REQUIRED,
-          train_files: str | None = None,
+          train_files: str | Sequence[str] | None = None,
           global_batch_size: int = 512,
           epochs: int = 200,
           steps_per_epoch: int | None = None,
           warmup_epochs: float = 0.0,
           strategy: str | tf.distribute.Strategy = "default",
           checkpoint_every_steps: int = 1000,
-          knn_bank_files: str | None = None,
-          knn_query_files: str | None = None,
+          knn_bank_files: str | Sequence[str] | None = None,
+          knn_query_files: str | Sequence[str] | None = None,
           knn_every_epochs: int = 1,
           knn_batch_size: int = 32,
           knn_k: int = 20,
           knn_temperature: float = 0.07,
           tensorboard_every_steps: int = 100,
           seed: int = 0,
-          verbose="auto",
+          verbose: str | int = "auto",
           extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
     """Pre-trains `method` on `train_files` and returns the final metrics.
 
@@ -160,7 +186,18 @@ def train(model_dir: str, *,
     200 of Wu et al. / PySlowFast is for Kinetics-size banks (hundreds of videos per
     class): with a bank of a few hundred videos it outvotes the near neighbours with
     the class prior, and the curve then says less than it should.
+    verbose: Keras progress output: 1 a progress bar per epoch, 2 one line per epoch,
+    0 none; "auto" (default) is 1 on a terminal and 2 when stdout is a file or pipe
+    (a bar's control characters would fill it).
+
+    Every binding's type is checked before anything runs, and model_dir is created
+    (and locked, see `run_lock`) only once the method is built.
     """
+    bindings.check_types(train, locals(), "train")
+    if verbose not in ("auto", 0, 1, 2):
+        raise ValueError(f"train.verbose: expected 'auto', 0, 1 or 2, got {verbose!r}")
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
     files = match_files(train_files, "train.train_files")
     knn_splits = None
     if knn_bank_files or knn_query_files:
@@ -173,9 +210,6 @@ def train(model_dir: str, *,
 
     distribution = make_strategy(strategy)
     chief = is_chief(distribution)
-    # Non-chief workers take part in the collective saves but keep nothing.
-    out_dir = model_dir if chief else os.path.join(model_dir, f".worker-{os.getpid()}")
-    tf.io.gfile.makedirs(out_dir)
 
     with distribution.scope():
         model = method()
@@ -183,96 +217,117 @@ def train(model_dir: str, *,
             raise ValueError(f"train.method: expected a video_ssl method class, got "
                              f"{type(model).__name__}")
         opt = optimizer(global_batch_size=global_batch_size, total_steps=total_steps,
-                        warmup_steps=int(round(warmup_epochs * steps_per_epoch)))
+                        warmup_steps=int(round(warmup_epochs * steps_per_epoch)),
+                        steps_per_epoch=steps_per_epoch)
         model.compile(optimizer=opt)
         # Slots must exist before restoring: Keras 3 variables are not restored lazily.
         opt.build(model.trainable_variables)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=opt)
-        manager = tf.train.CheckpointManager(
-            checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=3)
-        # Every worker resumes from the chief's newest checkpoint.
-        latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-        if latest:
-            checkpoint.restore(latest).assert_existing_objects_matched()
+    preflight.check_audio_sample_rate(files, model.views())
+
+    # The configuration holds: from here on the run owns model_dir. The chief alone
+    # locks it; the other workers of a multi-worker run share it.
+    with hold_run_lock(model_dir) if chief else contextlib.nullcontext():
+        # Non-chief workers take part in the collective saves but keep nothing.
+        out_dir = model_dir if chief else os.path.join(model_dir, f".worker-{os.getpid()}")
+        tf.io.gfile.makedirs(out_dir)
+        with distribution.scope():
+            checkpoint = tf.train.Checkpoint(model=model, optimizer=opt)
+            manager = tf.train.CheckpointManager(
+                checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=3)
+            # Every worker resumes from the chief's newest checkpoint.
+            latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+            if latest:
+                checkpoint.restore(latest).assert_existing_objects_matched()
+            else:
+                for line in model.initialize_encoders():
+                    print(line)
+            # After restoring, so that a re-run with more epochs anneals over the new length.
+            model.configure(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+        start_step = int(opt.iterations.numpy())
+        if start_step:
+            print(f"Resuming from {latest} at step {start_step} of {total_steps}")
+        if chief:
+            atomic.write_text(os.path.join(model_dir, INPUT_SPEC_FILE),
+                              json.dumps(model.input_spec(), indent=1))
+
+        views = model.views()
+        for name, view in views.items():
+            where = "the training step" if view.defer_augmentation else "the input pipeline"
+            print(f"View {name!r}: the augmentation after the crop runs in {where} "
+                  f"(train_input.defer_augmentation={view.defer_augmentation})")
+        dataset = distribution.distribute_datasets_from_function(
+            lambda ctx: view_dataset(files, views, global_batch_size=global_batch_size,
+                                     seed=seed + start_step, input_context=ctx))
+
+        metrics = cb.MetricsJSON(os.path.join(out_dir, "metrics.json"))
+        callbacks = [cb.TerminateOnNonFiniteLoss(),
+                     *optim.schedule_callbacks(opt),  # a plateau schedule's updates
+                     cb.WriteOperativeConfig(os.path.join(out_dir, "operative_config.gin")),
+                     cb.LogLearningRate()]
+        monitors = []
+        if knn_splits:
+            monitors = knn_monitors(model, *knn_splits, batch_size=knn_batch_size,
+                                    every_n_epochs=knn_every_epochs, k=knn_k,
+                                    temperature=knn_temperature)
+            for monitor in monitors:
+                monitor.set_model(model)
+            callbacks += monitors
+        tensorboard = cb.TensorBoardScalars(os.path.join(out_dir, "tensorboard"),
+                                            tensorboard_every_steps)
+        # The checkpoint after metrics.json: an epoch's entry is written before the epoch's
+        # last checkpoint, so a kill between the two redoes the epoch, losing nothing.
+        callbacks += [metrics, tensorboard, cb.StepCheckpoint(manager, checkpoint_every_steps),
+                      *extra_callbacks]
+
+        if monitors and start_step == 0:
+            # The random-initialization baseline, so the logs show what training added.
+            print("kNN monitor: scoring the encoders at random initialization ...")
+            accuracies = {monitor.key: monitor.evaluate() for monitor in monitors}
+            metrics.record(0, {"step": 0, **accuracies})
+            tensorboard.write("epoch", accuracies, step=0)
+        if start_step < total_steps:
+            try:
+                _fit(model, dataset, callbacks, start_step=start_step, epochs=epochs,
+                     steps_per_epoch=steps_per_epoch, verbose=verbose)
+            except tf.errors.OpError as error:
+                # TensorFlow names no file for a damaged record: find it.
+                knn_files = [f for split in knn_splits or () for f in split]
+                damaged = locate_damaged_record([*files, *knn_files], error.message)
+                if damaged is None:
+                    raise
+                raise ValueError(damaged) from error
+
+        metrics.finish(final_metrics(metrics.epochs, step=int(opt.iterations.numpy()),
+                                     epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                     global_batch_size=global_batch_size))
+        if chief:
+            export_dir = os.path.join(model_dir, "export")
+            print(f"Exporting {', '.join(model.encoders())} to {export_dir}")
+            export_encoders(model, export_dir)
         else:
-            for line in model.initialize_encoders():
-                print(line)
-        # After restoring, so that a re-run with more epochs anneals over the new length.
-        model.configure(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
-    start_step = int(opt.iterations.numpy())
-    if start_step:
-        print(f"Resuming from {latest} at step {start_step} of {total_steps}")
-    if chief:
-        atomic.write_text(os.path.join(model_dir, INPUT_SPEC_FILE),
-                          json.dumps(model.input_spec(), indent=1))
-
-    views = model.views()
-    for name, view in views.items():
-        where = "the training step" if view.defer_augmentation else "the input pipeline"
-        print(f"View {name!r}: the augmentation after the crop runs in {where} "
-              f"(train_input.defer_augmentation={view.defer_augmentation})")
-    dataset = distribution.distribute_datasets_from_function(
-        lambda ctx: view_dataset(files, views, global_batch_size=global_batch_size,
-                                 seed=seed + start_step, input_context=ctx))
-
-    metrics = cb.MetricsJSON(os.path.join(out_dir, "metrics.json"))
-    callbacks = [cb.TerminateOnNonFiniteLoss(),
-                 cb.StepCheckpoint(manager, checkpoint_every_steps),
-                 cb.WriteOperativeConfig(os.path.join(out_dir, "operative_config.gin")),
-                 cb.LogLearningRate()]
-    monitors = []
-    if knn_splits:
-        monitors = knn_monitors(model, *knn_splits, batch_size=knn_batch_size,
-                                every_n_epochs=knn_every_epochs, k=knn_k,
-                                temperature=knn_temperature)
-        for monitor in monitors:
-            monitor.set_model(model)
-        callbacks += monitors
-    tensorboard = cb.TensorBoardScalars(os.path.join(out_dir, "tensorboard"),
-                                        tensorboard_every_steps)
-    callbacks += [metrics, tensorboard, *extra_callbacks]
-
-    if monitors and start_step == 0:
-        # The random-initialization baseline, so the logs show what training added.
-        print("kNN monitor: scoring the encoders at random initialization ...")
-        accuracies = {monitor.key: monitor.evaluate() for monitor in monitors}
-        metrics.record(0, {"step": 0, **accuracies})
-        tensorboard.write("epoch", accuracies, step=0)
-    if start_step < total_steps:
-        _fit(model, dataset, callbacks, start_step=start_step, epochs=epochs,
-             steps_per_epoch=steps_per_epoch, verbose=verbose)
-
-    metrics.finish(final_metrics(metrics.epochs, step=int(opt.iterations.numpy()),
-                                 epochs=epochs, steps_per_epoch=steps_per_epoch,
-                                 global_batch_size=global_batch_size))
-    if chief:
-        print(f"Exporting {', '.join(model.encoders())} to {os.path.join(model_dir, 'export')}")
-        export_encoders(model, os.path.join(model_dir, "export"))
-    else:
-        tf.io.gfile.rmtree(out_dir)
-    return metrics.final
-
-
-def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m video_ssl.train", description="Self-supervised video pre-training.")
-    parser.add_argument("--gin_file", action="append", default=[], required=True,
-                        help="gin config file; repeat to compose (later files override earlier)")
-    parser.add_argument("--gin_param", action="append", default=[],
-                        help="one gin binding, e.g. train.epochs=10; applied after the files")
-    parser.add_argument("--model_dir", required=True,
-                        help="checkpoints, logs, metrics.json and export/ go here")
-    return parser.parse_args(argv)
+            tf.io.gfile.rmtree(out_dir)
+        return metrics.final
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_flags(sys.argv[1:] if argv is None else argv)
+    """Any failure is one line `video_ssl.train: error: ...` and exit code 1 (see
+    `console.run`)."""
+    return console.run("video_ssl.train", _main,
+                       parse_flags(sys.argv[1:] if argv is None else argv))
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
-        parse_gin(args.gin_file, args.gin_param)
-        train(args.model_dir)
-    except (ValueError, cb.NonFiniteLossError) as error:
-        print(f"video_ssl.train: error: {error}", file=sys.stderr)
-        return 1
+        try:
+            parse_gin(args.gin_file, args.gin_param)
+        except (SyntaxError, ValueError, tokenize.TokenError) as error:
+            raise console.gin_error(error, args.gin_file, args.gin_param) from error
+        if schedule.scheduled():  # several stages, each a training run (schedule.py)
+            schedule.run_schedule(args.model_dir, train)
+        else:
+            train(args.model_dir)
+    finally:
+        gin.clear_config()  # the parsed config is locked; a next call parses its own
     return 0
 
 

@@ -7,14 +7,20 @@ pipeline's first two stages.
 - `read_examples(files, ...)`: (serialized SequenceExample, shard path) pairs, files
   split over input pipelines, shuffled with a seed and interleaved;
 - `parse_example(serialized, shard, modalities, ...)`: still-encoded features, with an
-  error naming the shard and video when a requested modality is missing.
+  error naming the shard and video when a requested modality is missing or a frame is
+  not a JPEG;
+- `locate_damaged_record(files, message)`: after the pipeline failed on a corrupted or
+  truncated record, or on one that is not a SequenceExample (TensorFlow's messages name
+  no file), the file and record that did it.
 """
 from __future__ import annotations
 
+import re
 import struct
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 
 from video_ssl.data import schema
 
@@ -47,19 +53,85 @@ def count_records(files: Sequence[str]) -> int:
     total = 0
     for path in files:
         size = tf.io.gfile.stat(path).length
-        with tf.io.gfile.GFile(path, "rb") as f:
-            position = 0
-            while position < size:
-                f.seek(position)
-                header = f.read(8)
-                if len(header) != 8:
-                    raise ValueError(f"{path}: truncated TFRecord header at byte {position}")
-                (length,) = struct.unpack("<Q", header)
-                position += 8 + 4 + length + 4
-                total += 1
-            if position != size:
+        for _, position, end in _record_spans(path):
+            if end > size:
                 raise ValueError(f"{path}: truncated TFRecord (last record ends past the file)")
+            total += 1
     return total
+
+
+def _record_spans(path: str) -> Iterator[tuple[int, int, int]]:
+    """(index, first byte, end) of each record of a TFRecord file, from the headers."""
+    size = tf.io.gfile.stat(path).length
+    with tf.io.gfile.GFile(path, "rb") as f:
+        index = position = 0
+        while position < size:
+            f.seek(position)
+            header = f.read(8)
+            if len(header) != 8:
+                raise ValueError(f"{path}: truncated TFRecord header at byte {position}")
+            (length,) = struct.unpack("<Q", header)
+            end = position + 8 + 4 + length + 4
+            yield index, position, end
+            index, position = index + 1, end
+
+
+# TensorFlow's messages for a damaged record; the first two give its byte offset.
+_DAMAGED = re.compile(r"(corrupted|truncated) record at (\d+)|Invalid protocol message input")
+
+
+def locate_damaged_record(files: Sequence[str], message: str) -> str | None:
+    """"PATH: record K (byte N): what is wrong" for the record of `files` that made the
+    input pipeline fail with `message`, or None when `message` is not about a damaged
+    record or none is found. Only the files with a record at the failing byte offset
+    are read (all of them for a record that is not a SequenceExample): this runs once
+    the pipeline has failed, never before."""
+    damaged = _DAMAGED.search(message)
+    if not damaged:
+        return None
+    kind, offset = damaged.group(1) or "protocol", damaged.group(2)
+    for path in files:
+        if offset is None or _has_record_at(path, int(offset)):
+            problem = _bad_record(path, kind, offset and int(offset))
+            if problem:
+                return f"{path}: {problem}"
+    return None
+
+
+def _has_record_at(path: str, offset: int) -> bool:
+    """Whether a record of `path` starts at `offset`, or its data does (TensorFlow gives
+    either, depending on which checksum failed)."""
+    try:
+        return any(offset in (start, start + 12) for _, start, _ in _record_spans(path))
+    except ValueError:  # a truncated header: the damage may be anywhere after it
+        return True
+
+
+def _bad_record(path: str, kind: str, offset: int | None) -> str | None:
+    """What is wrong with the record of `path` that fails as `kind` ("corrupted",
+    "truncated" or "protocol") at `offset`, or None when this file does not."""
+    starts = []  # each record's first byte, as far as the headers can be read
+    try:
+        starts = [start for _, start, _ in _record_spans(path)]
+    except ValueError:
+        pass
+    try:
+        for index, record in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator()):
+            try:
+                tf.train.SequenceExample.FromString(record)
+            except DecodeError:
+                if kind == "protocol":
+                    where = f" (byte {starts[index]})" if index < len(starts) else ""
+                    return f"record {index}{where} is not a tf.train.SequenceExample"
+    except tf.errors.DataLossError as error:
+        failed = re.search(r"(corrupted|truncated) record at (\d+)", error.message)
+        if failed and failed.group(1) == kind and int(failed.group(2)) == offset:
+            number = next((i for i, start in enumerate(starts)
+                           if offset in (start, start + 12)), "?")
+            what = ("its checksum does not match (the file is damaged)"
+                    if kind == "corrupted" else "the file ends inside it")
+            return f"record {number} (byte {offset}): {what}"
+    return None
 
 
 def read_examples(files: Sequence[str], *, input_context=None, shuffle: bool = False,
@@ -89,8 +161,8 @@ def parse_example(serialized, shard, modalities: Sequence[str], *,
     """Still-encoded features (see `schema.parse_sequence_example`) plus "shard".
 
     Fails with a message naming the shard and `video/filename` when a requested
-    modality's feature list is missing or empty, or when the audio's sample rate is
-    not `audio_sample_rate`.
+    modality's feature list is missing or empty, when one of its RGB or flow frames is
+    not a JPEG, or when the audio's sample rate is not `audio_sample_rate`.
     """
     defaults = {"frame_rate": default_frame_rate}
     if audio_sample_rate is not None:
@@ -105,6 +177,8 @@ def parse_example(serialized, shard, modalities: Sequence[str], *,
             key = schema.MODALITY_KEYS[modality]
             checks.append(tf.debugging.Assert(tf.size(features[name]) > 0, [tf.strings.join(
                 [where, f" has no feature list {key} (needed for modality {modality})"])]))
+            if modality != "audio":
+                checks.append(_all_jpegs(features[name], where, key))
     if "audio" in modalities and audio_sample_rate is not None:
         rate = features["sample_rate"]
         checks.append(tf.debugging.Assert(tf.abs(rate - audio_sample_rate) < 1e-3, [
@@ -114,3 +188,13 @@ def parse_example(serialized, shard, modalities: Sequence[str], *,
     # Everything downstream waits for the checks, so they fail first.
     with tf.control_dependencies(checks):
         return {k: tf.identity(v) for k, v in features.items()}
+
+
+def _all_jpegs(frames: tf.Tensor, where: tf.Tensor, key: str) -> tf.Operation:
+    """A check that every frame starts with the JPEG start-of-image marker (the decoder's
+    own error names no file); it reads 3 bytes per frame."""
+    is_jpeg = tf.equal(tf.strings.substr(frames, 0, 3), b"\xff\xd8\xff")
+    # The appended 0 keeps argmin defined for a video without frames.
+    first_bad = tf.argmin(tf.concat([tf.cast(is_jpeg, tf.int32), [0]], 0), output_type=tf.int32)
+    return tf.debugging.Assert(tf.reduce_all(is_jpeg), [tf.strings.join(
+        [where, ": frame ", tf.strings.as_string(first_bad), f" of {key} is not a JPEG"])])

@@ -1,0 +1,59 @@
+"""Type checks of a configurable's arguments against its annotations, so that a gin
+binding of the wrong type (`train.epochs='x'`) fails before anything runs, with a line
+naming the binding, instead of as a TypeError deep inside."""
+from __future__ import annotations
+
+import collections.abc
+import types
+import typing
+from typing import Any, Callable, Mapping
+
+
+def check_types(function: Callable, arguments: Mapping[str, Any], scope: str) -> None:
+    """Raises ValueError "SCOPE.NAME: expected an int, got 'x'" for the first argument
+    whose value does not fit its annotation. Annotations it cannot check are skipped."""
+    hints = typing.get_type_hints(function)
+    for name, value in arguments.items():
+        if name in hints and not _fits(value, hints[name]):
+            raise ValueError(f"{scope}.{name}: expected {_describe(hints[name])}, "
+                             f"got {value!r}")
+
+
+def _fits(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is float:  # an int is a number too; a bool is not
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is collections.abc.Callable:
+        return callable(value)
+    if origin in (collections.abc.Sequence, list, tuple):
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            return False
+        return not args or all(_fits(v, args[0]) for v in value)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True  # not checkable here
+
+
+_ARTICLES = {int: "an int", float: "a number", str: "a string", bool: "True or False",
+             type(None): "None"}
+
+
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in args)
+    if hint in _ARTICLES:
+        return _ARTICLES[hint]
+    if origin is collections.abc.Callable:
+        return "a callable (a gin reference such as @name)"
+    if origin in (collections.abc.Sequence, list, tuple):
+        return f"a list of {_describe(args[0]).split(' ', 1)[-1]}s" if args else "a list"
+    return getattr(hint, "__name__", str(hint))

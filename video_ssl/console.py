@@ -1,0 +1,181 @@
+"""What the three command-line tools (train, evaluate, export) share about the terminal:
+their flags' parser, quiet start-up and one-line errors.
+
+- `ArgumentParser(tool)`: argparse with `--verbose`; a usage error is one line.
+- `start(args)`: before TensorFlow loads: unless `--verbose`, TensorFlow's native logs
+  are off (TF_CPP_MIN_LOG_LEVEL=3), its start-up banner is filtered out of stderr while
+  it loads, and the Python loggers of TensorFlow and absl show errors only.
+- `run(tool, body, args)`: `body(args)`; any failure is printed as one line
+  `TOOL: error: ...` and exits 1. `--verbose` or VIDEO_SSL_TRACEBACK=1 lets the
+  traceback through instead.
+- `error_line(error)`, `gin_error(error, gin_files, gin_params)`: the line itself.
+
+No TensorFlow at import, so `--help` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import re
+import sys
+import tempfile
+import tokenize
+from typing import Callable, Sequence
+
+TRACEBACK_VARIABLE = "VIDEO_SSL_TRACEBACK"
+
+
+class ConfigError(ValueError):
+    """A gin file or binding that cannot be parsed; the message names it."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with `--verbose`, and usage errors in one line `TOOL: error: ...`."""
+
+    def __init__(self, tool: str, **kwargs):
+        super().__init__(prog=f"python -m {tool}", **kwargs)
+        self.tool = tool
+        self.add_argument("--verbose", action="store_true",
+                          help="show TensorFlow's logs, and the traceback of a fatal error "
+                               f"(the traceback alone: {TRACEBACK_VARIABLE}=1)")
+
+    def error(self, message: str):
+        self.exit(2, f"{self.tool}: error: {message} (see --help)\n")
+
+
+# What TensorFlow's native libraries print while they load, before absl's logging is
+# initialized (so TF_CPP_MIN_LOG_LEVEL cannot stop it): the banner and I/W lines.
+_LOAD_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
+    r"STDERR|[IW]\d{4} ")
+
+
+def start(args: argparse.Namespace) -> None:
+    """Loads TensorFlow as `args.verbose` asks: quietly by default (see the module)."""
+    if args.verbose:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    with _filtered_stderr(_LOAD_NOISE):
+        import tensorflow  # noqa: F401
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _filtered_stderr(noise: re.Pattern):
+    """Native code writes to file descriptor 2 directly: it goes to a temporary file
+    meanwhile, and every line not matching `noise` is written back afterwards."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in io.TextIOWrapper(capture, errors="replace"):
+                if not noise.match(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+def run(tool: str, body: Callable[[argparse.Namespace], int],
+        args: argparse.Namespace) -> int:
+    """`body(args)`, with any failure printed as one line naming what failed (exit
+    code 1), unless `--verbose` or VIDEO_SSL_TRACEBACK=1 asks for the traceback."""
+    try:
+        return body(args)
+    except Exception as error:  # noqa: BLE001  (every failure is one line)
+        if args.verbose or os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
+            raise
+        print(f"{tool}: error: {error_line(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{tool}: interrupted", file=sys.stderr)
+        return 130
+
+
+def error_line(error: BaseException) -> str:
+    """One line for the user: the message of a failed in-graph check (a dataset's
+    label check, the pipeline's data checks), else the error's message on one line
+    (with the error's type where the message alone says too little)."""
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(error, tf.errors.OpError):
+        # Without the graph's node names: "{{function_node ...}}", "[Op:...] name:".
+        message = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\].*", "", error.message)
+    else:
+        message = str(error)
+    asserted = re.search(r"assertion failed: \[(.*?)\]", message)
+    if asserted:
+        return asserted.group(1)
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    line = lines[0]
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        line = f"{os.fsdecode(error.filename)}: {error.strerror}"  # "PATH: Permission denied"
+    if type(error).__module__ == "builtins" and not isinstance(error, (ValueError, OSError)):
+        line = f"{type(error).__name__}: {line}"  # a TypeError, KeyError, ...: say which
+    return line
+
+
+def gin_error(error: Exception, gin_files: Sequence[str],
+              gin_params: Sequence[str]) -> Exception:
+    """A `ConfigError` naming the gin file or --gin_param that `error` (raised while
+    parsing them) comes from, in one line; other errors come back unchanged."""
+    if isinstance(error, SyntaxError) and error.lineno:
+        if error.filename:
+            where = f"{error.filename}, line {error.lineno}"
+        else:  # the bindings string: one --gin_param per line
+            where = _param_at(gin_params, error.lineno)
+        text = (error.text or "").strip()
+        detail = f" in {text!r}" if text and text not in where else ""
+        return ConfigError(f"{where}: {error.msg.rstrip('.')}{detail}")
+    if isinstance(error, tokenize.TokenError):
+        where = ", ".join(_unterminated(gin_files, gin_params)) or "a gin file or --gin_param"
+        return ConfigError(f"{where}: unterminated bracket or string")
+    if isinstance(error, ValueError) and ("\n  In " in str(error)):
+        # gin: "message.\n  In file 'F', line N\n    text" or "In bindings string line N"
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        message, location = lines[0].rstrip("."), lines[1]
+        number = re.search(r"line (\d+)", location)
+        if location.startswith("In bindings string") and number:
+            location = _param_at(gin_params, int(number.group(1)))
+        else:
+            location = location.removeprefix("In ")
+        return ConfigError(f"{location}: {message}")
+    return error
+
+
+def _param_at(gin_params: Sequence[str], line: int) -> str:
+    """The --gin_param on `line` of the bindings string gin parses them as."""
+    lines = "\n".join(gin_params).splitlines()
+    return f"--gin_param={lines[line - 1]}" if 0 < line <= len(lines) else "--gin_param"
+
+
+def _unterminated(gin_files: Sequence[str], gin_params: Sequence[str]) -> list[str]:
+    """The gin files and --gin_params whose text does not tokenize (an unclosed bracket
+    or string)."""
+    sources = [(f"--gin_param={p}", p) for p in gin_params]
+    for path in gin_files:
+        with contextlib.suppress(OSError):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                sources.append((path, f.read()))
+    bad = []
+    for name, text in sources:
+        try:
+            list(tokenize.generate_tokens(io.StringIO(text + "\n").readline))
+        except (tokenize.TokenError, SyntaxError):
+            bad.append(name)
+    return bad
