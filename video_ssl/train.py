@@ -286,6 +286,11 @@ def train(model_dir: str, *,
             metrics.record(0, {"step": 0, **accuracies})
             tensorboard.write("epoch", accuracies, step=0)
         if start_step < total_steps:
+            # Keras prints nothing until the first step is traced and compiled (minutes
+            # for a large model), nor, at verbose=2, until the first epoch ends.
+            print(f"Training steps {start_step + 1}-{total_steps} ({epochs} epochs of "
+                  f"{steps_per_epoch} steps); tracing the training step first ...",
+                  flush=True)
             try:
                 _fit(model, dataset, callbacks, start_step=start_step, epochs=epochs,
                      steps_per_epoch=steps_per_epoch, verbose=verbose)
