@@ -333,3 +333,22 @@ def test_audio_asked_of_a_shard_without_audio_names_shard_and_key(shards):
     line = console.error_line(error.value)
     assert line.startswith(os.path.dirname(shards) + "/train-0000"), line
     assert line.endswith(f"has no feature list {schema.WAVEFORM} (needed for modality audio)")
+
+
+@pytest.mark.slow
+def test_corrupted_shard_in_evaluation_is_one_line(tmp_path, shards, capsys):
+    """A linear probe whose test split has a record with a bad checksum."""
+    from test_evaluate import EVAL_CONFIGS, tiny_overlay as eval_overlay
+    from video_ssl import evaluate as evaluate_lib
+    model_dir = tmp_path / "run"
+    assert train_lib.main(cli(tmp_path, shards, model_dir, "train.epochs=1",
+                              "train.steps_per_epoch=1")) == 0
+    capsys.readouterr()
+    paths = _damaged_shards(tmp_path, sorted(tf.io.gfile.glob(shards))[0])
+    overlay = eval_overlay(tmp_path, {"train": shards, "test": str(paths["corrupted"])})
+    code = evaluate_lib.main([f"--gin_file={os.path.join(EVAL_CONFIGS, 'linear_ucf101.gin')}",
+                              f"--gin_file={overlay}", f"--checkpoint={model_dir}"])
+    assert code == 1
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"video_ssl.evaluate: error: {paths['corrupted']}: record ")
+    assert line.endswith("its checksum does not match (the file is damaged)")

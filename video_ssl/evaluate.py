@@ -73,7 +73,7 @@ import tensorflow as tf
 
 from video_ssl import atomic
 from video_ssl.cli import parse_gin
-from video_ssl.data.reader import match_files
+from video_ssl.data.reader import locate_damaged_record, match_files
 from video_ssl.evaluation import figures
 from video_ssl.evaluation import finetune, linear, retrieval, svm  # noqa: F401  (gin)
 from video_ssl.evaluation.protocol import EvalData, Result, check_protocol_bindings, require
@@ -201,13 +201,34 @@ def _main(args: argparse.Namespace) -> int:
         except (SyntaxError, ValueError, tokenize.TokenError) as error:
             raise console.gin_error(error, args.gin_file, args.gin_param) from error
         check_protocol_bindings(args.gin_param)  # another protocol's binding does nothing
-        report = evaluate(pretrained, args.output_dir or args.checkpoint)
+        try:
+            report = evaluate(pretrained, args.output_dir or args.checkpoint)
+        except tf.errors.OpError as error:
+            # TensorFlow names no file for a damaged record: find it.
+            damaged = locate_damaged_record(_bound_files(), error.message)
+            if damaged is None:
+                raise
+            raise ValueError(damaged) from error
     finally:
         gin.clear_config()
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in report["metrics"].items()
                         if isinstance(v, float))
     print(f"{report['protocol']}: {metrics}")
     return 0
+
+
+def _bound_files() -> list[str]:
+    """The files of the bound evaluation splits (patterns only: a gin reference such
+    as the demo data's is skipped)."""
+    files = []
+    for binding in ("evaluate.train_files", "evaluate.test_files"):
+        try:
+            pattern = gin.query_parameter(binding)
+        except ValueError:
+            continue
+        if isinstance(pattern, str):
+            files += tf.io.gfile.glob(pattern)
+    return files
 
 
 if __name__ == "__main__":
