@@ -114,8 +114,11 @@ def test_init_checkpoints_restore_a_named_encoder_from_another_run(tmp_path):
     target = make_method("byol", 2, eager=True, init_checkpoints={"rgb": str(run)})
     assert not np.allclose(target.backbone.get_weights()[0], source.backbone.get_weights()[0])
     (line,) = target.initialize_encoders()
-    assert "rgb encoder initialized from" in line and "ckpt-1" in line
+    assert "rgb encoder (backbone) initialized from" in line and "ckpt-1" in line
     for a, b in zip(target.backbone.get_weights(), source.backbone.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # The momentum encoder starts from the initialized weights too.
+    for a, b in zip(target.momentum["backbone"].get_weights(), source.backbone.get_weights()):
         np.testing.assert_array_equal(a, b)
     for bad, message in (({"flow": str(run)}, r"unknown encoders \['flow'\]"),
                          ({"rgb": f"{run}:narrow"}, "has no encoder 'narrow'"),

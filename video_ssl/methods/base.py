@@ -135,28 +135,42 @@ class Method(keras.Model):
 
     # ------------------------------------------------------------ initialization
     def initialize_encoders(self) -> list[str]:
-        """Restores each `init_checkpoints` encoder from the other run's checkpoint;
-        returns one line per encoder saying where it came from."""
+        """Restores each `init_checkpoints` encoder (with `init_parts`) from the other
+        run's checkpoint, then calls `after_initialization`; returns one line per
+        encoder saying where it came from."""
         lines, encoders = [], self.encoders()
         unknown = set(self.init_checkpoints) - set(encoders)
         if unknown:
             raise ValueError(f"{type(self).__name__}.init_checkpoints: unknown encoders "
                              f"{sorted(unknown)}; expected some of {sorted(encoders)}")
         for name, source in self.init_checkpoints.items():
+            binding = f"{type(self).__name__}.init_checkpoints[{name!r}]"
             directory, _, source_encoder = source.partition(":")
-            path, attribute = _encoder_checkpoint(directory, source_encoder or None,
-                                                  f"{type(self).__name__}.init_checkpoints")
-            parts = tf.Module()
-            setattr(parts, attribute, encoders[name])
+            path, attribute = encoder_checkpoint(directory, source_encoder or None, binding)
+            parts = self.init_parts(name, attribute, binding)
+            holder = tf.Module()
+            for source_attribute, module in parts.items():
+                setattr(holder, source_attribute, module)
             try:
-                tf.train.Checkpoint(model=parts).restore(path).expect_partial() \
+                tf.train.Checkpoint(model=holder).restore(path).expect_partial() \
                     .assert_existing_objects_matched()
             except (AssertionError, ValueError, tf.errors.OpError) as error:
-                raise ValueError(f"{type(self).__name__}.init_checkpoints[{name!r}]: {path} "
-                                 f"does not hold a matching encoder: "
+                raise ValueError(f"{binding}: {path} does not hold matching {sorted(parts)}: "
                                  f"{str(error).strip().splitlines()[0][:200]}") from None
-            lines.append(f"{name} encoder initialized from {path}")
+            lines.append(f"{name} encoder ({', '.join(parts)}) initialized from {path}")
+        if lines:
+            self.after_initialization()
         return lines
+
+    def init_parts(self, name: str, source_attribute: str, binding: str) -> dict:
+        """The modules restored for encoder `name`, keyed by their attribute in the source
+        run's method (`source_attribute` holds its encoder): the encoder alone here."""
+        del binding
+        return {source_attribute: self.encoders()[name]}
+
+    def after_initialization(self) -> None:
+        """Hook after `init_checkpoints` were restored (momentum methods copy the new
+        weights into their momentum encoders)."""
 
     # --------------------------------------------------------------- the batch
     def view_inputs(self, data, view: str) -> dict:
@@ -205,7 +219,7 @@ def read_input_spec(model_dir: str) -> dict:
             raise ValueError(f"{path}: not valid JSON ({error})") from None
 
 
-def _encoder_checkpoint(source: str, encoder: str | None, binding: str) -> tuple[str, str]:
+def encoder_checkpoint(source: str, encoder: str | None, binding: str) -> tuple[str, str]:
     """(checkpoint prefix, attribute of the encoder in that run's method)."""
     model_dir = source
     if not tf.io.gfile.isdir(source):

@@ -29,15 +29,13 @@ overwritten (the first queue_size / batch steps only).
 """
 from __future__ import annotations
 
-import os
 
 import keras
 import tensorflow as tf
 
 from video_ssl.distribute import all_gather, num_replicas, replica_id
 from video_ssl.losses import multi_positive_nce
-from video_ssl.methods.base import EncoderInput, _encoder_checkpoint, configurable, \
-    training_view
+from video_ssl.methods.base import EncoderInput, configurable, training_view
 from video_ssl.methods.moco import MoCo
 from video_ssl.methods.momentum import MomentumEncoder
 from video_ssl.methods.rho import MODALITY_CHANNELS, VIEW
@@ -150,41 +148,16 @@ class QueueNCE(MoCo):
                                                                 axis=1))}
 
     # ---------------------------------------------------------- initialization
-    def initialize_encoders(self):
-        """Restores the encoders and their projection heads from the runs in
-        `init_checkpoints` (the official code loads whole encoders), then copies the
-        trained stream into its momentum encoder (Algorithm 1: f_k.params = f_q.params)."""
-        lines = super().initialize_encoders()
-        if not self.init_checkpoints:
-            return lines
-        targets = {name: getattr(self, HEADS[attribute])
-                   for name, attribute in self.encoder_attributes().items()}
-        for name, source in self.init_checkpoints.items():
-            directory, _, source_encoder = source.partition(":")
-            binding = f"{type(self).__name__}.init_checkpoints[{name!r}]"
-            path, attribute = _encoder_checkpoint(directory, source_encoder or None, binding)
-            if attribute not in HEADS:
-                raise ValueError(f"{binding}: {directory}'s encoder is its {attribute!r}; "
-                                 f"expected an InfoNCE/UberNCE/CoCLR run (one of {sorted(HEADS)})")
-            parts = tf.Module()
-            setattr(parts, HEADS[attribute], targets[name])
-            try:
-                tf.train.Checkpoint(model=parts).restore(path).expect_partial() \
-                    .assert_existing_objects_matched()
-            except (AssertionError, ValueError, tf.errors.OpError) as error:
-                raise ValueError(f"{binding}: {path} does not hold a matching projection head "
-                                 f"{HEADS[attribute]!r}: "
-                                 f"{str(error).strip().splitlines()[0][:200]}") from None
-            lines.append(f"{name} projection head initialized from {os.path.basename(path)}")
-        for encoder, online_modules in self.momentum_pairs():
-            for module_name, online in online_modules.items():
-                for target, source in zip(encoder[module_name].weights, online.weights):
-                    target.assign(source)
-        return lines
-
-    def momentum_pairs(self) -> list[tuple[MomentumEncoder, dict]]:
-        """(momentum encoder, the online modules it follows) of each trained stream."""
-        return [(self.momentum, self.online_modules())]
+    def init_parts(self, name, source_attribute, binding):
+        """The encoder and its projection head (the official code loads whole encoders);
+        `after_initialization` then copies the trained stream into its momentum encoder
+        (Algorithm 1: f_k.params = f_q.params)."""
+        if source_attribute not in HEADS:
+            raise ValueError(f"{binding}: the source run's encoder is its "
+                             f"{source_attribute!r}; expected an InfoNCE/UberNCE/CoCLR run "
+                             f"(one of {sorted(HEADS)})")
+        head = getattr(self, HEADS[self.encoder_attributes()[name]])
+        return {source_attribute: self.encoders()[name], HEADS[source_attribute]: head}
 
 
 @configurable

@@ -194,6 +194,17 @@ class MomentumRhoMethod(RhoMethod):
     def online_modules(self) -> dict[str, keras.Model]:
         return {"backbone": self.backbone, "projector": self.projector}
 
+    def momentum_pairs(self) -> list[tuple[MomentumEncoder, dict]]:
+        """(momentum encoder, the online modules it follows) of each trained stream."""
+        return [(self.momentum, self.online_modules())]
+
+    def after_initialization(self):
+        # Initialized online weights start the momentum encoder too (MoCo: f_k = f_q).
+        for encoder, online_modules in self.momentum_pairs():
+            for name, online in online_modules.items():
+                for target, source in zip(encoder[name].weights, online.weights):
+                    target.assign(source)
+
     def current_momentum(self) -> tf.Tensor:
         if self.momentum_schedule == "constant":
             return tf.constant(self.base_momentum, tf.float32)
