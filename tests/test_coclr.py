@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import video_ssl.train  # noqa: F401  (registers train and train_input)
-from video_ssl import cli, optim
+from video_ssl import config as config_lib, optim
 from video_ssl.methods.base import INPUT_SPEC_FILE
 from video_ssl.methods.coclr import CoCLR, InfoNCE, SimultaneousCoCLR, UberNCE
 from video_ssl.models import build_backbone
@@ -385,7 +385,7 @@ def check_bound(expected: dict, where: str) -> None:
     ("ubernce_rgb.gin", "UberNCE", "rgb")])
 def test_stage_one_recipes_bind_the_paper_values(recipe, method, modality):
     gin.clear_config()
-    cli.parse_gin([os.path.join(CONFIGS, recipe)], [])
+    config_lib.parse_gin([os.path.join(CONFIGS, recipe)], [])
     try:
         assert gin.query_parameter("train.method").selector == method
         check_bound({f"{method}.modality": modality, "train.epochs": 300, **OPTIMIZATION,
@@ -398,7 +398,7 @@ def test_stage_one_recipes_bind_the_paper_values(recipe, method, modality):
     ("coclr_ucf101.gin", 2, 100, 2048), ("coclr_k400.gin", 1, 50, 16384)])
 def test_schedule_recipes_bind_the_paper_schedule(recipe, cycles, cycle_epochs, queue_size):
     gin.clear_config()
-    cli.parse_gin([os.path.join(CONFIGS, recipe)], [])
+    config_lib.parse_gin([os.path.join(CONFIGS, recipe)], [])
     try:
         stages = dict(gin.query_parameter("run_schedule.stages"))
         names = ["infonce_rgb", "infonce_flow"] + [

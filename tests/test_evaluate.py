@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from test_evaluation import runnable_eval_configs, write_shards
-from video_ssl import cli, evaluate as evaluate_lib, train as train_lib
+from video_ssl import config as config_lib, evaluate as evaluate_lib, train as train_lib
 from video_ssl.pretrained import CheckpointError, load_encoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +43,7 @@ def model_dir(tmp_path_factory, shards):
     """A tiny ρMoCo run (slow_r18 / 8, 4 x 32^2 clips) of one step."""
     directory = tmp_path_factory.mktemp("run") / "model"
     gin.clear_config()
-    cli.parse_gin([os.path.join(CONFIGS, "moco_rho2.gin")], [
+    config_lib.parse_gin([os.path.join(CONFIGS, "moco_rho2.gin")], [
         f"train.train_files={shards['train']!r}", "train.global_batch_size=4",
         "train.epochs=1", "train.steps_per_epoch=1", "train.warmup_epochs=0",
         "train.verbose=0", "BACKBONE='slow_r18'", "BACKBONE_KWARGS={'width_multiplier': 0.125}",
@@ -218,13 +218,13 @@ def pretrained(model_dir):
 
 @pytest.mark.parametrize("config", runnable_eval_configs())
 def test_every_eval_config_parses_with_the_demo_overlay(pretrained, tmp_path, config):
-    cli.parse_gin([os.path.join(EVAL_CONFIGS, config)], [])
+    config_lib.parse_gin([os.path.join(EVAL_CONFIGS, config)], [])
     assert gin.query_parameter("evaluate.name") == config[:-len(".gin")]
     # Paper configs leave the dataset to the user.
     with pytest.raises(ValueError, match="evaluate.train_files is not set"):
         evaluate_lib.evaluate(pretrained, str(tmp_path))
     gin.clear_config()
-    cli.parse_gin([os.path.join(EVAL_CONFIGS, config), os.path.join(EVAL_CONFIGS, "demo.gin")],
+    config_lib.parse_gin([os.path.join(EVAL_CONFIGS, config), os.path.join(EVAL_CONFIGS, "demo.gin")],
                   [])
     assert gin.query_parameter("eval_input.num_frames") == 4
     assert gin.query_parameter("%NUM_CLASSES") == 8

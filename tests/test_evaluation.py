@@ -14,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 import video_ssl.evaluate  # noqa: F401  (registers the evaluation configurables)
-from video_ssl import cli
+from video_ssl import config as config_lib
 from video_ssl.data import schema
 from video_ssl.evaluation import figures, finetune, linear, multiview, retrieval, svm
 from video_ssl.evaluation.protocol import EvalData, check_protocol_bindings, classification_metrics
@@ -232,7 +232,7 @@ def test_a_command_line_binding_of_another_protocol_is_an_error():
               "train/eval_input.crop_size=32"]
     gin.clear_config()
     try:
-        cli.parse_gin([], params + ["linear_probe.epochs=3"])
+        config_lib.parse_gin([], params + ["linear_probe.epochs=3"])
         check_protocol_bindings(params)  # the protocol's own and clip bindings pass
         with pytest.raises(ValueError, match="--gin_param=linear_probe.epochs=3: has no "
                                              "effect, evaluate.protocol is @retrieval"):
@@ -372,7 +372,7 @@ def test_every_eval_block_is_included_and_every_config_parses():
     for name in runnable_eval_configs():
         for overlay in ([], ["demo.gin"]):
             gin.clear_config()
-            cli.parse_gin([os.path.join(EVAL_CONFIGS, f) for f in [name, *overlay]], [])
+            config_lib.parse_gin([os.path.join(EVAL_CONFIGS, f) for f in [name, *overlay]], [])
             assert gin.query_parameter("evaluate.name") == name[:-len(".gin")]
     gin.clear_config()
 
@@ -412,7 +412,7 @@ RHO_LINEAR = {  # ρ-paper §B.2
 ])
 def test_eval_recipes_hold_the_papers_values(config, expected):
     gin.clear_config()
-    cli.parse_gin([os.path.join(EVAL_CONFIGS, config)], [])
+    config_lib.parse_gin([os.path.join(EVAL_CONFIGS, config)], [])
     try:
         for binding, value in expected.items():
             assert gin.query_parameter(binding) == value, binding

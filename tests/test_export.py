@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from video_ssl import atomic, export, serving, train as train_lib
-from video_ssl.cli import parse_gin
+from video_ssl.config import parse_gin
 from video_ssl.data import clips as clips_lib, pipeline, schema
 from video_ssl.evaluation.classifier import build_classifier
 from video_ssl.models import build_backbone

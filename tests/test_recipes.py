@@ -16,7 +16,7 @@ from distutils.core import run_setup
 
 import video_ssl.evaluate  # noqa: F401  (registers the evaluation configurables)
 import video_ssl.train  # noqa: F401  (registers train and train_input)
-from video_ssl import cli
+from video_ssl import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "gin_configs")
@@ -94,7 +94,7 @@ def code_default(path: str, binding: str):
 
 def parse(config: str, extra: tuple[str, ...] = ()) -> None:
     gin.clear_config()
-    cli.parse_gin([os.path.join(CONFIGS, config)], list(extra))
+    config_lib.parse_gin([os.path.join(CONFIGS, config)], list(extra))
 
 
 def same(actual, expected) -> bool:
@@ -167,7 +167,7 @@ def test_recipe_parses_alone_and_under_the_demo_overlay(recipe):
     with pytest.raises(ValueError):
         gin.query_parameter("train.train_files")  # required: no default in a recipe
     gin.clear_config()
-    cli.parse_gin([os.path.join(CONFIGS, recipe), os.path.join(CONFIGS, "demo.gin")], [])
+    config_lib.parse_gin([os.path.join(CONFIGS, recipe), os.path.join(CONFIGS, "demo.gin")], [])
     assert bound_value("%BACKBONE") == "slow_r18"
     method = gin.query_parameter("train.method").configurable.name
     assert bound_value(f"{method}.hidden_dim") == 256
@@ -197,8 +197,8 @@ def test_demo_overlay_names_no_method_binding():
 # ----------------------------------------------------------------- packaged configs
 
 def _installed_configs() -> str:
-    spec = importlib.util.find_spec(cli.PACKAGED_CONFIGS)
-    assert spec is not None, (f"package {cli.PACKAGED_CONFIGS} not installed: reinstall with "
+    spec = importlib.util.find_spec(config_lib.PACKAGED_CONFIGS)
+    assert spec is not None, (f"package {config_lib.PACKAGED_CONFIGS} not installed: reinstall with "
                               "`pip install -e . --use-pep517` (or `pip install .`)")
     return list(spec.submodule_search_locations)[0]
 
@@ -209,16 +209,16 @@ def test_resolve_gin_file_falls_back_to_the_installed_recipes(tmp_path, monkeypa
     for given, relative in [("gin_configs/moco_rho3.gin", "moco_rho3.gin"),
                             ("moco_rho3.gin", "moco_rho3.gin"),
                             ("gin_configs/eval/linear_ucf101.gin", "eval/linear_ucf101.gin")]:
-        assert cli.resolve_gin_file(given) == os.path.join(installed, relative)
+        assert config_lib.resolve_gin_file(given) == os.path.join(installed, relative)
     (tmp_path / "gin_configs").mkdir()
     (tmp_path / "gin_configs" / "moco_rho3.gin").write_text("RHO = 5\n")
-    assert cli.resolve_gin_file("gin_configs/moco_rho3.gin") == "gin_configs/moco_rho3.gin"
+    assert config_lib.resolve_gin_file("gin_configs/moco_rho3.gin") == "gin_configs/moco_rho3.gin"
     with pytest.raises(ValueError, match="--gin_file=gin_configs/nope.gin: no such file"):
-        cli.resolve_gin_file("gin_configs/nope.gin")
+        config_lib.resolve_gin_file("gin_configs/nope.gin")
     with pytest.raises(ValueError, match="no such file"):
-        cli.resolve_gin_file(str(tmp_path / "moco_rho2.gin"))  # absolute: no fallback
+        config_lib.resolve_gin_file(str(tmp_path / "moco_rho2.gin"))  # absolute: no fallback
     gin.clear_config()
-    cli.parse_gin(["byol_rho2.gin", "gin_configs/demo.gin"], [])  # includes found there too
+    config_lib.parse_gin(["byol_rho2.gin", "gin_configs/demo.gin"], [])  # includes found there too
     assert bound_value("%RHO") == 2 and bound_value("%BACKBONE") == "slow_r18"
 
 
@@ -237,4 +237,4 @@ def test_setup_ships_every_gin_file(monkeypatch):
     every = {os.path.relpath(p, CONFIGS)
              for p in glob.glob(os.path.join(CONFIGS, "**", "*.gin"), recursive=True)}
     assert every and every == shipped, sorted(every - shipped)
-    assert package_dir[cli.PACKAGED_CONFIGS] == "gin_configs"
+    assert package_dir[config_lib.PACKAGED_CONFIGS] == "gin_configs"

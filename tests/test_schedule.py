@@ -149,7 +149,7 @@ def flow_shards(tmp_path_factory):
 
 @pytest.mark.slow
 def test_coclr_schedule_resumes_mid_stage_through_the_trainer(tmp_path, flow_shards, capsys):
-    from video_ssl import cli
+    from video_ssl import config as config_lib
     from video_ssl.train import train
     tiny = {
         "train.train_files": repr(flow_shards), "train.global_batch_size": 4,
@@ -165,14 +165,14 @@ def test_coclr_schedule_resumes_mid_stage_through_the_trainer(tmp_path, flow_sha
                             "gin_configs", "coclr_ucf101.gin")]
     params = [f"{k} = {v}" for k, v in tiny.items()]
     gin.clear_config()
-    cli.parse_gin(configs, params + stop)
+    config_lib.parse_gin(configs, params + stop)
     with pytest.raises(Interrupted):
         schedule.run_schedule(str(tmp_path), train)
     assert schedule.is_complete(str(tmp_path / "infonce_rgb"))
     assert not schedule.is_complete(str(tmp_path / "cycle1_rgb"))
     capsys.readouterr()
     gin.clear_config()
-    cli.parse_gin(configs, params)
+    config_lib.parse_gin(configs, params)
     summary = schedule.run_schedule(str(tmp_path), train)
     out = capsys.readouterr().out
     gin.clear_config()

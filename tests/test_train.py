@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from video_ssl import cli as cli_lib, train as train_lib
+from video_ssl import config as config_lib, train as train_lib
 from video_ssl.data import pipeline, reader, schema
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -253,13 +253,13 @@ def test_crash_mid_epoch_then_resume_keeps_epoch_boundaries(tmp_path, shards, mi
     model_dir = str(tmp_path / "run")
     argv = cli(tmp_path, shards, model_dir, "train.epochs=3", "train.steps_per_epoch=3",
                "train_input.defer_augmentation=True")
-    cli_lib.parse_gin(*_gin_args(argv))
+    config_lib.parse_gin(*_gin_args(argv))
     with pytest.raises(SimulatedCrash):
         train_lib.train(model_dir, strategy=mirrored, extra_callbacks=[CrashAt(4)])
     assert max(checkpoint_steps(model_dir)) == 4  # saved before the crash callback ran
 
     gin.clear_config()
-    cli_lib.parse_gin(*_gin_args(argv))
+    config_lib.parse_gin(*_gin_args(argv))
     final = train_lib.train(model_dir, strategy=mirrored)
     assert final["step"] == 9
     metrics = json.loads(open(os.path.join(model_dir, "metrics.json")).read())
@@ -332,12 +332,12 @@ def test_gin_files_compose_and_params_override(tmp_path):
     first.write_text("include 'moco_rho3.gin'\ntrain.epochs = 5\ntrain.seed = 1\n")
     second.write_text("train.epochs = 7\n")
     gin.add_config_file_search_path(CONFIGS)
-    cli_lib.parse_gin([str(first), str(second)], [])
+    config_lib.parse_gin([str(first), str(second)], [])
     assert gin.query_parameter("train.epochs") == 7
     assert gin.query_parameter("train.seed") == 1
     assert gin.query_parameter("%RHO") == 3
     gin.clear_config()
-    cli_lib.parse_gin([str(first), str(second)], ["train.epochs = 9", "RHO = 4"])
+    config_lib.parse_gin([str(first), str(second)], ["train.epochs = 9", "RHO = 4"])
     assert gin.query_parameter("train.epochs") == 9
     assert gin.query_parameter("%RHO") == 4
 
@@ -397,7 +397,7 @@ def test_unknown_input_key_fails_when_parsed(binding):
     configurable, key = binding.split(" ")[0].split(".")
     with pytest.raises(ValueError, match=f"'{configurable}' doesn't have a parameter named "
                                          f"'{key}'"):
-        cli_lib.parse_gin([], [binding])
+        config_lib.parse_gin([], [binding])
 
 
 def test_too_few_records_names_the_binding_and_the_count(tmp_path, shards, capsys):

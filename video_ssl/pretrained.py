@@ -23,7 +23,7 @@ import gin
 import keras
 import tensorflow as tf
 
-from video_ssl import cli
+from video_ssl import config
 from video_ssl.data import input_spec
 from video_ssl.methods.base import read_input_spec
 
@@ -150,7 +150,7 @@ def load_encoder(model_dir: str, checkpoint: str | None = None, *, encoder: str 
     with tf.io.gfile.GFile(config_path) as f:
         config_text = f.read()
 
-    cli._register_configurables()
+    config._register_configurables()
     try:
         # Unknown configurables (e.g. a user's callback module) do not matter here.
         gin.parse_config(config_text, skip_unknown=True)

@@ -1,5 +1,5 @@
-"""What the command-line entry points share: gin parsing and the embedded demo
-dataset's gin hook."""
+"""Gin in one place: parsing config files (with the packaged recipes as a fallback),
+registering the configurables they name, and the embedded demo dataset's gin hook."""
 from __future__ import annotations
 
 import importlib.util
