@@ -72,7 +72,7 @@ import numpy as np
 import tensorflow as tf
 
 from video_ssl import atomic
-from video_ssl.cli import parse_gin
+from video_ssl.config import parse_gin
 from video_ssl.data.reader import locate_damaged_record, match_files
 from video_ssl.evaluation import figures
 from video_ssl.evaluation import finetune, linear, retrieval, svm  # noqa: F401  (gin)

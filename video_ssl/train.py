@@ -54,7 +54,7 @@ from video_ssl import callbacks as cb
 from video_ssl import optim
 from video_ssl import schedule
 from video_ssl import serving
-from video_ssl.cli import parse_gin
+from video_ssl.config import parse_gin
 from video_ssl.data import input_spec, pipeline, preflight
 from video_ssl.data.reader import count_records, locate_damaged_record, match_files
 from video_ssl.distribute import is_chief, make_strategy
