@@ -2,9 +2,11 @@
 registering the configurables they name, and the embedded demo dataset's gin hook."""
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 import os
+import pkgutil
 from typing import Sequence
 
 import gin
@@ -65,11 +67,11 @@ class _QuietGinSearch(logging.Filter):
 
 
 def _register_configurables() -> None:
-    """Imports the modules whose classes and functions gin files name."""
-    import video_ssl.methods.byol  # noqa: F401
-    import video_ssl.methods.coclr  # noqa: F401
-    import video_ssl.methods.moco  # noqa: F401
-    import video_ssl.methods.simclr  # noqa: F401
-    import video_ssl.methods.swav  # noqa: F401
+    """Imports the modules whose classes and functions gin files name: every module of
+    `video_ssl.methods` (so a new method registers by existing), the optimizers and
+    the stage schedule."""
+    import video_ssl.methods
+    for module in pkgutil.iter_modules(video_ssl.methods.__path__):
+        importlib.import_module(f"video_ssl.methods.{module.name}")
     import video_ssl.optim  # noqa: F401
     import video_ssl.schedule  # noqa: F401
