@@ -1,8 +1,8 @@
 """The optical-flow tool: motion and sign through the JPEG layout and the reader, a real
 video, resuming after kill -9, corrupt records, and keeping other writers' features.
 
-TV-L1 costs ~35 ms per pair at 32x32 on this machine (~0.4 s at 128x128), so videos are
-a few frames of 32-48 px.
+TV-L1 costs ~35 ms per pair at 32x32 on the project's machine (~0.5 s at 128x128), so
+videos are a few frames of 32-48 px.
 """
 import contextlib
 import glob

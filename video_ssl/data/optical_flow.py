@@ -8,11 +8,13 @@ clipped to +-bound and stored by `flow.encode_flow_jpeg`.
 
 Flow is computed on grayscale frames, as CoCLR's extraction. Algorithms:
 - "tvl1": `cv2.optflow.DualTVL1OpticalFlow_create()` with OpenCV's defaults (CoCLR).
-- "dis": DIS with `cv2.DISOPTICAL_FLOW_PRESET_MEDIUM`, tens of times faster.
+- "dis": DIS with `cv2.DISOPTICAL_FLOW_PRESET_MEDIUM`, ~300x faster than TV-L1 at
+  128x128 (benchmarks/RESULTS.md).
 - "farneback": `cv2.calcOpticalFlowFarneback` with the parameters of OpenCV's tutorial
   (it has no defaults).
 
-No TensorFlow here: the flow tool's worker processes import only OpenCV and NumPy.
+No TensorFlow here: the flow tool's worker processes import only OpenCV, NumPy and
+(through video_io) PyAV, so they start fast.
 """
 from __future__ import annotations
 
