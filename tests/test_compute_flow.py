@@ -207,7 +207,7 @@ def test_corrupt_records_reported_and_skipped(tmp_path):
     # The same output with other settings: refused, one line, nothing rewritten.
     rc, _, err = run_main(compute_flow, [f"--input={tmp_path}/in-*", f"--output={prefix}",
                                          "--algorithm=tvl1", "--num_workers=1"])
-    assert rc == 1 and err.count("\n") == 1 and "algorithm='dis'" in err
+    assert rc == 2 and err.count("\n") == 1 and "algorithm='dis'" in err
 
 
 def test_other_writers_features_kept_and_old_flow_replaced(tmp_path):
@@ -241,4 +241,13 @@ def test_other_writers_features_kept_and_old_flow_replaced(tmp_path):
 def test_bad_invocation_one_line_error(tmp_path, make_args, message):
     write_shard(tmp_path / "x-00000-of-00001.tfrecord", [])
     rc, _, err = run_main(compute_flow, make_args(tmp_path) + ["--algorithm=dis"])
-    assert rc == 1 and err.count("\n") == 1 and message in err, err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith("compute_flow: error: ") and message in err, err
+
+
+def test_no_record_getting_flow_exits_nonzero(tmp_path):
+    write_shard(tmp_path / "in.tfrecord", [b"\x0a\x05ab"])
+    rc, out, err = run_main(compute_flow, [f"--input={tmp_path}/in.tfrecord",
+                                           f"--output={tmp_path}/out", "--algorithm=dis",
+                                           "--num_workers=1"])
+    assert rc == 1 and "none of the videos" in err and "videos: 0 written, 1 failed" in out

@@ -1,13 +1,15 @@
 """Adds optical flow to existing TFRecord shards: ours, DMVR's or the Model Garden's.
 
     python -m tfrecords_tools.compute_flow --input=GLOB --output=PREFIX \
-        --algorithm=tvl1|dis|farneback [--bound=20] [--short_side=N] [--num_workers=N]
+        --algorithm=tvl1|dis|farneback [--bound=20] [--short_side=N] [--num_workers=N] \
+        [--verbose]
 
 Every record (a SequenceExample with one JPEG per frame in `image/encoded`) gets
 `FORWARD_FLOW/image/encoded` and `FORWARD_FLOW/flow_bound`; every other feature is kept
 and flow already present is replaced. A video of N frames gets N - 1 flow frames, flow
-frame t holding the motion from frame t to t + 1 in pixels (video_ssl.data.optical_flow
-has the conventions). --short_side shrinks the frames before computing flow; the flow
+frame t holding the motion from frame t to t + 1 in pixels, as the demo data and the
+reader expect (it gives the last frame the last flow frame); video_ssl.data.optical_flow
+has the conventions. --short_side shrinks the frames before computing flow; the flow
 frames are then that small, and their values in those pixels.
 
 The sorted files matching GLOB are the input shards; input i is written to
@@ -20,7 +22,13 @@ Failures never stop the run. A record that is not a SequenceExample of frames, h
 frame that cannot be decoded or fewer than two frames is reported with its file, record
 index and reason and left out of the output; a file corrupt from some record on (bad
 checksum, truncated) ends its shard at that record. All are listed, tab-separated
-(input file, record index, reason), in `PREFIX.errors.txt`.
+(input file, record index, reason), in `PREFIX.errors.txt`; a re-run keeps the lines
+of the shards it skips.
+
+Exit status: 0 when done; 1 when no record got flow, a worker process died or the
+output cannot be written; 2 for bad arguments or input (no file matches, the output
+would overwrite an input, other settings than the shards were started with). Fatal
+errors are one line `compute_flow: error: ...` (--verbose shows the traceback).
 """
 from __future__ import annotations
 
@@ -40,16 +48,15 @@ from typing import Iterable, Iterator
 import cv2
 from tqdm import tqdm
 
+from tfrecords_tools import cli
+from tfrecords_tools.cli import ToolError
 from video_ssl.data import optical_flow
 
+TOOL = "compute_flow"
 # Videos queued per worker: enough to keep workers busy across shard boundaries, few
 # enough to bound the memory of frames waiting in this process.
 QUEUE_PER_WORKER = 4
 MAX_ERRORS_SHOWN = 20
-
-
-class FlowToolError(Exception):
-    """A fatal problem with the inputs or outputs: printed as one line, exit 1."""
 
 
 # ---------------------------------------------------------------- worker processes
@@ -241,12 +248,12 @@ def check_manifest(path: Path, manifest: dict) -> None:
     try:
         earlier = json.loads(path.read_text())
     except ValueError:
-        raise FlowToolError(f"{path}: not JSON; delete it and the shards to start over") from None
+        raise ToolError(f"{path}: not JSON; delete it and the shards to start over") from None
     changed = [k for k in manifest if earlier.get(k) != manifest[k]]
     if changed:
         was = ", ".join(f"{len(earlier.get(k) or [])} other input files" if k == "inputs"
                         else f"{k}={earlier.get(k)!r}" for k in changed)
-        raise FlowToolError(f"{path}: these shards were started with {was}; use another "
+        raise ToolError(f"{path}: these shards were started with {was}; use another "
                             "--output, or delete them to start over")
 
 
@@ -270,7 +277,7 @@ def _read_errors(path: Path, keep_inputs: set[str]) -> list[tuple[str, int, str]
 
 def _write_errors(path: Path, rows: list[tuple[str, int, str]]) -> None:
     if rows or path.exists():
-        _write_atomically(path, "".join(f"{p}\t{i}\t{r}\n" for p, i, r in rows))
+        _write_atomically(path, "".join(cli.printable(f"{p}\t{i}\t{r}\n") for p, i, r in rows))
 
 
 def _shards(pattern: str, prefix: str, settings: dict) -> tuple[list[str], list[str]]:
@@ -280,11 +287,11 @@ def _shards(pattern: str, prefix: str, settings: dict) -> tuple[list[str], list[
 
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
-        raise FlowToolError(f"--input {pattern}: no files match")
+        raise ToolError(f"--input {pattern}: no files match")
     outputs = schema.shard_names(prefix, len(files))
     clash = set(map(os.path.abspath, files)) & set(map(os.path.abspath, outputs))
     if clash:
-        raise FlowToolError(f"--output {prefix}: would overwrite the input {sorted(clash)[0]}")
+        raise ToolError(f"--output {prefix}: would overwrite the input {sorted(clash)[0]}")
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     check_manifest(Path(prefix + ".flow.json"),
                    {**settings, "inputs": [os.path.abspath(f) for f in files]})
@@ -321,8 +328,8 @@ def run(pattern: str, prefix: str, *, algorithm: str, bound: float | None = None
                 meta = Failure(meta.shard, meta.index, _named(meta.example, result[1]))
             if isinstance(meta, Failure):
                 shard.failures.append((files[meta.shard], meta.index, meta.reason))
-                tqdm.write(f"skipped {files[meta.shard]} record {meta.index}: {meta.reason}",
-                           file=sys.stderr)
+                tqdm.write(cli.printable(f"skipped {files[meta.shard]} record {meta.index}: "
+                                         f"{meta.reason}"), file=sys.stderr)
             elif isinstance(meta, Record):
                 shard.write(add_flow(meta.example, result[0], settings["bound"]), len(result[0]))
                 bar.set_postfix_str(f"{summary.videos + shard.videos} videos", refresh=False)
@@ -341,7 +348,8 @@ def run(pattern: str, prefix: str, *, algorithm: str, bound: float | None = None
                            file=sys.stderr)
                 shard = None
     except BrokenProcessPool:
-        raise FlowToolError("a worker process died (out of memory?); re-run to resume") from None
+        raise ToolError("a worker process died (out of memory?); re-run to resume",
+                        exit_code=1) from None
     finally:
         bar.close()
         if shard is not None:
@@ -358,9 +366,8 @@ def available_cores() -> int:
 
 
 def _parse_args(argv):
-    p = argparse.ArgumentParser(
-        prog="python -m tfrecords_tools.compute_flow",
-        description="Add optical flow (FORWARD_FLOW/image/encoded) to TFRecord shards of videos.")
+    p = cli.ArgumentParser(TOOL, description="Add optical flow (FORWARD_FLOW/image/encoded) to "
+                           "TFRecord shards of videos.")
     p.add_argument("--input", required=True, help="glob of TFRecord shards")
     p.add_argument("--output", required=True, help="shard prefix: PREFIX-00000-of-000NN.tfrecord")
     p.add_argument("--algorithm", required=True, choices=optical_flow.ALGORITHMS,
@@ -382,20 +389,20 @@ def _parse_args(argv):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    num_workers = args.num_workers or available_cores()
     try:
-        summary = run(args.input, args.output, algorithm=args.algorithm, bound=args.bound,
-                      short_side=args.short_side, num_workers=num_workers)
-    except (FlowToolError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return cli.run(TOOL, _run, _parse_args(argv))
     except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        print(f"{TOOL}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+
+
+def _run(args) -> int:
+    num_workers = args.num_workers or available_cores()
+    summary = run(args.input, args.output, algorithm=args.algorithm, bound=args.bound,
+                  short_side=args.short_side, num_workers=num_workers)
     print("\n".join(summary.lines(num_workers, args.output + ".errors.txt")))
     if summary.failures and not summary.videos and not summary.shards_done_before:
-        print(f"error: none of the videos in {args.input} got flow", file=sys.stderr)
+        print(f"{TOOL}: error: none of the videos in {args.input} got flow", file=sys.stderr)
         return 1
     return 0
 
