@@ -352,3 +352,19 @@ def test_corrupted_shard_in_evaluation_is_one_line(tmp_path, shards, capsys):
     line = one_line(capsys.readouterr().err)
     assert line.startswith(f"video_ssl.evaluate: error: {paths['corrupted']}: record ")
     assert line.endswith("its checksum does not match (the file is damaged)")
+
+
+@pytest.mark.slow
+def test_only_the_chief_locks_the_model_dir(tmp_path, shards, monkeypatch):
+    """A non-chief worker of a multi-worker run trains in the model_dir that its chief
+    (here: another process) holds, and leaves nothing there."""
+    model_dir = tmp_path / "run"
+    holder = start_holder(model_dir)
+    monkeypatch.setattr(train_lib, "is_chief", lambda strategy: False)
+    try:
+        code = train_lib.main(cli(tmp_path, shards, model_dir, "train.epochs=1"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 0
+    assert sorted(os.listdir(model_dir)) == [run_lock.LOCK_FILE]
