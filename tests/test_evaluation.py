@@ -459,3 +459,20 @@ def test_confusion_png_is_readable_and_labeled_with_class_names(tmp_path):
     # Many classes: no labels, cells still visible, the figure stays readable in size.
     width, height = figures.save_confusion_png(str(tmp_path / "many.png"), np.eye(400), "t")
     assert 600 <= width <= 2000 and height <= 2000
+
+
+@pytest.mark.parametrize("height,width,short_side,coincide", [
+    (32, 32, 32, True), (32, 48, 32, False), (32, 32, None, False)])
+def test_ten_crops_that_coincide_are_reported(tmp_path, capsys, height, width, short_side,
+                                              coincide):
+    from video_ssl.evaluation.protocol import _warn_if_ten_crops_coincide
+    path = str(tmp_path / "v-00000-of-00001.tfrecord")
+    frame = tf.io.encode_jpeg(tf.zeros([height, width, 3], tf.uint8)).numpy()
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(schema.make_sequence_example([frame] * 2, label=0, height=height,
+                                                  width=width).SerializeToString())
+    _warn_if_ten_crops_coincide(path, {"crop_size": 32, "short_side": short_side})
+    out = capsys.readouterr().out
+    assert ("the 5 crop positions coincide" in out) == coincide
+    if coincide:
+        assert path in out and "32x32" in out

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from video_ssl.data import schema
+from video_ssl.data import crops, schema
 from video_ssl.data.pipeline import make_dataset
 from video_ssl.data.reader import count_records
 
@@ -157,6 +157,8 @@ class EvalData:
         return frames
 
     def _views(self, files, options, source, num_classes) -> tf.data.Dataset:
+        if options.get("eval_crops") == 10:
+            _warn_if_ten_crops_coincide(files[0], options)
         ds = make_dataset(list(files), training=False, batch_size=self.eval_batch_size,
                           modalities=(self.key,), seed=self.seed,
                           **_with_window_stride(options))
@@ -222,3 +224,23 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray,
     metrics = {"top1": float(np.mean(predictions == labels)), "top5": float(np.mean(top5)),
                "mean_class_accuracy": float(per_class.mean()), "num_videos": int(len(labels))}
     return metrics, confusion
+
+
+def _warn_if_ten_crops_coincide(path: str, options: dict) -> None:
+    """CoCLR's 10-crop test on frames no larger than the crop: the 5 positions are one,
+    so the 10 views are 2 (unflipped, flipped). Said once, from the first video's size."""
+    context = {schema.HEIGHT: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+               schema.WIDTH: tf.io.FixedLenFeature([], tf.int64, default_value=0)}
+    for serialized in tf.data.TFRecordDataset([path]).take(1):
+        parsed, _ = tf.io.parse_single_sequence_example(serialized, context)
+        height, width = int(parsed[schema.HEIGHT]), int(parsed[schema.WIDTH])
+        if not height or not width:
+            return
+        crop_size = options.get("crop_size", 224)
+        short_side = options.get("short_side") or round(crop_size * 8 / 7)
+        boxes, _ = crops.ten_crop_boxes([height, width], crop_size=crop_size,
+                                        short_side=short_side)
+        if np.all(boxes.numpy()[:5] == boxes.numpy()[0]):
+            print(f"evaluate: note: 10-crop test views of {path}'s {height}x{width} frames "
+                  f"(crop {crop_size}, short side {short_side}): the 5 crop positions "
+                  "coincide, so the 10 views are 2 distinct ones (unflipped and flipped)")
