@@ -64,15 +64,17 @@ MAX_ERRORS_SHOWN = 20
 _VIDEO_FLOW: optical_flow.VideoFlow | None = None
 
 
-def _init_worker(settings: dict) -> None:
+def init_worker(settings: dict) -> None:
+    """Prepares a flow process (also videos_to_tfrecords' workers, with --flow):
+    settings are VideoFlow's arguments (algorithm, bound, short_side)."""
     global _VIDEO_FLOW
     # One core per process: the processes are the parallelism.
     cv2.setNumThreads(1)
     _VIDEO_FLOW = optical_flow.VideoFlow(**settings)
 
 
-def _flow_task(jpegs: list[bytes]) -> tuple[list[bytes] | None, str | None]:
-    """Worker: (flow JPEGs, None), or (None, why not)."""
+def flow_task(jpegs: list[bytes]) -> tuple[list[bytes] | None, str | None]:
+    """Worker (after init_worker): (flow JPEGs, None), or (None, why not)."""
     try:
         return _VIDEO_FLOW.from_jpegs(jpegs), None
     except optical_flow.FlowError as e:
@@ -81,22 +83,22 @@ def _flow_task(jpegs: list[bytes]) -> tuple[list[bytes] | None, str | None]:
 
 def _ordered_results(tasks: Iterable[tuple[object, list[bytes] | None]], settings: dict,
                      num_workers: int) -> Iterator[tuple[object, tuple | None]]:
-    """(meta, _flow_task result) for each (meta, frames) task in order; tasks without
+    """(meta, flow_task result) for each (meta, frames) task in order; tasks without
     frames pass through with None. At most QUEUE_PER_WORKER videos per worker wait."""
     if num_workers <= 1:
-        _init_worker(settings)
+        init_worker(settings)
         for meta, jpegs in tasks:
-            yield meta, None if jpegs is None else _flow_task(jpegs)
+            yield meta, None if jpegs is None else flow_task(jpegs)
         return
     # Spawned workers import only OpenCV and this module's light imports; fork is unsafe
     # once TensorFlow's threads run in this process.
     with concurrent.futures.ProcessPoolExecutor(
             num_workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker, initargs=(settings,)) as pool:
+            initializer=init_worker, initargs=(settings,)) as pool:
         pending = collections.deque()
         try:
             for meta, jpegs in tasks:
-                pending.append((meta, None if jpegs is None else pool.submit(_flow_task, jpegs)))
+                pending.append((meta, None if jpegs is None else pool.submit(flow_task, jpegs)))
                 while len(pending) > QUEUE_PER_WORKER * num_workers:
                     meta_done, future = pending.popleft()
                     yield meta_done, future and future.result()
@@ -182,7 +184,8 @@ def _named(example, reason: str) -> str:
 
 
 def add_flow(example, flows: list[bytes], bound: float) -> bytes:
-    """The serialized example with its flow feature list and bound replaced."""
+    """The serialized example with its flow feature list and bound replaced (the one
+    writer of flow for both tools: videos_to_tfrecords --flow calls it too)."""
     from video_ssl.data import schema
     example.context.feature[schema.FLOW_BOUND].Clear()
     example.context.feature[schema.FLOW_BOUND].float_list.value.append(bound)
@@ -298,14 +301,19 @@ def _shards(pattern: str, prefix: str, settings: dict) -> tuple[list[str], list[
     return files, outputs
 
 
+def flow_settings(algorithm: str, bound: float | None = None, short_side: int = 0) -> dict:
+    """init_worker's settings (recorded in PREFIX.flow.json); bound None: the schema's
+    default."""
+    from video_ssl.data import schema  # here, not at import: spawned workers import this module
+    return dict(algorithm=algorithm, short_side=int(short_side),
+                bound=float(schema.DEFAULT_FLOW_BOUND if bound is None else bound))
+
+
 def run(pattern: str, prefix: str, *, algorithm: str, bound: float | None = None,
         short_side: int = 0, num_workers: int = 1) -> Summary:
     """Writes the output shards that are not complete yet; returns what happened.
     bound None: the schema's default."""
-    from video_ssl.data import schema  # here, not at import: spawned workers import this module
-
-    settings = dict(algorithm=algorithm, short_side=int(short_side),
-                    bound=float(schema.DEFAULT_FLOW_BOUND if bound is None else bound))
+    settings = flow_settings(algorithm, bound, short_side)
     files, outputs = _shards(pattern, prefix, settings)
     complete = [Path(name).exists() for name in outputs]
     todo = [i for i, done in enumerate(complete) if not done]

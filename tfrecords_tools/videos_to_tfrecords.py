@@ -2,7 +2,8 @@
 
     python -m tfrecords_tools.videos_to_tfrecords --input=DIR_OR_CSV --output=PREFIX \
         [--fps=25] [--short_side=256] [--jpeg_quality=90] [--sample_rate=48000] \
-        [--no_audio] [--num_shards=N] [--num_workers=W] [--verbose]
+        [--no_audio] [--flow=tvl1|dis|farneback [--flow_bound=20] [--flow_short_side=N]] \
+        [--num_shards=N] [--num_workers=W] [--verbose]
 
 Input: a folder with one subfolder per class, or a CSV `path,label[,start,end]`
 (UTF-8, header optional; label a class name, an integer index or empty; start/end in
@@ -15,6 +16,15 @@ containers than any list of extensions) except hidden files and extensions of ot
 kinds of file (NOT_VIDEO_EXTENSIONS); those, and files outside a class folder, are
 listed as ignored. A file name that is not valid UTF-8 is stored in `video/filename`
 with those bytes written as \\xNN (and a warning).
+
+--flow adds optical flow while converting (FORWARD_FLOW/image/encoded and flow_bound;
+N frames give N - 1 flow frames; --flow_bound and --flow_short_side are compute_flow's
+--bound and --short_side). The workers compute it from the video's stored JPEG frames,
+not from the decoder's pixels before JPEG, with compute_flow's worker code and writer,
+so a record is byte for byte what compute_flow makes of the shard converted without
+--flow; decoding the JPEGs again costs 0.1-0.3 ms a frame (benchmarks/RESULTS.md),
+~5% of DIS's flow at 128^2 and nothing next to TV-L1's. A video whose flow fails is
+reported (`failed`) and skipped like one that cannot be decoded.
 
 Resumable: video i of the sorted input list goes to shard i % num_shards; each shard
 is written to `NAME.tmp` and renamed when complete; on a re-run complete shards are
@@ -50,8 +60,9 @@ from typing import Iterator
 from tqdm import tqdm
 
 from tfrecords_tools import cli
+from tfrecords_tools import compute_flow
 from tfrecords_tools.cli import ToolError
-from video_ssl.data import video_io
+from video_ssl.data import optical_flow, video_io
 
 TOOL = "videos_to_tfrecords"
 # Files in class folders that are not tried as videos: text, images, audio-only,
@@ -339,25 +350,39 @@ class Progress:
             self.bar.close()
 
 
-def _decode(entry: VideoEntry, options: dict) -> tuple[VideoEntry, video_io.DecodedVideo | None,
-                                                       str | None]:
-    """Worker: one video decoded, or the reason it could not be."""
+def _init_worker(flow: dict | None) -> None:
+    if flow:
+        compute_flow.init_worker(flow)  # one OpenCV thread per process
+
+
+def _decode(entry: VideoEntry, options: dict, flow: dict | None
+            ) -> tuple[VideoEntry, video_io.DecodedVideo | None, list[bytes] | None, str | None]:
+    """Worker: (entry, video, flow JPEGs or None, None), or (entry, None, None, the reason
+    it could not be converted)."""
     try:
         video = video_io.decode_video(entry.path, start=entry.start, end=entry.end, **options)
-        return entry, video, None
     except Exception as e:  # noqa: BLE001 -- any failure skips this video only, with its reason
-        return entry, None, cli.printable(str(e) or type(e).__name__)
+        return entry, None, None, cli.printable(str(e) or type(e).__name__)
+    if not flow:
+        return entry, video, None, None
+    flows, why = compute_flow.flow_task(video.frames)
+    if flows is None:
+        return entry, None, None, cli.printable(f"optical flow ({flow['algorithm']}): {why}")
+    return entry, video, flows, None
 
 
-def _decoded_stream(entries: list[VideoEntry], options: dict, num_workers: int) -> Iterator[tuple]:
-    """Decode results in input order, from a pool of `num_workers` processes."""
-    work = functools.partial(_decode, options=options)
+def _decoded_stream(entries: list[VideoEntry], options: dict, num_workers: int,
+                    flow: dict | None = None) -> Iterator[tuple]:
+    """Decode (and flow) results in input order, from a pool of `num_workers` processes."""
+    work = functools.partial(_decode, options=options, flow=flow)
     if num_workers <= 1:
+        _init_worker(flow)
         yield from map(work, entries)
         return
-    # Spawned workers import only video_io (no TensorFlow), and fork is unsafe once
-    # TensorFlow's threads run in this process.
-    with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+    # Spawned workers import only video_io and OpenCV (no TensorFlow), and fork is unsafe
+    # once TensorFlow's threads run in this process.
+    with multiprocessing.get_context("spawn").Pool(num_workers, initializer=_init_worker,
+                                                   initargs=(flow,)) as pool:
         yield from pool.imap(work, entries)
 
 
@@ -380,8 +405,9 @@ class Summary:
 
 def convert(entries: list[VideoEntry], prefix: str, *, ignored: list[ReportLine],
             num_shards: int, num_workers: int, names: list[str],
-            options: dict) -> tuple[Summary, Report]:
-    """Writes the shards that are not complete yet; returns what happened and the report."""
+            options: dict, flow: dict | None = None) -> tuple[Summary, Report]:
+    """Writes the shards that are not complete yet; returns what happened and the report.
+    flow: compute_flow.flow_settings to add optical flow, or None."""
     # TensorFlow is imported here, not at module level, so that spawned workers
     # (which import this module by name when it runs as __main__) stay light.
     import tensorflow as tf
@@ -400,7 +426,7 @@ def convert(entries: list[VideoEntry], prefix: str, *, ignored: list[ReportLine]
     report = Report(Path(prefix + ".errors.txt"), ignored, complete)
     report.write()  # drops the lines of shards that are redone now
     order = [e for _, shard_entries in todo for e in shard_entries]
-    with contextlib.closing(_decoded_stream(order, options, num_workers)) as results, \
+    with contextlib.closing(_decoded_stream(order, options, num_workers, flow)) as results, \
             contextlib.closing(Progress(len(order))) as progress:
         for shard_name, shard_entries in todo:
             shard = os.path.basename(shard_name)
@@ -408,7 +434,7 @@ def convert(entries: list[VideoEntry], prefix: str, *, ignored: list[ReportLine]
             try:
                 with tf.io.TFRecordWriter(shard_name + ".tmp") as writer:
                     for _ in shard_entries:
-                        entry, video, reason = next(results)
+                        entry, video, flows, reason = next(results)
                         if video is None:
                             lines.append(ReportLine(entry.name, "failed", shard, reason))
                             summary.failed.append(lines[-1])
@@ -418,7 +444,8 @@ def convert(entries: list[VideoEntry], prefix: str, *, ignored: list[ReportLine]
                                 lines.append(ReportLine(entry.name, "warning", shard, warning))
                                 summary.warned.append(lines[-1])
                                 progress.note(f"warning: {entry.name}: {warning}")
-                            writer.write(_example(schema, entry, video, names))
+                            writer.write(_example(schema, entry, video, names, flows,
+                                                  flow and flow["bound"]))
                             summary.written += 1
                         progress.update(failed=video is None)
             except tf.errors.OpError as e:
@@ -428,12 +455,15 @@ def convert(entries: list[VideoEntry], prefix: str, *, ignored: list[ReportLine]
     return summary, report
 
 
-def _example(schema, entry: VideoEntry, video: video_io.DecodedVideo, names: list[str]) -> bytes:
+def _example(schema, entry: VideoEntry, video: video_io.DecodedVideo, names: list[str],
+             flows: list[bytes] | None = None, flow_bound: float | None = None) -> bytes:
     label, label_text = resolve_label(entry, names)
     example = schema.make_sequence_example(
         video.frames, label=label, label_text=label_text, filename=entry.name,
         frame_rate=video.frame_rate, height=video.height, width=video.width,
         waveform=video.waveform, sample_rate=video.sample_rate)
+    if flows is not None:  # written as compute_flow writes it
+        return compute_flow.add_flow(example, flows, flow_bound)
     return example.SerializeToString(deterministic=True)
 
 
@@ -454,6 +484,15 @@ def _parse_args(argv):
     p.add_argument("--sample_rate", type=int, default=48000,
                    help="audio sample rate in Hz (default %(default)s, as BraVe)")
     p.add_argument("--no_audio", action="store_true", help="do not write audio")
+    p.add_argument("--flow", choices=optical_flow.ALGORITHMS,
+                   help="also compute optical flow (FORWARD_FLOW/image/encoded) with this "
+                        "algorithm, as compute_flow does")
+    p.add_argument("--flow_bound", type=float, default=None,
+                   help="with --flow: clip flow to +-this many pixels (default: the schema's "
+                        "DEFAULT_FLOW_BOUND, 20 as CoCLR)")
+    p.add_argument("--flow_short_side", type=int, default=0,
+                   help="with --flow: shrink frames to this shorter side before computing "
+                        "flow (default 0: the stored size)")
     p.add_argument("--num_shards", type=int, default=0,
                    help=f"number of output shards (default: one per {VIDEOS_PER_SHARD} videos)")
     p.add_argument("--num_workers", type=int, default=0,
@@ -465,6 +504,12 @@ def _parse_args(argv):
         p.error(f"--jpeg_quality must be in 1-100, got {args.jpeg_quality}")
     if args.short_side < 0 or args.num_shards < 0 or args.num_workers < 0 or args.sample_rate <= 0:
         p.error("--short_side, --num_shards, --num_workers must be >= 0 and --sample_rate > 0")
+    if args.flow is None and (args.flow_bound is not None or args.flow_short_side):
+        p.error("--flow_bound and --flow_short_side need --flow=tvl1|dis|farneback")
+    if args.flow_bound is not None and not args.flow_bound > 0:
+        p.error(f"--flow_bound must be positive, got {args.flow_bound}")
+    if args.flow_short_side < 0:
+        p.error(f"--flow_short_side must be >= 0, got {args.flow_short_side}")
     return args
 
 
@@ -482,8 +527,10 @@ def _run(args) -> int:
     num_workers = min(args.num_workers or os.cpu_count() or 1, len(entries))
     options = dict(fps=args.fps, short_side=args.short_side, jpeg_quality=args.jpeg_quality,
                    sample_rate=None if args.no_audio else args.sample_rate)
+    flow = (compute_flow.flow_settings(args.flow, args.flow_bound, args.flow_short_side)
+            if args.flow else None)
     summary, report = convert(entries, args.output, ignored=ignored, num_shards=num_shards,
-                              num_workers=num_workers, names=names, options=options)
+                              num_workers=num_workers, names=names, options=options, flow=flow)
     print("\n".join(summary.lines()))
     if ignored:
         print(f"ignored (not tried as videos): {len(ignored)}")
