@@ -26,6 +26,9 @@ so a record is byte for byte what compute_flow makes of the shard converted with
 ~5% of DIS's flow at 128^2 and nothing next to TV-L1's. A video whose flow fails is
 reported (`failed`) and skipped like one that cannot be decoded.
 
+As a library (prepare_dataset's ESC-50), `options["audio_only"]` writes audio files as
+records holding the waveform alone, no frames.
+
 Resumable: video i of the sorted input list goes to shard i % num_shards; each shard
 is written to `NAME.tmp` and renamed when complete; on a re-run complete shards are
 skipped and leftover temporary files are redone. A run beside shards of another
@@ -359,8 +362,10 @@ def _decode(entry: VideoEntry, options: dict, flow: dict | None
             ) -> tuple[VideoEntry, video_io.DecodedVideo | None, list[bytes] | None, str | None]:
     """Worker: (entry, video, flow JPEGs or None, None), or (entry, None, None, the reason
     it could not be converted)."""
+    options = dict(options)
+    decode = _decode_audio if options.pop("audio_only", False) else video_io.decode_video
     try:
-        video = video_io.decode_video(entry.path, start=entry.start, end=entry.end, **options)
+        video = decode(entry.path, start=entry.start, end=entry.end, **options)
     except Exception as e:  # noqa: BLE001 -- any failure skips this video only, with its reason
         return entry, None, None, cli.printable(str(e) or type(e).__name__)
     if not flow:
@@ -369,6 +374,18 @@ def _decode(entry: VideoEntry, options: dict, flow: dict | None
     if flows is None:
         return entry, None, None, cli.printable(f"optical flow ({flow['algorithm']}): {why}")
     return entry, video, flows, None
+
+
+def _decode_audio(path: str, *, sample_rate: int | None, start: float = 0.0,
+                  end: float | None = None, **_) -> video_io.DecodedVideo:
+    """options["audio_only"] (prepare_dataset's ESC-50): the waveform of an audio file, or
+    of its [start, end) segment, as a record without frames."""
+    waveform = (video_io.read_audio(path, sample_rate=sample_rate, start=start, end=end)
+                if sample_rate else None)
+    if waveform is None or not waveform.size:
+        raise video_io.VideoDecodeError(f"{path}: no audio decoded")
+    return video_io.DecodedVideo(frames=[], frame_rate=None, height=None, width=None,
+                                 waveform=waveform, sample_rate=float(sample_rate))
 
 
 def _decoded_stream(entries: list[VideoEntry], options: dict, num_workers: int,
@@ -475,6 +492,14 @@ def _parse_args(argv):
     p.add_argument("--output", required=True, help="shard prefix: PREFIX-00000-of-000NN.tfrecord")
     p.add_argument("--label_map", help="class names, one per line (default: PREFIX.labels.txt); "
                    "new classes are appended")
+    add_conversion_arguments(p)
+    args = p.parse_args(argv)
+    check_conversion_arguments(p, args)
+    return args
+
+
+def add_conversion_arguments(p) -> None:
+    """The flags that say how videos are converted (prepare_dataset takes them too)."""
     p.add_argument("--fps", type=float, default=None,
                    help="resample to this frame rate (default: keep the source rate)")
     p.add_argument("--short_side", type=int, default=256,
@@ -497,7 +522,10 @@ def _parse_args(argv):
                    help=f"number of output shards (default: one per {VIDEOS_PER_SHARD} videos)")
     p.add_argument("--num_workers", type=int, default=0,
                    help="decoding processes (default: CPU count, at most one per video)")
-    args = p.parse_args(argv)
+
+
+def check_conversion_arguments(p, args) -> None:
+    """Usage errors (p.error) for the add_conversion_arguments flags."""
     if args.fps is not None and args.fps <= 0:
         p.error(f"--fps must be positive, got {args.fps}")
     if not 1 <= args.jpeg_quality <= 100:
@@ -510,7 +538,15 @@ def _parse_args(argv):
         p.error(f"--flow_bound must be positive, got {args.flow_bound}")
     if args.flow_short_side < 0:
         p.error(f"--flow_short_side must be >= 0, got {args.flow_short_side}")
-    return args
+
+
+def conversion_settings(args) -> tuple[dict, dict | None]:
+    """convert()'s `options` and `flow` from the add_conversion_arguments flags."""
+    options = dict(fps=args.fps, short_side=args.short_side, jpeg_quality=args.jpeg_quality,
+                   sample_rate=None if args.no_audio else args.sample_rate)
+    flow = (compute_flow.flow_settings(args.flow, args.flow_bound, args.flow_short_side)
+            if args.flow else None)
+    return options, flow
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -525,10 +561,7 @@ def _run(args) -> int:
     label_map = Path(args.label_map or args.output + ".labels.txt")
     names = update_label_map(label_map, entries)
     num_workers = min(args.num_workers or os.cpu_count() or 1, len(entries))
-    options = dict(fps=args.fps, short_side=args.short_side, jpeg_quality=args.jpeg_quality,
-                   sample_rate=None if args.no_audio else args.sample_rate)
-    flow = (compute_flow.flow_settings(args.flow, args.flow_bound, args.flow_short_side)
-            if args.flow else None)
+    options, flow = conversion_settings(args)
     summary, report = convert(entries, args.output, ignored=ignored, num_shards=num_shards,
                               num_workers=num_workers, names=names, options=options, flow=flow)
     print("\n".join(summary.lines()))

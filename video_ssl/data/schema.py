@@ -54,12 +54,13 @@ def make_sequence_example(
 ) -> tf.train.SequenceExample:
     """Builds one video's SequenceExample.
 
-    frames: one encoded JPEG per frame. waveform: mono float samples in [-1, 1],
+    frames: one encoded JPEG per frame (none for an audio-only record, e.g. ESC-50:
+    no `image/encoded` then). waveform: mono float samples in [-1, 1],
     stored as ONE feature holding the whole waveform (DMVR layout). flow_frames: one
     JPEG per frame pair holding (dx, dy, 128), scaled from +-flow_bound to 0-255.
     """
-    if not frames:
-        raise ValueError(f"{filename or 'video'}: no frames to write")
+    if not frames and waveform is None:
+        raise ValueError(f"{filename or 'video'}: no frames or waveform to write")
     ex = tf.train.SequenceExample()
     ctx = ex.context.feature
     if label is not None:
@@ -76,7 +77,8 @@ def make_sequence_example(
     if width is not None:
         ctx[WIDTH].int64_list.value.append(int(width))
     lists = ex.feature_lists.feature_list
-    _append_bytes(lists[FRAMES], frames)
+    if frames:
+        _append_bytes(lists[FRAMES], frames)
     if waveform is not None:
         waveform = np.asarray(waveform, np.float32).reshape(-1)
         if sample_rate is None:
