@@ -47,6 +47,9 @@ def _configurable_input(name: str, keys: tuple[str, ...], doc: str):
     return call
 
 
+# `train_input.audio = @AudioSpec()` with `AudioSpec.<field>` bindings (BraVe's audio).
+gin.external_configurable(AudioSpec, "AudioSpec")
+
 train_input = _configurable_input(
     "train_input", VIEW_KEYS + AUGMENT_KEYS + DATASET_KEYS,
     "Training clips, crops, augmentation and dataset options (`train_input.<key>`).")
@@ -81,8 +84,17 @@ def view_from_json(data: Mapping) -> ViewSpec:
                          f"{sorted(fields)}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     if isinstance(values.get("audio"), Mapping):
-        values["audio"] = AudioSpec(**values["audio"])
+        values["audio"] = _audio_spec(values["audio"])
     return ViewSpec(**values)
+
+
+def _audio_spec(values: Mapping) -> AudioSpec:
+    fields = {f.name for f in dataclasses.fields(AudioSpec)}
+    unknown = set(values) - fields
+    if unknown:
+        raise ValueError(f"audio {dict(values)}: unknown keys {sorted(unknown)}; expected "
+                         f"some of {sorted(fields)} (AudioSpec)")
+    return AudioSpec(**values)
 
 
 def clip_settings(view: ViewSpec) -> tuple[dict, dict]:

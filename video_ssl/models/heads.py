@@ -10,12 +10,14 @@ import tensorflow as tf
 
 def mlp_head(input_dim: int, *, hidden_dim: int = 2048, output_dim: int = 128,
              num_layers: int = 3, batch_norm: bool = True, synchronized_bn: bool = False,
-             name: str = "projector") -> keras.Sequential:
+             output_batch_norm: bool = False, name: str = "projector") -> keras.Sequential:
     """`num_layers` linear layers; every hidden one is Linear -> [BN] -> ReLU (no bias
-    when followed by BN), the last is Linear with bias.
+    when followed by BN), the last is Linear with bias, or Linear -> BN (no bias) when
+    `output_batch_norm`.
 
     SimCLR/SwAV projector: 3 layers, 2048 hidden, 128 out, BN. MoCo: the same without BN.
-    BYOL projector/predictor: 2 layers, 4096 hidden, 256 out, BN.
+    BYOL projector/predictor: 2 layers, 4096 hidden, 256 out, BN. BraVe: 2 layers,
+    4096 hidden, 128 out, BN, and BN on the projector's output.
     """
     if num_layers < 1:
         raise ValueError(f"mlp_head {name!r}: num_layers must be >= 1, got {num_layers}")
@@ -28,7 +30,11 @@ def mlp_head(input_dim: int, *, hidden_dim: int = 2048, output_dim: int = 128,
                 momentum=0.9, epsilon=1e-5, synchronized=synchronized_bn,
                 name=f"{name}_bn{index}"))
         layers.append(keras.layers.ReLU(name=f"{name}_relu{index}"))
-    layers.append(keras.layers.Dense(output_dim, name=f"{name}_linear{num_layers - 1}"))
+    layers.append(keras.layers.Dense(output_dim, use_bias=not output_batch_norm,
+                                     name=f"{name}_linear{num_layers - 1}"))
+    if output_batch_norm:
+        layers.append(keras.layers.BatchNormalization(
+            momentum=0.9, epsilon=1e-5, synchronized=synchronized_bn, name=f"{name}_bn_out"))
     return keras.Sequential(layers, name=name)
 
 

@@ -1,0 +1,262 @@
+"""BraVe (Recasens et al. 2021): the loss of eqs. 2-5 against NumPy, stop-gradient on the
+targets, the predictors' learning rate, the recipes' views and a training run whose
+narrow and broad encoders export and reload."""
+import json
+import os
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from video_ssl import config as config_lib, optim, pretrained, train as train_lib
+from video_ssl.data import schema
+from video_ssl.data import flow as flow_lib
+from video_ssl.methods.brave import BraVe
+from gin_query import bound
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, "gin_configs")
+TINY = dict(narrow_backbone="slow_r18", broad_backbones={"rgb": "slow_r18", "flow": "slow_r18"},
+            backbone_kwargs={"width_multiplier": 0.125}, hidden_dim=16, embedding_dim=8,
+            synchronized_bn=False)
+B, K = 4, 3
+
+
+@pytest.fixture(scope="module")
+def method():
+    """Broad RGB with K = 3 clips and broad flow with K = 1."""
+    with gin.config_scope(None):
+        model = BraVe(broad=("rgb", "flow"), num_broad_views={"rgb": K}, **TINY)
+    return model
+
+
+def batch(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"views": {
+        "narrow": {"rgb": rng.uniform(0, 1, (B, 1, 4, 32, 32, 3)).astype(np.float32)},
+        "broad_rgb": {"rgb": rng.uniform(0, 1, (B, K, 4, 16, 16, 3)).astype(np.float32)},
+        "broad_flow": {"flow": rng.normal(0, 1, (B, 1, 4, 16, 16, 2)).astype(np.float32)}},
+        "label": np.zeros(B, np.int64)}
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _r(h, z):
+    return np.mean(np.sum((_unit(h) - _unit(z)) ** 2, axis=-1))
+
+
+def test_loss_matches_numpy_for_k_views_and_two_modalities(method):
+    data = batch()
+    terms = {m: float(v) for m, v in method.losses_per_modality(data, training=False).items()}
+
+    def run(attr, x):
+        return getattr(method, attr)(x, training=False).numpy()
+    narrow = run("narrow_backbone", data["views"]["narrow"]["rgb"][:, 0])
+    for modality, k in (("rgb", K), ("flow", 1)):
+        clips = data["views"][f"broad_{modality}"][modality]
+        z_b = np.stack([run(f"broad_{modality}_projector",
+                            run(f"broad_{modality}_backbone", clips[:, i])) for i in range(k)], 1)
+        h_b = np.stack([run(f"broad_{modality}_predictor", z_b[:, i]) for i in range(k)], 1)
+        z_n = run(f"narrow_{modality}_projector", narrow)
+        h_n = run(f"narrow_{modality}_predictor", z_n)
+        expected = _r(h_n, z_b.mean(axis=1)) + np.mean([_r(h_b[:, i], z_n) for i in range(k)])
+        np.testing.assert_allclose(terms[modality], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_targets_are_stop_gradient(method):
+    """The broad side learns from L_b->n alone and the narrow side from L_n->b alone."""
+    data = batch(1)
+    narrow_vars = method.narrow_backbone.trainable_variables
+    broad_vars = method.broad_rgb_backbone.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        total = tf.add_n(list(method.losses_per_modality(data, training=False).values()))
+        narrow = method.narrow_backbone(data["views"]["narrow"]["rgb"][:, 0], training=False)
+        only_n_to_b, only_b_to_n = [], []
+        for modality, k in (("rgb", K), ("flow", 1)):
+            clips = data["views"][f"broad_{modality}"][modality]
+            z_b = [getattr(method, f"broad_{modality}_projector")(getattr(
+                method, f"broad_{modality}_backbone")(clips[:, i], training=False),
+                training=False) for i in range(k)]
+            z_n = getattr(method, f"narrow_{modality}_projector")(narrow, training=False)
+            h_n = getattr(method, f"narrow_{modality}_predictor")(z_n, training=False)
+            only_n_to_b.append(_tf_r(h_n, tf.stop_gradient(tf.add_n(z_b) / k)))
+            only_b_to_n.append(tf.add_n([_tf_r(getattr(method, f"broad_{modality}_predictor")(
+                z, training=False), tf.stop_gradient(z_n)) for z in z_b]) / k)
+        only_n_to_b, only_b_to_n = tf.add_n(only_n_to_b), tf.add_n(only_b_to_n)
+    for variables, alone in ((narrow_vars, only_n_to_b), (broad_vars, only_b_to_n)):
+        for got, want in zip(tape.gradient(total, variables), tape.gradient(alone, variables)):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-3, atol=1e-6)
+    assert any(np.abs(g.numpy()).max() > 0 for g in tape.gradient(total, broad_vars))
+
+
+def _tf_r(h, z):
+    h, z = tf.math.l2_normalize(h, axis=-1), tf.math.l2_normalize(z, axis=-1)
+    return tf.reduce_mean(tf.reduce_sum((h - z) ** 2, axis=-1))
+
+
+def test_predictors_learning_rate_x10_reaches_exactly_their_variables(method):
+    opt = optim.build_optimizer("lars", base_learning_rate=4.8, global_batch_size=512,
+                                total_steps=10, lr_multipliers={"predictor": 10.0})
+    predictors = {id(v) for attr in ("broad_rgb_predictor", "broad_flow_predictor",
+                                     "narrow_rgb_predictor", "narrow_flow_predictor")
+                  for v in getattr(method, attr).trainable_variables}
+    assert predictors
+    for variable in method.trainable_variables:
+        assert opt.lr_multiplier(variable) == (10.0 if id(variable) in predictors else 1.0), \
+            variable.path
+
+
+def test_train_step_learns_and_reports_each_term(method):
+    method.compile(optimizer=optim.build_optimizer(
+        "lars", base_learning_rate=1.0, global_batch_size=B, total_steps=10,
+        lr_multipliers={"predictor": 10.0}))
+    data = batch(2)
+    before = [v.numpy() for v in method.broad_flow_backbone.trainable_variables]
+    logs = method.train_step(data)
+    assert set(logs) == {"loss", "loss_broad_rgb", "loss_broad_flow"}
+    np.testing.assert_allclose(float(logs["loss"]),
+                               float(logs["loss_broad_rgb"]) + float(logs["loss_broad_flow"]),
+                               rtol=1e-5)
+    assert any(not np.array_equal(a, v.numpy()) for a, v in
+               zip(before, method.broad_flow_backbone.trainable_variables))
+
+
+def test_bad_settings_name_the_argument():
+    with pytest.raises(ValueError, match="BraVe.broad: expected distinct modalities"):
+        BraVe(broad=("rgb", "depth"), **TINY)
+    with pytest.raises(ValueError, match=r"BraVe.num_broad_views: \['audio'\] are not broad"):
+        BraVe(broad=("rgb",), num_broad_views={"audio": 2}, **TINY)
+
+
+# ------------------------------------------------------------------------- recipes
+
+
+def views_of(*files, params=()):
+    """The views BraVe builds under the recipe's bindings, without its backbones."""
+    config_lib.parse_gin([os.path.join(CONFIGS, f) for f in files], list(params))
+    try:
+        broad = gin.query_parameter("BraVe.broad")
+        counts = gin.query_parameter("BraVe.num_broad_views")
+        views = {"narrow": BraVe._training_view("narrow", "rgb", 1)}
+        for m in broad:
+            k = counts.get(m, 1) if isinstance(counts, dict) else counts
+            views[f"broad_{m}"] = BraVe._training_view(f"broad_{m}", m, k)
+        return views, bound("build_optimizer.base_learning_rate")
+    finally:
+        gin.clear_config()
+
+
+def test_recipes_build_the_papers_views():
+    views, _ = views_of("brave_v_vrc_x3.gin")
+    narrow, broad = views["narrow"], views["broad_rgb"]
+    assert (narrow.num_frames, narrow.target_fps, narrow.crop_size, narrow.start) == \
+        (16, 12.5, 224, "within")
+    assert (broad.num_clips, broad.num_frames, broad.target_fps, broad.crop_size) == \
+        (3, 64, 6.25, 112)
+    assert broad.start == "anywhere_looped" and broad.sync is None
+    assert broad.augmentation["random_conv"] and "random_conv" not in narrow.augmentation
+    assert narrow.augmentation["blur_prob"] == 1.0 and narrow.area_range == (0.3, 1.0)
+
+    views, lr = views_of("brave_v_fa.gin")
+    assert list(views) == ["narrow", "broad_flow", "broad_audio"]
+    assert views["narrow"].num_frames == 32 and lr == 1.0
+    audio = views["broad_audio"]
+    assert audio.modalities == ("audio",) and audio.sync == "start"
+    assert (audio.audio.duration, audio.audio.sample_rate, audio.audio.num_mel_bins,
+            audio.audio.frame_step, audio.audio.log_scale) == (5.0, 48000.0, 80, 160, 10000.0)
+    assert views["broad_flow"].modalities == ("flow",)
+    assert "random_conv" not in views["broad_flow"].augmentation
+
+    # Table 1's extents and Table 4's sync are bindings.
+    views, _ = views_of("brave_v_vrc.gin", params=[
+        "BROAD_FRAMES = 32", "broad_rgb/train_input.sync = 'start'",
+        "broad_rgb/train_input.start = 'within'"])
+    assert views["broad_rgb"].num_frames == 32 and views["broad_rgb"].sync == "start"
+
+
+@pytest.mark.parametrize("recipe,broad,k,backbone,lr,steps", [
+    ("brave_v_v.gin", ("rgb",), 1, "tsm_r50", 4.8, 300),
+    ("brave_v_f_x3.gin", ("flow",), 3, "tsm_r50", 4.8, 300),
+    ("brave_v_a.gin", ("audio",), 1, "tsm_r50", 1.0, 620),
+    ("brave_v_fa_tsm50x2.gin", ("flow", "audio"), 1, "tsm_r50x2", 1.0, 620)])
+def test_recipes_bind_the_paper_values(recipe, broad, k, backbone, lr, steps):
+    config_lib.parse_gin([os.path.join(CONFIGS, recipe)], [])
+    try:
+        assert bound("BraVe.broad") == broad and bound("BraVe.num_broad_views") == k
+        assert bound("BraVe.narrow_backbone") == backbone
+        assert bound("build_optimizer.base_learning_rate") == lr
+        assert bound("train.epochs") == steps and bound("train.steps_per_epoch") == 1000
+        assert bound("train.warmup_epochs") == 5
+        assert bound("build_optimizer.lr_multipliers") == {"predictor": 10.0}
+        assert bound("build_optimizer.weight_decay") == 0.01
+        assert bound("train.global_batch_size") == 512
+        assert (bound("BraVe.hidden_dim"), bound("BraVe.embedding_dim")) == (4096, 128)
+    finally:
+        gin.clear_config()
+
+
+# ------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """6 videos of 24 frames 32x32 at 10 fps with flow and 8 kHz audio; label = brightness."""
+    root = tmp_path_factory.mktemp("brave")
+    rng = np.random.default_rng(0)
+    path = schema.shard_names(str(root / "train"), 1)[0]
+    with tf.io.TFRecordWriter(path) as writer:
+        for index in range(6):
+            label = index % 2
+            frames = rng.integers(0, 96, (24, 32, 32, 3)) + 128 * label
+            jpegs = [tf.io.encode_jpeg(f.astype(np.uint8)).numpy() for f in frames]
+            flows = [flow_lib.encode_flow_jpeg(rng.normal(0, 2, (16, 16, 2)).astype(np.float32),
+                                               20.0) for _ in range(23)]
+            writer.write(schema.make_sequence_example(
+                jpegs, label=label, frame_rate=10.0, height=32, width=32,
+                waveform=rng.uniform(-1, 1, 8000 * 3).astype(np.float32), sample_rate=8000.0,
+                flow_frames=flows, flow_bound=20.0).SerializeToString())
+    return path
+
+
+@pytest.mark.slow
+def test_v_fa_trains_exports_and_reloads_every_encoder(shards, tmp_path):
+    model_dir = str(tmp_path / "run")
+    params = [
+        f"train.train_files = {shards!r}", "train.global_batch_size = 2",
+        "train.steps_per_epoch = 2", "train.epochs = 1", "train.warmup_epochs = 0",
+        "train.checkpoint_every_steps = 2", "BACKBONE = 'slow_r18'",
+        "BROAD_BACKBONE = 'slow_r18'", "BACKBONE_KWARGS = {'width_multiplier': 0.125}",
+        "HEAD_HIDDEN_DIM = 16", "EMBEDDING_DIM = 8", "SYNCHRONIZED_BN = False",
+        "NARROW_FRAMES = 4", "NARROW_FPS = 5.0", "NARROW_CROP = 32", "BROAD_FRAMES = 4",
+        "BROAD_FPS = 2.0", "BROAD_CROP = 16", "AUDIO_SECONDS = 1.0",
+        "AudioSpec.sample_rate = 8000.0", "AudioSpec.num_mel_bins = 16",
+        "AudioSpec.frame_length = 256", "AudioSpec.frame_step = 128",
+        "AudioSpec.fft_length = 256", "AudioSpec.upper_edge_hertz = 3800.0"]
+    config_lib.parse_gin([os.path.join(CONFIGS, "brave_v_fa.gin")], params)
+    try:
+        final = train_lib.train(model_dir)
+    finally:
+        gin.clear_config()
+    assert np.isfinite(final["loss"]) and final["step"] == 2
+    with open(os.path.join(model_dir, "input_spec.json")) as f:
+        spec = json.load(f)
+    assert spec["primary_encoder"] == "narrow"
+    assert {n: e["modality"] for n, e in spec["encoders"].items()} == \
+        {"narrow": "rgb", "broad_flow": "flow", "broad_audio": "audio"}
+    assert {"broad_audio", "broad_flow"} <= set(os.listdir(os.path.join(model_dir, "export")))
+    inputs = {"narrow": np.random.uniform(0, 1, (2, 4, 32, 32, 3)),
+              "broad_flow": np.random.normal(0, 1, (2, 4, 16, 16, 2)),
+              "broad_audio": np.random.normal(0, 1, (2, 61, 16, 1))}
+    trained = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    for name, x in inputs.items():
+        loaded = pretrained.load_encoder(model_dir, trained, encoder=name)
+        assert loaded.modality == spec["encoders"][name]["modality"]
+        saved = tf.saved_model.load(os.path.join(model_dir, "export") if name == "narrow"
+                                    else os.path.join(model_dir, "export", name))
+        x = tf.constant(x, tf.float32)
+        np.testing.assert_allclose(saved.serve(x)["features"].numpy(),
+                                   loaded.backbone(x, training=False).numpy(),
+                                   rtol=1e-4, atol=1e-4)
