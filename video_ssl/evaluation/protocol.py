@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from video_ssl.data import crops, schema
+from video_ssl.data import crops, reader, schema
 from video_ssl.data.pipeline import make_dataset
 from video_ssl.data.reader import count_records
 
@@ -106,6 +106,26 @@ class EvalData:
     def gallery(self) -> tf.data.Dataset:
         """Every train video once, in file order, as its gallery views (retrieval)."""
         return self._views(self.train_files, self.gallery_input, self.train_source, None)
+
+    def videos(self, split: str) -> list[tuple[str, tuple[int, ...]]]:
+        """(video/filename, every clip/label/index) of each video of `split` ("train" or
+        "test"), in the order `gallery()` / `test()` yield them."""
+        return [(name.decode("utf-8", "replace"), tuple(labels.tolist()))
+                for name, labels in self._records(split).as_numpy_iterator()]
+
+    def _records(self, split: str) -> tf.data.Dataset:
+        """(filename, labels) per video of `split`, read as the pipeline reads them."""
+        files = self.train_files if split == "train" else self.test_files
+        context = {schema.FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
+                   schema.LABEL_INDEX: tf.io.VarLenFeature(tf.int64)}
+
+        def parse(serialized, shard):
+            del shard
+            parsed, _ = tf.io.parse_single_sequence_example(serialized, context)
+            return parsed[schema.FILENAME], parsed[schema.LABEL_INDEX].values
+        # The evaluation pipelines' own reading (`make_view_dataset`, training=False).
+        return reader.read_examples(reader.match_files(list(files)), shuffle=False,
+                                    seed=self.seed, deterministic=True).map(parse)
 
     def class_names(self, num_classes: int) -> list[str] | None:
         """Class names by label index, for figures: the converter's label map beside

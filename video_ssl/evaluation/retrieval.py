@@ -8,8 +8,9 @@ window of a test video, one clip of a train video); each set is then mean-centre
 their class among the k most similar train videos. The result carries the features and
 the (test, train) similarity matrix (`Result.arrays["retrieval_features"]`, saved by
 the evaluate CLI as `eval_NAME/retrieval_features.npz`: float32, 4 bytes x test x train
-videos, 144 MB for UCF101 split 1); `fused_recall` averages several runs' similarities
-(two-stream retrieval).
+videos, 144 MB for UCF101 split 1). Two-stream retrieval averages the similarity
+matrices of two encoders (`video_ssl.evaluation.fusion`, `evaluate --fuse_with`; or
+`fused_recall` on saved files).
 """
 from __future__ import annotations
 
@@ -153,18 +154,33 @@ def retrieval(backbone: keras.Model, data: EvalData, *, ks: Sequence[int] = DEFA
         gallery = gallery - gallery.mean(axis=0)
         queries = queries - queries.mean(axis=0)
     similarity = cosine_similarity(queries, gallery)
+    # For two-stream fusion later (`fuse_results`, `fused_recall`): the features as
+    # compared (centred when `center`) and the similarity the recalls come from.
+    result = similarity_result(similarity, query_labels, gallery_labels, ks=ks,
+                               num_examples=num_examples)
+    result.arrays["retrieval_features"].update(query_features=queries.astype(np.float32),
+                                               gallery_features=gallery.astype(np.float32))
+    result.settings.update(center=center)
+    return result
+
+
+def similarity_result(similarity, query_labels, gallery_labels, *,
+                      ks: Sequence[int] = DEFAULT_KS, num_examples: int = 8) -> Result:
+    """The retrieval `Result` of a (queries, gallery) similarity matrix: R@k, example
+    queries (the first of each of `num_examples` classes) with their nearest gallery
+    videos, and `arrays["retrieval_features"]` with the similarity and labels. Shared
+    by the protocol and two-stream fusion (`video_ssl.evaluation.fusion`)."""
+    similarity = np.asarray(similarity, np.float32)
+    query_labels, gallery_labels = np.asarray(query_labels), np.asarray(gallery_labels)
     recalls = recall_from_similarity(similarity, query_labels, gallery_labels, ks)
     metrics = {f"recall@{k}": value for k, value in recalls.items()}
-    metrics.update(num_queries=len(queries), num_gallery=len(gallery))
+    metrics.update(num_queries=int(similarity.shape[0]), num_gallery=int(similarity.shape[1]))
     shown = example_queries(query_labels, num_examples)
     neighbours = ranked_neighbours(similarity[shown], NEIGHBOURS_SHOWN)
     examples = [{"query": q, "label": int(query_labels[q]), "neighbours": n.tolist(),
                  "neighbour_labels": gallery_labels[n].tolist()}
                 for q, n in zip(shown, neighbours)]
-    # For two-stream fusion later (fused_recall): the features as compared (centred
-    # when `center`) and the similarity the recalls come from.
-    saved = dict(query_features=queries.astype(np.float32), query_labels=query_labels,
-                 gallery_features=gallery.astype(np.float32), gallery_labels=gallery_labels,
+    saved = dict(query_labels=query_labels, gallery_labels=gallery_labels,
                  similarity=similarity)
-    return Result(metrics=metrics, settings=dict(ks=[int(k) for k in ks], center=center),
+    return Result(metrics=metrics, settings=dict(ks=[int(k) for k in ks]),
                   neighbours=examples, arrays={"retrieval_features": saved})
