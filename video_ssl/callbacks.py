@@ -51,19 +51,26 @@ class StepCheckpoint(keras.callbacks.Callback):
     that the callbacks before this one (metrics.json) have written the epoch's entry
     first: a run killed between the two resumes inside the epoch and writes it again."""
 
-    def __init__(self, manager: tf.train.CheckpointManager, every_steps: int):
+    def __init__(self, manager: tf.train.CheckpointManager, every_steps: int,
+                 saved_step: int | None = None):
         super().__init__()
         if every_steps < 1:
             raise ValueError(f"checkpoint interval must be >= 1 step, got {every_steps}")
         self.manager = manager
         self.every_steps = every_steps
+        # The step of the run's newest checkpoint. Every worker of a multi-worker run
+        # passes the chief's (the one they all restored), so that all of them skip and
+        # save at the same steps: a save reads cross-replica variables, which every
+        # worker must do together.
+        self._saved_step = (checkpoint_step(manager.latest_checkpoint) if saved_step is None
+                            else saved_step)
 
     def _step(self) -> int:
         return int(self.model.optimizer.iterations.numpy())
 
     def save(self) -> None:
         step = self._step()
-        if step == checkpoint_step(self.manager.latest_checkpoint):
+        if step == self._saved_step:
             return
         # The loss of step k is computed before update k, so a diverging update shows in
         # the weights first; such weights must never replace the last good checkpoint.
@@ -72,6 +79,7 @@ class StepCheckpoint(keras.callbacks.Callback):
                 f"weights became NaN or Inf at step {step}; training stopped, the last good "
                 "checkpoint is kept (lower the learning rate or check the input data)")
         self.manager.save(checkpoint_number=step)
+        self._saved_step = step
 
     def on_train_batch_end(self, batch, logs=None):
         last_of_epoch = batch + 1 == self.params.get("steps")

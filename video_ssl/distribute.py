@@ -6,19 +6,30 @@ which one it is, and gathers tensors across them.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import json
+import os
+import socket
+import sys
+import threading
+from typing import Mapping, Sequence
 
 import gin
 import tensorflow as tf
 
+# The jobs of a MultiWorkerMirroredStrategy cluster that train (an "evaluator" task
+# would run a separate evaluation loop, which the trainer does not have).
+TRAINING_JOBS = ("chief", "worker")
+
 
 @gin.configurable(denylist=["name"])
-def make_strategy(name, devices: Sequence[str] | None = None,
-                  tpu_address: str = "") -> tf.distribute.Strategy:
+def make_strategy(name, devices: Sequence[str] | None = None, tpu_address: str = "",
+                  connect_timeout_s: float = 300.0) -> tf.distribute.Strategy:
     """`default` (one device), `mirrored` (`devices`, default all local GPUs),
-    `multi_worker` (TF_CONFIG cluster) or `tpu` (at `tpu_address`, empty for the
-    local TPU); a Strategy object is used as it is (callers embedding the trainer in a
-    process that already has one: TensorFlow's collectives clash between strategies)."""
+    `multi_worker` (the TF_CONFIG cluster, see `parse_tf_config`; a worker that has not
+    joined within `connect_timeout_s` stops every waiting one with a line naming it) or
+    `tpu` (at `tpu_address`, empty for the local TPU); a Strategy object is used as it
+    is (callers embedding the trainer in a process that already has one: TensorFlow's
+    collectives clash between strategies)."""
     if isinstance(name, tf.distribute.Strategy):
         return name
     if name == "default":
@@ -26,13 +37,131 @@ def make_strategy(name, devices: Sequence[str] | None = None,
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return connect_workers(parse_tf_config(os.environ.get("TF_CONFIG")),
+                               connect_timeout_s)
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"train.strategy={name!r}; expected default, mirrored, multi_worker or tpu")
+
+
+_TF_CONFIG_SHAPE = ('{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", '
+                    '"index": i}}')
+
+
+def parse_tf_config(text: str | None) -> dict:
+    """The TF_CONFIG environment variable of a multi-worker run, checked: every job of
+    the cluster ("chief" and/or "worker") lists "host:port" addresses, and the task
+    names one of them. Anything else is a ValueError naming TF_CONFIG and what is
+    expected (TensorFlow would hang or fail later with a message about something else)."""
+    if not text:
+        raise ValueError(f"train.strategy='multi_worker' needs the TF_CONFIG environment "
+                         f"variable, {_TF_CONFIG_SHAPE}, on every worker (`python -m "
+                         f"video_ssl.launch` sets it on one machine)")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG: not valid JSON ({error}); expected "
+                         f"{_TF_CONFIG_SHAPE}") from None
+    if not isinstance(config, Mapping) or not isinstance(config.get("cluster"), Mapping) \
+            or not isinstance(config.get("task"), Mapping):
+        raise ValueError(f"TF_CONFIG: expected an object with 'cluster' and 'task', "
+                         f"{_TF_CONFIG_SHAPE}; got {text[:200]!r}")
+    cluster = config["cluster"]
+    jobs = set(cluster)
+    if not jobs & set(TRAINING_JOBS) or jobs - set(TRAINING_JOBS):
+        raise ValueError(f"TF_CONFIG: cluster jobs {sorted(jobs)}; expected 'worker' and/or "
+                         f"'chief' (MultiWorkerMirroredStrategy has no parameter servers)")
+    for job, addresses in cluster.items():
+        if not isinstance(addresses, list) or not addresses or not all(
+                _is_address(a) for a in addresses):
+            raise ValueError(f"TF_CONFIG: cluster[{job!r}] = {addresses!r}; expected a "
+                             f"non-empty list of 'host:port' strings")
+    if len(cluster.get("chief", [])) > 1:
+        raise ValueError(f"TF_CONFIG: cluster['chief'] lists {len(cluster['chief'])} "
+                         f"addresses; expected at most one chief")
+    task = config["task"]
+    task_type, index = task.get("type"), task.get("index")
+    if task_type not in cluster or not isinstance(index, int) or isinstance(index, bool) \
+            or not 0 <= index < len(cluster[task_type]):
+        raise ValueError(f"TF_CONFIG: task {dict(task)!r} names no task of the cluster "
+                         f"{ {job: len(a) for job, a in cluster.items()} } (jobs and task "
+                         f"counts); expected 'type' one of {sorted(cluster)} and 'index' "
+                         f"0..{len(cluster.get(task_type, [None])) - 1}")
+    return {"cluster": {job: list(a) for job, a in cluster.items()},
+            "task": {"type": task_type, "index": index}}
+
+
+def _is_address(value) -> bool:
+    if not isinstance(value, str):
+        return False
+    host, _, port = value.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+def _listening(address: str, timeout: float = 2.0) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def connect_workers(config: dict, timeout_s: float) -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy over the TF_CONFIG cluster (`config` is
+    `parse_tf_config`'s reading of it).
+
+    Creating it blocks, inside TensorFlow, until every task of the cluster has started
+    (it has no timeout of its own and ignores SIGTERM meanwhile). A watchdog gives up
+    after `timeout_s`: it prints one line naming the tasks that do not answer on their
+    port and ends the process with exit code 1 (nothing has been written yet)."""
+    task = config["task"]
+    me = f"{task['type']} {task['index']}"
+    done = threading.Event()
+
+    def watchdog():
+        if done.wait(timeout_s):
+            return
+        silent = [f"{job} {index} ({address})"
+                  for job, addresses in config["cluster"].items()
+                  for index, address in enumerate(addresses)
+                  if (job, index) != (task["type"], task["index"]) and not _listening(address)]
+        waiting = (f"no answer from {', '.join(silent)}" if silent else
+                   "every task answers on its port but the cluster did not form (two "
+                   "tasks with the same TF_CONFIG task?)")
+        print(f"{_program()}: error: train.strategy='multi_worker': {me} waited "
+              f"{timeout_s:g} s (make_strategy.connect_timeout_s) for the cluster: "
+              f"{waiting}; start every task of TF_CONFIG, each with its own task index",
+              file=sys.stderr, flush=True)
+        os._exit(1)
+
+    if timeout_s > 0:
+        threading.Thread(target=watchdog, daemon=True, name="connect-watchdog").start()
+    try:
+        # Its TFConfigClusterResolver reads the (checked) TF_CONFIG and counts local GPUs.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    finally:
+        done.set()
+
+
+def _program() -> str:
+    """The running tool's name, as its one-line errors start ("video_ssl.train")."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", None) or "video_ssl"
+
+
+def all_agree(strategy: tf.distribute.Strategy, value: int) -> bool:
+    """Whether every replica of every worker holds the same integer `value` (a
+    cross-worker gather: every worker must call it)."""
+    if strategy.num_replicas_in_sync == 1:
+        return True
+    local = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant([value], tf.int64))
+    values = strategy.gather(local, axis=0).numpy()
+    return bool((values == values[0]).all())
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

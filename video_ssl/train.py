@@ -3,8 +3,9 @@
 This module only wires things together: gin, the distribution strategy, the input
 datasets and the callbacks. It knows no method: a method (`video_ssl.methods`) names
 its encoders and declares its input views; the trainer builds the views' datasets,
-runs `model.fit`, monitors every encoder with the kNN monitor on its own modality and
-exports every encoder.
+trains with `custom_loop.fit` (the method's step under the strategy, driving the
+callbacks as `model.fit` does, for every strategy including multi-worker), monitors
+every encoder with the kNN monitor on its own modality and exports every encoder.
 
 `model_dir` receives `checkpoints/` (every `train.checkpoint_every_steps` steps and
 at the end; re-running the same command resumes from the newest), `tensorboard/`,
@@ -41,6 +42,8 @@ if __name__ == "__main__":
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 import tokenize
 from typing import Callable
 
@@ -51,32 +54,35 @@ import tensorflow as tf
 from video_ssl import atomic
 from video_ssl import bindings
 from video_ssl import callbacks as cb
+from video_ssl import custom_loop
 from video_ssl import optim
 from video_ssl import schedule
 from video_ssl import serving
 from video_ssl.config import parse_gin
 from video_ssl.data import input_spec, pipeline, preflight
 from video_ssl.data.reader import count_records, locate_damaged_record, match_files
-from video_ssl.distribute import is_chief, make_strategy
+from video_ssl.distribute import all_agree, is_chief, make_strategy
 from video_ssl.evaluation.knn import KNNMonitor
 from video_ssl.methods.base import INPUT_SPEC_FILE, Method
 from video_ssl.run_lock import hold as hold_run_lock
 
 
-def _fit(model, dataset, callbacks, *, start_step: int, epochs: int, steps_per_epoch: int,
-         verbose) -> None:
-    """Runs `model.fit` from `start_step` to the end: first the rest of a partially
-    trained epoch (after a mid-epoch restart), then the remaining whole epochs, so
-    epoch boundaries stay where an uninterrupted run puts them."""
-    epoch, done = divmod(start_step, steps_per_epoch)
-    if done:
-        model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1,
-                  steps_per_epoch=steps_per_epoch - done, callbacks=callbacks, verbose=verbose,
-                  shuffle=False)
-        epoch += 1
-    if epoch < epochs:
-        model.fit(dataset, initial_epoch=epoch, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                  callbacks=callbacks, verbose=verbose, shuffle=False)
+# train.precision: Keras dtype policies (float32 variables; the layers compute in the
+# policy's dtype). The losses, Sinkhorn, queues and EMA stay float32 (the methods cast
+# embeddings before their losses); mixed_float16 adds dynamic loss scaling.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Keras' global dtype policy `name` while the method is built (layers keep the
+    policy they were built with), the previous one afterwards."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def view_dataset(files: Sequence[str], views: dict, *, global_batch_size: int, seed: int,
@@ -172,6 +178,8 @@ def train(model_dir: str, *,
           tensorboard_every_steps: int = 100,
           seed: int = 0,
           verbose: str | int = "auto",
+          jit_compile: bool = False,
+          precision: str = "float32",
           extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
     """Pre-trains `method` on `train_files` and returns the final metrics.
 
@@ -189,6 +197,11 @@ def train(model_dir: str, *,
     verbose: Keras progress output: 1 a progress bar per epoch, 2 one line per epoch,
     0 none; "auto" (default) is 1 on a terminal and 2 when stdout is a file or pipe
     (a bar's control characters would fill it).
+    jit_compile: XLA-compile the training step (each method's step compiles: static
+    shapes, no host-side Python inside it).
+    precision: one of `PRECISIONS`: "float32"; "mixed_bfloat16" (TPUs, recent GPUs) or
+    "mixed_float16" (GPUs; the optimizer is wrapped in a
+    `keras.optimizers.LossScaleOptimizer`, and the methods scale their losses with it).
 
     Every binding's type is checked before anything runs, and model_dir is created
     (and locked, see `run_lock`) only once the method is built.
@@ -198,6 +211,8 @@ def train(model_dir: str, *,
         raise ValueError(f"train.verbose: expected 'auto', 0, 1 or 2, got {verbose!r}")
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
+    if precision not in PRECISIONS:
+        raise ValueError(f"train.precision: expected one of {PRECISIONS}, got {precision!r}")
     files = match_files(train_files, "train.train_files")
     knn_splits = None
     if knn_bank_files or knn_query_files:
@@ -211,24 +226,27 @@ def train(model_dir: str, *,
     distribution = make_strategy(strategy)
     chief = is_chief(distribution)
 
-    with distribution.scope():
+    with dtype_policy(precision), distribution.scope():
         model = method()
         if not isinstance(model, Method):
             raise ValueError(f"train.method: expected a video_ssl method class, got "
                              f"{type(model).__name__}")
-        opt = optimizer(global_batch_size=global_batch_size, total_steps=total_steps,
-                        warmup_steps=int(round(warmup_epochs * steps_per_epoch)),
-                        steps_per_epoch=steps_per_epoch)
-        model.compile(optimizer=opt)
+        base_opt = optimizer(global_batch_size=global_batch_size, total_steps=total_steps,
+                             warmup_steps=int(round(warmup_epochs * steps_per_epoch)),
+                             steps_per_epoch=steps_per_epoch)
+        opt = (keras.optimizers.LossScaleOptimizer(base_opt) if precision == "mixed_float16"
+               else base_opt)
+        model.compile(optimizer=opt, jit_compile=jit_compile)
         # Slots must exist before restoring: Keras 3 variables are not restored lazily.
         opt.build(model.trainable_variables)
     preflight.check_audio_sample_rate(files, model.views())
 
     # The configuration holds: from here on the run owns model_dir. The chief alone
-    # locks it; the other workers of a multi-worker run share it.
-    with hold_run_lock(model_dir) if chief else contextlib.nullcontext():
-        # Non-chief workers take part in the collective saves but keep nothing.
-        out_dir = model_dir if chief else os.path.join(model_dir, f".worker-{os.getpid()}")
+    # locks it and writes there; the other workers of a multi-worker run take part in
+    # the collective checkpoint saves in a temporary folder of their own, removed at the
+    # end (nothing of theirs lands in model_dir, however they stop).
+    with hold_run_lock(model_dir) if chief else _worker_folder() as out_dir:
+        out_dir = model_dir if chief else out_dir
         tf.io.gfile.makedirs(out_dir)
         with distribution.scope():
             checkpoint = tf.train.Checkpoint(model=model, optimizer=opt)
@@ -244,6 +262,11 @@ def train(model_dir: str, *,
             # After restoring, so that a re-run with more epochs anneals over the new length.
             model.configure(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
         start_step = int(opt.iterations.numpy())
+        if not all_agree(distribution, start_step):
+            raise ValueError(
+                f"{model_dir}/checkpoints: the workers restored different steps (this one "
+                f"{start_step}); every worker must see the chief's model_dir (a shared "
+                f"file system or a gs:// bucket)")
         if start_step:
             print(f"Resuming from {latest} at step {start_step} of {total_steps}")
         if chief:
@@ -261,7 +284,7 @@ def train(model_dir: str, *,
 
         metrics = cb.MetricsJSON(os.path.join(out_dir, "metrics.json"))
         callbacks = [cb.TerminateOnNonFiniteLoss(),
-                     *optim.schedule_callbacks(opt),  # a plateau schedule's updates
+                     *optim.schedule_callbacks(base_opt),  # a plateau schedule's updates
                      cb.WriteOperativeConfig(os.path.join(out_dir, "operative_config.gin")),
                      cb.LogLearningRate()]
         monitors = []
@@ -276,7 +299,9 @@ def train(model_dir: str, *,
                                             tensorboard_every_steps)
         # The checkpoint after metrics.json: an epoch's entry is written before the epoch's
         # last checkpoint, so a kill between the two redoes the epoch, losing nothing.
-        callbacks += [metrics, tensorboard, cb.StepCheckpoint(manager, checkpoint_every_steps),
+        callbacks += [metrics, tensorboard,
+                      cb.StepCheckpoint(manager, checkpoint_every_steps,
+                                        saved_step=cb.checkpoint_step(latest) or 0),
                       *extra_callbacks]
 
         if monitors and start_step == 0:
@@ -292,8 +317,10 @@ def train(model_dir: str, *,
                   f"{steps_per_epoch} steps); tracing the training step first ...",
                   flush=True)
             try:
-                _fit(model, dataset, callbacks, start_step=start_step, epochs=epochs,
-                     steps_per_epoch=steps_per_epoch, verbose=verbose)
+                custom_loop.fit(model, dataset, callbacks, strategy=distribution,
+                                start_step=start_step, epochs=epochs,
+                                steps_per_epoch=steps_per_epoch, verbose=verbose,
+                                jit_compile=model.jit_compile)
             except tf.errors.OpError as error:
                 # TensorFlow names no file for a damaged record: find it.
                 knn_files = [f for split in knn_splits or () for f in split]
@@ -309,9 +336,17 @@ def train(model_dir: str, *,
             export_dir = os.path.join(model_dir, "export")
             print(f"Exporting {', '.join(model.encoders())} to {export_dir}")
             export_encoders(model, export_dir)
-        else:
-            tf.io.gfile.rmtree(out_dir)
         return metrics.final
+
+
+@contextlib.contextmanager
+def _worker_folder():
+    """A non-chief worker's temporary output folder, removed on the way out."""
+    folder = tempfile.mkdtemp(prefix="video_ssl-worker-")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
