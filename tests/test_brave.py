@@ -124,6 +124,27 @@ def test_train_step_learns_and_reports_each_term(method):
                zip(before, method.broad_flow_backbone.trainable_variables))
 
 
+@pytest.mark.slow
+def test_train_step_compiles_with_xla():
+    """The step compiles with `jit_compile=True` and gives the uncompiled step's loss."""
+    losses, weights = [], None
+    for jit in (False, True):
+        model = BraVe(broad=("flow",), num_broad_views=2, **TINY)
+        weights = weights or model.get_weights()
+        model.set_weights(weights)
+        model.compile(optimizer=optim.build_optimizer(
+            "lars", base_learning_rate=1.0, global_batch_size=B, total_steps=10,
+            lr_multipliers={"predictor": 10.0}), jit_compile=jit)
+        model.optimizer.build(model.trainable_variables)
+        data = batch(3)
+        data["views"] = {name: data["views"][name] for name in ("narrow", "broad_flow")}
+        data["views"]["broad_flow"]["flow"] = np.repeat(data["views"]["broad_flow"]["flow"], 2, 1)
+        history = model.fit(tf.data.Dataset.from_tensors(data).repeat(), epochs=1,
+                            steps_per_epoch=1, verbose=0, shuffle=False)
+        losses.append(history.history["loss"][0])
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+
+
 def test_bad_settings_name_the_argument():
     with pytest.raises(ValueError, match="BraVe.broad: expected distinct modalities"):
         BraVe(broad=("rgb", "depth"), **TINY)
