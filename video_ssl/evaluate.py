@@ -6,10 +6,10 @@
 
 MODEL_DIR is a `video_ssl.train` model_dir: its operative config says how to build the
 encoder (the method's primary one, or `--encoder=NAME`), its newest checkpoint gives
-the weights (`--random_init`: none, the baseline). RGB and flow encoders (2-channel
-flow clips) are accepted. The gin files pick the protocol (`evaluate.protocol`:
-@linear_probe, @finetune, @retrieval, @linear_svm from `video_ssl.evaluation`), its
-settings, the
+the weights (`--random_init`: none, the baseline). Any encoder is accepted: RGB, flow
+(2-channel flow clips) or audio (log-mel clips with its training view's `AudioSpec`).
+The gin files pick the protocol (`evaluate.protocol`: @linear_probe, @finetune,
+@retrieval, @linear_svm, @mlp_probe from `video_ssl.evaluation`), its settings, the
 labeled splits (`evaluate.train_files`, `evaluate.test_files`) and the clips
 (`eval_input`, scoped `train/` for augmented training clips, `test/` for test views,
 `gallery/` for the retrieval gallery; the clip shape defaults to the training one).
@@ -55,7 +55,7 @@ def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
     parser = console.ArgumentParser(
         "video_ssl.evaluate",
         description="Evaluate a pre-trained backbone (linear probe, fine-tuning, retrieval, "
-                    "linear SVM), or two fused (--fuse_with).")
+                    "linear SVM, MLP), or two fused (--fuse_with).")
     parser.add_argument("--gin_file", action="append", default=[], required=True,
                         help="gin config, e.g. gin_configs/eval/linear_ucf101.gin; repeat to "
                              "compose (later files override earlier)")
@@ -98,7 +98,7 @@ from video_ssl import atomic
 from video_ssl.config import parse_gin
 from video_ssl.data.reader import locate_damaged_record, match_files
 from video_ssl.evaluation import figures, fusion
-from video_ssl.evaluation import finetune, linear, retrieval, svm  # noqa: F401  (gin)
+from video_ssl.evaluation import finetune, linear, mlp, retrieval, svm  # noqa: F401  (gin)
 from video_ssl.evaluation.protocol import EvalData, Result, check_protocol_bindings, require
 from video_ssl.data.input_spec import eval_input
 from video_ssl.pretrained import Pretrained, load_encoder
@@ -108,9 +108,12 @@ THUMBNAIL_SIZE = 112
 
 
 def split_inputs(pretrained: Pretrained) -> dict[str, dict]:
-    """Per split, the training run's clip shape and normalization overridden by the
-    `eval_input` bindings of that split's scope."""
+    """Per split, the training run's clip shape and normalization (and, for an audio
+    encoder, its log-mel settings) overridden by the `eval_input` bindings of that
+    split's scope."""
     base = {**pretrained.clip, **pretrained.normalization}
+    if pretrained.audio is not None:
+        base["audio"] = pretrained.audio
     inputs = {}
     for split in SPLITS:
         with gin.config_scope(split):
@@ -140,10 +143,10 @@ def write_outputs(result: Result, data: EvalData, directory: str, title: str) ->
     if result.model is not None:
         atomic.write_file(out("model.keras"), result.model.save)
     if result.neighbours:
-        queries = data.first_frames("test", [e["query"] for e in result.neighbours],
-                                    THUMBNAIL_SIZE)
-        gallery = data.first_frames("train", [i for e in result.neighbours
-                                              for i in e["neighbours"]], THUMBNAIL_SIZE)
+        queries = data.thumbnails("test", [e["query"] for e in result.neighbours],
+                                  THUMBNAIL_SIZE)
+        gallery = data.thumbnails("train", [i for e in result.neighbours
+                                            for i in e["neighbours"]], THUMBNAIL_SIZE)
         atomic.write_file(out("neighbours.png"),
                 lambda p: figures.save_retrieval_png(p, result.neighbours, queries, gallery))
     return written
@@ -180,8 +183,8 @@ def prepare(pretrained: Pretrained, stream: str | None = None, *, name: str | No
     """The evaluation of `pretrained`'s backbone that the `evaluate.*` bindings describe
     (gin name `evaluate`): `protocol` (a gin reference such as @linear_probe) named
     `name`, on the labeled shards (file patterns) train_files / test_files.
-    batch_size: training clips per step (linear probe, fine-tuning, SVM features);
-    eval_batch_size: videos per evaluation batch (each with all its views).
+    batch_size: training clips per step (linear probe, fine-tuning, SVM and MLP
+    features); eval_batch_size: videos per evaluation batch (each with all its views).
     """
     name = require(name, "evaluate.name")
     protocol = require(protocol, "evaluate.protocol")
@@ -227,7 +230,7 @@ def run_stream(stream: Stream, output_dir: str) -> tuple[dict, Result]:
         "encoder": pretrained.encoder, "modality": pretrained.modality,
         "checkpoint": pretrained.checkpoint_path, "step": pretrained.step,
         "random_init": pretrained.checkpoint_path is None, "metrics": result.metrics,
-        "settings": {"protocol": result.settings, "inputs": stream.inputs,
+        "settings": {"protocol": result.settings, "inputs": _jsonable(stream.inputs),
                      **{k: stream.settings[k] for k in ("batch_size", "eval_batch_size",
                                                         "seed")}},
         "train_files": stream.settings["train_files"],
@@ -305,7 +308,7 @@ def evaluate_fused(pretrained: Sequence[Pretrained], output_dir: str) -> dict:
 
 def _headline(result: Result) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items()
-                     if k in ("top1", "recall@1"))
+                     if k in ("top1", "mAP", "recall@1"))
 
 
 def _protocol_name(protocol) -> str:
@@ -315,6 +318,12 @@ def _protocol_name(protocol) -> str:
 def _scope(name: str | None):
     """The stream's gin scope (none for a single evaluation)."""
     return gin.config_scope(name) if name else contextlib.nullcontext()
+
+
+def _jsonable(inputs: dict) -> dict:
+    """The split inputs with their `AudioSpec`s as dicts."""
+    return {split: {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+                    for k, v in values.items()} for split, values in inputs.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

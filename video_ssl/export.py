@@ -90,6 +90,7 @@ def _load_evaluation(directory: str) -> dict:
     path = os.path.join(directory, CLASSIFIER_FILE)
     backbone, head = split_classifier(keras.saving.load_model(path, compile=False), path)
     return {"backbone": backbone, "classifier": head,
+            "modality": report.get("modality", "rgb"),  # flow and audio encoders serve alone
             "clip": {k: v for k, v in test.items() if k in CLIP_KEYS},
             "normalization": {k: v for k, v in test.items() if k in NORMALIZATION_KEYS},
             "source": {"model": path, "checkpoint": report.get("checkpoint"),

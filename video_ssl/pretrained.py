@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from video_ssl import config
 from video_ssl.data import input_spec
+from video_ssl.data.views import AudioSpec
 from video_ssl.methods.base import read_input_spec
 
 
@@ -47,6 +48,8 @@ class Pretrained:
       (mean 0, std 1 when it did not normalize).
     checkpoint_path: the restored checkpoint, None for `random_init`.
     step: the optimizer step the checkpoint was saved at (0 for `random_init`).
+    audio: for an audio encoder, the log-mel settings (`AudioSpec`) of its training
+      view, which evaluation clips must share; None otherwise.
     """
     backbone: keras.Model
     encoder: str
@@ -56,6 +59,7 @@ class Pretrained:
     normalization: dict
     checkpoint_path: str | None
     step: int
+    audio: AudioSpec | None = None
 
 
 def _checkpoint_step(path: str) -> int | None:
@@ -142,8 +146,8 @@ def load_encoder(model_dir: str, checkpoint: str | None = None, *, encoder: str 
         raise CheckpointError(f"--encoder={name}: {model_dir} ({spec['method']}) has no such "
                               f"encoder; expected one of {sorted(spec['encoders'])}")
     source = spec["encoders"][name]
-    clip, normalization = input_spec.clip_settings(
-        input_spec.view_from_json(spec["views"][source["view"]]))
+    view = input_spec.view_from_json(spec["views"][source["view"]])
+    clip, normalization = input_spec.clip_settings(view)
     if gin.config_str():
         raise ValueError("load_encoder: gin already holds bindings; call it before parsing "
                          "other gin files (it parses the training config and clears gin)")
@@ -174,4 +178,5 @@ def load_encoder(model_dir: str, checkpoint: str | None = None, *, encoder: str 
     return Pretrained(backbone=method.encoders()[name], encoder=name,
                       modality=source["modality"], method_name=type(method).__name__,
                       clip=clip, normalization=normalization,
-                      checkpoint_path=checkpoint_path, step=step)
+                      checkpoint_path=checkpoint_path, step=step,
+                      audio=view.audio if source["modality"] == "audio" else None)

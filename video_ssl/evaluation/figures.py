@@ -1,5 +1,6 @@
 """PNG figures of evaluation results, drawn with PIL: a confusion matrix (labeled with
-the class names) and a sheet of retrieval queries with their nearest train videos."""
+the class names) and a sheet of retrieval queries with their nearest train videos
+(first frames, or log-mel pictures for audio)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -108,6 +109,22 @@ def save_confusion_png(path: str, confusion: np.ndarray, title: str,
                           fill="white" if rate > 0.5 else "black", font=font)
     image.save(path, format="PNG")
     return image.size
+
+
+def spectrogram_image(log_mel: np.ndarray, size: int = 112) -> np.ndarray:
+    """(size, size, 3) uint8 picture of a (frames, mel_bins) log-mel spectrogram: time
+    left to right, low bands at the bottom, dark = quiet (min-max scaled), to stand for
+    an audio clip where a video's first frame would (retrieval sheets)."""
+    mel = np.asarray(log_mel, np.float64)
+    if mel.ndim != 2 or not mel.size:
+        raise ValueError(f"spectrogram image: expected (frames, mel_bins), got {mel.shape}")
+    span = mel.max() - mel.min()
+    scaled = (mel - mel.min()) / span if span > 0 else np.zeros_like(mel)
+    # Dark blue to yellow through green, readable in colour and grey.
+    colour = np.stack([255 * scaled ** 1.5, 255 * scaled, 255 * (0.5 - 0.5 * scaled) + 40],
+                      axis=-1)
+    image = Image.fromarray(np.clip(colour, 0, 255).astype(np.uint8).transpose(1, 0, 2)[::-1])
+    return np.asarray(image.resize((size, size), Image.NEAREST))
 
 
 def _framed(frame: np.ndarray, colour, text: str) -> np.ndarray:

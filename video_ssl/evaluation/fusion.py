@@ -2,7 +2,7 @@
 results of one protocol on two encoders (e.g. an RGB and a flow network) over the same
 videos, combined per video.
 
-- Classification (linear probe, fine-tuning, SVM): the mean of the per-video
+- Classification (linear probe, fine-tuning, SVM, MLP): the mean of the per-video
   scores, i.e. of each stream's prediction, its view-averaged softmax probabilities
   (Table 2: "the predictions from RGB and Flow networks are averaged"; §4.4 speaks of
   combining "the logits": the probabilities are what each stream's multi-view test
@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from video_ssl.evaluation import multiview, retrieval
-from video_ssl.evaluation.protocol import EvalData, Result, classification_metrics
+from video_ssl.evaluation.protocol import EvalData, Result, score_metrics
 
 SPLIT_SOURCES = {"test": "test_source", "train": "train_source"}
 
@@ -82,7 +82,7 @@ def fuse_results(results: Sequence[Result], weights: Sequence[float] | None = No
                              f"{[np.shape(r.scores) for r in results]}; expected one "
                              "(the same videos and classes)")
         scores = multiview.fuse([r.scores for r in results], weights)
-        metrics, confusion = classification_metrics(scores, labels, scores.shape[1])
+        metrics, confusion = score_metrics(scores, labels, scores.shape[1])
         settings["fusion"] = "mean of the per-video scores"
         return Result(metrics=metrics, settings=settings, scores=scores, labels=labels,
                       confusion=confusion)
