@@ -1,10 +1,11 @@
 """Audio encoders in evaluation: the broad audio encoder of a tiny BraVe run (V<->A,
 audio_resnet50 / 8 on 0.5 s log-mel clips at 8 kHz, saved untrained) evaluated on
 audio-only shards (as prepare_dataset writes ESC-50) whose classes are tones: its
-log-mel clips, the linear SVM of gin_configs/eval/svm_esc50.gin and the multi-label
-MLP of mlp_audioset.gin through `python -m video_ssl.evaluate`, the training clips'
-label sets, mAP against a NumPy average precision, the retrieval sheet's
-spectrograms and the export of the audio classifier."""
+log-mel clips (and audio at another sample rate, one line naming the shard), the
+linear SVM of gin_configs/eval/svm_esc50.gin and the multi-label MLP of
+mlp_audioset.gin through `python -m video_ssl.evaluate`, the training clips' label
+sets, mAP against a NumPy average precision, the retrieval sheet's spectrograms, the
+export of the audio classifier and the configs' paper values."""
 import json
 import os
 

@@ -25,6 +25,7 @@ import tensorflow as tf
 from video_ssl.data import crops, reader, schema
 from video_ssl.data.pipeline import make_dataset
 from video_ssl.data.reader import count_records
+from video_ssl.evaluation.figures import spectrogram_image
 
 # Training clips of several shards mixed (`EvalData.train(label_sets=...)`) are
 # shuffled in a buffer of this many batches.
@@ -242,8 +243,6 @@ class EvalData:
         (`figures.spectrogram_image`; audio-only shards have no frames)."""
         if self.key != "audio":
             return self.first_frames(split, indices, size)
-        from video_ssl.evaluation.figures import spectrogram_image
-
         files = self.train_files if split == "train" else self.test_files
         options = self.test_input if split == "test" else self.gallery_input
         clip = {k: options[k] for k in ("num_frames", "frame_stride", "target_fps", "audio")
