@@ -447,3 +447,23 @@ def test_family_backbone_binding_builds_both_streams():
     assert method.backbone.name.startswith("slow_r18") and method.sampler.count_params() == \
         reference.count_params()
     assert method.backbone.input_shape[-1] == 3 and method.sampler.input_shape[-1] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls, options", [(CoCLR, {}), (SimultaneousCoCLR, {})])
+def test_train_step_compiles_with_xla(cls, options):
+    """The steps compile with `jit_compile=True` and give the uncompiled steps' loss (3
+    steps, so that the queue holds entries to mine and to contrast with). Not with
+    `self_drop_prob`: TensorFlow's stateless random ops draw other numbers under XLA."""
+    losses = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        method = build(cls, eager=False, **options)
+        method.compile(optimizer=optim.make_optimizer("adam", 1e-3, weight_decay=1e-5),
+                       jit_compile=jit)
+        method.optimizer.build(method.trainable_variables)
+        history = method.fit(tf.data.Dataset.from_tensors(make_batch()).repeat(), epochs=1,
+                             steps_per_epoch=3, verbose=0, shuffle=False)
+        losses.append(history.history["loss"][0])
+    assert losses[0] > 0
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)

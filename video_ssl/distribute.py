@@ -199,3 +199,18 @@ def all_gather(value: tf.Tensor) -> tf.Tensor:
     if num_replicas() == 1:
         return value
     return tf.distribute.get_replica_context().all_gather(value, axis=0)
+
+
+def nonfinite_on_all_if_on_any(gradients: Sequence) -> list:
+    """`gradients` (None entries kept), made NaN on every replica when any replica's are
+    not all finite. A LossScaleOptimizer looks at the gradients of its own replica (or
+    of a worker's first) to decide whether to skip a step; the replicas must agree, or
+    one applies a step whose all-reduce another never joins."""
+    if num_replicas() == 1:
+        return list(gradients)
+    present = [g for g in gradients if g is not None]
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in present])
+    overflows = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+    return [None if g is None else tf.where(overflows > 0, tf.constant(float("nan"), g.dtype), g)
+            for g in gradients]

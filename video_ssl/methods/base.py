@@ -19,7 +19,9 @@ A method is a `keras.Model` whose `train_step` implements one objective. It
 Everything a resumed run needs is a variable the model tracks, so
 `tf.train.Checkpoint(model=method)` saves it; the step counter is the optimizer's
 `iterations`. Written for `tf.distribute`: `train_step` runs once per replica;
-raw-op losses are divided by the number of replicas before differentiation.
+raw-op losses are divided by the number of replicas before differentiation, and scaled
+by the optimizer's loss scale (mixed_float16), both in `scaled_for_gradients`. Under a
+mixed-precision policy the methods cast embeddings to float32 before their losses.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ import tensorflow as tf
 
 from video_ssl.data import augment, input_spec
 from video_ssl.data.views import ViewSpec
-from video_ssl.distribute import has_accelerator
+from video_ssl.distribute import has_accelerator, nonfinite_on_all_if_on_any, num_replicas
 
 INPUT_SPEC_FILE = "input_spec.json"
 
@@ -194,8 +196,18 @@ class Method(keras.Model):
     def metrics(self):
         return [self.loss_tracker]
 
+    def scaled_for_gradients(self, loss: tf.Tensor) -> tf.Tensor:
+        """What to differentiate for this replica's `loss`: divided by the number of
+        replicas (the optimizer sums their gradients) and multiplied by the optimizer's
+        loss scale (a `LossScaleOptimizer`'s dynamic scale under mixed_float16, else 1),
+        which the optimizer's `apply` divides out again."""
+        return self.optimizer.scale_loss(loss / num_replicas())
+
     def apply_and_track(self, loss: tf.Tensor, gradients, variables) -> None:
         """Applies `gradients` and records the (per-replica, unscaled) loss."""
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # It skips the step when a replica's own gradients overflow: all must skip.
+            gradients = nonfinite_on_all_if_on_any(gradients)
         self.optimizer.apply(gradients, variables)
         self.loss_tracker.update_state(loss)
 

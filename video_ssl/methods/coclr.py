@@ -139,7 +139,7 @@ class QueueNCE(MoCo):
         with tf.GradientTape() as tape:
             query = self.embed(self.backbone, self.projector, query_clip)
             loss = self.contrastive_loss(query, keys, positives, self_positive)
-            scaled_loss = loss / num_replicas()
+            scaled_loss = self.scaled_for_gradients(loss)
         self.apply_gradients(loss, tape.gradient(scaled_loss, variables), variables)
         self.queue.enqueue(keys=all_gather(keys),
                            **{name: all_gather(value) for name, value in entries.items()})
@@ -260,8 +260,8 @@ class CoCLR(QueueNCE):
     # ---------------------------------------------------------------- mining
     def sampler_features(self, clip: tf.Tensor) -> tf.Tensor:
         """The frozen sampler's L2-normalized embedding (B, D), in inference mode."""
-        return tf.stop_gradient(tf.math.l2_normalize(self.sampler_projector(
-            self.sampler(clip, training=False), training=False), axis=-1))
+        return tf.stop_gradient(tf.math.l2_normalize(tf.cast(self.sampler_projector(
+            self.sampler(clip, training=False), training=False), tf.float32), axis=-1))
 
     def video_ids(self, data) -> tf.Tensor:
         """(B,) int64: batch["video_id"] when the batch has one; else an id unique to each
@@ -355,7 +355,7 @@ class SimultaneousCoCLR(CoCLR):
                 self.embed(self.sampler, self.sampler_projector, query_b), keys_b, positives_b,
                 self.self_positive(positives_b), queue_column="sampler")
             loss = loss_a + loss_b
-            scaled_loss = loss / num_replicas()
+            scaled_loss = self.scaled_for_gradients(loss)
         self.apply_gradients(loss, tape.gradient(scaled_loss, variables), variables)
         self.queue.enqueue(keys=all_gather(keys_a), sampler=all_gather(keys_b),
                            video_id=all_gather(video_ids))

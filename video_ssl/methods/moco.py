@@ -102,8 +102,9 @@ class MoCo(MomentumRhoMethod):
         # advance), tracks the loss and enqueues, but changes no weight and no optimizer
         # slot: they are put back. (A tf.cond around the step would be simpler but
         # cannot hold the optimizer's cross-replica synchronization.)
+        # Float state only (a LossScaleOptimizer's step counter is an integer).
         state = variables + [v for v in self.optimizer.variables
-                             if v is not self.optimizer.iterations]
+                             if v is not self.optimizer.iterations and "float" in str(v.dtype)]
         before = [tf.identity(v) for v in state]
         with tf.control_dependencies(before):
             self.apply_and_track(loss, gradients, variables)

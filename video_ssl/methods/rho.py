@@ -12,7 +12,6 @@ import keras
 import tensorflow as tf
 
 from video_ssl import optim
-from video_ssl.distribute import num_replicas
 from video_ssl.methods.base import EncoderInput, Method, training_view
 from video_ssl.methods.momentum import MomentumEncoder
 from video_ssl.models import build_backbone
@@ -89,14 +88,15 @@ class RhoMethod(Method):
         return self.backbone(clips, training=training)
 
     def grouped(self, fn, clips: tf.Tensor) -> tf.Tensor:
-        """`fn(clips)`, run once per `bn_group_size` clips (BatchNorm statistics per group)."""
+        """`fn(clips)`, run once per `bn_group_size` clips (BatchNorm statistics per group),
+        in float32 whatever the layers compute in (the losses' precision)."""
         if self.bn_group_size is None or clips.shape[0] is None \
                 or clips.shape[0] <= self.bn_group_size:
-            return fn(clips)
+            return tf.cast(fn(clips), tf.float32)
         if clips.shape[0] % self.bn_group_size:
             raise ValueError(f"{type(self).__name__}.bn_group_size={self.bn_group_size} must "
                              f"divide the per-replica batch {clips.shape[0]}")
-        return tf.concat([fn(group) for group in
+        return tf.concat([tf.cast(fn(group), tf.float32) for group in
                           tf.split(clips, clips.shape[0] // self.bn_group_size)], axis=0)
 
     def parallel_loss_and_gradients(self, clips: list[tf.Tensor], embed, objective, *,
@@ -120,13 +120,13 @@ class RhoMethod(Method):
             with tf.GradientTape() as tape:
                 outputs = self.grouped(embed, tf.concat(clips, axis=0))
                 loss = objective(tf.reshape(outputs, [len(clips), -1, outputs.shape[-1]]))
-                scaled_loss = loss / num_replicas()
+                scaled_loss = self.scaled_for_gradients(loss)
             return loss, tape.gradient(scaled_loss, variables)
         outputs = tf.stack([tf.stop_gradient(self.grouped(embed, clip)) for clip in clips])
         with tf.GradientTape() as tape:
             tape.watch(outputs)
             loss = objective(outputs)
-            scaled_loss = loss / num_replicas()
+            scaled_loss = self.scaled_for_gradients(loss)
         output_gradients = tape.gradient(scaled_loss, outputs)
         statistics = [v for v in self.non_trainable_weights if "float" in str(v.dtype)]
         with tf.control_dependencies([outputs]):
@@ -236,14 +236,14 @@ class MomentumRhoMethod(RhoMethod):
         targets = [tf.stop_gradient(self.momentum_target(clip, index))
                    for index, clip in enumerate(clips)]
         variables = self.trainable_variables
-        scale = 1.0 / num_replicas() / (len(clips) if self.gradient_aggregation == "mean" else 1)
+        weight = 1.0 / (len(clips) if self.gradient_aggregation == "mean" else 1)
         losses, gradients = [], None
         for index, clip in enumerate(clips):
             # Chain the queries so that only one clip's activations are alive at a time.
             with tf.control_dependencies([g for g in gradients or [] if g is not None]):
                 with tf.GradientTape() as tape:
                     loss = self.query_loss(clip, targets[:index] + targets[index + 1:])
-                    scaled_loss = loss * scale
+                    scaled_loss = self.scaled_for_gradients(loss * weight)
                 step_gradients = tape.gradient(scaled_loss, variables)
             gradients = (step_gradients if gradients is None
                          else add_gradients(gradients, step_gradients))

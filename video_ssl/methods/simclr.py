@@ -62,8 +62,8 @@ class SimCLR(RhoMethod):
         return multi_positive_nce(logits, same_video & ~same_clip)
 
     def embed(self, clip: tf.Tensor) -> tf.Tensor:
-        return tf.math.l2_normalize(self.projector(self.backbone(clip, training=True),
-                                                   training=True), -1)
+        return tf.math.l2_normalize(tf.cast(self.projector(
+            self.backbone(clip, training=True), training=True), tf.float32), -1)
 
     def objective(self, embeddings: tf.Tensor) -> tf.Tensor:
         """Eq. (1) over (clips, B, D) embeddings: all clips at once, or the official

@@ -50,7 +50,8 @@ class SwAV(RhoMethod):
         self.projector = self.mlp(input_dim=self.feature_dim, hidden_dim=hidden_dim,
                                   output_dim=embedding_dim, num_layers=num_layers,
                                   batch_norm=True, name="projector")
-        self.prototypes = Prototypes(num_prototypes, name="prototypes")
+        # float32 under a mixed policy: the scores feed Sinkhorn and the loss.
+        self.prototypes = Prototypes(num_prototypes, dtype="float32", name="prototypes")
         self.prototypes.build((None, embedding_dim))
         self.freeze_prototypes_steps = self.add_weight(
             name="freeze_prototypes_steps", shape=(), dtype="int64", trainable=False,
@@ -74,8 +75,8 @@ class SwAV(RhoMethod):
 
     def embed(self, clip: tf.Tensor) -> tf.Tensor:
         """Prototype scores (B, K) of one clip-batch."""
-        return self.prototypes(tf.math.l2_normalize(self.projector(
-            self.backbone(clip, training=True), training=True), -1))
+        return self.prototypes(tf.math.l2_normalize(tf.cast(self.projector(
+            self.backbone(clip, training=True), training=True), tf.float32), -1))
 
     def train_step(self, data):
         clips = self.split_clips(data)
