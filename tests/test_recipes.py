@@ -17,6 +17,7 @@ from distutils.core import run_setup
 import video_ssl.evaluate  # noqa: F401  (registers the evaluation configurables)
 import video_ssl.train  # noqa: F401  (registers train and train_input)
 from video_ssl import config as config_lib
+from video_ssl import schedule
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "gin_configs")
@@ -172,6 +173,47 @@ def test_recipe_parses_alone_and_under_the_demo_overlay(recipe):
     method = gin.query_parameter("train.method").configurable.name
     assert bound_value(f"{method}.hidden_dim") == 256
     assert bound_value(f"{method}.synchronized_bn") is False
+    optimizer = demo_optimizer()  # LARS at 4.8 x 32 / 256 for every ρ method
+    assert type(optimizer).__name__ == "LARS"
+    assert float(optimizer.learning_rate) == pytest.approx(0.6)
+
+
+def demo_optimizer():
+    """The optimizer train builds from the parsed config for a demo run (batch 32, 10
+    epochs of 12 steps): built, so that a binding the optimizer does not read fails."""
+    return bound_value("train.optimizer").scoped_configurable_fn(
+        global_batch_size=32, total_steps=120, warmup_steps=0, steps_per_epoch=12)
+
+
+def test_coclr_schedule_and_recipes_under_the_demo_overlay():
+    demo = os.path.join(CONFIGS, "demo.gin")
+    gin.clear_config()
+    config_lib.parse_gin([os.path.join(CONFIGS, "coclr_ucf101.gin"), demo], [])
+    config, stages = gin.config_str(), bound_value("run_schedule.stages")
+    names = [name for name, _ in stages]
+    expected = {"infonce_rgb": ("InfoNCE", "rgb", 30), "infonce_flow": ("InfoNCE", "flow", 30),
+                **{f"cycle{c}_{m}": ("CoCLR", m, 10) for c in (1, 2) for m in ("rgb", "flow")}}
+    assert names == list(expected)
+    for name in names:  # each stage as run_schedule configures it
+        gin.clear_config()
+        gin.parse_config(schedule.stage_config(config, name, names))
+        method = gin.query_parameter("train.method").configurable.name
+        assert (method, bound_value(f"{method}.modality"), bound_value("train.epochs")) == \
+            expected[name], name
+        assert bound_value("QueueNCE.backbone") == "slow_r18"
+        assert bound_value("QueueNCE.queue_size") == 256
+        assert bound_value("QueueNCE.base_momentum") == 0.99
+        optimizer = demo_optimizer()  # CoCLR's own: Adam 1e-3 (not scaled), plateau decay
+        assert type(optimizer).__name__ == "Adam"
+        assert float(optimizer.learning_rate) == pytest.approx(1e-3)
+        assert bound_value("build_optimizer.schedule") == "plateau"
+    for recipe, method in (("infonce_rgb.gin", "InfoNCE"), ("infonce_flow.gin", "InfoNCE"),
+                           ("ubernce_rgb.gin", "UberNCE")):
+        gin.clear_config()
+        config_lib.parse_gin([os.path.join(CONFIGS, recipe), demo], [])
+        assert gin.query_parameter("train.method").configurable.name == method
+        assert bound_value("train.epochs") == 30  # as each InfoNCE stage above
+        assert type(demo_optimizer()).__name__ == "Adam"
 
 
 def test_aug_plus_is_one_overlay_on_the_rho_4_recipes():
