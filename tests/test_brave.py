@@ -145,6 +145,19 @@ def test_train_step_compiles_with_xla():
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
 
 
+def test_mixed_bfloat16_step_keeps_the_loss_float32():
+    with train_lib.dtype_policy("mixed_bfloat16"):
+        model = BraVe(broad=("flow",), **TINY)
+    model.compile(optimizer=optim.build_optimizer(
+        "lars", base_learning_rate=1.0, global_batch_size=B, total_steps=10))
+    data = batch(5)
+    data["views"] = {name: data["views"][name] for name in ("narrow", "broad_flow")}
+    terms = model.losses_per_modality(data)
+    assert terms["flow"].dtype == tf.float32 and np.isfinite(terms["flow"].numpy())
+    assert model.narrow_backbone(data["views"]["narrow"]["rgb"][:, 0]).dtype == tf.bfloat16
+    assert np.isfinite(float(model.train_step(data)["loss"]))
+
+
 def test_bad_settings_name_the_argument():
     with pytest.raises(ValueError, match="BraVe.broad: expected distinct modalities"):
         BraVe(broad=("rgb", "depth"), **TINY)

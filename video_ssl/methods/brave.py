@@ -30,7 +30,6 @@ import keras
 import tensorflow as tf
 
 from video_ssl.data import input_spec
-from video_ssl.distribute import num_replicas
 from video_ssl.losses import byol_loss
 from video_ssl.methods.base import EncoderInput, Method, configurable, training_view
 from video_ssl.methods.rho import MODALITY_CHANNELS
@@ -49,8 +48,10 @@ def broad_view(modality: str) -> str:
 
 
 def regression(prediction: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-    """Eqs. (2)-(3): mean over the batch of ||p/|p| - sg[t/|t|]||^2."""
-    return byol_loss(prediction, tf.stop_gradient(target))
+    """Eqs. (2)-(3): mean over the batch of ||p/|p| - sg[t/|t|]||^2, in float32 whatever
+    the layers compute in."""
+    return byol_loss(tf.cast(prediction, tf.float32),
+                     tf.stop_gradient(tf.cast(target, tf.float32)))
 
 
 @configurable
@@ -173,7 +174,8 @@ class BraVe(Method):
             prediction = getattr(self, f"{name}_predictor")(projection, training=training)
             z_n = getattr(self, f"narrow_{m}_projector")(narrow, training=training)
             h_n = getattr(self, f"narrow_{m}_predictor")(z_n, training=training)
-            z_b = tf.reduce_mean(tf.reshape(projection, [batch, k, -1]), axis=1)
+            z_b = tf.reduce_mean(tf.reshape(tf.cast(projection, tf.float32), [batch, k, -1]),
+                                 axis=1)
             h_b = tf.reshape(prediction, [batch, k, -1])
             narrow_to_broad = regression(h_n, z_b)
             broad_to_narrow = tf.add_n([regression(h_b[:, i], z_n) for i in range(k)]) / k
@@ -185,7 +187,7 @@ class BraVe(Method):
         with tf.GradientTape() as tape:
             terms = self.losses_per_modality(data)
             loss = tf.add_n(list(terms.values()))
-            scaled_loss = loss / num_replicas()
+            scaled_loss = self.scaled_for_gradients(loss)
         self.apply_and_track(loss, tape.gradient(scaled_loss, variables), variables)
         for m, term in terms.items():
             self.term_trackers[m].update_state(term)
