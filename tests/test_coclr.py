@@ -434,6 +434,29 @@ def test_family_bindings_reach_every_method():
     assert (infonce.temperature, infonce.modality) == (0.2, "flow")
 
 
+@pytest.mark.parametrize("cls", [InfoNCE, UberNCE])
+def test_operative_config_rebuilds_the_trained_model(cls):
+    """What evaluate and export do: the operative config read back builds the model that
+    was trained, family (`QueueNCE.*`) bindings included (not the defaults)."""
+    family = ["QueueNCE.backbone = 'slow_r18'", "QueueNCE.queue_size = 16",
+              "QueueNCE.backbone_kwargs = {'width_multiplier': 0.125}",
+              "QueueNCE.hidden_dim = 16", "QueueNCE.embedding_dim = 8",
+              f"{cls.__name__}.modality = 'flow'"]
+    built = []
+    for config in (family, None):
+        gin.clear_config()
+        with gin.unlock_config():
+            gin.parse_config(config or operative)
+        try:
+            method = cls()
+            operative = gin.operative_config_str()
+        finally:
+            gin.clear_config()
+        built.append((method.backbone.name.split("_")[:2], method.backbone.count_params(),
+                      method.projector.count_params(), method.queue.size, method.modality))
+    assert built[0] == built[1] and built[0][3:] == (16, "flow")
+
+
 def test_family_backbone_binding_builds_both_streams():
     gin.clear_config()
     with gin.unlock_config():

@@ -165,11 +165,22 @@ class InfoNCE(QueueNCE):
     """Stage 1 of CoCLR (§3.1 eq. 1, §4.2): MoCo-style instance discrimination for one
     stream. The encoder is named after its modality ("rgb" or "flow")."""
 
+    def __init__(self, backbone: str | keras.Model | None = None, **kwargs):
+        # QueueNCE's arguments stay out of this signature (as in CoCLR): gin writes a
+        # configurable's signature defaults into operative_config.gin, and `InfoNCE.
+        # queue_size = 2048` there would override `QueueNCE.queue_size` when evaluation
+        # or export rebuild the run from it.
+        super().__init__(**({} if backbone is None else {"backbone": backbone}), **kwargs)
+
 
 @configurable
 class UberNCE(QueueNCE):
     """InfoNCE with the label oracle (§3.1, Table 1): queue entries of the query's class
     are positives too. Needs labeled training shards."""
+
+    def __init__(self, backbone: str | keras.Model | None = None, **kwargs):
+        # As InfoNCE's: only UberNCE's own bindings in the operative config.
+        super().__init__(**({} if backbone is None else {"backbone": backbone}), **kwargs)
 
     def extra_queue_columns(self, embedding_dim):
         del embedding_dim
