@@ -13,6 +13,7 @@ import tensorflow as tf
 from test_methods import BATCH, METHODS, fit_one_step, make_batch, tiny_backbone
 from test_train import cli, shards  # noqa: F401  (fixture)
 from video_ssl import config as config_lib, distribute, train as train_lib
+from video_ssl.methods.moco import MoCo
 
 
 @pytest.fixture(autouse=True)
@@ -101,21 +102,24 @@ class Capture(keras.callbacks.Callback):
         self.logs = dict(logs)
 
 
-def _train(tmp_path, shards, *params):
+def _train(tmp_path, shards, *params, **arguments):
     argv = cli(tmp_path, shards, tmp_path / "run", "train.epochs=1",
                "train.steps_per_epoch=1", *params)
     args = train_lib.parse_flags(argv)
     config_lib.parse_gin(args.gin_file, args.gin_param)
     capture = Capture()
-    final = train_lib.train(str(tmp_path / "run"), extra_callbacks=[capture])
+    final = train_lib.train(str(tmp_path / "run"), extra_callbacks=[capture], **arguments)
     return capture.model, capture.logs, final
 
 
 @pytest.mark.slow
 def test_trainer_mixed_float16_wraps_the_optimizer_in_loss_scaling(tmp_path, shards):
-    model, logs, final = _train(tmp_path, shards, "train.precision='mixed_float16'")
+    """The recipe's MoCo on the tiny backbone: TensorFlow's CPU kernels have no float16
+    MaxPool3D, which the registry's ResNets start with (mixed_float16 is for GPUs)."""
+    model, logs, final = _train(tmp_path, shards, "train.precision='mixed_float16'",
+                                method=lambda: MoCo(backbone=tiny_backbone()))
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-    assert model.backbone.compute_dtype == "float16"
+    assert model.backbone.layers[1].compute_dtype == "float16"
     assert float_dtypes(model.weights) == {"float32"} and model.queue["keys"].dtype == "float32"
     assert np.isfinite(logs["loss"]) and final["step"] in (0, 1)  # 0: an overflow skipped it
     assert os.path.isdir(tmp_path / "run" / "export")
@@ -123,7 +127,9 @@ def test_trainer_mixed_float16_wraps_the_optimizer_in_loss_scaling(tmp_path, sha
 
 @pytest.mark.slow
 def test_trainer_jit_compile_trains_a_step_with_xla(tmp_path, shards):
-    model, logs, final = _train(tmp_path, shards, "train.jit_compile=True")
+    """The tiny backbone: XLA takes ~40 s to compile the registry's Slow R-18 on a CPU."""
+    model, logs, final = _train(tmp_path, shards, "train.jit_compile=True",
+                                method=lambda: MoCo(backbone=tiny_backbone()))
     assert model.jit_compile is True
     assert np.isfinite(logs["loss"]) and final["step"] == 1
 
@@ -135,3 +141,13 @@ def test_unknown_precision_is_one_line(tmp_path, shards, capsys):
         "video_ssl.train: error: train.precision: expected one of ('float32', "
         "'mixed_bfloat16', 'mixed_float16'), got 'fp16'")
     assert not (tmp_path / "run").exists()
+
+
+def test_jit_with_several_cpu_replicas_is_refused(mirrored):
+    from test_methods import make_method
+    from video_ssl import custom_loop
+    method = make_method("simclr", 2, mirrored, eager=True)
+    with pytest.raises(ValueError, match=r"train.jit_compile=True with 2 replicas on "
+                                         r".*CPU:0, .*CPU:1: XLA compiles several"):
+        custom_loop.make_train_function(method, mirrored, jit_compile=True)
+    custom_loop.make_train_function(method, mirrored, jit_compile=False)  # fine

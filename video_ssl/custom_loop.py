@@ -28,18 +28,31 @@ def make_train_function(model: keras.Model, strategy: tf.distribute.Strategy, *,
                         jit_compile: bool = False):
     """`train_function(iterator) -> logs`: one step on the next distributed batch.
 
-    As in Keras' own trainer, XLA (`jit_compile`) compiles the step on a batch (the
-    replicas' `train_step` and the reduction of their logs); taking the batch from the
-    iterator stays outside the compiled function.
+    `jit_compile`: with one replica, XLA compiles the step on a batch (its `train_step`
+    and logs) as Keras' own trainer does; taking the batch from the iterator stays
+    outside. With several replicas on GPUs it compiles each replica's `train_step`
+    (TensorFlow's path for XLA under MirroredStrategy on GPUs, where the cross-replica
+    updates need no merge_call; untested: this was written on a machine without GPUs);
+    on CPUs TensorFlow cannot compile a replica's step on a device other than the
+    first ("Trying to access resource ... located in device CPU:1"), so that is
+    refused. TPUStrategy compiles everything with XLA anyway.
     """
+    outer, per_replica = jit_placement(strategy, jit_compile)
+    replica_step = model.train_step
+    if per_replica:
+        replica_step = tf.function(model.train_step, jit_compile=True, autograph=False)
+    several = strategy.num_replicas_in_sync > 1
+
     def reduce(value):
-        if isinstance(value, tf.distribute.DistributedValues):
+        # Under MultiWorkerMirroredStrategy a worker with one device gets plain tensors
+        # from `run`; `reduce` still averages them over the workers.
+        if several:
             return strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
         return value
 
-    @tf.function(jit_compile=jit_compile, autograph=False, reduce_retracing=True)
+    @tf.function(jit_compile=outer, autograph=False, reduce_retracing=True)
     def one_step(data):
-        outputs = strategy.run(model.train_step, args=(data,))
+        outputs = strategy.run(replica_step, args=(data,))
         return {name: reduce(value) for name, value in outputs.items()}
 
     @tf.function(autograph=False)
@@ -47,6 +60,22 @@ def make_train_function(model: keras.Model, strategy: tf.distribute.Strategy, *,
         return one_step(next(iterator))
 
     return train_function
+
+
+def jit_placement(strategy: tf.distribute.Strategy, jit_compile: bool) -> tuple[bool, bool]:
+    """(compile the whole step, compile each replica's step) for `jit_compile` (see
+    `make_train_function`); a ValueError for several replicas on CPUs."""
+    if not jit_compile or isinstance(strategy, tf.distribute.TPUStrategy):
+        return False, False  # TPUs: XLA anyway
+    if strategy.num_replicas_in_sync == 1:
+        return True, False
+    devices = strategy.extended.worker_devices
+    if not all("GPU" in device.upper() for device in devices):
+        raise ValueError(
+            f"train.jit_compile=True with {strategy.num_replicas_in_sync} replicas on "
+            f"{', '.join(devices)}: XLA compiles several replicas' steps on GPUs or TPUs "
+            f"only; on CPUs use one replica (train.strategy='default')")
+    return False, True
 
 
 def fit(model: keras.Model, dataset, callbacks, *, strategy: tf.distribute.Strategy,

@@ -225,6 +225,7 @@ def train(model_dir: str, *,
 
     distribution = make_strategy(strategy)
     chief = is_chief(distribution)
+    custom_loop.jit_placement(distribution, jit_compile)  # refused before anything is built
 
     with dtype_policy(precision), distribution.scope():
         model = method()
