@@ -1,6 +1,7 @@
 """BraVe (Recasens et al. 2021): the loss of eqs. 2-5 against NumPy, stop-gradient on the
 targets, the predictors' learning rate, the recipes' views and a training run whose
 narrow and broad encoders export and reload."""
+import glob
 import json
 import os
 
@@ -209,6 +210,18 @@ def test_recipes_build_the_papers_views():
         "BROAD_FRAMES = 32", "broad_rgb/train_input.sync = 'start'",
         "broad_rgb/train_input.start = 'within'"])
     assert views["broad_rgb"].num_frames == 32 and views["broad_rgb"].sync == "start"
+
+
+@pytest.mark.parametrize("recipe", sorted(os.path.basename(p) for p in glob.glob(
+    os.path.join(CONFIGS, "brave_v_*.gin"))))
+def test_recipes_run_under_the_demo_overlay(recipe):
+    views, _ = views_of(recipe, "demo.gin")
+    assert (views["narrow"].num_frames, views["narrow"].crop_size) == (4, 64)
+    for name, view in views.items():
+        if name == "broad_audio":
+            assert (view.audio.sample_rate, view.audio.duration) == (8000.0, 5.0)
+        elif name != "narrow":
+            assert (view.num_frames, view.target_fps, view.crop_size) == (8, 1.0, 32)
 
 
 @pytest.mark.parametrize("recipe,broad,k,backbone,lr,steps", [
