@@ -15,6 +15,7 @@ from video_ssl import config as config_lib, optim
 from video_ssl.methods.base import INPUT_SPEC_FILE
 from video_ssl.methods.coclr import CoCLR, InfoNCE, SimultaneousCoCLR, UberNCE
 from video_ssl.models import build_backbone
+from gin_query import bound
 
 BATCH, FRAMES, SIZE, QUEUE, DIM = 4, 4, 32, 16, 8
 SMALL = dict(hidden_dim=16, embedding_dim=DIM, queue_size=QUEUE)
@@ -354,14 +355,6 @@ def test_coclr_initializes_both_streams_from_stage_one_runs(tmp_path):
 
 
 # ------------------------------------------------------------------------- recipes
-
-
-def bound(binding: str):
-    """The parsed config's value of `binding`, macros resolved."""
-    value = gin.query_parameter(binding)
-    while isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.macro":
-        value = gin.query_parameter("%" + value.scoped_selector.rsplit("/", 1)[0])
-    return value
 
 
 FAMILY = {"backbone": "s3d", "temperature": 0.07, "base_momentum": 0.999,

@@ -18,6 +18,7 @@ import video_ssl.evaluate  # noqa: F401  (registers the evaluation configurables
 import video_ssl.train  # noqa: F401  (registers train and train_input)
 from video_ssl import config as config_lib
 from video_ssl import schedule
+from gin_query import bound
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "gin_configs")
@@ -74,15 +75,6 @@ def row_value(row: dict):
     return ast.literal_eval(ticked[0])
 
 
-def bound_value(binding: str):
-    """The parsed config's value of `binding` (`X.y`, `scope/X.y` or `%MACRO`), macros
-    resolved."""
-    value = gin.query_parameter(binding)
-    while isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.macro":
-        value = gin.query_parameter("%" + value.scoped_selector.rsplit("/", 1)[0])
-    return value
-
-
 def code_default(path: str, binding: str):
     """In the Python module at `path`: the constant `NAME`, or the default of
     `function.argument`."""
@@ -122,7 +114,7 @@ def mismatches(rows: list[dict], extra: tuple[str, ...] = ()) -> list[str]:
             parse(config, extra)
         for binding, expected in expectations:
             actual = (code_default(config, binding) if config.endswith(".py")
-                      else bound_value(binding))
+                      else bound(binding))
             if not same(actual, expected):
                 problems.append(f"{config}: {binding} = {actual!r}, README says {expected!r}")
     return problems
@@ -164,15 +156,15 @@ def test_table_parser_reads_cells():
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_parses_alone_and_under_the_demo_overlay(recipe):
     parse(recipe)
-    assert bound_value("%BACKBONE") == "slow_r50"
+    assert bound("%BACKBONE") == "slow_r50"
     with pytest.raises(ValueError):
         gin.query_parameter("train.train_files")  # required: no default in a recipe
     gin.clear_config()
     config_lib.parse_gin([os.path.join(CONFIGS, recipe), os.path.join(CONFIGS, "demo.gin")], [])
-    assert bound_value("%BACKBONE") == "slow_r18"
+    assert bound("%BACKBONE") == "slow_r18"
     method = gin.query_parameter("train.method").configurable.name
-    assert bound_value(f"{method}.hidden_dim") == 256
-    assert bound_value(f"{method}.synchronized_bn") is False
+    assert bound(f"{method}.hidden_dim") == 256
+    assert bound(f"{method}.synchronized_bn") is False
     optimizer = demo_optimizer()  # LARS at 4.8 x 32 / 256 for every ρ method
     assert type(optimizer).__name__ == "LARS"
     assert float(optimizer.learning_rate) == pytest.approx(0.6)
@@ -181,7 +173,7 @@ def test_recipe_parses_alone_and_under_the_demo_overlay(recipe):
 def demo_optimizer():
     """The optimizer train builds from the parsed config for a demo run (batch 32, 10
     epochs of 12 steps): built, so that a binding the optimizer does not read fails."""
-    return bound_value("train.optimizer").scoped_configurable_fn(
+    return bound("train.optimizer").scoped_configurable_fn(
         global_batch_size=32, total_steps=120, warmup_steps=0, steps_per_epoch=12)
 
 
@@ -189,7 +181,7 @@ def test_coclr_schedule_and_recipes_under_the_demo_overlay():
     demo = os.path.join(CONFIGS, "demo.gin")
     gin.clear_config()
     config_lib.parse_gin([os.path.join(CONFIGS, "coclr_ucf101.gin"), demo], [])
-    config, stages = gin.config_str(), bound_value("run_schedule.stages")
+    config, stages = gin.config_str(), bound("run_schedule.stages")
     names = [name for name, _ in stages]
     expected = {"infonce_rgb": ("InfoNCE", "rgb", 30), "infonce_flow": ("InfoNCE", "flow", 30),
                 **{f"cycle{c}_{m}": ("CoCLR", m, 10) for c in (1, 2) for m in ("rgb", "flow")}}
@@ -198,21 +190,21 @@ def test_coclr_schedule_and_recipes_under_the_demo_overlay():
         gin.clear_config()
         gin.parse_config(schedule.stage_config(config, name, names))
         method = gin.query_parameter("train.method").configurable.name
-        assert (method, bound_value(f"{method}.modality"), bound_value("train.epochs")) == \
+        assert (method, bound(f"{method}.modality"), bound("train.epochs")) == \
             expected[name], name
-        assert bound_value("QueueNCE.backbone") == "slow_r18"
-        assert bound_value("QueueNCE.queue_size") == 256
-        assert bound_value("QueueNCE.base_momentum") == 0.99
+        assert bound("QueueNCE.backbone") == "slow_r18"
+        assert bound("QueueNCE.queue_size") == 256
+        assert bound("QueueNCE.base_momentum") == 0.99
         optimizer = demo_optimizer()  # CoCLR's own: Adam 1e-3 (not scaled), plateau decay
         assert type(optimizer).__name__ == "Adam"
         assert float(optimizer.learning_rate) == pytest.approx(1e-3)
-        assert bound_value("build_optimizer.schedule") == "plateau"
+        assert bound("build_optimizer.schedule") == "plateau"
     for recipe, method in (("infonce_rgb.gin", "InfoNCE"), ("infonce_flow.gin", "InfoNCE"),
                            ("ubernce_rgb.gin", "UberNCE")):
         gin.clear_config()
         config_lib.parse_gin([os.path.join(CONFIGS, recipe), demo], [])
         assert gin.query_parameter("train.method").configurable.name == method
-        assert bound_value("train.epochs") == 30  # as each InfoNCE stage above
+        assert bound("train.epochs") == 30  # as each InfoNCE stage above
         assert type(demo_optimizer()).__name__ == "Adam"
 
 
@@ -261,7 +253,7 @@ def test_resolve_gin_file_falls_back_to_the_installed_recipes(tmp_path, monkeypa
         config_lib.resolve_gin_file(str(tmp_path / "moco_rho2.gin"))  # absolute: no fallback
     gin.clear_config()
     config_lib.parse_gin(["byol_rho2.gin", "gin_configs/demo.gin"], [])  # includes found there too
-    assert bound_value("%RHO") == 2 and bound_value("%BACKBONE") == "slow_r18"
+    assert bound("%RHO") == 2 and bound("%BACKBONE") == "slow_r18"
 
 
 def test_setup_ships_every_gin_file(monkeypatch):
