@@ -6,9 +6,9 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
@@ -200,24 +200,50 @@ def test_killed_worker_stops_the_job_and_a_rerun_resumes(tmp_path, shards):
     assert len(worker_folders(worker_tmp)) == 1
 
 
-@pytest.mark.slow
-def test_a_worker_that_never_starts_is_named(tmp_path, shards):
+def test_a_worker_that_never_starts_is_named(tmp_path, shards, monkeypatch, capsys):
     """Worker 0 of a two-worker TF_CONFIG whose worker 1 never starts: one line naming
-    worker 1 and its address after make_strategy.connect_timeout_s, exit 1, no model_dir."""
+    worker 1 and its address after make_strategy.connect_timeout_s, exit 1, no model_dir
+    (the workers meet before TensorFlow's strategy, which would wait forever)."""
     address = [f"127.0.0.1:{port}" for port in launch.free_ports(2)]
-    env, _ = environment(tmp_path)
-    env["TF_CONFIG"] = launch.tf_config(address, 0)
+    monkeypatch.setenv("TF_CONFIG", launch.tf_config(address, 0))
     model_dir = tmp_path / "run"
     flags = train_flags("moco_rho2.gin", overlay(tmp_path, shards), model_dir,
-                        "train.strategy='multi_worker'", "make_strategy.connect_timeout_s=2")
-    result = subprocess.run([sys.executable, "-m", "video_ssl.train", *flags], env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1
-    line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("video_ssl.train: error: train.strategy='multi_worker': worker 0 "
-                           "waited 2 s (make_strategy.connect_timeout_s) for the cluster: "
-                           f"no answer from worker 1 ({address[1]})"), line
+                        "train.strategy='multi_worker'", "make_strategy.connect_timeout_s=1")
+    assert train_lib.main(flags) == 1
+    line = capsys.readouterr().err.strip()
+    assert line == ("video_ssl.train: error: train.strategy='multi_worker': worker 0 waited 1 s "
+                    "(make_strategy.connect_timeout_s) for the cluster: no answer from worker 1 "
+                    f"({address[1]}); start every task of TF_CONFIG, each with its own task "
+                    "index"), line
     assert not model_dir.exists()
+
+
+def test_workers_meet_before_the_strategy():
+    """Three workers starting a second apart all get through; a task whose port is taken
+    (the same index started twice) is one line."""
+    addresses = [f"127.0.0.1:{port}" for port in launch.free_ports(3)]
+    results, servers = {}, []
+
+    def worker(index):
+        time.sleep(index)
+        config = distribute.parse_tf_config(launch.tf_config(addresses, index))
+        distribute.wait_for_cluster(config, timeout_s=20)
+        # TensorFlow's server then listens on the port (the others may still be waiting).
+        servers.append(socket.create_server(("127.0.0.1", int(addresses[index][10:]))))
+        results[index] = "met"
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert results == {0: "met", 1: "met", 2: "met"}
+    with pytest.raises(ValueError, match=r"worker 0 cannot listen on port \d+ of its "
+                                         r"TF_CONFIG address 127.0.0.1:\d+ \(.*\); is another "
+                                         r"task with the same index running\?"):
+        distribute.wait_for_cluster(
+            distribute.parse_tf_config(launch.tf_config(addresses, 0)), timeout_s=1)
+    for server in servers:
+        server.close()
 
 
 @pytest.mark.parametrize("text, message", [
@@ -289,3 +315,27 @@ def test_shards_on_another_file_system_go_through_gfile(shards):
     assert batch["views"]["clips"]["rgb"].shape[:2] == (2, 2)  # 2 videos, 2 clips
     # test_train's shards: shard k holds videos k, k + 2, ...; class = index % 2.
     assert batch["label"].numpy().tolist() == [1, 1]
+
+
+def test_a_lost_worker_is_named():
+    """What a worker reports when another one dies mid-run (TensorFlow's message, as a
+    two-worker run on this machine printed it when worker 1 was killed)."""
+    message = (
+        "Graph execution error:\n\nDetected at node StatefulPartitionedCall defined at (most "
+        "recent call last):\n  File \"train.py\", line 1, in <module>\n\n"
+        "{{function_node __wrapped__CollectiveReduceV2_Nordering_token_1_device_/job:worker/"
+        "replica:0/task:0/device:CPU:0}} Collective ops is aborted by: Error reported from "
+        "/job:worker/task:1: The following tasks are unhealthy (stopped sending heartbeats):\n"
+        "/job:worker/replica:0/task:1\nThe tasks have crashed. Check the task logs for an "
+        "earlier error, or scheduler events (e.g. preemption, eviction) to debug further.\n"
+        "The error could be from a previous operation. Restart your program to reset. "
+        "[Op:CollectiveReduceV2] name: ")
+    error = tf.errors.UnavailableError(None, None, message)
+    assert distribute.lost_workers(error) == ("lost /job:worker/replica:0/task:1 (it stopped "
+                                              "sending heartbeats)")
+    aborted = tf.errors.AbortedError(None, None, "Graph execution error:\n\n{{function_node "
+                                     "x}} Collective ops is aborted by: the leader went away "
+                                     "[Op:CollectiveReduceV2]")
+    assert distribute.lost_workers(aborted) == ("lost contact with the cluster (Collective ops "
+                                                "is aborted by: the leader went away)")
+    assert distribute.lost_workers(tf.errors.InvalidArgumentError(None, None, "bad")) is None

@@ -2,7 +2,6 @@
 bfloat16/float16 while the embeddings reaching the losses, Sinkhorn, the queue and the
 EMA stay float32; a LossScaleOptimizer's scaled step equals the plain step; the
 replicas agree to skip an overflowing step; both bindings through the trainer."""
-import os
 
 import gin
 import keras
@@ -10,10 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_methods import BATCH, METHODS, fit_one_step, make_batch, tiny_backbone
+from test_methods import METHODS, fit_one_step, make_batch, tiny_backbone
 from test_train import cli, shards  # noqa: F401  (fixture)
 from video_ssl import config as config_lib, distribute, train as train_lib
 from video_ssl.methods.moco import MoCo
+from video_ssl.methods.simclr import SimCLR
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +82,7 @@ def test_loss_scaled_step_equals_the_plain_step(name):
 def test_replicas_agree_to_skip_an_overflowing_step(mirrored):
     """Replica 1's gradient overflows: both replicas hand NaN to the optimizer, so both
     skip; when all are finite nothing changes."""
-    @tf.function
+    @tf.function(autograph=False)  # as the training step is traced
     def run(overflow):
         def replica():
             index = tf.distribute.get_replica_context().replica_id_in_sync_group
@@ -122,16 +122,26 @@ def test_trainer_mixed_float16_wraps_the_optimizer_in_loss_scaling(tmp_path, sha
     assert model.backbone.layers[1].compute_dtype == "float16"
     assert float_dtypes(model.weights) == {"float32"} and model.queue["keys"].dtype == "float32"
     assert np.isfinite(logs["loss"]) and final["step"] in (0, 1)  # 0: an overflow skipped it
-    assert os.path.isdir(tmp_path / "run" / "export")
+    exported = tf.saved_model.load(str(tmp_path / "run" / "export"))
+    features = exported.serve(tf.random.uniform([2, 4, 32, 32, 3]))["features"]
+    assert features.dtype == tf.float32 and np.isfinite(features.numpy()).all()
 
 
 @pytest.mark.slow
 def test_trainer_jit_compile_trains_a_step_with_xla(tmp_path, shards):
-    """The tiny backbone: XLA takes ~40 s to compile the registry's Slow R-18 on a CPU."""
+    """The tiny backbone: XLA takes ~40 s to compile the registry's Slow R-18 on a CPU.
+    Then a resume under another precision."""
     model, logs, final = _train(tmp_path, shards, "train.jit_compile=True",
                                 method=lambda: MoCo(backbone=tiny_backbone()))
     assert model.jit_compile is True
     assert np.isfinite(logs["loss"]) and final["step"] == 1
+    # Resuming that float32 run under mixed_float16 (a loss scale in the optimizer's
+    # checkpoint) is one line naming the checkpoint.
+    gin.clear_config()
+    with pytest.raises(ValueError, match=r"ckpt-1: does not match this run's method and "
+                                         r"optimizer \(.*\); resume with the bindings"):
+        _train(tmp_path, shards, "train.epochs=2", "train.precision='mixed_float16'",
+               method=lambda: MoCo(backbone=tiny_backbone()))
 
 
 def test_unknown_precision_is_one_line(tmp_path, shards, capsys):
@@ -151,3 +161,21 @@ def test_jit_with_several_cpu_replicas_is_refused(mirrored):
                                          r".*CPU:0, .*CPU:1: XLA compiles several"):
         custom_loop.make_train_function(method, mirrored, jit_compile=True)
     custom_loop.make_train_function(method, mirrored, jit_compile=False)  # fine
+
+
+def test_a_step_that_does_not_scale_its_loss_is_refused():
+    """A method differentiating its loss without `scaled_for_gradients` would have its
+    gradients divided by the loss scale: named at the first step."""
+    class Unscaled(SimCLR):
+        def train_step(self, data):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(self.backbone(self.split_clips(data)[0]) ** 2)
+            self.apply_and_track(loss, tape.gradient(loss, self.trainable_variables),
+                                 self.trainable_variables)
+            return {"loss": self.loss_tracker.result()}
+    method = Unscaled(backbone=tiny_backbone(), rho=2, hidden_dim=16, embedding_dim=8)
+    method.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1)),
+                   run_eagerly=True)
+    with pytest.raises(ValueError, match="Unscaled.train_step differentiates a loss that "
+                                         "Method.scaled_for_gradients did not scale"):
+        fit_one_step(method, make_batch(2))

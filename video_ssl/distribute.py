@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
-import sys
-import threading
+import time
 from typing import Mapping, Sequence
 
 import gin
@@ -110,47 +110,71 @@ def _listening(address: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def connect_workers(config: dict, timeout_s: float) -> tf.distribute.Strategy:
-    """MultiWorkerMirroredStrategy over the TF_CONFIG cluster (`config` is
-    `parse_tf_config`'s reading of it).
+def wait_for_cluster(config: dict, timeout_s: float) -> None:
+    """Returns once every other task of `config`'s cluster answers on its port; a
+    ValueError naming those that do not after `timeout_s`.
 
-    Creating it blocks, inside TensorFlow, until every task of the cluster has started
-    (it has no timeout of its own and ignores SIGTERM meanwhile). A watchdog gives up
-    after `timeout_s`: it prints one line naming the tasks that do not answer on their
-    port and ends the process with exit code 1 (nothing has been written yet)."""
+    Why: creating the strategy blocks inside TensorFlow until every task has started,
+    with no timeout, holding Python's GIL (a watchdog thread never runs) and ignoring
+    SIGTERM. So the tasks first meet here: each listens on its own TF_CONFIG port and
+    connects to the others' until all have answered, either here or, once they are
+    past this point, on their TensorFlow server's port. A task that dies between here and the
+    strategy still leaves the others waiting."""
     task = config["task"]
     me = f"{task['type']} {task['index']}"
-    done = threading.Event()
-
-    def watchdog():
-        if done.wait(timeout_s):
-            return
-        silent = [f"{job} {index} ({address})"
-                  for job, addresses in config["cluster"].items()
-                  for index, address in enumerate(addresses)
-                  if (job, index) != (task["type"], task["index"]) and not _listening(address)]
-        waiting = (f"no answer from {', '.join(silent)}" if silent else
-                   "every task answers on its port but the cluster did not form (two "
-                   "tasks with the same TF_CONFIG task?)")
-        print(f"{_program()}: error: train.strategy='multi_worker': {me} waited "
-              f"{timeout_s:g} s (make_strategy.connect_timeout_s) for the cluster: "
-              f"{waiting}; start every task of TF_CONFIG, each with its own task index",
-              file=sys.stderr, flush=True)
-        os._exit(1)
-
-    if timeout_s > 0:
-        threading.Thread(target=watchdog, daemon=True, name="connect-watchdog").start()
+    others = {f"{job} {index} ({address})": address
+              for job, addresses in config["cluster"].items()
+              for index, address in enumerate(addresses)
+              if (job, index) != (task["type"], task["index"])}
+    own = config["cluster"][task["type"]][task["index"]]
+    port = int(own.rpartition(":")[2])
     try:
-        # Its TFConfigClusterResolver reads the (checked) TF_CONFIG and counts local GPUs.
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if socket.has_dualstack_ipv6():
+            listener = socket.create_server(("", port), family=socket.AF_INET6,
+                                            dualstack_ipv6=True)
+        else:
+            listener = socket.create_server(("", port))
+    except OSError as error:
+        raise ValueError(f"train.strategy='multi_worker': {me} cannot listen on port {port} "
+                         f"of its TF_CONFIG address {own} ({error.strerror}); is another "
+                         f"task with the same index running?") from None
+    listener.setblocking(False)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            _drain(listener)  # a full backlog would turn away the next peers
+            silent = [name for name, address in others.items() if not _listening(address)]
+            others = {name: others[name] for name in silent}
+            if not others:
+                return
+            if time.monotonic() > deadline:
+                raise ValueError(
+                    f"train.strategy='multi_worker': {me} waited {timeout_s:g} s "
+                    f"(make_strategy.connect_timeout_s) for the cluster: no answer from "
+                    f"{', '.join(silent)}; start every task of TF_CONFIG, each with its own "
+                    f"task index")
+            time.sleep(0.5)
     finally:
-        done.set()
+        listener.close()
 
 
-def _program() -> str:
-    """The running tool's name, as its one-line errors start ("video_ssl.train")."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return getattr(spec, "name", None) or "video_ssl"
+def _drain(listener: socket.socket) -> None:
+    """Accepts and closes the connections the peers' checks left."""
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        connection.close()
+
+
+def connect_workers(config: dict, timeout_s: float) -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy over the TF_CONFIG cluster (`config` is
+    `parse_tf_config`'s reading of it), once every task has started
+    (`wait_for_cluster`)."""
+    wait_for_cluster(config, timeout_s)
+    # Its TFConfigClusterResolver reads the (checked) TF_CONFIG and counts local GPUs.
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def all_agree(strategy: tf.distribute.Strategy, value: int) -> bool:
@@ -162,6 +186,38 @@ def all_agree(strategy: tf.distribute.Strategy, value: int) -> bool:
         lambda context: tf.constant([value], tf.int64))
     values = strategy.gather(local, axis=0).numpy()
     return bool((values == values[0]).all())
+
+
+_TASK = re.compile(r"/job:\w+/replica:\d+/task:\d+")
+
+
+class ClusterError(RuntimeError):
+    """A multi-worker run lost a worker (its message says which, and how to resume)."""
+
+
+def lost_workers(error: BaseException) -> str | None:
+    """What a collective operation's failure says about the cluster, in a few words
+    ("lost /job:worker/replica:0/task:1 (it stopped sending heartbeats)"), when another
+    task's failure caused it; None for other errors. (TensorFlow's message starts with
+    "Graph execution error:" and the node's traceback.)"""
+    failures = (tf.errors.UnavailableError, tf.errors.AbortedError,
+                tf.errors.CancelledError, tf.errors.DeadlineExceededError)
+    if not isinstance(error, failures):
+        return None
+    message = getattr(error, "message", str(error))
+    unhealthy = re.search(r"unhealthy \(stopped sending heartbeats\):\s*((?:/job:\S+\s*)+)",
+                          message)
+    if unhealthy:
+        return f"lost {', '.join(_TASK.findall(unhealthy.group(1)))} (it stopped sending " \
+               f"heartbeats)"
+    if ("Error reported from /job:" in message or "Collective ops is aborted" in message
+            or "coordination service" in message):
+        lines = [line.strip() for line in message.splitlines()
+                 if line.strip() and not line.startswith(("Graph execution error",
+                                                          "Detected at node", "  "))]
+        detail = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\].*", "", lines[0] if lines else "")
+        return f"lost contact with the cluster ({detail.strip()[:200]})"
+    return None
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

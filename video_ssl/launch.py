@@ -8,7 +8,7 @@ naming the whole cluster (free 127.0.0.1 ports picked here) and its own index; w
 is the chief, which alone writes model_dir. Each worker's stdout and stderr are passed
 on line by line, prefixed `[worker i] `. When a worker exits with a non-zero status
 the launcher stops the others (SIGTERM, then SIGKILL after `--grace_s`: a worker
-waiting in a collective operation does not end on SIGTERM) and exits with that status
+blocked inside TensorFlow may not end on SIGTERM) and exits with that status
 (128 + N for a worker killed by signal N); 0 once every worker has exited 0.
 
 On several hosts there is no launcher: run the same train command on each host with

@@ -61,7 +61,8 @@ from video_ssl import serving
 from video_ssl.config import parse_gin
 from video_ssl.data import input_spec, pipeline, preflight
 from video_ssl.data.reader import count_records, locate_damaged_record, match_files
-from video_ssl.distribute import all_agree, is_chief, make_strategy
+from video_ssl.distribute import (ClusterError, all_agree, is_chief, lost_workers,
+                                  make_strategy)
 from video_ssl.evaluation.knn import KNNMonitor
 from video_ssl.methods.base import INPUT_SPEC_FILE, Method
 from video_ssl.run_lock import hold as hold_run_lock
@@ -134,18 +135,31 @@ def final_metrics(epochs_logged: Sequence[dict], **facts) -> dict:
 
 def export_encoders(model: Method, export_dir: str) -> None:
     """The primary encoder at `export_dir` itself (where single-encoder runs have always
-    put it), then `export_dir/<encoder>/` for every encoder."""
-    views = model.views()
+    put it), then `export_dir/<encoder>/` for every encoder. An encoder trained under a
+    mixed policy computes in it there too, and returns float32 features."""
+    views, encoders = model.views(), model.encoders()
     primary = model.encoder_inputs()[model.primary_encoder]
     clip, normalization = input_spec.clip_settings(views[primary.view])
-    serving.export_saved_model(model.encoders()[model.primary_encoder], export_dir,
+    serving.export_saved_model(float32_outputs(encoders[model.primary_encoder]), export_dir,
                                clip=clip, normalization=normalization,
                                modality=primary.modality, overwrite=True)
     for name, source in model.encoder_inputs().items():
         clip, normalization = input_spec.clip_settings(views[source.view])
-        serving.export_saved_model(model.encoders()[name], os.path.join(export_dir, name),
-                                   clip=clip, normalization=normalization,
-                                   modality=source.modality, overwrite=True)
+        serving.export_saved_model(float32_outputs(encoders[name]),
+                                   os.path.join(export_dir, name), clip=clip,
+                                   normalization=normalization, modality=source.modality,
+                                   overwrite=True)
+
+
+def float32_outputs(encoder: keras.Model) -> keras.Model:
+    """`encoder`, or a model around it casting its features to float32 when its layers
+    compute in another dtype (train.precision)."""
+    if keras.backend.standardize_dtype(encoder.compute_dtype) == "float32":
+        return encoder
+    inputs = keras.Input(encoder.input_shape[1:])
+    features = keras.layers.Activation("linear", dtype="float32", name="float32_features")(
+        encoder(inputs))
+    return keras.Model(inputs, features, name=encoder.name)
 
 
 def _steps_per_epoch(files: Sequence[str], global_batch_size: int) -> int:
@@ -256,7 +270,14 @@ def train(model_dir: str, *,
             # Every worker resumes from the chief's newest checkpoint.
             latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
             if latest:
-                checkpoint.restore(latest).assert_existing_objects_matched()
+                try:
+                    checkpoint.restore(latest).assert_existing_objects_matched()
+                except (AssertionError, ValueError, tf.errors.OpError) as error:
+                    raise ValueError(
+                        f"{latest}: does not match this run's method and optimizer "
+                        f"({console.error_line(error)[:200]}); resume with the bindings the "
+                        f"run started with (the method's, train.precision: mixed_float16 "
+                        f"adds a loss scale to the optimizer)") from None
             else:
                 for line in model.initialize_encoders():
                     print(line)
@@ -323,6 +344,13 @@ def train(model_dir: str, *,
                                 steps_per_epoch=steps_per_epoch, verbose=verbose,
                                 jit_compile=model.jit_compile)
             except tf.errors.OpError as error:
+                lost = (lost_workers(error) if isinstance(
+                    distribution, tf.distribute.MultiWorkerMirroredStrategy) else None)
+                if lost:
+                    raise ClusterError(
+                        f"train.strategy='multi_worker': {lost} after step "
+                        f"{int(opt.iterations.numpy())}; start every worker again (the same "
+                        f"commands) to resume from the chief's newest checkpoint") from error
                 # TensorFlow names no file for a damaged record: find it.
                 knn_files = [f for split in knn_splits or () for f in split]
                 damaged = locate_damaged_record([*files, *knn_files], error.message)

@@ -201,11 +201,18 @@ class Method(keras.Model):
         replicas (the optimizer sums their gradients) and multiplied by the optimizer's
         loss scale (a `LossScaleOptimizer`'s dynamic scale under mixed_float16, else 1),
         which the optimizer's `apply` divides out again."""
+        self._scales_its_loss = True  # seen while the step is traced
         return self.optimizer.scale_loss(loss / num_replicas())
 
     def apply_and_track(self, loss: tf.Tensor, gradients, variables) -> None:
         """Applies `gradients` and records the (per-replica, unscaled) loss."""
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            if not getattr(self, "_scales_its_loss", False):
+                raise ValueError(
+                    f"{type(self).__name__}.train_step differentiates a loss that "
+                    f"Method.scaled_for_gradients did not scale; under "
+                    f"train.precision='mixed_float16' its gradients would be divided by the "
+                    f"loss scale")
             # It skips the step when a replica's own gradients overflow: all must skip.
             gradients = nonfinite_on_all_if_on_any(gradients)
         self.optimizer.apply(gradients, variables)
