@@ -95,14 +95,19 @@ class Dataset:
 
 # --- readers, one per dataset -------------------------------------------------------
 
-def _lines(path: Path) -> list[tuple[int, list[str]]]:
-    """(line number, whitespace-separated fields) of a text split file's non-empty lines."""
+def _read_text(path: Path) -> str:
+    """A split file's text (UTF-8, a BOM allowed), or a ToolError naming it."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ToolError(f"--splits: {path}: no such file") from None
     except UnicodeDecodeError as e:
         raise ToolError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _lines(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, whitespace-separated fields) of a text split file's non-empty lines."""
+    text = _read_text(path)
     return [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
@@ -221,12 +226,7 @@ def read_kinetics(splits: Path, root: Path, numbers: list[int] | None) -> Datase
 
 def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
     """(FILE:LINE, row) of a CSV with a header naming at least `required`."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ToolError(f"--splits: {path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise ToolError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = _read_text(path)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     fields = [f.strip() for f in reader.fieldnames or []]
     missing = [c for c in required if c not in fields]
