@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 
 from test_train import CONFIGS, REPO, checkpoint_steps, cli, shards  # noqa: F401  (fixture)
-from video_ssl import bindings, console, run_lock, train as train_lib
+from video_ssl import console, train as train_lib
+from video_ssl.training import bindings, run_lock
 from video_ssl.data import preflight, schema
 from video_ssl.data.views import AudioSpec, ViewSpec
 
@@ -138,7 +139,7 @@ def test_train_verbose_is_checked(tmp_path, shards, capsys):
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from video_ssl.run_lock import hold
+    from video_ssl.training.run_lock import hold
     with hold(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(600)

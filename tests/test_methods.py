@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from video_ssl import optim
-from video_ssl.losses import sinkhorn
+from video_ssl.methods.losses import sinkhorn
 from video_ssl.methods.byol import BYOL
 from video_ssl.methods.moco import MoCo
 from video_ssl.methods.simclr import SimCLR

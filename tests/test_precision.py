@@ -155,12 +155,12 @@ def test_unknown_precision_is_one_line(tmp_path, shards, capsys):
 
 def test_jit_with_several_cpu_replicas_is_refused(mirrored):
     from test_methods import make_method
-    from video_ssl import custom_loop
+    from video_ssl.training import loop
     method = make_method("simclr", 2, mirrored, eager=True)
     with pytest.raises(ValueError, match=r"train.jit_compile=True with 2 replicas on "
                                          r".*CPU:0, .*CPU:1: XLA compiles several"):
-        custom_loop.make_train_function(method, mirrored, jit_compile=True)
-    custom_loop.make_train_function(method, mirrored, jit_compile=False)  # fine
+        loop.make_train_function(method, mirrored, jit_compile=True)
+    loop.make_train_function(method, mirrored, jit_compile=False)  # fine
 
 
 def test_a_step_that_does_not_scale_its_loss_is_refused():

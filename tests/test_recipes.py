@@ -17,7 +17,7 @@ from distutils.core import run_setup
 import video_ssl.evaluate  # noqa: F401  (registers the evaluation configurables)
 import video_ssl.train  # noqa: F401  (registers train and train_input)
 from video_ssl import config as config_lib
-from video_ssl import schedule
+from video_ssl.training import stages
 from gin_query import bound
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -181,14 +181,14 @@ def test_coclr_schedule_and_recipes_under_the_demo_overlay():
     demo = os.path.join(CONFIGS, "demo.gin")
     gin.clear_config()
     config_lib.parse_gin([os.path.join(CONFIGS, "coclr_ucf101.gin"), demo], [])
-    config, stages = gin.config_str(), bound("run_schedule.stages")
-    names = [name for name, _ in stages]
+    config, schedule = gin.config_str(), bound("run_schedule.stages")
+    names = [name for name, _ in schedule]
     expected = {"infonce_rgb": ("InfoNCE", "rgb", 30), "infonce_flow": ("InfoNCE", "flow", 30),
                 **{f"cycle{c}_{m}": ("CoCLR", m, 10) for c in (1, 2) for m in ("rgb", "flow")}}
     assert names == list(expected)
     for name in names:  # each stage as run_schedule configures it
         gin.clear_config()
-        gin.parse_config(schedule.stage_config(config, name, names))
+        gin.parse_config(stages.stage_config(config, name, names))
         method = gin.query_parameter("train.method").configurable.name
         assert (method, bound(f"{method}.modality"), bound("train.epochs")) == \
             expected[name], name

@@ -1,4 +1,4 @@
-"""The multi-stage schedule (video_ssl/schedule.py): order, gin scopes, initialization
+"""The multi-stage schedule (video_ssl/training/stages.py): order, gin scopes, initialization
 from earlier stages, resuming after an interrupted stage, one stage alone."""
 import json
 import os
@@ -8,7 +8,7 @@ import pytest
 
 import video_ssl.methods.coclr  # noqa: F401  (registers InfoNCE, CoCLR)
 import video_ssl.train  # noqa: F401  (registers train)
-from video_ssl import schedule
+from video_ssl.training import stages
 
 CONFIG = """
 run_schedule.stages = [('a', {}), ('b', {}), ('c', {'rgb': 'a', 'flow': 'b'})]
@@ -51,18 +51,18 @@ class FakeTrain:
 
 
 def test_runs_every_stage_under_its_own_config(tmp_path, config):
-    assert schedule.scheduled()
+    assert stages.scheduled()
     before = gin.config_str()
     fake = FakeTrain()
-    summary = schedule.run_schedule(str(tmp_path), fake)
+    summary = stages.run_schedule(str(tmp_path), fake)
     init = {"rgb": str(tmp_path / "a"), "flow": str(tmp_path / "b")}
     assert fake.calls == [("a", "InfoNCE", 7, None), ("b", "InfoNCE", 3, None),
                           ("c", "CoCLR", 7, init)]
     assert gin.config_str() == before  # the caller's config is back
     assert summary == {"a": {"step": 1}, "b": {"step": 2}, "c": {"step": 3}}
     assert json.loads((tmp_path / "schedule.json").read_text()) == summary
-    assert all((tmp_path / n / schedule.COMPLETE_FILE).exists() for n in "abc")
-    assert schedule.run_schedule(str(tmp_path), fake) == summary  # all done: nothing runs
+    assert all((tmp_path / n / stages.COMPLETE_FILE).exists() for n in "abc")
+    assert stages.run_schedule(str(tmp_path), fake) == summary  # all done: nothing runs
     assert len(fake.calls) == 3
 
 
@@ -70,7 +70,7 @@ def test_stage_config_reads_like_a_single_run():
     config = (
         "a/train.epochs = 3\nb/train.epochs = 4\ntrain.epochs = 7\n"
         "x/probe.epochs = 1\nrun_schedule.stages = \\\n    [('a', {}),\n     ('b', {})]\n")
-    text = schedule.stage_config(config, "a", ["a", "b"])
+    text = stages.stage_config(config, "a", ["a", "b"])
     assert text == ("train.epochs = 7\nx/probe.epochs = 1\nrun_schedule.stages = \\\n"
                     "    [('a', {}),\n     ('b', {})]\ntrain.epochs = 3\n")
 
@@ -78,9 +78,9 @@ def test_stage_config_reads_like_a_single_run():
 def test_rerun_resumes_the_interrupted_stage(tmp_path, config):
     fake = FakeTrain(fail_in="b")
     with pytest.raises(RuntimeError):
-        schedule.run_schedule(str(tmp_path), fake)
-    assert not (tmp_path / "b" / schedule.COMPLETE_FILE).exists()
-    schedule.run_schedule(str(tmp_path), fake)
+        stages.run_schedule(str(tmp_path), fake)
+    assert not (tmp_path / "b" / stages.COMPLETE_FILE).exists()
+    stages.run_schedule(str(tmp_path), fake)
     # Stage a is not re-run; b runs again in the same folder (the trainer resumes there).
     assert [c[0] for c in fake.calls] == ["a", "b", "b", "c"]
 
@@ -88,28 +88,28 @@ def test_rerun_resumes_the_interrupted_stage(tmp_path, config):
 def test_one_stage_alone(tmp_path, config):
     fake = FakeTrain()
     with pytest.raises(ValueError, match=r"stage 'c' needs finished stages \['a', 'b'\]"):
-        schedule.run_schedule(str(tmp_path), fake, only="c")
-    schedule.run_schedule(str(tmp_path), fake)
-    schedule.run_schedule(str(tmp_path), fake, only="b")  # re-runs a finished stage
+        stages.run_schedule(str(tmp_path), fake, only="c")
+    stages.run_schedule(str(tmp_path), fake)
+    stages.run_schedule(str(tmp_path), fake, only="b")  # re-runs a finished stage
     assert [c[0] for c in fake.calls] == ["a", "b", "c", "b"]
     with pytest.raises(ValueError, match="run_schedule.only='d'"):
-        schedule.run_schedule(str(tmp_path), fake, only="d")
+        stages.run_schedule(str(tmp_path), fake, only="d")
 
 
-@pytest.mark.parametrize("stages,message", [
+@pytest.mark.parametrize("bad,message", [
     ([("a", {}), ("a", {})], "unique identifier"),
     ([("a", {"rgb": "b"}), ("b", {})], r"initializes from \['b'\]"),
     ([("a",)], "pairs"),
     ([], "at least one stage"),
 ])
-def test_bad_stages_are_one_line_errors(tmp_path, config, stages, message):
+def test_bad_stages_are_one_line_errors(tmp_path, config, bad, message):
     with pytest.raises(ValueError, match=message):
-        schedule.run_schedule(str(tmp_path), FakeTrain(), stages=stages)
+        stages.run_schedule(str(tmp_path), FakeTrain(), stages=bad)
 
 
 def test_not_scheduled_without_stages():
     gin.clear_config()
-    assert not schedule.scheduled()
+    assert not stages.scheduled()
 
 
 # ------------------------------------------------- through the trainer, interrupted
@@ -167,13 +167,13 @@ def test_coclr_schedule_resumes_mid_stage_through_the_trainer(tmp_path, flow_sha
     gin.clear_config()
     config_lib.parse_gin(configs, params + stop)
     with pytest.raises(Interrupted):
-        schedule.run_schedule(str(tmp_path), train)
-    assert schedule.is_complete(str(tmp_path / "infonce_rgb"))
-    assert not schedule.is_complete(str(tmp_path / "cycle1_rgb"))
+        stages.run_schedule(str(tmp_path), train)
+    assert stages.is_complete(str(tmp_path / "infonce_rgb"))
+    assert not stages.is_complete(str(tmp_path / "cycle1_rgb"))
     capsys.readouterr()
     gin.clear_config()
     config_lib.parse_gin(configs, params)
-    summary = schedule.run_schedule(str(tmp_path), train)
+    summary = stages.run_schedule(str(tmp_path), train)
     out = capsys.readouterr().out
     gin.clear_config()
     assert "stage 'infonce_rgb'" not in out and "stage 'cycle1_rgb'" in out

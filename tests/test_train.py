@@ -295,7 +295,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, shards, 
 
 
 def test_loss_guard_names_step_and_value():
-    from video_ssl.callbacks import NonFiniteLossError, TerminateOnNonFiniteLoss
+    from video_ssl.training.callbacks import NonFiniteLossError, TerminateOnNonFiniteLoss
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
     model.optimizer.iterations.assign(7)

@@ -65,7 +65,7 @@ from tqdm import tqdm
 from tfrecords_tools import cli
 from tfrecords_tools import compute_flow
 from tfrecords_tools.cli import ToolError
-from video_ssl.data import optical_flow, video_io
+from tfrecords_tools import optical_flow, video_io
 
 TOOL = "videos_to_tfrecords"
 # Files in class folders that are not tried as videos: text, images, audio-only,

@@ -74,4 +74,4 @@ def _register_configurables() -> None:
     for module in pkgutil.iter_modules(video_ssl.methods.__path__):
         importlib.import_module(f"video_ssl.methods.{module.name}")
     import video_ssl.optim  # noqa: F401
-    import video_ssl.schedule  # noqa: F401
+    import video_ssl.training.stages  # noqa: F401

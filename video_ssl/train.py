@@ -3,7 +3,7 @@
 This module only wires things together: gin, the distribution strategy, the input
 datasets and the callbacks. It knows no method: a method (`video_ssl.methods`) names
 its encoders and declares its input views; the trainer builds the views' datasets,
-trains with `custom_loop.fit` (the method's step under the strategy, driving the
+trains with `loop.fit` (the method's step under the strategy, driving the
 callbacks as `model.fit` does, for every strategy including multi-worker), monitors
 every encoder with the kNN monitor on its own modality and exports every encoder.
 
@@ -52,11 +52,11 @@ import keras
 import tensorflow as tf
 
 from video_ssl import atomic
-from video_ssl import bindings
-from video_ssl import callbacks as cb
-from video_ssl import custom_loop
+from video_ssl.training import bindings
+from video_ssl.training import callbacks as cb
+from video_ssl.training import loop
 from video_ssl import optim
-from video_ssl import schedule
+from video_ssl.training import stages
 from video_ssl import serving
 from video_ssl.config import parse_gin
 from video_ssl.data import input_spec, pipeline, preflight
@@ -65,7 +65,7 @@ from video_ssl.distribute import (ClusterError, all_agree, is_chief, lost_worker
                                   make_strategy)
 from video_ssl.evaluation.knn import KNNMonitor
 from video_ssl.methods.base import INPUT_SPEC_FILE, Method
-from video_ssl.run_lock import hold as hold_run_lock
+from video_ssl.training.run_lock import hold as hold_run_lock
 
 
 # train.precision: Keras dtype policies (float32 variables; the layers compute in the
@@ -239,7 +239,7 @@ def train(model_dir: str, *,
 
     distribution = make_strategy(strategy)
     chief = is_chief(distribution)
-    custom_loop.jit_placement(distribution, jit_compile)  # refused before anything is built
+    loop.jit_placement(distribution, jit_compile)  # refused before anything is built
 
     with dtype_policy(precision), distribution.scope():
         model = method()
@@ -339,7 +339,7 @@ def train(model_dir: str, *,
                   f"{steps_per_epoch} steps); tracing the training step first ...",
                   flush=True)
             try:
-                custom_loop.fit(model, dataset, callbacks, strategy=distribution,
+                loop.fit(model, dataset, callbacks, strategy=distribution,
                                 start_step=start_step, epochs=epochs,
                                 steps_per_epoch=steps_per_epoch, verbose=verbose,
                                 jit_compile=model.jit_compile)
@@ -391,8 +391,8 @@ def _main(args: argparse.Namespace) -> int:
             parse_gin(args.gin_file, args.gin_param)
         except (SyntaxError, ValueError, tokenize.TokenError) as error:
             raise console.gin_error(error, args.gin_file, args.gin_param) from error
-        if schedule.scheduled():  # several stages, each a training run (schedule.py)
-            schedule.run_schedule(args.model_dir, train)
+        if stages.scheduled():  # several stages, each a training run (schedule.py)
+            stages.run_schedule(args.model_dir, train)
         else:
             train(args.model_dir)
     finally:

@@ -30,7 +30,7 @@ import keras
 import tensorflow as tf
 
 from video_ssl.data import input_spec
-from video_ssl.losses import byol_loss
+from video_ssl.methods.losses import byol_loss
 from video_ssl.methods.base import EncoderInput, Method, configurable, training_view
 from video_ssl.methods.rho import MODALITY_CHANNELS
 from video_ssl.models import build_backbone

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from video_ssl.losses import byol_loss
+from video_ssl.methods.losses import byol_loss
 from video_ssl.methods.base import configurable
 from video_ssl.methods.rho import MomentumRhoMethod
 

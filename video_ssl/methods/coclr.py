@@ -34,7 +34,7 @@ import keras
 import tensorflow as tf
 
 from video_ssl.distribute import all_gather, num_replicas, replica_id
-from video_ssl.losses import multi_positive_nce
+from video_ssl.methods.losses import multi_positive_nce
 from video_ssl.methods.base import EncoderInput, configurable, training_view
 from video_ssl.methods.moco import MoCo
 from video_ssl.methods.momentum import MomentumEncoder

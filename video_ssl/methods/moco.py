@@ -27,7 +27,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from video_ssl.distribute import all_gather, num_replicas, replica_id
-from video_ssl.losses import multi_positive_nce
+from video_ssl.methods.losses import multi_positive_nce
 from video_ssl.methods.base import configurable
 from video_ssl.methods.momentum import ema_update
 from video_ssl.methods.queue import FeatureQueue, random_unit_rows

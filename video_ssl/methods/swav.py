@@ -22,7 +22,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from video_ssl.losses import sinkhorn, swapped_prediction_loss
+from video_ssl.methods.losses import sinkhorn, swapped_prediction_loss
 from video_ssl.methods.base import configurable
 from video_ssl.methods.rho import RhoMethod
 from video_ssl.models.heads import Prototypes

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from video_ssl.data import flow as flow_lib
-from video_ssl.data import video_io
+from tfrecords_tools import video_io
 
 ALGORITHMS = ("tvl1", "dis", "farneback")
 # pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags (OpenCV's tutorial).
