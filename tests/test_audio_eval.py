@@ -22,7 +22,6 @@ from video_ssl.data import audio as audio_lib, schema
 from video_ssl.data.views import AudioSpec
 from video_ssl.evaluation import figures, retrieval
 from video_ssl.evaluation.protocol import EvalData
-from video_ssl.methods.brave import BraVe
 from video_ssl.pretrained import load_encoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,7 +84,8 @@ def run_dir(tmp_path_factory):
     """A BraVe V<->A run: narrow slow_r18 / 8 and broad audio_resnet50 / 8."""
     gin.clear_config()
     config_lib.parse_gin([], [
-        "BraVe.narrow_backbone = 'slow_r18'", "BraVe.broad = ('audio',)",
+        "BraVe.narrow_backbone = 'slow_r18'", "BraVe.views = @brave_views()",
+        "brave_views.broad = ('audio',)",
         "BraVe.broad_backbones = {'audio': 'audio_resnet50'}",
         "BraVe.backbone_kwargs = {'width_multiplier': 0.125}", "BraVe.hidden_dim = 16",
         "BraVe.embedding_dim = 8", "BraVe.synchronized_bn = False",
@@ -93,7 +93,8 @@ def run_dir(tmp_path_factory):
         "train_input.crop_size = 32", "broad_audio/train_input.sync = 'start'",
         "broad_audio/train_input.audio = @AudioSpec()",
         *[f"AudioSpec.{k} = {v!r}" for k, v in vars(SPEC).items()]])
-    directory = save_run(BraVe(), tmp_path_factory.mktemp("brave") / "brave_v_a")
+    directory = save_run(config_lib.method_configurable("BraVe")(),
+                         tmp_path_factory.mktemp("brave") / "brave_v_a")
     gin.clear_config()
     return directory
 

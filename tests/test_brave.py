@@ -13,7 +13,7 @@ import tensorflow as tf
 from video_ssl import config as config_lib, optim, pretrained, train as train_lib
 from video_ssl.data import schema
 from video_ssl.data import flow as flow_lib
-from video_ssl.methods.brave import BraVe
+from video_ssl.methods.brave import BraVe, brave_views
 from gin_query import bound
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,9 +27,7 @@ B, K = 4, 3
 @pytest.fixture(scope="module")
 def method():
     """Broad RGB with K = 3 clips and broad flow with K = 1."""
-    with gin.config_scope(None):
-        model = BraVe(broad=("rgb", "flow"), num_broad_views={"rgb": K}, **TINY)
-    return model
+    return BraVe(brave_views(("rgb", "flow"), {"rgb": K}), **TINY)
 
 
 def batch(seed=0):
@@ -130,7 +128,7 @@ def test_train_step_compiles_with_xla():
     """The step compiles with `jit_compile=True` and gives the uncompiled step's loss."""
     losses, weights = [], None
     for jit in (False, True):
-        model = BraVe(broad=("flow",), num_broad_views=2, **TINY)
+        model = BraVe(brave_views(("flow",), 2), **TINY)
         weights = weights or model.get_weights()
         model.set_weights(weights)
         model.compile(optimizer=optim.build_optimizer(
@@ -148,7 +146,7 @@ def test_train_step_compiles_with_xla():
 
 def test_mixed_bfloat16_step_keeps_the_loss_float32():
     with train_lib.dtype_policy("mixed_bfloat16"):
-        model = BraVe(broad=("flow",), **TINY)
+        model = BraVe(brave_views(("flow",)), **TINY)
     model.compile(optimizer=optim.build_optimizer(
         "lars", base_learning_rate=1.0, global_batch_size=B, total_steps=10))
     data = batch(5)
@@ -160,10 +158,12 @@ def test_mixed_bfloat16_step_keeps_the_loss_float32():
 
 
 def test_bad_settings_name_the_argument():
-    with pytest.raises(ValueError, match="BraVe.broad: expected distinct modalities"):
-        BraVe(broad=("rgb", "depth"), **TINY)
-    with pytest.raises(ValueError, match=r"BraVe.num_broad_views: \['audio'\] are not broad"):
-        BraVe(broad=("rgb",), num_broad_views={"audio": 2}, **TINY)
+    with pytest.raises(ValueError, match="brave_views.broad: expected distinct modalities"):
+        brave_views(("rgb", "depth"))
+    with pytest.raises(ValueError, match=r"brave_views.num_broad_views: expected K >= 1 for"):
+        brave_views(("rgb",), {"audio": 2})
+    with pytest.raises(ValueError, match="BraVe.views: expected {'narrow'"):
+        BraVe({"narrow": brave_views()["broad_rgb"]}, **TINY)
 
 
 # ------------------------------------------------------------------------- recipes
@@ -173,13 +173,7 @@ def views_of(*files, params=()):
     """The views BraVe builds under the recipe's bindings, without its backbones."""
     config_lib.parse_gin([os.path.join(CONFIGS, f) for f in files], list(params))
     try:
-        broad = gin.query_parameter("BraVe.broad")
-        counts = gin.query_parameter("BraVe.num_broad_views")
-        views = {"narrow": BraVe._training_view("narrow", "rgb", 1)}
-        for m in broad:
-            k = counts.get(m, 1) if isinstance(counts, dict) else counts
-            views[f"broad_{m}"] = BraVe._training_view(f"broad_{m}", m, k)
-        return views, bound("build_optimizer.base_learning_rate")
+        return brave_views(), bound("build_optimizer.base_learning_rate")
     finally:
         gin.clear_config()
 
@@ -232,7 +226,7 @@ def test_recipes_run_under_the_demo_overlay(recipe):
 def test_recipes_bind_the_paper_values(recipe, broad, k, backbone, lr, steps):
     config_lib.parse_gin([os.path.join(CONFIGS, recipe)], [])
     try:
-        assert bound("BraVe.broad") == broad and bound("BraVe.num_broad_views") == k
+        assert bound("brave_views.broad") == broad and bound("brave_views.num_broad_views") == k
         assert bound("BraVe.narrow_backbone") == backbone
         assert bound("build_optimizer.base_learning_rate") == lr
         assert bound("train.epochs") == steps and bound("train.steps_per_epoch") == 1000

@@ -13,7 +13,8 @@ import tensorflow as tf
 import video_ssl.train  # noqa: F401  (registers train and train_input)
 from video_ssl import config as config_lib, optim
 from video_ssl.methods.base import INPUT_SPEC_FILE
-from video_ssl.methods.coclr import CoCLR, InfoNCE, SimultaneousCoCLR, UberNCE
+from video_ssl.methods.coclr import (CoCLR, InfoNCE, QueueNCE, SimultaneousCoCLR, UberNCE,
+                                     cotraining_views, pair_views)
 from video_ssl.models import build_backbone
 from gin_query import bound
 
@@ -31,13 +32,20 @@ def tiny_backbone(channels: int) -> keras.Model:
     return keras.Model(inputs, x)
 
 
+NCE_FIELDS = {"wait_for_full_queue", "shuffle_bn", "bn_group_size", "temperature"}
+
+
 def build(cls, modality="rgb", strategy=None, eager=True, **kwargs):
     strategy = strategy or tf.distribute.get_strategy()
     other = {"rgb": 2, "flow": 3}[modality]
+    settings = {k: kwargs.pop(k) for k in set(kwargs) & NCE_FIELDS}
     with strategy.scope():
+        nce = QueueNCE(backbone=tiny_backbone(5 - other), **SMALL, **settings)
         if cls in (CoCLR, SimultaneousCoCLR):
             kwargs.setdefault("sampler_backbone", tiny_backbone(other))
-        method = cls(tiny_backbone(5 - other), modality=modality, **SMALL, **kwargs)
+            method = cls(cotraining_views(), nce, modality=modality, **kwargs)
+        else:
+            method = cls(pair_views(modality), nce, **kwargs)
         method.compile(optimizer=optim.make_optimizer("adam", 1e-3, weight_decay=1e-5),
                        jit_compile=False, run_eagerly=eager)
     return method
@@ -185,8 +193,8 @@ def _values(variables):
 @pytest.mark.parametrize("modality", ["rgb", "flow"])
 def test_coclr_step_freezes_the_sampler(modality):
     method = build(CoCLR, modality=modality)
-    sampler = method.encoders()[method.sampler_modality]
-    assert method.encoders()[modality] is method.backbone and sampler is method.sampler
+    sampler = method.encoder_model(method.sampler_modality)
+    assert method.encoder_model(modality) is method.backbone and sampler is method.sampler
     assert method.primary_encoder == modality
     trainable = {id(v) for v in method.trainable_variables}
     frozen = method.sampler.weights + method.sampler_projector.weights
@@ -221,8 +229,8 @@ def test_mask_is_built_before_the_batch_is_enqueued():
 @pytest.mark.parametrize("cls,modality", [(InfoNCE, "rgb"), (InfoNCE, "flow"), (UberNCE, "rgb")])
 def test_stage_one_methods_train(cls, modality):
     method = build(cls, modality=modality)
-    assert list(method.encoders()) == [modality]
-    assert method.views()["clips"].modalities == (modality,)
+    assert list(method.encoders) == [modality]
+    assert method.views["clips"].modalities == (modality,)
     logs = [fit_one_step(method, make_batch(seed)) for seed in range(2)]
     assert np.isfinite([entry["loss"] for entry in logs]).all()
     assert int(method.queue.pointer.numpy()) == 2 * BATCH  # only the keys are enqueued
@@ -292,10 +300,13 @@ def test_coclr_trains_mirrored(mirrored, cls):
 
 
 def test_bad_inputs_are_one_line_errors():
-    with pytest.raises(ValueError, match="InfoNCE.rho"):
-        InfoNCE(tiny_backbone(3), rho=3)
+    with pytest.raises(ValueError, match="InfoNCE: {'rho': 3}"):  # one query per video
+        InfoNCE(pair_views(), QueueNCE(backbone=tiny_backbone(3), **SMALL), rho=3)
     with pytest.raises(ValueError, match="CoCLR.sampler_backbone"):
-        CoCLR(tiny_backbone(3), **SMALL)
+        CoCLR(cotraining_views(), QueueNCE(backbone=tiny_backbone(3), **SMALL))
+    with pytest.raises(ValueError, match="CoCLR.views: expected RGB and flow"):
+        CoCLR(pair_views(), QueueNCE(backbone=tiny_backbone(3), **SMALL),
+              sampler_backbone=tiny_backbone(2))
     with pytest.raises(ValueError, match="CoCLR.topk"):
         build(CoCLR, topk=QUEUE + 1)
     method = build(InfoNCE)
@@ -381,7 +392,7 @@ def test_stage_one_recipes_bind_the_paper_values(recipe, method, modality):
     config_lib.parse_gin([os.path.join(CONFIGS, recipe)], [])
     try:
         assert gin.query_parameter("train.method").selector == method
-        check_bound({f"{method}.modality": modality, "train.epochs": 300, **OPTIMIZATION,
+        check_bound({"pair_views.modality": modality, "train.epochs": 300, **OPTIMIZATION,
                      **{f"QueueNCE.{k}": v for k, v in FAMILY.items()}}, recipe)
     finally:
         gin.clear_config()
@@ -402,7 +413,8 @@ def test_schedule_recipes_bind_the_paper_schedule(recipe, cycles, cycle_epochs, 
         for name in names:
             method = "InfoNCE" if name.startswith("infonce") else "CoCLR"
             assert gin.query_parameter(f"{name}/train.method").selector == method
-            check_bound({f"{name}/{method}.modality": name.rsplit("_", 1)[1],
+            modality = "pair_views" if method == "InfoNCE" else method
+            check_bound({f"{name}/{modality}.modality": name.rsplit("_", 1)[1],
                          f"{name}/train.epochs": 300 if method == "InfoNCE" else cycle_epochs},
                         recipe)
         check_bound({"CoCLR.topk": 5, "CoCLR.self_drop_prob": 0.0, **OPTIMIZATION,
@@ -413,14 +425,28 @@ def test_schedule_recipes_bind_the_paper_schedule(recipe, cycles, cycle_epochs, 
         gin.clear_config()
 
 
-def test_family_bindings_reach_every_method():
+TINY_FAMILY = ["QueueNCE.backbone = 'slow_r18'", "QueueNCE.queue_size = 16",
+               "QueueNCE.backbone_kwargs = {'width_multiplier': 0.125}",
+               "QueueNCE.hidden_dim = 16", "QueueNCE.embedding_dim = 8"]
+VIEWS = ["InfoNCE.views = @pair_views()", "UberNCE.views = @pair_views()",
+         "CoCLR.views = @cotraining_views()"] + [
+    f"{m}.nce = @QueueNCE()" for m in ("InfoNCE", "UberNCE", "CoCLR")]
+
+
+def build_from_gin(name: str, bindings: list[str]):
     gin.clear_config()
+    config_lib.register_configurables()
     with gin.unlock_config():
-        gin.parse_config(["QueueNCE.temperature = 0.2", "CoCLR.topk = 2",
-                          "InfoNCE.modality = 'flow'"])
+        gin.parse_config(bindings)
+    return config_lib.method_configurable(name)()
+
+
+def test_family_bindings_reach_every_method():
+    bindings = TINY_FAMILY + VIEWS + ["QueueNCE.temperature = 0.2", "CoCLR.topk = 2",
+                                      "pair_views.modality = 'flow'"]
     try:
-        coclr = CoCLR(tiny_backbone(3), sampler_backbone=tiny_backbone(2), **SMALL)
-        infonce = InfoNCE(tiny_backbone(2), **SMALL)
+        coclr = build_from_gin("CoCLR", bindings)
+        infonce = build_from_gin("InfoNCE", bindings)
     finally:
         gin.clear_config()
     assert (coclr.temperature, coclr.topk, coclr.modality) == (0.2, 2, "rgb")
@@ -431,17 +457,11 @@ def test_family_bindings_reach_every_method():
 def test_operative_config_rebuilds_the_trained_model(cls):
     """What evaluate and export do: the operative config read back builds the model that
     was trained, family (`QueueNCE.*`) bindings included (not the defaults)."""
-    family = ["QueueNCE.backbone = 'slow_r18'", "QueueNCE.queue_size = 16",
-              "QueueNCE.backbone_kwargs = {'width_multiplier': 0.125}",
-              "QueueNCE.hidden_dim = 16", "QueueNCE.embedding_dim = 8",
-              f"{cls.__name__}.modality = 'flow'"]
+    family = TINY_FAMILY + VIEWS + ["pair_views.modality = 'flow'"]
     built = []
     for config in (family, None):
-        gin.clear_config()
-        with gin.unlock_config():
-            gin.parse_config(config or operative)
         try:
-            method = cls()
+            method = build_from_gin(cls.__name__, config or [operative])
             operative = gin.operative_config_str()
         finally:
             gin.clear_config()
@@ -451,12 +471,8 @@ def test_operative_config_rebuilds_the_trained_model(cls):
 
 
 def test_family_backbone_binding_builds_both_streams():
-    gin.clear_config()
-    with gin.unlock_config():
-        gin.parse_config(["QueueNCE.backbone = 'slow_r18'",
-                          "QueueNCE.backbone_kwargs = {'width_multiplier': 0.125}"])
     try:
-        method = CoCLR(**SMALL)
+        method = build_from_gin("CoCLR", TINY_FAMILY + VIEWS)
     finally:
         gin.clear_config()
     reference = build_backbone("slow_r18", width_multiplier=0.125, input_channels=2)

@@ -95,7 +95,8 @@ def run_dir(tmp_path_factory):
         "EMBEDDING_DIM = 8", "QUEUE_SIZE = 8", "BN_GROUP_SIZE = None",
         "train_input.num_frames = 4", "train_input.frame_stride = 2",
         "train_input.crop_size = 32"])
-    directory = save_run(CoCLR(), tmp_path_factory.mktemp("coclr") / "cycle1_flow")
+    directory = save_run(config_lib.method_configurable("CoCLR")(),
+                         tmp_path_factory.mktemp("coclr") / "cycle1_flow")
     gin.clear_config()
     return directory
 

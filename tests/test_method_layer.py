@@ -13,6 +13,7 @@ from video_ssl import optim
 from video_ssl.methods.base import INPUT_SPEC_FILE
 from video_ssl.methods.moco import MoCo
 from video_ssl.methods.queue import FeatureQueue
+from video_ssl.methods.rho import rho_views
 
 
 def test_queue_columns_stay_aligned_and_fill_once():
@@ -38,17 +39,20 @@ def test_constant_momentum_is_fixed():
                          base_momentum=0.999)
     fit_one_step(method, make_batch(2))
     method.optimizer.iterations.assign(5)
-    assert float(method.current_momentum()) == pytest.approx(0.999)
+    assert float(method.momentum.value_at(method.step, method.total_steps)) == \
+        pytest.approx(0.999)
     annealed = make_method("moco", 2, eager=True)
     annealed.optimizer.iterations.assign(5)
-    assert float(annealed.current_momentum()) == pytest.approx(
+    assert float(annealed.momentum.value_at(annealed.step, annealed.total_steps)) == \
+        pytest.approx(
         float(optim.annealed_momentum(5, 10, 0.994)))
     with pytest.raises(ValueError, match="momentum_schedule"):
         make_method("moco", 2, momentum_schedule="linear")
 
 
 def test_loss_per_positive_is_one_row_per_positive():
-    method = MoCo(tiny_backbone(), rho=3, queue_size=16, loss_per_positive=True, **SMALL)
+    method = MoCo(rho_views(3), tiny_backbone(), queue_size=16, loss_per_positive=True,
+                  **SMALL)
     rng = np.random.default_rng(0)
     clip = tf.constant(rng.normal(size=(BATCH, 4, 32, 32, 3)), tf.float32)
     keys = [tf.math.l2_normalize(tf.constant(rng.normal(size=(BATCH, 8)), tf.float32), -1)
@@ -97,7 +101,7 @@ def test_bn_group_size_normalizes_each_group_alone():
 
 def test_encoders_and_input_spec_describe_the_method():
     method = make_method("byol", 2, eager=True)
-    assert list(method.encoders()) == ["rgb"] and method.encoders()["rgb"] is method.backbone
+    assert list(method.encoders) == ["rgb"] and method.encoder_model("rgb") is method.backbone
     spec = method.input_spec()
     assert spec["encoders"]["rgb"] == {"attribute": "backbone", "view": "clips",
                                        "modality": "rgb"}
@@ -182,7 +186,8 @@ def test_train_step_compiles_with_xla(name, options):
     losses = []
     for jit in (False, True):
         keras.utils.set_random_seed(0)
-        method = METHODS[name](backbone=tiny_backbone(), rho=3, total_steps=10, **options)
+        method = METHODS[name](views=rho_views(3), backbone=tiny_backbone(), total_steps=10,
+                               **options)
         method.compile(optimizer=optim.build_optimizer(
             "lars", base_learning_rate=0.4, global_batch_size=BATCH, total_steps=10),
             jit_compile=jit)

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from video_ssl import optim
+from video_ssl import config as config_lib, optim
 from video_ssl.methods.losses import sinkhorn
 from video_ssl.methods.byol import BYOL
 from video_ssl.methods.moco import MoCo
+from video_ssl.methods.rho import rho_views
 from video_ssl.methods.simclr import SimCLR
 from video_ssl.methods.swav import SwAV
 from video_ssl.models.heads import Prototypes, mlp_head
@@ -38,8 +39,9 @@ def make_method(name, rho, strategy=None, eager=False, **kwargs):
     """A tiny method; `eager` skips graph tracing, which dominates the cost at this size."""
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        method = METHODS[name](backbone=tiny_backbone(name in ("byol", "simclr", "swav")),
-                               rho=rho, total_steps=TOTAL_STEPS, **kwargs)
+        method = METHODS[name](views=rho_views(rho),
+                               backbone=tiny_backbone(name in ("byol", "simclr", "swav")),
+                               total_steps=TOTAL_STEPS, **kwargs)
         method.compile(optimizer=optim.build_optimizer(
             "sgd" if name == "moco" else "lars", base_learning_rate=0.4,
             global_batch_size=BATCH, total_steps=TOTAL_STEPS, weight_decay=1e-4),
@@ -76,7 +78,7 @@ def _check_trains(name, rho, strategy=None, eager=False):
     if name in ("moco", "byol"):
         # EMA happens before each step's update: step 0 averages equal weights; step 1
         # averages the initial momentum weights with the online weights after step 0.
-        m = float(optim.annealed_momentum(1, TOTAL_STEPS, method.base_momentum))
+        m = float(optim.annealed_momentum(1, TOTAL_STEPS, method.momentum.base_momentum))
         online = [w for w in method.backbone.weights if w.trainable]
         momentum = [t for t, o in zip(method.momentum["backbone"].weights, method.backbone.weights)
                     if o.trainable]
@@ -188,7 +190,7 @@ def _simclr_numpy(embeddings, temperature, clip_pairs):
 @pytest.mark.parametrize("positives,pairs", [("all", [[0, 1, 2]]),
                                              ("consecutive", [[0, 1], [1, 2]])])
 def test_simclr_loss_matches_numpy(positives, pairs):
-    method = SimCLR(tiny_backbone(), rho=3, positives=positives, **SMALL)
+    method = SimCLR(rho_views(3), tiny_backbone(), positives=positives, **SMALL)
     rng = np.random.default_rng(0)
     embeddings = rng.normal(size=(3, 5, 8))
     embeddings /= np.linalg.norm(embeddings, axis=-1, keepdims=True)
@@ -199,23 +201,27 @@ def test_simclr_loss_matches_numpy(positives, pairs):
 
 
 def test_bad_batch_names_key_and_expected_shape():
-    method = SimCLR(tiny_backbone(), rho=3, **SMALL)
+    method = SimCLR(rho_views(3), tiny_backbone(), **SMALL)
     with pytest.raises(ValueError, match=r"batch\['views'\]\['clips'\]\['rgb'\].*3 clips"):
         method.split_clips(make_batch(2))
     with pytest.raises(ValueError, match="'views'.*'clips'"):
         method.split_clips(make_batch(3)["views"]["clips"]["rgb"])
     with pytest.raises(ValueError, match="rho"):
-        SimCLR(tiny_backbone(), rho=0)
+        rho_views(0)
 
 
 def test_methods_are_gin_configurable():
+    config_lib.register_configurables()
     with gin.unlock_config():
-        gin.parse_config(["MoCo.queue_size = 32", "MoCo.temperature = 0.2", "MoCo.rho = 3"])
+        gin.parse_config(["MoCo.queue_size = 32", "MoCo.temperature = 0.2",
+                          "MoCo.views = @rho_views()", "rho_views.rho = 3"])
     try:
-        method = MoCo(tiny_backbone(), **SMALL)
+        method = config_lib.method_configurable("MoCo")(backbone=tiny_backbone(), **SMALL)
+        plain = MoCo(rho_views(2), tiny_backbone(), **SMALL)  # Python alone reads no gin
     finally:
         gin.clear_config()
     assert (method.queue.size, method.temperature, method.num_clips) == (32, 0.2, 3)
+    assert (plain.queue.size, plain.temperature, plain.num_clips) == (65536, 0.1, 2)
 
 
 def test_heads_follow_the_recipes():
@@ -235,7 +241,7 @@ def test_heads_follow_the_recipes():
 
 @pytest.mark.slow
 def test_registry_backbone_trains():
-    method = SwAV("slow_r18", rho=2, backbone_kwargs=dict(width_multiplier=1 / 8),
+    method = SwAV(rho_views(2), "slow_r18", backbone_kwargs=dict(width_multiplier=1 / 8),
                   num_prototypes=10, total_steps=TOTAL_STEPS, **SMALL)
     method.compile(optimizer=optim.LARS(0.1), jit_compile=False)
     assert np.isfinite(fit_one_step(method, make_batch(2)))

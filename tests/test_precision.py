@@ -13,6 +13,7 @@ from test_methods import METHODS, fit_one_step, make_batch, tiny_backbone
 from test_train import cli, shards  # noqa: F401  (fixture)
 from video_ssl import config as config_lib, distribute, train as train_lib
 from video_ssl.methods.moco import MoCo
+from video_ssl.methods.rho import rho_views
 from video_ssl.methods.simclr import SimCLR
 
 
@@ -27,7 +28,7 @@ def _float32_afterwards():
 def build(name, precision="float32", optimizer=None, eager=False):
     """A tiny method; `eager` skips graph tracing, which dominates the cost at this size."""
     with train_lib.dtype_policy(precision):
-        method = METHODS[name](backbone=tiny_backbone(), rho=2, total_steps=10)
+        method = METHODS[name](views=rho_views(2), backbone=tiny_backbone(), total_steps=10)
     method.compile(optimizer=optimizer or keras.optimizers.SGD(0.1), jit_compile=False,
                    run_eagerly=eager)
     return method
@@ -117,7 +118,7 @@ def test_trainer_mixed_float16_wraps_the_optimizer_in_loss_scaling(tmp_path, sha
     """The recipe's MoCo on the tiny backbone: TensorFlow's CPU kernels have no float16
     MaxPool3D, which the registry's ResNets start with (mixed_float16 is for GPUs)."""
     model, logs, final = _train(tmp_path, shards, "train.precision='mixed_float16'",
-                                method=lambda: MoCo(backbone=tiny_backbone()))
+                                method=lambda: MoCo(rho_views(2), tiny_backbone()))
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert model.backbone.layers[1].compute_dtype == "float16"
     assert float_dtypes(model.weights) == {"float32"} and model.queue["keys"].dtype == "float32"
@@ -132,7 +133,7 @@ def test_trainer_jit_compile_trains_a_step_with_xla(tmp_path, shards):
     """The tiny backbone: XLA takes ~40 s to compile the registry's Slow R-18 on a CPU.
     Then a resume under another precision."""
     model, logs, final = _train(tmp_path, shards, "train.jit_compile=True",
-                                method=lambda: MoCo(backbone=tiny_backbone()))
+                                method=lambda: MoCo(rho_views(2), tiny_backbone()))
     assert model.jit_compile is True
     assert np.isfinite(logs["loss"]) and final["step"] == 1
     # Resuming that float32 run under mixed_float16 (a loss scale in the optimizer's
@@ -141,7 +142,7 @@ def test_trainer_jit_compile_trains_a_step_with_xla(tmp_path, shards):
     with pytest.raises(ValueError, match=r"ckpt-1: does not match this run's method and "
                                          r"optimizer \(.*\); resume with the bindings"):
         _train(tmp_path, shards, "train.epochs=2", "train.precision='mixed_float16'",
-               method=lambda: MoCo(backbone=tiny_backbone()))
+               method=lambda: MoCo(rho_views(2), tiny_backbone()))
 
 
 def test_unknown_precision_is_one_line(tmp_path, shards, capsys):
@@ -173,7 +174,7 @@ def test_a_step_that_does_not_scale_its_loss_is_refused():
             self.apply_and_track(loss, tape.gradient(loss, self.trainable_variables),
                                  self.trainable_variables)
             return {"loss": self.loss_tracker.result()}
-    method = Unscaled(backbone=tiny_backbone(), rho=2, hidden_dim=16, embedding_dim=8)
+    method = Unscaled(rho_views(2), tiny_backbone(), hidden_dim=16, embedding_dim=8)
     method.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1)),
                    run_eagerly=True)
     with pytest.raises(ValueError, match="Unscaled.train_step differentiates a loss that "

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from video_ssl.methods.rho import rho_views
 from video_ssl import config as config_lib, train as train_lib
 from video_ssl.data import pipeline, reader, schema
 
@@ -352,7 +353,7 @@ def test_count_records_reads_headers(tmp_path, shards):
 
 
 def _tiny(method_class, **kwargs):
-    return method_class("slow_r18", rho=2, backbone_kwargs={"width_multiplier": 0.125},
+    return method_class(rho_views(2), "slow_r18", backbone_kwargs={"width_multiplier": 0.125},
                         hidden_dim=8, embedding_dim=4, **kwargs)
 
 
@@ -368,11 +369,11 @@ def test_deferred_augmentation_runs_in_the_step(shards):
     for defer in (True, False):
         gin.bind_parameter("train_input.defer_augmentation", defer)
         models[defer] = _tiny(MoCo, queue_size=16)
-        view = models[defer].views()["clips"]
+        view = models[defer].views["clips"]
         assert view.defer_augmentation is defer
         assert view.augmentation == {"color_strength": 0.25, "blur_prob": 1.0}
         batches[defer] = next(iter(train_lib.view_dataset(
-            [shards], models[defer].views(), global_batch_size=4, seed=3)))
+            [shards], models[defer].views, global_batch_size=4, seed=3)))
     assert batches[True]["views"]["clips"]["rgb"].dtype == tf.uint8
     for got, want in zip(models[True].split_clips(batches[True]),
                          models[False].split_clips(batches[False])):
@@ -384,11 +385,11 @@ def test_augmentation_moves_to_the_accelerator_unless_bound(monkeypatch):
     from video_ssl.methods import base
     from video_ssl.methods.simclr import SimCLR
     gin.bind_parameter("train_input.grayscale_prob", 0.3)
-    assert not _tiny(SimCLR).views()["clips"].defer_augmentation
+    assert not _tiny(SimCLR).views["clips"].defer_augmentation
     monkeypatch.setattr(base, "has_accelerator", lambda: True)
-    assert _tiny(SimCLR).views()["clips"].defer_augmentation
+    assert _tiny(SimCLR).views["clips"].defer_augmentation
     gin.bind_parameter("train_input.defer_augmentation", False)
-    assert not _tiny(SimCLR).views()["clips"].defer_augmentation
+    assert not _tiny(SimCLR).views["clips"].defer_augmentation
 
 
 @pytest.mark.parametrize("binding", ["train_input.colour_strength = 0.5",

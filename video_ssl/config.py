@@ -26,7 +26,7 @@ def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str]) -> None:
     gin_files = [resolve_gin_file(path) for path in gin_files]
     for path in gin_files:
         gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
-    _register_configurables()
+    register_configurables()
     quiet = _QuietGinSearch()
     logging.getLogger().addFilter(quiet)
     try:
@@ -66,12 +66,28 @@ class _QuietGinSearch(logging.Filter):
         return not record.getMessage().startswith("Path not found")
 
 
-def _register_configurables() -> None:
+def register_configurables() -> None:
     """Imports the modules whose classes and functions gin files name: every module of
-    `video_ssl.methods` (so a new method registers by existing), the optimizers and
-    the stage schedule."""
+    `video_ssl.methods`, whose concrete method classes are registered under their names
+    (so a new method registers by existing; the classes stay gin-free: gin builds them,
+    Python callers pass their arguments), the optimizers and the stage schedule."""
     import video_ssl.methods
+    from video_ssl.methods.base import all_concrete_methods
     for module in pkgutil.iter_modules(video_ssl.methods.__path__):
         importlib.import_module(f"video_ssl.methods.{module.name}")
+    for cls in all_concrete_methods():
+        if cls not in _REGISTERED_METHODS:
+            gin.external_configurable(cls, module=cls.__module__)
+            _REGISTERED_METHODS.add(cls)
     import video_ssl.optim  # noqa: F401
     import video_ssl.training.stages  # noqa: F401
+
+
+_REGISTERED_METHODS: set[type] = set()
+
+
+def method_configurable(name: str):
+    """The gin-registered constructor of the method class `name` (building it applies
+    the parsed bindings); a ValueError when no method has that name."""
+    register_configurables()
+    return gin.get_configurable(name)

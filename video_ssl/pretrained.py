@@ -90,7 +90,7 @@ def _build_method(config_path: str, method_name: str) -> keras.Model:
     """Builds the method class `method_name` with its bindings in the (already parsed)
     operative config."""
     try:
-        method_class = gin.get_configurable(method_name)
+        method_class = config.method_configurable(method_name)
     except ValueError:
         raise ValueError(f"{config_path}: the run trained {method_name!r}, which this version "
                          "of video_ssl does not know") from None
@@ -154,7 +154,7 @@ def load_encoder(model_dir: str, checkpoint: str | None = None, *, encoder: str 
     with tf.io.gfile.GFile(config_path) as f:
         config_text = f.read()
 
-    config._register_configurables()
+    config.register_configurables()
     try:
         # Unknown configurables (e.g. a user's callback module) do not matter here.
         gin.parse_config(config_text, skip_unknown=True)
@@ -175,7 +175,7 @@ def load_encoder(model_dir: str, checkpoint: str | None = None, *, encoder: str 
             raise CheckpointError(f"checkpoint {checkpoint_path} does not match the model "
                                   f"configured by {config_path}: {failure}")
         step = _checkpoint_step(checkpoint_path) or 0
-    return Pretrained(backbone=method.encoders()[name], encoder=name,
+    return Pretrained(backbone=method.encoder_model(name), encoder=name,
                       modality=source["modality"], method_name=type(method).__name__,
                       clip=clip, normalization=normalization,
                       checkpoint_path=checkpoint_path, step=step,

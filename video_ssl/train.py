@@ -103,8 +103,8 @@ def knn_monitors(model: Method, bank_files: Sequence[str], query_files: Sequence
     """One online kNN monitor per encoder, on one centre clip per video shaped like
     that encoder's training clips, in its own modality. The primary encoder logs
     `knn_top1`, the others `knn_top1_<encoder>`."""
-    views, monitors = model.views(), []
-    for name, source in model.encoder_inputs().items():
+    views, monitors = model.views, []
+    for name, source in model.encoders.items():
         view = views[source.view]
         clip, normalization = input_spec.clip_settings(view)
 
@@ -116,7 +116,7 @@ def knn_monitors(model: Method, bank_files: Sequence[str], query_files: Sequence
         monitors.append(KNNMonitor(split(bank_files), split(query_files), key=key,
                                    modality=source.modality, every_n_epochs=every_n_epochs,
                                    k=k, temperature=temperature,
-                                   encoder=lambda m, name=name: m.encoders()[name]))
+                                   encoder=lambda m, name=name: m.encoder_model(name)))
     return monitors
 
 
@@ -137,15 +137,15 @@ def export_encoders(model: Method, export_dir: str) -> None:
     """The primary encoder at `export_dir` itself (where single-encoder runs have always
     put it), then `export_dir/<encoder>/` for every encoder. An encoder trained under a
     mixed policy computes in it there too, and returns float32 features."""
-    views, encoders = model.views(), model.encoders()
-    primary = model.encoder_inputs()[model.primary_encoder]
+    views = model.views
+    primary = model.encoders[model.primary_encoder]
     clip, normalization = input_spec.clip_settings(views[primary.view])
-    serving.export_saved_model(float32_outputs(encoders[model.primary_encoder]), export_dir,
-                               clip=clip, normalization=normalization,
+    serving.export_saved_model(float32_outputs(model.encoder_model(model.primary_encoder)),
+                               export_dir, clip=clip, normalization=normalization,
                                modality=primary.modality, overwrite=True)
-    for name, source in model.encoder_inputs().items():
+    for name, source in model.encoders.items():
         clip, normalization = input_spec.clip_settings(views[source.view])
-        serving.export_saved_model(float32_outputs(encoders[name]),
+        serving.export_saved_model(float32_outputs(model.encoder_model(name)),
                                    os.path.join(export_dir, name), clip=clip,
                                    normalization=normalization, modality=source.modality,
                                    overwrite=True)
@@ -254,7 +254,7 @@ def train(model_dir: str, *,
         model.compile(optimizer=opt, jit_compile=jit_compile)
         # Slots must exist before restoring: Keras 3 variables are not restored lazily.
         opt.build(model.trainable_variables)
-    preflight.check_audio_sample_rate(files, model.views())
+    preflight.check_audio_sample_rate(files, model.views)
 
     # The configuration holds: from here on the run owns model_dir. The chief alone
     # locks it and writes there; the other workers of a multi-worker run take part in
@@ -295,7 +295,7 @@ def train(model_dir: str, *,
             atomic.write_text(os.path.join(model_dir, INPUT_SPEC_FILE),
                               json.dumps(model.input_spec(), indent=1))
 
-        views = model.views()
+        views = model.views
         for name, view in views.items():
             where = "the training step" if view.defer_augmentation else "the input pipeline"
             print(f"View {name!r}: the augmentation after the crop runs in {where} "
@@ -363,7 +363,7 @@ def train(model_dir: str, *,
                                      global_batch_size=global_batch_size))
         if chief:
             export_dir = os.path.join(model_dir, "export")
-            print(f"Exporting {', '.join(model.encoders())} to {export_dir}")
+            print(f"Exporting {', '.join(model.encoders)} to {export_dir}")
             export_encoders(model, export_dir)
         return metrics.final
 

@@ -1,83 +1,94 @@
-"""The generic method: what the trainer, export, evaluation and the kNN monitor know
-of any self-supervised method.
+"""The method contract: what the trainer, export, evaluation and the kNN monitor know of
+any self-supervised method.
 
-A method is a `keras.Model` whose `train_step` implements one objective. It
+A method is a `keras.Model` whose `train_step` implements one objective. It is built
+in plain Python from what it is handed, and declares itself once:
 
-- names its encoders (`ENCODERS`: encoder name -> attribute; the first is the
-  primary one, which users evaluate by default) and says which view and modality
-  feeds each (`encoder_inputs`);
-- declares its input views (`views()`: name -> `ViewSpec`, built from the
-  `train_input` bindings in `__init__`); the trainer passes them to the input
-  pipeline and hands each batch over as {"views": {name: {modality: ...}}, "label"};
-- owns its augmentation: a view with deferred augmentation arrives as decoded uint8
-  crops, and `view_inputs` applies the rest of the view's augmentation in the step;
-- has a schedule hook, `configure(total_steps=, steps_per_epoch=)`, called by the
-  trainer before training (and after restoring a checkpoint);
-- can initialize named encoders from other runs (`init_checkpoints={"flow": DIR}`),
-  without touching gin (CoCLR's second stage runs while gin holds its own config).
+- `views`: {name: `ViewSpec`}, the input views it trains on, handed to it (gin builds
+  them in one factory per family, from the `train_input` bindings: `rho_views`,
+  `pair_views`, `brave_views`); the method checks they have the structure it needs and
+  reads its own (ρ, modalities, broad views) from them. The trainer passes them to the
+  input pipeline and hands each batch over as {"views": {name: {modality: ...}}, "label"}.
+- `encoders`: {name: `Encoder(attribute, view, modality)`}, the networks users keep: the
+  attribute holding the `keras.Model`, the view and modality feeding it; the first is
+  the primary encoder, which users evaluate by default.
+
+It owns its augmentation (a view with deferred augmentation arrives as uint8 crops and
+`view_inputs` finishes it in the step), has a schedule hook (`configure`), and can
+initialize named encoders from other runs (`init_checkpoints={"flow": DIR}`).
 
 Everything a resumed run needs is a variable the model tracks, so
 `tf.train.Checkpoint(model=method)` saves it; the step counter is the optimizer's
-`iterations`. Written for `tf.distribute`: `train_step` runs once per replica;
-raw-op losses are divided by the number of replicas before differentiation, and scaled
-by the optimizer's loss scale (mixed_float16), both in `scaled_for_gradients`. Under a
-mixed-precision policy the methods cast embeddings to float32 before their losses.
+`iterations`. Written for `tf.distribute`: `train_step` runs once per replica; raw-op
+losses are divided by the number of replicas and multiplied by the optimizer's loss
+scale in `scaled_for_gradients`. Under a mixed-precision policy the methods cast
+embeddings to float32 before their losses.
+
+Concrete subclasses (no abstract method left) are registered with gin under their class
+name by `video_ssl.config`, without touching the class: `MoCo(...)` in Python reads no
+gin, `train.method = @MoCo` in a gin file does.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import inspect
 import json
 import os
+import sys
 from typing import Mapping
 
-import gin
 import keras
 import tensorflow as tf
 
 from video_ssl.data import augment, input_spec
 from video_ssl.data.views import ViewSpec
 from video_ssl.distribute import has_accelerator, nonfinite_on_all_if_on_any, num_replicas
+from video_ssl.methods.momentum import ema_update
 
 INPUT_SPEC_FILE = "input_spec.json"
 
 
-def configurable(cls):
-    """`gin.configurable` for a Keras model class.
-
-    Keras inspects `__init__` with `inspect.getfullargspec` when instantiating, which
-    does not see through gin's wrapper; the original signature is put back on it.
-    """
-    signature = inspect.signature(cls.__init__)
-    cls = gin.configurable(cls)
-    cls.__init__.__signature__ = signature
-    return cls
-
-
 @dataclasses.dataclass(frozen=True)
-class EncoderInput:
-    """What feeds an encoder: the name of one of the method's views and a modality."""
+class Encoder:
+    """One of a method's encoders: the attribute holding its `keras.Model`, and the view
+    and modality feeding it."""
+    attribute: str
     view: str
     modality: str
 
 
-def training_view(values: Mapping | None = None, **method_fields) -> ViewSpec:
-    """A training `ViewSpec` from `train_input` bindings (the bound ones when
-    `values` is None) and the fields the method decides. Deferred augmentation
-    defaults to on when the replicas run on an accelerator (`has_accelerator`):
-    on the CPU the pipeline's per-clip path is cheaper (benchmarks/RESULTS.md)."""
+def training_view(values: Mapping | None = None, **structure) -> ViewSpec:
+    """A training `ViewSpec` from `train_input` values (the bound ones when None) and the
+    structure its family decides (`num_clips`, `same_window`, `modalities`). Deferred
+    augmentation defaults to on when the replicas run on an accelerator: on the CPU the
+    pipeline's per-clip path is cheaper (benchmarks/RESULTS.md)."""
     values = dict(input_spec.train_input() if values is None else values)
     if values.get("defer_augmentation") is None:
-        values["defer_augmentation"] = has_accelerator() and "rgb" in method_fields.get(
+        values["defer_augmentation"] = has_accelerator() and "rgb" in structure.get(
             "modalities", ("rgb",))
-    return input_spec.view_from_input(values, **method_fields)
+    return input_spec.view_from_input(values, **structure)
 
 
-class Method(keras.Model):
-    """Base of every method. Subclasses set `ENCODERS`, build their views in
-    `__init__` (`self._views`) and implement `encoder_inputs` and `train_step`.
+def all_concrete_methods() -> list[type]:
+    """Every concrete `Method` subclass defined so far (importing a module defines its),
+    as its module names it (not subclasses made on the fly, such as gin's wrappers)."""
+    found, pending = [], list(Method.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        pending += cls.__subclasses__()
+        defined = getattr(sys.modules.get(cls.__module__), cls.__qualname__, None) is cls
+        if defined and not inspect.isabstract(cls) and cls not in found:
+            found.append(cls)
+    return found
+
+
+class Method(keras.Model, metaclass=abc.ABCMeta):
+    """Base of every method.
 
     Args:
+      views: {name: ViewSpec}, the input views (see the module docstring).
+      encoders: {name: Encoder}, declared by the subclass; the first is the primary one.
       init_checkpoints: encoder name -> a training model_dir (or checkpoint prefix) of
         another run whose primary encoder initializes it; "DIR:NAME" picks that run's
         encoder NAME. Applied by the trainer on a fresh start (`initialize_encoders`).
@@ -85,45 +96,54 @@ class Method(keras.Model):
         `configure`; schedules inside the step read it).
     """
 
-    # Encoder name -> attribute holding it; the first is the primary encoder.
-    ENCODERS: Mapping[str, str] = {}
-
-    def __init__(self, *, init_checkpoints: Mapping[str, str] | None = None,
-                 total_steps: int = 0, **kwargs):
+    def __init__(self, views: Mapping[str, ViewSpec], encoders: Mapping[str, Encoder], *,
+                 init_checkpoints: Mapping[str, str] | None = None, total_steps: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
+        owner = type(self).__name__
+        if not isinstance(views, Mapping) or not all(
+                isinstance(v, ViewSpec) for v in views.values()):
+            raise ValueError(f"{owner}.views: expected {{name: ViewSpec}}, got {views!r}")
+        for name, encoder in encoders.items():
+            view = views.get(encoder.view)
+            if view is None or encoder.modality not in view.modalities:
+                raise ValueError(f"{owner}: encoder {name!r} reads {encoder.modality!r} from "
+                                 f"view {encoder.view!r}; the views are {_describe_views(views)}")
+        self._views = dict(views)
+        self._encoders = dict(encoders)
         self.init_checkpoints = dict(init_checkpoints or {})
-        self._views: dict[str, ViewSpec] = {}
         self.total_steps = self.add_weight(
             name="total_steps", shape=(), dtype="int64", trainable=False,
             initializer=keras.initializers.Constant(total_steps),
             aggregation="only_first_replica")
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
+    @abc.abstractmethod
+    def train_step(self, data):
+        """One optimizer step on a batch {"views": {name: {modality: ...}}, "label"}."""
+
     # ----------------------------------------------------------- what others read
-    def encoder_attributes(self) -> dict[str, str]:
-        """Encoder name -> attribute; `ENCODERS` unless the method's config decides."""
-        return dict(self.ENCODERS)
-
-    def encoders(self) -> dict[str, keras.Model]:
-        return {name: getattr(self, attr) for name, attr in self.encoder_attributes().items()}
-
     @property
-    def primary_encoder(self) -> str:
-        return next(iter(self.encoder_attributes()))
-
     def views(self) -> dict[str, ViewSpec]:
         return dict(self._views)
 
-    def encoder_inputs(self) -> dict[str, EncoderInput]:
-        raise NotImplementedError
+    @property
+    def encoders(self) -> dict[str, Encoder]:
+        return dict(self._encoders)
+
+    @property
+    def primary_encoder(self) -> str:
+        return next(iter(self._encoders))
+
+    def encoder_model(self, name: str) -> keras.Model:
+        """The `keras.Model` of encoder `name`: clips (B, ...) -> features (B, D)."""
+        return getattr(self, self._encoders[name].attribute)
 
     def input_spec(self) -> dict:
         """The JSON a run writes as `input_spec.json`: views, encoders and their inputs."""
-        inputs, attributes = self.encoder_inputs(), self.encoder_attributes()
         return {"method": type(self).__name__, "primary_encoder": self.primary_encoder,
                 "views": {n: input_spec.view_to_json(v) for n, v in self._views.items()},
-                "encoders": {n: {"attribute": a, "view": inputs[n].view,
-                                 "modality": inputs[n].modality} for n, a in attributes.items()}}
+                "encoders": {n: dataclasses.asdict(e) for n, e in self._encoders.items()}}
 
     # ------------------------------------------------------------------ schedule
     def configure(self, *, total_steps: int, steps_per_epoch: int) -> None:
@@ -140,11 +160,11 @@ class Method(keras.Model):
         """Restores each `init_checkpoints` encoder (with `init_parts`) from the other
         run's checkpoint, then calls `after_initialization`; returns one line per
         encoder saying where it came from."""
-        lines, encoders = [], self.encoders()
-        unknown = set(self.init_checkpoints) - set(encoders)
+        lines = []
+        unknown = set(self.init_checkpoints) - set(self._encoders)
         if unknown:
             raise ValueError(f"{type(self).__name__}.init_checkpoints: unknown encoders "
-                             f"{sorted(unknown)}; expected some of {sorted(encoders)}")
+                             f"{sorted(unknown)}; expected some of {sorted(self._encoders)}")
         for name, source in self.init_checkpoints.items():
             binding = f"{type(self).__name__}.init_checkpoints[{name!r}]"
             directory, _, source_encoder = source.partition(":")
@@ -168,7 +188,7 @@ class Method(keras.Model):
         """The modules restored for encoder `name`, keyed by their attribute in the source
         run's method (`source_attribute` holds its encoder): the encoder alone here."""
         del binding
-        return {source_attribute: self.encoders()[name]}
+        return {source_attribute: self.encoder_model(name)}
 
     def after_initialization(self) -> None:
         """Hook after `init_checkpoints` were restored (momentum methods copy the new
@@ -185,12 +205,25 @@ class Method(keras.Model):
                              f"{_describe(data)}")
         values = dict(data["views"][view])
         if "augment_seed" in values:
-            spec = self._views[view]
-            accepted = inspect.signature(augment.augment_batch).parameters
-            options = {k: v for k, v in spec.augmentation.items() if k in accepted}
-            values["rgb"] = augment.augment_batch(values["rgb"], values.pop("augment_seed"),
-                                                  values.pop("rgb_size", None), **options)
+            options = {k: v for k, v in self._views[view].augmentation.items()
+                       if k != "max_value"}  # TODO(merge): the view's AugmentSpec
+            values["rgb"] = augment.augment_batch(
+                values["rgb"], values.pop("augment_seed"), values.pop("rgb_size", None),
+                **options)
         return values
+
+    def view_clips(self, data, view: str, modality: str) -> tf.Tensor:
+        """(B, K, ...) clips of one view's modality, checked against the view's clip
+        count K."""
+        clips = self.view_inputs(data, view).get(modality)
+        clips = None if clips is None else tf.convert_to_tensor(clips)
+        expected = self._views[view].num_clips
+        if clips is None or clips.shape.rank is None or clips.shape.rank < 3 \
+                or clips.shape[1] != expected:
+            raise ValueError(
+                f"batch['views'][{view!r}][{modality!r}]: expected shape (batch, {expected} "
+                f"clips, ...), got {None if clips is None else tuple(clips.shape)}")
+        return clips
 
     @property
     def metrics(self):
@@ -204,8 +237,12 @@ class Method(keras.Model):
         self._scales_its_loss = True  # seen while the step is traced
         return self.optimizer.scale_loss(loss / num_replicas())
 
-    def apply_and_track(self, loss: tf.Tensor, gradients, variables) -> None:
-        """Applies `gradients` and records the (per-replica, unscaled) loss."""
+    def apply_and_track(self, loss: tf.Tensor, gradients, variables, *,
+                        keep: tf.Tensor | None = None) -> None:
+        """Applies `gradients` and records the (per-replica, unscaled) loss. With `keep`
+        (a scalar bool), a step where it is False counts (the optimizer's iterations
+        advance) but changes no variable and no optimizer slot: they are put back (a
+        tf.cond around the step cannot hold the optimizer's cross-replica sync)."""
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             if not getattr(self, "_scales_its_loss", False):
                 raise ValueError(
@@ -215,7 +252,18 @@ class Method(keras.Model):
                     f"loss scale")
             # It skips the step when a replica's own gradients overflow: all must skip.
             gradients = nonfinite_on_all_if_on_any(gradients)
-        self.optimizer.apply(gradients, variables)
+        if keep is None:
+            self.optimizer.apply(gradients, variables)
+        else:
+            # Float state only (a LossScaleOptimizer's step counter is an integer).
+            state = variables + [v for v in self.optimizer.variables
+                                 if v is not self.optimizer.iterations
+                                 and "float" in str(v.dtype)]
+            before = [tf.identity(v) for v in state]
+            with tf.control_dependencies(before):
+                self.optimizer.apply(gradients, variables)
+            # An EMA with m in {0, 1}: 1 keeps the new values, 0 puts the old ones back.
+            ema_update(state, before, tf.cast(keep, tf.float32))
         self.loss_tracker.update_state(loss)
 
 
@@ -223,6 +271,10 @@ def _describe(data) -> str:
     if isinstance(data, Mapping):
         return "a dict with keys " + str(sorted(data))
     return type(data).__name__
+
+
+def _describe_views(views: Mapping[str, ViewSpec]) -> str:
+    return str({name: tuple(view.modalities) for name, view in views.items()})
 
 
 def read_input_spec(model_dir: str) -> dict:

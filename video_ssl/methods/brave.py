@@ -4,8 +4,9 @@ video, each through its own backbone, regress each other (§3.1).
 
 Encoders and views share their names: "narrow" (the primary encoder, RGB) and one
 "broad_<modality>" per broad modality ("broad_rgb" — with or without random
-convolutions, a view's augmentation setting —, "broad_flow", "broad_audio"). Each view
-is configured by `train_input` bindings scoped by its name
+convolutions, a view's augmentation setting —, "broad_flow", "broad_audio"), of K
+clips each (the view's `num_clips`, Table 3). `brave_views(broad, num_broad_views)`
+builds them from `train_input` bindings scoped by each view's name
 (`broad_rgb/train_input.num_frames = 64`); unscoped ones apply to every view.
 
 Per broad modality b: a backbone f_b, projector g_b and predictor h_b, and on the
@@ -29,22 +30,50 @@ import gin
 import keras
 import tensorflow as tf
 
-from video_ssl.data import input_spec
+from video_ssl.data import input_spec, modalities
+from video_ssl.data.views import ViewSpec
+from video_ssl.methods.base import Encoder, Method, training_view
 from video_ssl.methods.losses import byol_loss
-from video_ssl.methods.base import EncoderInput, Method, configurable, training_view
-from video_ssl.methods.rho import MODALITY_CHANNELS
 from video_ssl.models import build_backbone
 from video_ssl.models.heads import mlp_head
 
 NARROW = "narrow"
-CHANNELS = {**MODALITY_CHANNELS, "audio": 1}
-BROAD_MODALITIES = tuple(CHANNELS)
+BROAD_MODALITIES = ("rgb", "flow", "audio")
 # §4.1: TSM-50 for every broad visual view, ResNet-50 for log-mel spectrograms.
 BROAD_BACKBONES = {"rgb": "tsm_r50", "flow": "tsm_r50", "audio": "audio_resnet50"}
 
 
 def broad_view(modality: str) -> str:
     return f"broad_{modality}"
+
+
+@gin.configurable
+def brave_views(broad: Sequence[str] = ("rgb",),
+                num_broad_views: int | Mapping[str, int] = 1) -> dict[str, ViewSpec]:
+    """{"narrow": one RGB clip, "broad_<m>": K clips of modality m for each broad
+    modality}, each from its own `<view>/train_input` bindings over the unscoped ones.
+
+    broad: the broad modalities, in order, a non-empty subset of rgb, flow, audio.
+    num_broad_views: K, clips per broad view: one int for every modality, or {modality:
+    K} (Table 3; default 1).
+    """
+    broad = tuple(broad)
+    if not broad or set(broad) - set(BROAD_MODALITIES) or len(set(broad)) != len(broad):
+        raise ValueError(f"brave_views.broad: expected distinct modalities among "
+                         f"{BROAD_MODALITIES}, got {broad!r}")
+    counts = (dict(num_broad_views) if isinstance(num_broad_views, Mapping)
+              else {m: num_broad_views for m in broad})
+    if set(counts) - set(broad) or min(int(k) for k in counts.values()) < 1:
+        raise ValueError(f"brave_views.num_broad_views: expected K >= 1 for some of {broad}, "
+                         f"got {num_broad_views!r}")
+
+    def view(name, modality, num_clips):
+        with gin.config_scope(name):
+            values = input_spec.train_input()
+        return training_view(values, num_clips=num_clips, modalities=(modality,))
+
+    return {NARROW: view(NARROW, "rgb", 1),
+            **{broad_view(m): view(broad_view(m), m, int(counts.get(m, 1))) for m in broad}}
 
 
 def regression(prediction: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
@@ -54,54 +83,43 @@ def regression(prediction: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
                      tf.stop_gradient(tf.cast(target, tf.float32)))
 
 
-@configurable
 class BraVe(Method):
     """BraVe; see the module docstring.
 
     Args:
+      views: {"narrow": 1 RGB clip, "broad_<m>": K clips of modality m, ...}
+        (`brave_views`); the broad views' order is the broad modalities'.
       narrow_backbone: registry name (or built model) of f_n; RGB input.
-      broad: the broad modalities, in order, a non-empty subset of rgb, flow, audio.
-      num_broad_views: K, clips per broad view: one int for every modality, or
-        {modality: K} (Table 3; default 1).
-      broad_backbones: {modality: registry name} for f_b, defaults `BROAD_BACKBONES`.
+      broad_backbones: {modality: registry name or built model} for f_b, defaults
+        `BROAD_BACKBONES`.
       backbone_kwargs: extra `build_backbone` arguments for every backbone (e.g.
         `width_multiplier`); narrow_backbone_kwargs: for f_n only, on top.
       hidden_dim, embedding_dim: the heads' sizes (§4.1: 4096, 128).
       synchronized_bn: SyncBN in the backbones and heads (§4.1, the official code).
     """
 
-    def __init__(self, narrow_backbone: str | keras.Model = "tsm_r50", *,
-                 broad: Sequence[str] = ("rgb",),
-                 num_broad_views: int | Mapping[str, int] = 1,
-                 broad_backbones: Mapping[str, str] | None = None,
+    def __init__(self, views: Mapping[str, ViewSpec], narrow_backbone: str | keras.Model = "tsm_r50",
+                 *, broad_backbones: Mapping[str, str | keras.Model] | None = None,
                  backbone_kwargs: Mapping | None = None,
                  narrow_backbone_kwargs: Mapping | None = None,
                  hidden_dim: int = 4096, embedding_dim: int = 128,
                  synchronized_bn: bool = True, **kwargs):
-        super().__init__(**{"name": "brave", **kwargs})
-        self.broad = tuple(broad)
-        if not self.broad or set(self.broad) - set(BROAD_MODALITIES) \
-                or len(set(self.broad)) != len(self.broad):
-            raise ValueError(f"BraVe.broad: expected distinct modalities among "
-                             f"{BROAD_MODALITIES}, got {broad!r}")
-        counts = (dict(num_broad_views) if isinstance(num_broad_views, Mapping)
-                  else {m: num_broad_views for m in self.broad})
-        unknown = set(counts) - set(self.broad)
-        if unknown:
-            raise ValueError(f"BraVe.num_broad_views: {sorted(unknown)} are not broad "
-                             f"modalities {self.broad}")
-        self.num_broad_views = {m: int(counts.get(m, 1)) for m in self.broad}
-        if min(self.num_broad_views.values()) < 1:
-            raise ValueError(f"BraVe.num_broad_views: expected >= 1, got {num_broad_views!r}")
-        names = {**BROAD_BACKBONES, **dict(broad_backbones or {})}
+        broad = _broad_modalities(views)
+        super().__init__(views, {NARROW: Encoder("narrow_backbone", NARROW, "rgb"), **{
+            broad_view(m): Encoder(f"{broad_view(m)}_backbone", broad_view(m), m)
+            for m in broad}}, **{"name": "brave", **kwargs})
+        self.broad = broad
+        self.num_broad_views = {m: views[broad_view(m)].num_clips for m in broad}
         self.synchronized_bn = bool(synchronized_bn)
+        backbones = {**BROAD_BACKBONES, **dict(broad_backbones or {})}
         shared = dict(backbone_kwargs or {})
 
         def backbone(model, modality, extra=None):
             if not isinstance(model, str):
                 return model
             return build_backbone(model, synchronized_bn=self.synchronized_bn,
-                                  input_channels=CHANNELS[modality], **{**shared, **(extra or {})})
+                                  input_channels=modalities.channels(modality),
+                                  **{**shared, **(extra or {})})
 
         def head(input_dim, name, projector):
             return mlp_head(input_dim, hidden_dim=hidden_dim, output_dim=embedding_dim,
@@ -110,36 +128,17 @@ class BraVe(Method):
 
         self.narrow_backbone = backbone(narrow_backbone, "rgb", narrow_backbone_kwargs)
         narrow_dim = int(self.narrow_backbone.output_shape[-1])
-        self._views = {NARROW: self._training_view(NARROW, "rgb", 1)}
-        for m in self.broad:
+        for m in broad:
             name = broad_view(m)
-            setattr(self, f"{name}_backbone", backbone(names[m], m))
+            setattr(self, f"{name}_backbone", backbone(backbones[m], m))
             broad_dim = int(getattr(self, f"{name}_backbone").output_shape[-1])
             setattr(self, f"{name}_projector", head(broad_dim, f"{name}_projector", True))
             setattr(self, f"{name}_predictor", head(embedding_dim, f"{name}_predictor", False))
             setattr(self, f"narrow_{m}_projector", head(narrow_dim, f"narrow_{m}_projector", True))
             setattr(self, f"narrow_{m}_predictor",
                     head(embedding_dim, f"narrow_{m}_predictor", False))
-            self._views[name] = self._training_view(name, m, self.num_broad_views[m])
-        self.term_trackers = {m: keras.metrics.Mean(name=f"loss_{broad_view(m)}")
-                              for m in self.broad}
+        self.term_trackers = {m: keras.metrics.Mean(name=f"loss_{broad_view(m)}") for m in broad}
         self.built = True
-
-    @staticmethod
-    def _training_view(name: str, modality: str, num_clips: int):
-        # The view's own `name/train_input` bindings over the unscoped ones.
-        with gin.config_scope(name):
-            values = input_spec.train_input()
-        return training_view(values, num_clips=num_clips, modalities=(modality,))
-
-    # ----------------------------------------------------------- what others read
-    def encoder_attributes(self):
-        return {NARROW: "narrow_backbone",
-                **{broad_view(m): f"{broad_view(m)}_backbone" for m in self.broad}}
-
-    def encoder_inputs(self):
-        return {NARROW: EncoderInput(NARROW, "rgb"),
-                **{broad_view(m): EncoderInput(broad_view(m), m) for m in self.broad}}
 
     @property
     def metrics(self):
@@ -150,15 +149,6 @@ class BraVe(Method):
         return self.narrow_backbone(clips, training=training)
 
     # ----------------------------------------------------------------- the step
-    def view_clips(self, data, view: str, modality: str) -> tf.Tensor:
-        """(B, K, ...) clips of one view, checked against its clip count."""
-        clips = tf.convert_to_tensor(self.view_inputs(data, view)[modality])
-        expected = self._views[view].num_clips
-        if clips.shape.rank is None or clips.shape.rank < 3 or clips.shape[1] != expected:
-            raise ValueError(f"batch['views'][{view!r}][{modality!r}]: expected shape (batch, "
-                             f"{expected} clips, ...), got {tuple(clips.shape)}")
-        return clips
-
     def losses_per_modality(self, data, training: bool = True) -> dict[str, tf.Tensor]:
         """{broad modality: L_n->b + L_b->n} of one batch (eqs. 2-5)."""
         narrow = self.narrow_backbone(self.view_clips(data, NARROW, "rgb")[:, 0],
@@ -192,3 +182,18 @@ class BraVe(Method):
         for m, term in terms.items():
             self.term_trackers[m].update_state(term)
         return {tracker.name: tracker.result() for tracker in self.metrics}
+
+
+def _broad_modalities(views) -> tuple[str, ...]:
+    """The broad modalities of BraVe's views, checked: "narrow" is one RGB clip, each
+    "broad_<m>" has modality m alone."""
+    narrow = views.get(NARROW) if isinstance(views, Mapping) else None
+    broad = tuple(name[len("broad_"):] for name in views or () if name != NARROW)
+    good = (narrow is not None and narrow.modalities == ("rgb",) and narrow.num_clips == 1
+            and broad and all(m in BROAD_MODALITIES and views[broad_view(m)].modalities == (m,)
+                              for m in broad))
+    if not good:
+        raise ValueError(f"BraVe.views: expected {{'narrow': 1 RGB clip, 'broad_<m>': clips of "
+                         f"modality m}} for m in {BROAD_MODALITIES} (brave_views), got "
+                         f"{ {n: (v.modalities, v.num_clips) for n, v in (views or {}).items()} }")
+    return broad

@@ -1,14 +1,16 @@
 """InfoNCE, UberNCE and CoCLR (Han, Xie, Zisserman 2020, "Self-supervised Co-training
 for Video Representation Learning"; sections, equations and Algorithm 1 refer to it).
 
-All three are MoCo with one query clip and one key clip per video (Algorithm 1): the
-online encoder embeds clip 0 (the query), the momentum encoder clip 1 (its key; the
-clips are cut at random times and augmented independently, §4.2), and the loss is
-the multi-instance InfoNCE of eq. (2) over [own key, queue]; only the keys are
-enqueued. They differ in which queue entries are positives of a query besides its
-own key:
+All are MoCo with one query clip and one key clip per video (Algorithm 1): the online
+encoder embeds clip 0 (the query), the momentum encoder clip 1 (its key; the clips are
+cut at random times and augmented independently, §4.2), and the loss is the
+multi-instance InfoNCE of eq. (2) over [own key, queue]; only the keys are enqueued.
+They share their settings, one typed `QueueNCE` (gin: `QueueNCE.<setting>` binds every
+method of the family through `<Method>.nce = @QueueNCE()`), and differ in which queue
+entries are positives of a query besides its own key:
 
-- `InfoNCE` (eq. 1): none (instance discrimination), for RGB or flow (`modality`).
+- `InfoNCE` (eq. 1): none (instance discrimination), for RGB or flow (the view's one
+  modality: `pair_views(modality)`).
 - `UberNCE` (§3.1): the entries of the query's class (the label oracle; a label column
   in the queue).
 - `CoCLR` (§3.2, eqs. 2-5): the entries of the same video, and the top-K entries by
@@ -29,88 +31,195 @@ overwritten (the first queue_size / batch steps only).
 """
 from __future__ import annotations
 
+import abc
+import dataclasses
+from typing import Mapping
 
+import gin
 import keras
 import tensorflow as tf
 
+from video_ssl.data import modalities
+from video_ssl.data.views import ViewSpec
 from video_ssl.distribute import all_gather, num_replicas, replica_id
+from video_ssl.methods import steps
+from video_ssl.methods.base import Encoder, Method, training_view
 from video_ssl.methods.losses import multi_positive_nce
-from video_ssl.methods.base import EncoderInput, configurable, training_view
-from video_ssl.methods.moco import MoCo
-from video_ssl.methods.momentum import MomentumEncoder
-from video_ssl.methods.rho import MODALITY_CHANNELS, VIEW
+from video_ssl.methods.momentum import SCHEDULES, MomentumEncoder
+from video_ssl.methods.queue import FeatureQueue
 from video_ssl.models import build_backbone
+from video_ssl.models.heads import mlp_head
 
+VIEW = "clips"
+STREAMS = ("rgb", "flow")
 # The trained stream's head and the sampler's, by the attribute of their backbone.
 HEADS = {"backbone": "projector", "sampler": "sampler_projector"}
 NEG_INF = -float("inf")
 
 
-@configurable
-class QueueNCE(MoCo):
-    """The family's base (gin: `QueueNCE.<arg>` binds InfoNCE, UberNCE and CoCLR alike).
-    One query and one key clip per video against an aligned queue; subclasses say
-    which queue entries are positives (`queue_positives`) and what else a queue row
-    holds (`extra_queue_columns` + `batch_entries`).
+@gin.configurable
+def pair_views(modality: str = "rgb") -> dict[str, ViewSpec]:
+    """{"clips": two clips of `modality` per video, cut at independent times} (InfoNCE,
+    UberNCE), shape, crops and augmentation from the `train_input` bindings."""
+    steps.check_choice("pair_views", "modality", modality, STREAMS)
+    return {VIEW: training_view(num_clips=2, same_window=False, modalities=(modality,))}
 
-    Args: MoCo's, with the paper's defaults (§A.1-A.3); `modality` (RhoMethod) is the
-    trained stream, "rgb" or "flow" (2 input channels). MoCo's rho, loss_per_positive
-    and gradient_aggregation do not apply (one query per video).
+
+@gin.configurable
+def cotraining_views() -> dict[str, ViewSpec]:
+    """{"clips": two clips per video, each in RGB and flow of the same window, crop and
+    flip} (CoCLR: the sampler reads the key clip's other modality)."""
+    return {VIEW: training_view(num_clips=2, same_window=False, modalities=STREAMS)}
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueNCE:
+    """The settings every method of the family shares, defaults the paper's (§A.1-A.3):
+    S3D, projection head FC-1024 -> ReLU -> FC-128 without BN, queue 2048, τ 0.07, a
+    fixed momentum 0.999; BatchNorm per replica batch or per `bn_group_size` clips,
+    shuffle-BN across replicas; `wait_for_full_queue`: no optimizer step until the queue
+    has been filled once (MoCo's official code)."""
+    backbone: str | keras.Model = "s3d"
+    backbone_kwargs: Mapping = dataclasses.field(default_factory=dict)
+    synchronized_bn: bool = False
+    bn_group_size: int | None = None
+    hidden_dim: int = 1024
+    embedding_dim: int = 128
+    num_layers: int = 2
+    batch_norm_in_head: bool = False
+    queue_size: int = 2048
+    temperature: float = 0.07
+    base_momentum: float = 0.999
+    momentum_schedule: str = "constant"
+    shuffle_bn: bool = True
+    wait_for_full_queue: bool = False
+
+    def __post_init__(self):
+        steps.check_choice("QueueNCE", "momentum_schedule", self.momentum_schedule, SCHEDULES)
+        if self.bn_group_size is not None and self.bn_group_size < 1:
+            raise ValueError(f"QueueNCE.bn_group_size: expected None or >= 1, got "
+                             f"{self.bn_group_size!r}")
+
+    def build_backbone(self, modality: str, model: str | keras.Model | None = None):
+        """A backbone for a stream of `modality` (this family's, or `model`)."""
+        model = self.backbone if model is None else model
+        if not isinstance(model, str):
+            return model
+        return build_backbone(model, synchronized_bn=self.synchronized_bn,
+                              input_channels=modalities.channels(modality),
+                              **dict(self.backbone_kwargs))
+
+
+gin.external_configurable(QueueNCE, "QueueNCE")
+
+
+class QueueNCEMethod(Method):
+    """Family base: one query and one key clip per video against an aligned queue;
+    the methods say which queue entries are positives (`queue_positives`) and what else
+    a queue row holds (`extra_queue_columns` + `batch_entries`).
+
+    Args:
+      views: {"clips": two clips per video} (`pair_views` or `cotraining_views`).
+      nce: the family's settings (`QueueNCE`).
+      modality: the trained stream, "rgb" or "flow"; None = the view's one modality.
     """
 
-    def __init__(self, backbone="s3d", *, queue_size: int = 2048, temperature: float = 0.07,
-                 hidden_dim: int = 1024, embedding_dim: int = 128, num_layers: int = 2,
-                 base_momentum: float = 0.999, momentum_schedule: str = "constant",
-                 **kwargs):
-        for name in {"rho", "loss_per_positive", "gradient_aggregation"} & set(kwargs):
-            raise ValueError(f"{type(self).__name__}.{name}: not a setting of this method; one "
-                             "query and one key clip per video (Algorithm 1)")
-        super().__init__(backbone, rho=2, queue_size=queue_size, temperature=temperature,
-                         hidden_dim=hidden_dim, embedding_dim=embedding_dim,
-                         num_layers=num_layers, base_momentum=base_momentum,
-                         momentum_schedule=momentum_schedule, **kwargs)
-        # What CoCLR builds its sampler from (the other stream, same architecture).
-        self.backbone_name = backbone if isinstance(backbone, str) else None
-        self.backbone_kwargs = dict(kwargs.get("backbone_kwargs") or {})
+    def __init__(self, views: Mapping[str, ViewSpec], nce: QueueNCE = QueueNCE(), *,
+                 modality: str | None = None, **kwargs):
+        owner = type(self).__name__
+        view = views.get(VIEW) if isinstance(views, Mapping) else None
+        if set(views or ()) != {VIEW} or view.num_clips != 2 \
+                or set(view.modalities) - set(STREAMS):
+            raise ValueError(f"{owner}.views: expected {{'clips': ViewSpec}} of 2 clips of "
+                             f"{STREAMS} (pair_views, cotraining_views), got {views!r}")
+        if modality is None:
+            if len(view.modalities) != 1:
+                raise ValueError(f"{owner}.modality: the view has {view.modalities}; name "
+                                 "the trained stream")
+            modality = view.modalities[0]
+        steps.check_choice(owner, "modality", modality, view.modalities)
+        super().__init__(views, self.declare_encoders(modality), **kwargs)
+        self.modality = modality
+        self.nce = nce
+        self.temperature = float(nce.temperature)
+        self.bn_group_size = nce.bn_group_size
+        self.backbone = nce.build_backbone(modality)
+        self.projector = self.head(int(self.backbone.output_shape[-1]), "projector")
+        self.momentum = MomentumEncoder(self.online_modules(), owner=owner, name="momentum",
+                                        base_momentum=nce.base_momentum,
+                                        schedule=nce.momentum_schedule)
+        self.queue = FeatureQueue(nce.queue_size, {
+            "keys": ((nce.embedding_dim,), "float32", "zeros"),
+            **self.extra_queue_columns(nce.embedding_dim)}, name="queue")
+        self.built = True
 
     # ------------------------------------------------------------------ hooks
-    @property
-    def input_modalities(self) -> tuple[str, ...]:
-        return (self.modality,)
+    def declare_encoders(self, modality: str) -> dict[str, Encoder]:
+        return {modality: Encoder("backbone", VIEW, modality)}
+
+    def extra_queue_columns(self, embedding_dim: int) -> dict:
+        """Queue columns aligned with the keys, {name: (row shape, dtype, initializer)}."""
+        del embedding_dim
+        return {}
 
     def batch_entries(self, data, clips: dict) -> dict:
         """This replica's rows of the extra queue columns, {column: (B, ...)}."""
         del data, clips
         return {}
 
+    @abc.abstractmethod
     def queue_positives(self, entries: dict, batch_size) -> tf.Tensor:
         """(B, queue_size) bool: the queue rows that are positives of each query (rows
         never written are masked out by the caller)."""
-        del entries
-        return tf.zeros([batch_size, self.queue.size], tf.bool)
 
     def self_positive(self, queue_positives: tf.Tensor) -> tf.Tensor:
         """(B,) bool: whether a query's own key is a positive."""
         return tf.ones(tf.shape(queue_positives)[:1], tf.bool)
 
+    # ------------------------------------------------------------------ parts
+    def head(self, input_dim: int, name: str) -> keras.Sequential:
+        nce = self.nce
+        return mlp_head(input_dim, hidden_dim=nce.hidden_dim, output_dim=nce.embedding_dim,
+                        num_layers=nce.num_layers, batch_norm=nce.batch_norm_in_head,
+                        synchronized_bn=nce.synchronized_bn, name=name)
+
+    def online_modules(self) -> dict[str, keras.Model]:
+        return {"backbone": self.backbone, "projector": self.projector}
+
+    def momentum_pairs(self) -> list[tuple[MomentumEncoder, dict]]:
+        """(momentum encoder, the online modules it follows) of each trained stream."""
+        return [(self.momentum, self.online_modules())]
+
+    def after_initialization(self):
+        # Algorithm 1: f_k.params = f_q.params once the encoders are initialized.
+        for encoder, online in self.momentum_pairs():
+            encoder.copy_from(online)
+
+    def call(self, clips, training=False):
+        """Backbone features (B, D) of the trained stream's clips (B, T, H, W, C)."""
+        return self.backbone(clips, training=training)
+
     # ------------------------------------------------------------------ the step
     def clip_pairs(self, data) -> dict[str, tuple[tf.Tensor, tf.Tensor]]:
         """modality -> (clip 0, clip 1), each (B, T, H, W, C)."""
-        values = self.view_inputs(data, VIEW)
-        pairs = {}
-        for modality in self.input_modalities:
-            clips = values.get(modality)
-            if clips is None or clips.shape.rank != 6 or clips.shape[1] != 2:
-                raise ValueError(
-                    f"batch['views'][{VIEW!r}][{modality!r}]: expected shape (batch, 2 clips, "
-                    f"T, H, W, C), got {None if clips is None else tuple(clips.shape)}")
-            pairs[modality] = tuple(tf.unstack(clips, axis=1))
-        return pairs
+        view = self._views[VIEW]
+        return {m: tuple(tf.unstack(self.view_clips(data, VIEW, m), axis=1))
+                for m in view.modalities}
 
     def embed(self, backbone, projector, clip) -> tf.Tensor:
-        """A query: the L2-normalized embedding (B, D) of an online encoder."""
-        return tf.math.l2_normalize(self.grouped(lambda x: projector(
-            backbone(x, training=True), training=True), clip), axis=-1)
+        """The L2-normalized embedding (B, D) of an encoder, per BatchNorm group."""
+        return tf.math.l2_normalize(steps.grouped(
+            lambda x: projector(backbone(x, training=True), training=True), clip,
+            self.bn_group_size, type(self).__name__), axis=-1)
+
+    def keys(self, encoder: MomentumEncoder, clip: tf.Tensor) -> tf.Tensor:
+        """A momentum encoder's keys of the key clips (shuffle-BN across replicas)."""
+        def encode(x):
+            return self.embed(encoder["backbone"], encoder["projector"], x)
+        if num_replicas() == 1 or not self.nce.shuffle_bn:
+            return encode(clip)
+        return steps.shuffled_across_replicas(
+            encode, clip, tf.stack([tf.cast(self.step, tf.int32), tf.constant(1)]))
 
     def contrastive_loss(self, query, keys, queue_positives, self_positive,
                          queue_column: str = "keys") -> tf.Tensor:
@@ -125,12 +234,17 @@ class QueueNCE(MoCo):
         mask = tf.concat([self_positive[:, None], queue_positives], axis=1)
         return multi_positive_nce(logits, mask)
 
+    def apply_step(self, loss, gradients, variables) -> None:
+        """The optimizer step, held back until the queue is full when asked to."""
+        self.apply_and_track(loss, gradients, variables, keep=(
+            self.queue.is_full() if self.nce.wait_for_full_queue else None))
+
     def train_step(self, data):
         clips = self.clip_pairs(data)
         query_clip, key_clip = clips[self.modality]
-        momentum = self.current_momentum()
+        momentum = self.momentum.value_at(self.step, self.total_steps)
         self.momentum.update(self.online_modules(), momentum)
-        keys = tf.stop_gradient(self.momentum_target(key_clip, 1))
+        keys = tf.stop_gradient(self.keys(self.momentum, key_clip))
         entries = self.batch_entries(data, clips)
         # Before this batch is enqueued; unwritten rows never count.
         positives = self.queue_positives(entries, tf.shape(keys)[0]) & self.queue.filled[None]
@@ -140,7 +254,7 @@ class QueueNCE(MoCo):
             query = self.embed(self.backbone, self.projector, query_clip)
             loss = self.contrastive_loss(query, keys, positives, self_positive)
             scaled_loss = self.scaled_for_gradients(loss)
-        self.apply_gradients(loss, tape.gradient(scaled_loss, variables), variables)
+        self.apply_step(loss, tape.gradient(scaled_loss, variables), variables)
         self.queue.enqueue(keys=all_gather(keys),
                            **{name: all_gather(value) for name, value in entries.items()})
         return {"loss": self.loss_tracker.result(), "momentum": momentum,
@@ -150,37 +264,27 @@ class QueueNCE(MoCo):
     # ---------------------------------------------------------- initialization
     def init_parts(self, name, source_attribute, binding):
         """The encoder and its projection head (the official code loads whole encoders);
-        `after_initialization` then copies the trained stream into its momentum encoder
-        (Algorithm 1: f_k.params = f_q.params)."""
+        `after_initialization` then copies the trained stream into its momentum encoder."""
         if source_attribute not in HEADS:
             raise ValueError(f"{binding}: the source run's encoder is its "
                              f"{source_attribute!r}; expected an InfoNCE/UberNCE/CoCLR run "
                              f"(one of {sorted(HEADS)})")
-        head = getattr(self, HEADS[self.encoder_attributes()[name]])
-        return {source_attribute: self.encoders()[name], HEADS[source_attribute]: head}
+        head = getattr(self, HEADS[self._encoders[name].attribute])
+        return {source_attribute: self.encoder_model(name), HEADS[source_attribute]: head}
 
 
-@configurable
-class InfoNCE(QueueNCE):
+class InfoNCE(QueueNCEMethod):
     """Stage 1 of CoCLR (§3.1 eq. 1, §4.2): MoCo-style instance discrimination for one
-    stream. The encoder is named after its modality ("rgb" or "flow")."""
+    stream, the view's modality ("rgb" or "flow"), which names the encoder."""
 
-    def __init__(self, backbone: str | keras.Model | None = None, **kwargs):
-        # QueueNCE's arguments stay out of this signature (as in CoCLR): gin writes a
-        # configurable's signature defaults into operative_config.gin, and `InfoNCE.
-        # queue_size = 2048` there would override `QueueNCE.queue_size` when evaluation
-        # or export rebuild the run from it.
-        super().__init__(**({} if backbone is None else {"backbone": backbone}), **kwargs)
+    def queue_positives(self, entries, batch_size):
+        del entries
+        return tf.zeros([batch_size, self.queue.size], tf.bool)
 
 
-@configurable
-class UberNCE(QueueNCE):
+class UberNCE(QueueNCEMethod):
     """InfoNCE with the label oracle (§3.1, Table 1): queue entries of the query's class
     are positives too. Needs labeled training shards."""
-
-    def __init__(self, backbone: str | keras.Model | None = None, **kwargs):
-        # As InfoNCE's: only UberNCE's own bindings in the operative config.
-        super().__init__(**({} if backbone is None else {"backbone": backbone}), **kwargs)
 
     def extra_queue_columns(self, embedding_dim):
         del embedding_dim
@@ -199,8 +303,7 @@ class UberNCE(QueueNCE):
         return entries["label"][:, None] == self.queue["label"][None]
 
 
-@configurable
-class CoCLR(QueueNCE):
+class CoCLR(QueueNCEMethod):
     """Stage 2 of CoCLR (§3.2, Algorithm 1): trains the `modality` stream with positives
     mined by a frozen encoder of the other stream.
 
@@ -211,8 +314,10 @@ class CoCLR(QueueNCE):
     the momentum encoder then starts as a copy of the trained one.
 
     Args:
+      views: `cotraining_views()`, RGB and flow of each clip.
+      nce: the family's settings; modality: the trained stream.
       sampler_backbone: the other stream's backbone: a registry name (default: the
-        same name as `backbone`) or a built model (needed when `backbone` is one).
+        family's backbone) or a built model (needed when `nce.backbone` is one).
       topk: K of eq. (3), the mined positives per query (0: only same-video ones).
       self_drop_prob: the final official code's variant: with this probability per
         step, the own key stops being a positive for queries that have other
@@ -220,49 +325,40 @@ class CoCLR(QueueNCE):
       mine_only_when_full: no top-K positives until the queue has been filled once
         (the official code's behaviour: InfoNCE with same-video positives until then).
     """
+    TRAINS_SAMPLER = False
 
-    def __init__(self, backbone: str | keras.Model | None = None, *,
+    def __init__(self, views, nce: QueueNCE = QueueNCE(), *, modality: str = "rgb",
                  sampler_backbone: str | keras.Model | None = None, topk: int = 5,
                  self_drop_prob: float = 0.0, mine_only_when_full: bool = False, **kwargs):
-        # backbone=None leaves it to QueueNCE (its gin binding or default): passing a
-        # default from here would override `QueueNCE.backbone`.
-        super().__init__(**({} if backbone is None else {"backbone": backbone}), **kwargs)
-        if not 0 <= int(topk) <= self.queue.size:
-            raise ValueError(f"CoCLR.topk: expected 0 <= topk <= queue_size "
-                             f"({self.queue.size}), got {topk!r}")
+        owner = type(self).__name__
+        if not 0 <= int(topk) <= nce.queue_size:
+            raise ValueError(f"{owner}.topk: expected 0 <= topk <= queue_size "
+                             f"({nce.queue_size}), got {topk!r}")
         if not 0.0 <= self_drop_prob <= 1.0:
-            raise ValueError(f"CoCLR.self_drop_prob: expected a probability in [0, 1], got "
-                             f"{self_drop_prob!r}")
+            raise ValueError(f"{owner}.self_drop_prob: expected a probability in [0, 1], "
+                             f"got {self_drop_prob!r}")
+        if sampler_backbone is None and not isinstance(nce.backbone, str):
+            raise ValueError(f"{owner}.sampler_backbone: expected a registry name or a built "
+                             "model when the family's backbone is a built model")
+        view = views.get(VIEW) if isinstance(views, Mapping) else None
+        if view is None or set(view.modalities) != set(STREAMS):
+            raise ValueError(f"{owner}.views: expected RGB and flow in one view 'clips' "
+                             f"(cotraining_views), got {views!r}")
+        super().__init__(views, nce, modality=modality, **kwargs)
         self.topk = int(topk)
         self.self_drop_prob = float(self_drop_prob)
         self.mine_only_when_full = mine_only_when_full
-        self.sampler_modality = "flow" if self.modality == "rgb" else "rgb"
-        if sampler_backbone is None:
-            if self.backbone_name is None:
-                raise ValueError("CoCLR.sampler_backbone: expected a registry name or a built "
-                                 f"{self.sampler_modality} model when backbone is a built model")
-            sampler_backbone = self.backbone_name
-        if isinstance(sampler_backbone, str):
-            sampler_backbone = build_backbone(
-                sampler_backbone, synchronized_bn=self.synchronized_bn,
-                input_channels=MODALITY_CHANNELS[self.sampler_modality], **self.backbone_kwargs)
-        self.sampler = sampler_backbone
+        self.sampler_modality = other_stream(modality)
+        self.sampler = nce.build_backbone(self.sampler_modality, sampler_backbone)
         self.sampler_projector = keras.models.clone_model(self.projector)
-        # Frozen: not in trainable_variables, and its BatchNorm uses running statistics.
-        self.sampler.trainable = False
-        self.sampler_projector.trainable = False
-        self._views = {VIEW: training_view(num_clips=2, same_window=False,
-                                           modalities=("rgb", "flow"))}
+        # Frozen unless trained too: out of trainable_variables, BatchNorm on running
+        # statistics.
+        self.sampler.trainable = self.TRAINS_SAMPLER
+        self.sampler_projector.trainable = self.TRAINS_SAMPLER
 
-    @property
-    def input_modalities(self):
-        return ("rgb", "flow")
-
-    def encoder_attributes(self):
-        return {self.modality: "backbone", self.sampler_modality: "sampler"}
-
-    def encoder_inputs(self):
-        return {m: EncoderInput(VIEW, m) for m in (self.modality, self.sampler_modality)}
+    def declare_encoders(self, modality):
+        return {modality: Encoder("backbone", VIEW, modality),
+                other_stream(modality): Encoder("sampler", VIEW, other_stream(modality))}
 
     def extra_queue_columns(self, embedding_dim):
         return {"sampler": ((embedding_dim,), "float32", "zeros"),
@@ -319,22 +415,21 @@ class CoCLR(QueueNCE):
         return keep & ~(drop & tf.reduce_any(queue_positives, axis=1))
 
 
-@configurable
 class SimultaneousCoCLR(CoCLR):
     """Table 1's "sim" ablation (§4.4): both streams trained at once on L1 + L2 (eqs. 2
     and 4), each mining its top-K positives with the other stream's momentum keys of
     the same clip. The second stream (attribute "sampler", now trained) has a momentum
     encoder of its own; the queue's "sampler" column holds its keys (its negatives and
     the first stream's mining features), the "keys" column the first stream's (the
-    other way round). Shuffle-BN (several replicas) is applied to the first stream's
-    keys only; on one device there is nothing to shuffle.
+    other way round). Arguments as CoCLR's.
     """
+    TRAINS_SAMPLER = True
 
-    def __init__(self, backbone: str | keras.Model | None = None, **kwargs):
-        super().__init__(**({} if backbone is None else {"backbone": backbone}), **kwargs)
-        self.sampler.trainable = True
-        self.sampler_projector.trainable = True
-        self.sampler_momentum = MomentumEncoder(self.sampler_modules(), name="sampler_momentum")
+    def __init__(self, views, nce: QueueNCE = QueueNCE(), **kwargs):
+        super().__init__(views, nce, **kwargs)
+        self.sampler_momentum = MomentumEncoder(
+            self.sampler_modules(), owner="SimultaneousCoCLR", name="sampler_momentum",
+            base_momentum=nce.base_momentum, schedule=nce.momentum_schedule)
 
     def sampler_modules(self) -> dict[str, keras.Model]:
         return {"backbone": self.sampler, "projector": self.sampler_projector}
@@ -346,14 +441,11 @@ class SimultaneousCoCLR(CoCLR):
     def train_step(self, data):
         clips = self.clip_pairs(data)
         (query_a, key_a), (query_b, key_b) = clips[self.modality], clips[self.sampler_modality]
-        momentum = self.current_momentum()
+        momentum = self.momentum.value_at(self.step, self.total_steps)
         for encoder, online in self.momentum_pairs():
             encoder.update(online, momentum)
-        keys_a = tf.stop_gradient(self.momentum_target(key_a, 1))
-        keys_b = tf.stop_gradient(tf.math.l2_normalize(self.grouped(
-            lambda x: self.sampler_momentum["projector"](
-                self.sampler_momentum["backbone"](x, training=True), training=True), key_b),
-            axis=-1))
+        keys_a = tf.stop_gradient(self.keys(self.momentum, key_a))
+        keys_b = tf.stop_gradient(self.keys(self.sampler_momentum, key_b))
         video_ids = self.video_ids(data)
         # Before this batch is enqueued; unwritten rows never count.
         positives_a = self.mine(keys_b, "sampler", video_ids) & self.queue.filled[None]
@@ -367,8 +459,12 @@ class SimultaneousCoCLR(CoCLR):
                 self.self_positive(positives_b), queue_column="sampler")
             loss = loss_a + loss_b
             scaled_loss = self.scaled_for_gradients(loss)
-        self.apply_gradients(loss, tape.gradient(scaled_loss, variables), variables)
+        self.apply_step(loss, tape.gradient(scaled_loss, variables), variables)
         self.queue.enqueue(keys=all_gather(keys_a), sampler=all_gather(keys_b),
                            video_id=all_gather(video_ids))
         return {"loss": self.loss_tracker.result(), "momentum": momentum,
                 f"loss_{self.modality}": loss_a, f"loss_{self.sampler_modality}": loss_b}
+
+
+def other_stream(modality: str) -> str:
+    return "flow" if modality == "rgb" else "rgb"

@@ -26,68 +26,67 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from video_ssl.distribute import all_gather, num_replicas, replica_id
+from video_ssl.distribute import all_gather, num_replicas
+from video_ssl.methods import steps
 from video_ssl.methods.losses import multi_positive_nce
-from video_ssl.methods.base import configurable
-from video_ssl.methods.momentum import ema_update
+from video_ssl.methods.momentum import MomentumEncoder
 from video_ssl.methods.queue import FeatureQueue, random_unit_rows
-from video_ssl.methods.rho import MomentumRhoMethod
+from video_ssl.methods.rho import RhoMethod
 
 
-@configurable
-class MoCo(MomentumRhoMethod):
-    """ρMoCo. See the module docstring; `rho`, `backbone`, ... as in `RhoMethod`."""
+class MoCo(RhoMethod):
+    """ρMoCo. See the module docstring; `views`, `backbone`, ... as in `RhoMethod`."""
 
-    def __init__(self, backbone="slow_r50", *, queue_size: int = 65536,
+    def __init__(self, views, backbone="slow_r50", *, queue_size: int = 65536,
                  temperature: float = 0.1, hidden_dim: int = 2048, embedding_dim: int = 128,
                  num_layers: int = 3, batch_norm_in_head: bool = False,
-                 base_momentum: float = 0.994, shuffle_bn: bool = True,
+                 base_momentum: float = 0.994, momentum_schedule: str = "cosine",
+                 gradient_aggregation: str = "mean", shuffle_bn: bool = True,
                  loss_per_positive: bool = False, wait_for_full_queue: bool = False,
                  **kwargs):
-        super().__init__(backbone, base_momentum=base_momentum, **kwargs)
+        steps.check_choice(type(self).__name__, "gradient_aggregation", gradient_aggregation,
+                           ("mean", "sum"))
+        super().__init__(views, backbone, **kwargs)
         self.temperature = float(temperature)
+        self.gradient_aggregation = gradient_aggregation
         self.shuffle_bn = shuffle_bn
         self.loss_per_positive = loss_per_positive
         self.wait_for_full_queue = wait_for_full_queue
         self.projector = self.mlp(input_dim=self.feature_dim, hidden_dim=hidden_dim,
                                   output_dim=embedding_dim, num_layers=num_layers,
                                   batch_norm=batch_norm_in_head, name="projector")
-        self.build_momentum_encoder()
+        self.momentum = MomentumEncoder(self.online_modules(), base_momentum=base_momentum,
+                                        schedule=momentum_schedule, owner="MoCo",
+                                        name="momentum")
         self.queue = FeatureQueue(queue_size, {"keys": ((embedding_dim,), "float32",
-                                                        random_unit_rows),
-                                               **self.extra_queue_columns(embedding_dim)},
-                                  name="queue")
+                                                        random_unit_rows)}, name="queue")
 
-    def extra_queue_columns(self, embedding_dim: int) -> dict:
-        """Queue columns aligned with the keys (CoCLR: labels, sampler features, video
-        ids); a subclass that adds some enqueues them with the keys."""
-        del embedding_dim
-        return {}
+    def online_modules(self) -> dict:
+        return {"backbone": self.backbone, "projector": self.projector}
 
-    def _encode_keys(self, clip):
-        return tf.math.l2_normalize(super().momentum_target(clip, 0), axis=-1)
+    def after_initialization(self):
+        self.momentum.copy_from(self.online_modules())
 
-    def momentum_target(self, clip, clip_index):
-        replicas = num_replicas()
-        if replicas == 1 or not self.shuffle_bn:
-            return self._encode_keys(clip)
-        local_batch = tf.shape(clip)[0]
-        gathered = all_gather(clip)
-        # The same permutation on every replica: a stateless draw seeded by the step.
-        seed = tf.stack([tf.cast(self.step, tf.int32), clip_index])
-        permutation = tf.argsort(tf.random.stateless_uniform(tf.shape(gathered)[:1], seed))
-        local = tf.range(local_batch) + replica_id() * local_batch
-        keys = all_gather(self._encode_keys(tf.gather(gathered, tf.gather(permutation, local))))
-        return tf.gather(tf.gather(keys, tf.argsort(permutation)), local)
+    def keys(self, clip: tf.Tensor, clip_index: int) -> tf.Tensor:
+        """The momentum encoder's L2-normalized keys of one clip-batch (shuffle-BN across
+        replicas)."""
+        def encode(x):
+            return tf.math.l2_normalize(self.grouped(lambda y: self.momentum["projector"](
+                self.momentum["backbone"](y, training=True), training=True), x), axis=-1)
+        if num_replicas() == 1 or not self.shuffle_bn:
+            return encode(clip)
+        return steps.shuffled_across_replicas(
+            encode, clip, tf.stack([tf.cast(self.step, tf.int32), clip_index]))
 
-    def query_loss(self, clip, other_targets):
+    def query_loss(self, clip, other_keys):
+        """Eq. (1) of one query clip-batch against the keys of the other clips."""
         query = tf.math.l2_normalize(self.grouped(lambda x: self.projector(
             self.backbone(x, training=True), training=True), clip), axis=-1)
-        positives = tf.stack([tf.reduce_sum(query * key, axis=-1) for key in other_targets], 1)
+        positives = tf.stack([tf.reduce_sum(query * key, axis=-1) for key in other_keys], 1)
         negatives = tf.matmul(query, self.queue["keys"], transpose_b=True)
         if self.loss_per_positive:
             return tf.add_n([self._nce(positives[:, k:k + 1], negatives)
-                             for k in range(len(other_targets))]) / len(other_targets)
+                             for k in range(len(other_keys))]) / len(other_keys)
         return self._nce(positives, negatives)
 
     def _nce(self, positives, negatives):
@@ -95,23 +94,15 @@ class MoCo(MomentumRhoMethod):
         mask = tf.concat([tf.ones_like(positives, tf.bool), tf.zeros_like(negatives, tf.bool)], 1)
         return multi_positive_nce(logits, mask)
 
-    def apply_gradients(self, loss, gradients, variables):
-        if not self.wait_for_full_queue:
-            return super().apply_gradients(loss, gradients, variables)
-        # Until the queue has filled once, a step counts (the optimizer's iterations
-        # advance), tracks the loss and enqueues, but changes no weight and no optimizer
-        # slot: they are put back. (A tf.cond around the step would be simpler but
-        # cannot hold the optimizer's cross-replica synchronization.)
-        # Float state only (a LossScaleOptimizer's step counter is an integer).
-        state = variables + [v for v in self.optimizer.variables
-                             if v is not self.optimizer.iterations and "float" in str(v.dtype)]
-        before = [tf.identity(v) for v in state]
-        with tf.control_dependencies(before):
-            self.apply_and_track(loss, gradients, variables)
-        # keep = 1 keeps the new values, 0 puts the old ones back (an EMA with m in {0, 1}).
-        keep = tf.cast(self.queue.is_full(), tf.float32)
-        ema_update(state, before, keep)
-
-    def after_step(self, targets):
-        """Enqueues the keys of all clips of all replicas, overwriting the oldest."""
-        self.queue.enqueue(keys=all_gather(tf.concat(targets, axis=0)))
+    def train_step(self, data):
+        clips = self.split_clips(data)
+        momentum = self.momentum.value_at(self.step, self.total_steps)
+        self.momentum.update(self.online_modules(), momentum)
+        keys = [tf.stop_gradient(self.keys(clip, index)) for index, clip in enumerate(clips)]
+        loss, gradients = steps.sequential_queries(self, clips, keys, self.query_loss,
+                                                   self.gradient_aggregation)
+        self.apply_and_track(loss, gradients, self.trainable_variables,
+                             keep=self.queue.is_full() if self.wait_for_full_queue else None)
+        # The keys of all clips of all replicas, overwriting the oldest.
+        self.queue.enqueue(keys=all_gather(tf.concat(keys, axis=0)))
+        return {"loss": self.loss_tracker.result(), "momentum": momentum}

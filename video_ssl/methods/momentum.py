@@ -1,11 +1,12 @@
-"""Momentum (EMA) copies of named modules: the key/target encoders of MoCo, BYOL and
-CoCLR's trained stream.
+"""Momentum (EMA) copies of named modules: the key/target encoders of MoCo, BYOL and the
+CoCLR family, a part those methods hold.
 
-`MomentumEncoder({"backbone": model, "projector": head})` clones each module with
-equal weights; its variables are not trainable (the optimizer ignores them), but its
-layers stay in training mode, so its BatchNorm normalizes with batch statistics and
-keeps running statistics of its own: the EMA is over parameters only, as in the
-references. It is a Keras layer, so a method holding it as an attribute checkpoints it.
+`MomentumEncoder({"backbone": model, "projector": head}, base_momentum=0.994)` clones
+each module with equal weights; its variables are not trainable (the optimizer ignores
+them), but its layers stay in training mode, so its BatchNorm normalizes with batch
+statistics and keeps running statistics of its own: the EMA is over parameters only,
+as in the references. It is a Keras layer, so a method holding it as an attribute
+checkpoints it.
 """
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ from typing import Mapping, Sequence
 
 import keras
 import tensorflow as tf
+
+from video_ssl import optim
+
+# "cosine": annealed from base_momentum at step 0 to 1 at the run's end (ρ paper B.1);
+# "constant": fixed at base_momentum (MoCo's original 0.999, CoCLR §A.3).
+SCHEDULES = ("cosine", "constant")
 
 
 def momentum_copy(model: keras.Model) -> keras.Model:
@@ -46,10 +53,19 @@ def ema_update(targets: Sequence, sources: Sequence, momentum: tf.Tensor) -> Non
 
 
 class MomentumEncoder(keras.layers.Layer):
-    """EMA copies of named modules; `self[name]` is the copy of module `name`."""
+    """EMA copies of named modules; `self[name]` is the copy of module `name`.
 
-    def __init__(self, modules: Mapping[str, keras.Model], **kwargs):
+    base_momentum, schedule: the EMA's momentum m and how it moves (`SCHEDULES`).
+    """
+
+    def __init__(self, modules: Mapping[str, keras.Model], *, base_momentum: float,
+                 schedule: str = "cosine", owner: str = "MomentumEncoder", **kwargs):
         super().__init__(**kwargs)
+        if schedule not in SCHEDULES:
+            raise ValueError(f"{owner}.momentum_schedule: expected one of {SCHEDULES}, got "
+                             f"{schedule!r}")
+        self.base_momentum = float(base_momentum)
+        self.schedule = schedule
         self.names = tuple(modules)
         for name, module in modules.items():
             setattr(self, name, momentum_copy(module))
@@ -57,6 +73,15 @@ class MomentumEncoder(keras.layers.Layer):
 
     def __getitem__(self, name: str) -> keras.Model:
         return getattr(self, name)
+
+    def value_at(self, step, total_steps) -> tf.Tensor:
+        """The momentum m at `step` of a run of `total_steps`."""
+        if self.schedule == "constant":
+            return tf.constant(self.base_momentum, tf.float32)
+        tf.debugging.assert_positive(
+            total_steps, message="total_steps must be set (> 0) before training; it drives "
+                                 "momentum annealing")
+        return optim.annealed_momentum(step, total_steps, self.base_momentum)
 
     def update(self, online: Mapping[str, keras.Model], momentum: tf.Tensor) -> None:
         """EMA step towards the online modules (same names); only their trainable
@@ -68,3 +93,9 @@ class MomentumEncoder(keras.layers.Layer):
                     targets.append(target)
                     sources.append(source)
         ema_update(targets, sources, momentum)
+
+    def copy_from(self, online: Mapping[str, keras.Model]) -> None:
+        """Every weight set equal to the online modules' (MoCo: f_k = f_q at the start)."""
+        for name in self.names:
+            for target, source in zip(self[name].weights, online[name].weights):
+                target.assign(source)

@@ -10,7 +10,7 @@ each consecutive clip pair (0, 1), (1, 2), ..., averaged.
 
 The loss needs every clip's embedding at once, so memory grows with rho (the paper's
 Table 2 has "out of memory" for rho = 4); `gradient_caching=True` computes the same
-loss and gradients with the memory of one clip-batch (`RhoMethod.
+loss and gradients with the memory of one clip-batch (`steps.
 parallel_loss_and_gradients`; BatchNorm then normalizes each clip-batch alone).
 """
 from __future__ import annotations
@@ -18,23 +18,20 @@ from __future__ import annotations
 import tensorflow as tf
 
 from video_ssl.distribute import all_gather, replica_id
+from video_ssl.methods import steps
 from video_ssl.methods.losses import multi_positive_nce
-from video_ssl.methods.base import configurable
 from video_ssl.methods.rho import RhoMethod
 
 
-@configurable
 class SimCLR(RhoMethod):
-    """ρSimCLR. See the module docstring; `rho`, `backbone`, ... as in `RhoMethod`."""
+    """ρSimCLR. See the module docstring; `views`, `backbone`, ... as in `RhoMethod`."""
 
-    def __init__(self, backbone="slow_r50", *, temperature: float = 0.1,
+    def __init__(self, views, backbone="slow_r50", *, temperature: float = 0.1,
                  hidden_dim: int = 2048, embedding_dim: int = 128, num_layers: int = 3,
                  positives: str = "all", gradient_caching: bool = False,
                  synchronized_bn: bool = True, **kwargs):
-        super().__init__(backbone, synchronized_bn=synchronized_bn, **kwargs)
-        if positives not in ("all", "consecutive"):
-            raise ValueError(f"SimCLR.positives: expected 'all' or 'consecutive', "
-                             f"got {positives!r}")
+        steps.check_choice("SimCLR", "positives", positives, ("all", "consecutive"))
+        super().__init__(views, backbone, synchronized_bn=synchronized_bn, **kwargs)
         self.temperature = float(temperature)
         self.positives = positives
         self.gradient_caching = bool(gradient_caching)
@@ -75,8 +72,8 @@ class SimCLR(RhoMethod):
                          for i in range(clips - 1)]) / (clips - 1)
 
     def train_step(self, data):
-        loss, gradients = self.parallel_loss_and_gradients(
-            self.split_clips(data), self.embed, self.objective,
-            gradient_caching=self.gradient_caching)
+        loss, gradients = steps.parallel_loss_and_gradients(
+            self, self.split_clips(data), self.embed, self.objective,
+            group_size=self.bn_group_size, gradient_caching=self.gradient_caching)
         self.apply_and_track(loss, gradients, self.trainable_variables)
         return {"loss": self.loss_tracker.result()}

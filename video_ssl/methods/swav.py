@@ -14,7 +14,7 @@ By default (paper) every clip gives assignments that all other clips predict;
 give assignments, the other clips are only predicted.
 
 `gradient_caching=True`: the same loss and gradients with the memory of one
-clip-batch, as for SimCLR (`RhoMethod.parallel_loss_and_gradients`); the Sinkhorn
+clip-batch, as for SimCLR (`steps.parallel_loss_and_gradients`); the Sinkhorn
 assignments still span the global batch of every clip.
 """
 from __future__ import annotations
@@ -22,23 +22,22 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from video_ssl.methods import steps
 from video_ssl.methods.losses import sinkhorn, swapped_prediction_loss
-from video_ssl.methods.base import configurable
 from video_ssl.methods.rho import RhoMethod
 from video_ssl.models.heads import Prototypes
 
 
-@configurable
 class SwAV(RhoMethod):
-    """ρSwAV. See the module docstring; `rho`, `backbone`, ... as in `RhoMethod`."""
+    """ρSwAV. See the module docstring; `views`, `backbone`, ... as in `RhoMethod`."""
 
-    def __init__(self, backbone="slow_r50", *, num_prototypes: int = 1000,
+    def __init__(self, views, backbone="slow_r50", *, num_prototypes: int = 1000,
                  temperature: float = 0.1, epsilon: float = 0.05,
                  sinkhorn_iterations: int = 3, hidden_dim: int = 2048,
                  embedding_dim: int = 128, num_layers: int = 3,
                  assignment_clips: int | None = None, freeze_prototypes_steps: int = 0,
                  gradient_caching: bool = False, synchronized_bn: bool = True, **kwargs):
-        super().__init__(backbone, synchronized_bn=synchronized_bn, **kwargs)
+        super().__init__(views, backbone, synchronized_bn=synchronized_bn, **kwargs)
         if assignment_clips is not None and not 1 <= assignment_clips <= self.num_clips:
             raise ValueError(f"SwAV.assignment_clips: expected None or 1..{self.num_clips}, "
                              f"got {assignment_clips!r}")
@@ -81,8 +80,9 @@ class SwAV(RhoMethod):
     def train_step(self, data):
         clips = self.split_clips(data)
         self.prototypes.normalize()
-        loss, gradients = self.parallel_loss_and_gradients(
-            clips, self.embed, self.swapped_loss, gradient_caching=self.gradient_caching)
+        loss, gradients = steps.parallel_loss_and_gradients(
+            self, clips, self.embed, self.swapped_loss, group_size=self.bn_group_size,
+            gradient_caching=self.gradient_caching)
         variables = self.trainable_variables
         frozen = tf.cast(self.step < self.freeze_prototypes_steps, tf.float32)
         gradients = [g * (1.0 - frozen) if v is self.prototypes.kernel else g

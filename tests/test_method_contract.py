@@ -1,0 +1,130 @@
+"""The method contract, checked for every method there is (found, not listed): each
+concrete `Method` subclass is built from a gin recipe that trains it (under demo.gin and
+a tiny overlay), declares views and encoders that fit each other, runs one step of the
+project's training loop on real shards, writes an `input_spec.json` that reads back to
+the same views and encoders, and exports every encoder as a SavedModel that reloads and
+gives the encoder's features. A new method needs no test code of its own here: a module
+in video_ssl/methods/ and a gin file binding `train.method = @ItsName`."""
+import dataclasses
+import functools
+import glob
+import json
+import os
+import re
+
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gin_query import bound
+from video_ssl import config as config_lib, train as train_lib
+from video_ssl.data import demo, input_spec
+from video_ssl.data.views import ViewSpec
+from video_ssl.methods.base import Encoder, Method, all_concrete_methods
+from video_ssl.training import loop, stages as stages_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, "gin_configs")
+# After demo.gin: narrower networks, smaller heads and queues, 32^2 clips.
+TINY = ["BACKBONE_KWARGS = {'width_multiplier': 0.125}", "train_input.crop_size = 32",
+        "NARROW_CROP = 32", "HEAD_HIDDEN_DIM = 16", "EMBEDDING_DIM = 8", "QUEUE_SIZE = 16",
+        "NUM_PROTOTYPES = 8", "AUDIO_SECONDS = 1.0"]
+BATCH = 2
+
+config_lib.register_configurables()
+METHODS = sorted(cls.__name__ for cls in all_concrete_methods())
+
+
+@functools.lru_cache(maxsize=None)
+def recipes() -> dict[str, tuple[str, str | None]]:
+    """Method name -> (gin recipe, stage scope or None) of the first recipe (in name
+    order) that trains it, alone or as a stage of its schedule."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(CONFIGS, "*.gin"))):
+        if path.endswith(("_base.gin", "_common.gin")):  # included by recipes
+            continue
+        gin.clear_config()
+        try:
+            config_lib.parse_gin([path], [])
+            stages = [name for name, _ in gin.query_parameter("run_schedule.stages")] \
+                if stages_lib.scheduled() else [None]
+            for scope in stages:
+                key = f"{scope}/train.method" if scope else "train.method"
+                found.setdefault(gin.query_parameter(key).selector, (path, scope))
+        except ValueError:  # a base file: no recipe on its own
+            continue
+        finally:
+            gin.clear_config()
+    return found
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """Tiny demo shards: RGB, exact flow and 8 kHz audio."""
+    root = tmp_path_factory.mktemp("demo")
+    return demo.build(root, num_workers=1, num_train=4, num_test=1, num_frames=20)["train"]
+
+
+def test_every_method_is_found():
+    assert {"MoCo", "BYOL", "SimCLR", "SwAV", "InfoNCE", "UberNCE", "CoCLR",
+            "SimultaneousCoCLR", "BraVe", "SimSiam"} <= set(METHODS)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_method_keeps_the_contract(name, shards, tmp_path):
+    assert name in recipes(), f"no gin file in gin_configs/ trains {name}"
+    path, scope = recipes()[name]
+    gin.clear_config()
+    config_lib.parse_gin([path, os.path.join(CONFIGS, "demo.gin")], TINY)
+    try:
+        with gin.config_scope(scope):
+            method = config_lib.method_configurable(name)()
+            _check_declaration(method)
+            optimizer = bound("train.optimizer").scoped_configurable_fn(
+                global_batch_size=BATCH, total_steps=1, warmup_steps=0, steps_per_epoch=1)
+            dataset = train_lib.view_dataset([shards], method.views, global_batch_size=BATCH,
+                                             seed=0)
+    finally:
+        gin.clear_config()
+    method.compile(optimizer=optimizer)
+    method.optimizer.build(method.trainable_variables)
+    method.configure(total_steps=1, steps_per_epoch=1)
+    before = [v.numpy().copy() for v in method.trainable_variables]
+    history = loop.fit(method, dataset, [], strategy=tf.distribute.get_strategy(),
+                       start_step=0, epochs=1, steps_per_epoch=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert any(not np.array_equal(b, v.numpy()) for b, v in
+               zip(before, method.trainable_variables)), "one step changed no weight"
+
+    spec = json.loads(json.dumps(method.input_spec()))  # what input_spec.json holds
+    assert spec["method"] == name and spec["primary_encoder"] == list(method.encoders)[0]
+    assert {n: input_spec.view_from_json(v) for n, v in spec["views"].items()} == method.views
+    assert {n: Encoder(**e) for n, e in spec["encoders"].items()} == method.encoders
+
+    batch = next(iter(dataset))
+    train_lib.export_encoders(method, str(tmp_path / "export"))
+    for encoder_name, encoder in method.encoders.items():
+        folder = tmp_path / "export" / (encoder_name if encoder_name != method.primary_encoder
+                                        else "")
+        clip = tf.convert_to_tensor(batch["views"][encoder.view][encoder.modality])[:1, 0]
+        served = tf.saved_model.load(str(folder))  # kept: its variables live with it
+        served = served.serve(clip)["features"]
+        expected = method.encoder_model(encoder_name)(clip, training=False)
+        np.testing.assert_allclose(served.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5,
+                                   err_msg=encoder_name)
+
+
+def _check_declaration(method: Method) -> None:
+    """Views are ViewSpecs; every encoder is a Keras model reading its view's modality."""
+    assert method.views and all(isinstance(v, ViewSpec) for v in method.views.values())
+    assert method.encoders and method.primary_encoder == next(iter(method.encoders))
+    for name, encoder in method.encoders.items():
+        assert encoder.view in method.views, name
+        assert encoder.modality in method.views[encoder.view].modalities, name
+        model = method.encoder_model(name)
+        assert isinstance(model, keras.Model) and len(model.output_shape) == 2, name
+        channels = {"rgb": 3, "flow": 2, "audio": 1}[encoder.modality]
+        assert model.input_shape[-1] == channels, (name, model.input_shape)
+    assert dataclasses.is_dataclass(next(iter(method.views.values())))
