@@ -185,11 +185,9 @@ class Method(keras.Model):
                              f"{_describe(data)}")
         values = dict(data["views"][view])
         if "augment_seed" in values:
-            spec = self._views[view]
-            accepted = inspect.signature(augment.augment_batch).parameters
-            options = {k: v for k, v in spec.augmentation.items() if k in accepted}
             values["rgb"] = augment.augment_batch(values["rgb"], values.pop("augment_seed"),
-                                                  values.pop("rgb_size", None), **options)
+                                                  values.pop("rgb_size", None),
+                                                  self._views[view].augmentation)
         return values
 
     @property
