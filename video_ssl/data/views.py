@@ -108,7 +108,7 @@ class ViewSpec:
                              f"subset of {modalities_lib.NAMES}")
         for name, kind in (("augmentation", AugmentSpec), ("audio", AudioSpec)):
             if not isinstance(getattr(self, name), kind):
-                raise ValueError(f"ViewSpec.{name}={getattr(self, name)!r}: expected a "
+                raise ValueError(f"ViewSpec.{name}={getattr(self, name)!r}: expected an "
                                  f"{kind.__name__}")
         if self.start not in STARTS:
             raise ValueError(f"start={self.start!r}: expected one of {STARTS}")
