@@ -76,4 +76,3 @@ def get(name: str) -> Modality:
 def channels(name: str) -> int:
     """The channels of `name`'s clips (its encoder's `input_channels`)."""
     return get(name).channels
-
