@@ -432,7 +432,8 @@ class OptimizerSpec:
         object.__setattr__(self, "exclude_patterns", tuple(self.exclude_patterns))
 
     def learning_rate_at(self, global_batch_size: int) -> float:
-        """The base rate linearly scaled to `global_batch_size` (the schedule's peak)."""
+        """The base rate linearly scaled to `global_batch_size`: the rate the schedule
+        warms up to and decays from."""
         return scaled_learning_rate(self.base_learning_rate, global_batch_size,
                                     self.reference_batch_size)
 
@@ -469,7 +470,7 @@ class OptimizerSpec:
 # A probe's `<protocol>.optimizer = @<protocol>/OptimizerSpec()` with
 # `<protocol>/OptimizerSpec.<field>` bindings.
 gin.external_configurable(OptimizerSpec, "OptimizerSpec")
-SETTINGS = tuple(f.name for f in dataclasses.fields(OptimizerSpec))
+_FIELDS = [f.name for f in dataclasses.fields(OptimizerSpec)]
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(OptimizerSpec)
              if f.default is not dataclasses.MISSING}
 
@@ -612,7 +613,7 @@ def annealed_momentum(step, total_steps, base_momentum: float):
 
 
 # The allowlist makes gin refuse an unknown `build_optimizer.<key>` when it parses.
-@gin.configurable(allowlist=SETTINGS)
+@gin.configurable(allowlist=_FIELDS)
 def build_optimizer(name: str = "lars", *, global_batch_size: int, total_steps: int,
                     warmup_steps: int = 0, steps_per_epoch: int | None = None,
                     **settings) -> keras.optimizers.Optimizer:
