@@ -133,7 +133,8 @@ def device_step_ms(batch: dict, device: str, options: dict, rounds: int, batches
     the deferred pipeline."""
     with tf.device(device):
         inputs = [tf.identity(batch[k]) for k in ("rgb", "augment_seed", "rgb_size")]
-        step = tf.function(lambda *a: tf.reduce_sum(augment.augment_batch(*a, **options)))
+        spec = augment.AugmentSpec(**options)
+        step = tf.function(lambda *a: tf.reduce_sum(augment.augment_batch(*a, spec)))
         step(*inputs).numpy()  # trace
         best = float("inf")
         for _ in range(rounds):

@@ -238,7 +238,7 @@ def test_mlp_audioset_multi_label_map(run_dir, shards, tmp_path, capsys):
     report = json.loads((tmp_path / "eval_mlp_audioset.json").read_text())
     settings = report["settings"]["protocol"]
     assert settings["hidden_units"] == 512 and settings["multi_label"]
-    assert settings["optimizer"] == "adam"
+    assert settings["optimizer"]["name"] == "adam"
     saved = np.load(tmp_path / "eval_mlp_audioset" / "test_scores.npz")
     labels, scores = saved["labels"], saved["scores"]
     np.testing.assert_array_equal(labels, [[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]])
@@ -299,7 +299,7 @@ def test_spectrogram_image_orientation():
     # §4.2: AudioSet (527 classes, mAP), one hidden layer of 512 units, Adam.
     ("mlp_audioset.gin", {"evaluate.protocol": "mlp_probe", "%NUM_CLASSES": 527,
                           "mlp_probe.hidden_units": 512, "mlp_probe.multi_label": True,
-                          "mlp_probe.optimizer": "adam", "test/eval_input.num_clips": 10}),
+                          "mlp_probe/OptimizerSpec.name": "adam", "test/eval_input.num_clips": 10}),
 ])
 def test_audio_eval_configs_hold_the_papers_values(config, expected):
     config_lib.parse_gin([os.path.join(EVAL_CONFIGS, config)], [])

@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from video_ssl.data import augment
+from video_ssl.data.augment import AugmentSpec
 
 SEEDS = [tf.constant([s, 7], tf.int32) for s in range(40)]
 
@@ -25,16 +26,17 @@ ALL_ON = dict(flip_prob=1.0, color_jitter_prob=1.0, grayscale_prob=1.0, blur_pro
 
 
 def test_augment_clip_shape_and_normalized_range(clip):
-    out = augment.augment_clip(clip, SEEDS[0], normalize=False, **ALL_ON)
+    out = augment.augment_clip(clip, SEEDS[0], AugmentSpec(normalize=False, **ALL_ON))
     assert out.shape == clip.shape and out.dtype == tf.float32
     assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1.0
-    normalized = augment.augment_clip(clip, SEEDS[0], **ALL_ON)
+    normalized = augment.augment_clip(clip, SEEDS[0], AugmentSpec(**ALL_ON))
     np.testing.assert_allclose(normalized, (out - 0.45) / 0.225, atol=1e-5)
 
 
 def test_augment_clip_is_temporally_consistent(static_clip):
     for seed in SEEDS[:4]:
-        out = augment.augment_clip(static_clip, seed, random_conv=True, **ALL_ON).numpy()
+        out = augment.augment_clip(static_clip, seed,
+                                   AugmentSpec(random_conv=True, **ALL_ON)).numpy()
         for t in range(1, 4):
             np.testing.assert_allclose(out[t], out[0], atol=1e-6)
 
@@ -61,8 +63,8 @@ def test_flip_of_flow_mirrors_and_negates_dx_with_the_rgb_decision(clip):
     np.testing.assert_allclose(flipped[..., 1], flow.numpy()[:, :, ::-1, 1])
     decisions = set()
     for seed in SEEDS[:10]:
-        rgb = augment.augment_clip(clip, seed, color_jitter_prob=0.0, grayscale_prob=0.0,
-                                   blur_prob=0.0, normalize=False)
+        rgb = augment.augment_clip(clip, seed, AugmentSpec(
+            color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, normalize=False))
         rgb_flipped = not np.allclose(rgb, clip)
         paired = augment.augment_clip(flow, seed, is_flow=True)
         assert np.allclose(paired, augment.flip_clip(flow, is_flow=True)) == rgb_flipped
@@ -158,11 +160,11 @@ def test_truncated_blur_is_close_to_simclr_kernel(clip):
 
 
 def test_augment_clip_exact_options(clip):
-    out = augment.augment_clip(clip, SEEDS[3], normalize=False, color_jitter_exact=True,
-                               blur_kernel_size=23, **ALL_ON)
+    out = augment.augment_clip(clip, SEEDS[3], AugmentSpec(
+        normalize=False, color_jitter_exact=True, blur_kernel_size=23, **ALL_ON))
     assert out.shape == clip.shape
     assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1.0
-    fast = augment.augment_clip(clip, SEEDS[3], normalize=False, **ALL_ON)
+    fast = augment.augment_clip(clip, SEEDS[3], AugmentSpec(normalize=False, **ALL_ON))
     assert float(tf.reduce_mean(tf.abs(out - fast))) < 0.05
 
 
@@ -229,7 +231,8 @@ def _per_clip(rgb, seeds, flip_prob=0.5, **options):
     def flip(clip, seed):
         return augment.apply_flip(clip, augment.decide(augment.draw_clip(seed).flip, flip_prob))
 
-    out = [augment.augment_clip(flip(c, s), s, flip_prob=0.0, max_value=255.0, **options)
+    spec = AugmentSpec(flip_prob=0.0, **options)
+    out = [augment.augment_clip(flip(c, s), s, spec, max_value=255.0)
            for c, s in zip(flat, tf.reshape(seeds, [-1, 2]))]
     return tf.reshape(tf.stack(out), rgb.shape).numpy()
 
@@ -242,7 +245,7 @@ def _per_clip(rgb, seeds, flip_prob=0.5, **options):
 ])
 def test_augment_batch_equals_augment_clip_per_clip(options):
     rgb, seeds = _uint8_batch()
-    out = augment.augment_batch(rgb, seeds, flip_prob=0.5, **options)
+    out = augment.augment_batch(rgb, seeds, spec=AugmentSpec(flip_prob=0.5, **options))
     assert out.shape == rgb.shape and out.dtype == tf.float32
     np.testing.assert_allclose(out, _per_clip(rgb, seeds, **options), atol=2e-5)
 
@@ -257,8 +260,9 @@ def test_augment_batch_resizes_each_crop_from_its_canvas_corner():
         crop = clip[:, :h, :w]
         canvases.append(tf.pad(crop, [[0, 0], [0, 16 - h], [0, 16 - w], [0, 0]]))
         resized = tf.image.resize(tf.cast(crop, tf.float32), [16, 16])
-        expected.append(augment.augment_clip(resized, seed, flip_prob=0.5, max_value=255.0))
-    out = augment.augment_batch(tf.stack(canvases)[None], seeds, sizes, flip_prob=0.5)
+        expected.append(augment.augment_clip(resized, seed, AugmentSpec(flip_prob=0.5),
+                                             max_value=255.0))
+    out = augment.augment_batch(tf.stack(canvases)[None], seeds, sizes, AugmentSpec(flip_prob=0.5))
     np.testing.assert_allclose(out[0], tf.stack(expected), atol=1e-4)
     ramp = tf.constant([[[[0], [1]]]])
     flips = [bool(augment.draw_clip(s).flip < 0.5) for s in seeds[0]]
@@ -268,7 +272,7 @@ def test_augment_batch_resizes_each_crop_from_its_canvas_corner():
 def test_augment_batch_draws_per_clip_and_rejects_float_clips():
     rgb, seeds = _uint8_batch(batch=1, clips=6)
     same = tf.broadcast_to(rgb[:, :1], rgb.shape)  # one clip, six seeds
-    out = augment.augment_batch(same, seeds, color_jitter_prob=1.0).numpy()[0]
+    out = augment.augment_batch(same, seeds, spec=AugmentSpec(color_jitter_prob=1.0)).numpy()[0]
     assert all(not np.allclose(out[0], o) for o in out[1:])
     with pytest.raises(ValueError, match=r"augment_batch: expected uint8 clips"):
         augment.augment_batch(tf.cast(rgb, tf.float32), seeds)
@@ -301,16 +305,16 @@ def test_apply_draws_on_a_batch_equals_clip_by_clip():
     rgb, seeds = _uint8_batch(batch=1, clips=6)
     clips = tf.cast(rgb[0], tf.float32)
     draws = augment.draw_batch(seeds[0])
-    options = dict(color_jitter_prob=0.5, grayscale_prob=0.5, blur_prob=0.5,
-                   temporal_difference_prob=0.5, flip_prob=0.5, max_value=255.0)
-    batched = augment.apply_draws(clips, draws, **options)
+    spec = AugmentSpec(color_jitter_prob=0.5, grayscale_prob=0.5, blur_prob=0.5,
+                       temporal_difference_prob=0.5, flip_prob=0.5)
+    batched = augment.apply_draws(clips, draws, spec, max_value=255.0)
     for i in range(6):
-        one = augment.apply_draws(clips[i], augment.draw_clip(seeds[0, i]), **options)
+        one = augment.apply_draws(clips[i], augment.draw_clip(seeds[0, i]), spec, max_value=255.0)
         np.testing.assert_allclose(batched[i], one, atol=2e-5)
     with pytest.raises(ValueError, match="runs clip by clip"):
-        augment.apply_draws(clips, draws, color_jitter_exact=True)
+        augment.apply_draws(clips, draws, AugmentSpec(color_jitter_exact=True))
     with pytest.raises(ValueError, match="runs clip by clip"):
-        augment.apply_draws(clips, draws, random_conv=True)
+        augment.apply_draws(clips, draws, AugmentSpec(random_conv=True))
 
 
 def test_flip_commutes_with_resize_and_uint8_resize_rounds(clip):
@@ -327,8 +331,8 @@ def test_flip_commutes_with_resize_and_uint8_resize_rounds(clip):
 def test_drawn_flip_is_augment_clips_flip(clip):
     for seed in SEEDS[:8]:
         flipped = augment.apply_flip(clip, augment.decide(augment.draw_clip(seed).flip, 0.5))
-        plain = augment.augment_clip(clip, seed, color_jitter_prob=0.0, grayscale_prob=0.0,
-                                     blur_prob=0.0, normalize=False)
+        plain = augment.augment_clip(clip, seed, AugmentSpec(
+            color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, normalize=False))
         np.testing.assert_array_equal(flipped, plain)
 
 
@@ -338,6 +342,7 @@ def test_augment_clip_of_0_255_values_equals_0_1_path(clip, options):
     # The pipeline leaves resized uint8 clips in 0-255 and folds the 1/255 into
     # normalization; every op must scale with it (clip bounds, HSV hue, convolutions).
     for seed in SEEDS[:4]:
-        unit = augment.augment_clip(clip, seed, **ALL_ON, **options)
-        scaled = augment.augment_clip(clip * 255.0, seed, max_value=255.0, **ALL_ON, **options)
+        spec = AugmentSpec(**ALL_ON, **options)
+        unit = augment.augment_clip(clip, seed, spec)
+        scaled = augment.augment_clip(clip * 255.0, seed, spec, max_value=255.0)
         np.testing.assert_allclose(scaled, unit, atol=2e-5)

@@ -186,8 +186,8 @@ def test_recipes_build_the_papers_views():
     assert (broad.num_clips, broad.num_frames, broad.target_fps, broad.crop_size) == \
         (3, 64, 6.25, 112)
     assert broad.start == "anywhere_looped" and broad.sync is None
-    assert broad.augmentation["random_conv"] and "random_conv" not in narrow.augmentation
-    assert narrow.augmentation["blur_prob"] == 1.0 and narrow.area_range == (0.3, 1.0)
+    assert broad.augmentation.random_conv and not narrow.augmentation.random_conv
+    assert narrow.augmentation.blur_prob == 1.0 and narrow.area_range == (0.3, 1.0)
 
     views, lr = views_of("brave_v_fa.gin")
     assert list(views) == ["narrow", "broad_flow", "broad_audio"]
@@ -197,7 +197,7 @@ def test_recipes_build_the_papers_views():
     assert (audio.audio.duration, audio.audio.sample_rate, audio.audio.num_mel_bins,
             audio.audio.frame_step, audio.audio.log_scale) == (5.0, 48000.0, 80, 160, 10000.0)
     assert views["broad_flow"].modalities == ("flow",)
-    assert "random_conv" not in views["broad_flow"].augmentation
+    assert not views["broad_flow"].augmentation.random_conv
 
     # Table 1's extents and Table 4's sync are bindings.
     views, _ = views_of("brave_v_vrc.gin", params=[

@@ -5,6 +5,8 @@ fixed noise texture in blue (so a convolution can be identified from its output)
 frames hold dx = the ramp and dy = their index; the waveform is noise. The videos are
 30 frames at 10 fps, plus one of 12 frames, each with audio as long as its frames.
 """
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -19,7 +21,8 @@ FPS = 10.0
 SAMPLE_RATE = 8000.0
 BOUND = 20.0
 LENGTHS = (30, 30, 30, 12)  # frames per video; label = position
-PLAIN = dict(color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, normalize=False)
+PLAIN = views.AugmentSpec(color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
+                          normalize=False)
 MEL = dict(num_mel_bins=8, frame_length=256, frame_step=256, upper_edge_hertz=3800.0)
 TEXTURE = np.random.RandomState(0).randint(0, 256, (H, W)).astype(np.uint8)
 
@@ -195,9 +198,9 @@ def test_random_convolution_only_on_the_broad_rgb_view(shard):
     broad = dict(num_clips=2, num_frames=4, frame_stride=4, crop_size=16,
                  start="anywhere_looped")
     flow = views.ViewSpec(num_frames=2, frame_stride=2, crop_size=8, modalities=("flow",),
-                          augmentation=dict(color_jitter_prob=1.0, blur_prob=1.0,
-                                            random_conv=True))
-    with_rc = views.ViewSpec(augmentation={**PLAIN, "random_conv": True}, **broad)
+                          augmentation=views.AugmentSpec(color_jitter_prob=1.0, blur_prob=1.0,
+                                                         random_conv=True))
+    with_rc = views.ViewSpec(augmentation=dataclasses.replace(PLAIN, random_conv=True), **broad)
     without = views.ViewSpec(augmentation=PLAIN, **broad)
     (n_rc, b_rc, f_rc), _ = _batch(shard, [narrow, with_rc, flow], batch_size=4, seed=3)
     (n_plain, b_plain, _), _ = _batch(shard, [narrow, without, flow], batch_size=4, seed=3)

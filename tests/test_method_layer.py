@@ -133,9 +133,9 @@ def test_init_checkpoints_restore_a_named_encoder_from_another_run(tmp_path):
 
 def test_views_round_trip_through_json():
     from video_ssl.data import input_spec
-    from video_ssl.data.views import AudioSpec, ViewSpec
+    from video_ssl.data.views import AudioSpec, AugmentSpec, ViewSpec
     view = ViewSpec(num_clips=3, modalities=("rgb", "audio"), area_range=(0.3, 1.0),
-                    augmentation={"color_strength": 0.75}, audio=AudioSpec(duration=5.0))
+                    augmentation=AugmentSpec(color_strength=0.75), audio=AudioSpec(duration=5.0))
     restored = input_spec.view_from_json(json.loads(json.dumps(input_spec.view_to_json(view))))
     assert restored == view
     with pytest.raises(ValueError, match=r"unknown fields \['colour'\]"):

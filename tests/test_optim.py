@@ -1,8 +1,10 @@
 """LARS / coupled-L2 SGD against a NumPy reference, coupled-L2 Adam against Keras'
 Adam, learning-rate multipliers, the cosine / step / plateau schedules (the plateau
-state through a checkpoint), bindings without effect, momentum annealing."""
+state through a checkpoint), bindings without effect, momentum annealing, and the
+optimizer spec (its errors, `build_optimizer` as its gin front)."""
 import math
 
+import gin
 import keras
 import numpy as np
 import pytest
@@ -268,3 +270,59 @@ def test_a_binding_without_effect_is_an_error_naming_it():
     # Defaults are not bindings: the same call with them passes.
     optim.build_optimizer("adam", base_learning_rate=1, global_batch_size=1, total_steps=1,
                           momentum=0.9)
+
+
+# ------------------------------------------------------------------- the spec
+
+RUN = dict(global_batch_size=64, total_steps=100, steps_per_epoch=10)
+
+
+def test_spec_errors_name_the_binding():
+    owner = "linear_probe/OptimizerSpec"
+    with pytest.raises(ValueError, match="linear_probe/OptimizerSpec.name: expected one of "
+                                         "\\['sgd', 'lars', 'adam'\\], got 'rmsprop'"):
+        optim.OptimizerSpec("rmsprop", 0.1).build(owner=owner, **RUN)
+    with pytest.raises(ValueError, match="linear_probe/OptimizerSpec.schedule='linear': "
+                                         "expected one of"):
+        optim.OptimizerSpec("sgd", 0.1, schedule="linear").build(owner=owner, **RUN)
+    with pytest.raises(ValueError, match="OptimizerSpec.trust_coefficient=0.01 has no effect "
+                                         "with OptimizerSpec.name='sgd'"):
+        optim.OptimizerSpec("sgd", 0.1, trust_coefficient=0.01).build(**RUN)
+    with pytest.raises(ValueError, match="OptimizerSpec.plateau_patience=3 has no effect "
+                                         "with OptimizerSpec.schedule='step'"):
+        optim.OptimizerSpec("sgd", 0.1, schedule="step", plateau_patience=3).build(**RUN)
+    with pytest.raises(ValueError, match="probe.warmup_epochs=2 has no effect with "
+                                         "OptimizerSpec.schedule='plateau'"):
+        optim.OptimizerSpec("adam", 1e-3, schedule="plateau").build(
+            warmup_steps=20, warmup_binding="probe.warmup_epochs=2", **RUN)
+    # Settings at their defaults are not bindings: they pass.
+    optim.OptimizerSpec("adam", 1e-3, schedule="plateau", momentum=0.9,
+                        decay_epochs=()).build(**RUN)
+
+
+def test_spec_builds_what_build_optimizer_builds():
+    settings = dict(base_learning_rate=0.4, reference_batch_size=256, schedule="step",
+                    decay_epochs=[4, 8], weight_decay=1e-4, nesterov=True,
+                    exclude_patterns=["bn"])
+    spec = optim.OptimizerSpec("sgd", **settings)
+    assert spec.decay_epochs == (4, 8) and spec.exclude_patterns == ("bn",)  # frozen: tuples
+    assert spec.learning_rate_at(64) == pytest.approx(0.1)
+    built = spec.build(warmup_steps=5, **RUN)
+    front = optim.build_optimizer("sgd", warmup_steps=5, **settings, **RUN)
+    assert type(built) is type(front) is optim.SGD
+    assert built.get_config() == front.get_config()
+
+
+def test_build_optimizer_bindings_are_the_spec_fields():
+    gin.clear_config()
+    try:
+        gin.parse_config("build_optimizer.name = 'adam'\n"
+                         "build_optimizer.base_learning_rate = 1e-3\n"
+                         "build_optimizer.reference_batch_size = None\n")
+        assert type(optim.build_optimizer(**RUN)) is optim.Adam
+        with pytest.raises(ValueError, match="build_optimizer.*base_learnig_rate"):
+            gin.parse_config("build_optimizer.base_learnig_rate = 1.0")
+        with pytest.raises(ValueError, match="build_optimizer.*global_batch_size"):
+            gin.parse_config("build_optimizer.global_batch_size = 8")  # the run's, not a setting
+    finally:
+        gin.clear_config()

@@ -247,8 +247,10 @@ def test_dense_sliding_windows(shards):
 
 
 def test_broad_view_centred_on_narrow_view(shards):
-    narrow = views.ViewSpec(num_frames=4, frame_stride=1, crop_size=16, augmentation=PLAIN)
-    broad = views.ViewSpec(num_frames=8, frame_stride=2, crop_size=8, augmentation=PLAIN,
+    narrow = views.ViewSpec(num_frames=4, frame_stride=1, crop_size=16,
+                            augmentation=views.AugmentSpec(**PLAIN))
+    broad = views.ViewSpec(num_frames=8, frame_stride=2, crop_size=8,
+                           augmentation=views.AugmentSpec(**PLAIN),
                            sync="centre")
     sound = views.ViewSpec(num_frames=8, frame_stride=2, modalities=("audio",), sync="centre",
                            audio=views.AudioSpec(sample_rate=SAMPLE_RATE, num_mel_bins=8,
@@ -352,7 +354,7 @@ def test_deferred_augmentation_matches_the_pipeline(shards):
     assert 0 < fits.sum() < len(sizes) and np.all(sizes[~fits] == 24)
     np.testing.assert_array_equal(deferred["flow"], full["flow"])
     rgb = augment.augment_batch(deferred["rgb"], deferred["augment_seed"], deferred["rgb_size"],
-                                **augmentation).numpy()
+                                augment.AugmentSpec(**augmentation)).numpy()
     # Crops resized in the pipeline were rounded to uint8: half a level, times the
     # jitter's gain, over the std 0.225.
     difference = np.abs(rgb - full["rgb"])

@@ -1,5 +1,6 @@
-"""The gin recipes against the README's "Recipe values" table, the method-agnostic demo
-overlay, and the packaged copy of gin_configs/ (resolve_gin_file, setup.py)."""
+"""The gin recipes against the "Recipe values" table of docs/recipes.md, the
+method-agnostic demo overlay, and the packaged copy of gin_configs/ (resolve_gin_file,
+setup.py)."""
 from __future__ import annotations
 
 import ast
@@ -22,18 +23,18 @@ from gin_query import bound
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "gin_configs")
-README = os.path.join(REPO, "README.md")
+RECIPES_DOC = os.path.join(REPO, "docs", "recipes.md")
 RECIPES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIGS, "*_rho*.gin"))
                  + glob.glob(os.path.join(CONFIGS, "*_aug_plus.gin")))
 
 
-# ----------------------------------------------------------------- the README table
+# ------------------------------------------------------ the recipe-values table
 
 def table_rows(text: str) -> list[dict]:
-    """The rows of the tables in the README's "## Recipe values" section as {column:
+    """The rows of the tables in docs/recipes.md's "## Recipe values" section as {column:
     cell}; the tables share one header."""
     section = re.search(r"^## Recipe values\n(.*?)(?=^## |\Z)", text, re.S | re.M)
-    assert section, "README.md has no '## Recipe values' section"
+    assert section, "docs/recipes.md has no '## Recipe values' section"
     header, rows = None, []
     for line in section.group(1).splitlines():
         if not line.startswith("|"):
@@ -43,7 +44,7 @@ def table_rows(text: str) -> list[dict]:
             header = cells
         elif cells != header and not all(set(c) <= set("-:") for c in cells):
             assert len(cells) == len(header), \
-                f"README Recipe values row {line!r}: expected {len(header)} columns"
+                f"Recipe values row {line!r}: expected {len(header)} columns"
             rows.append(dict(zip(header, cells)))
     return rows
 
@@ -56,7 +57,7 @@ def row_files(row: dict) -> list[str]:
     """The config files a row is checked in: the backticked names before any '('
     (the parenthesis says which file sets the value), globs expanded."""
     patterns = _ticked(row["gin file"].split("(")[0])
-    assert patterns, f"README Recipe values row {row}: no gin file"
+    assert patterns, f"Recipe values row {row}: no gin file"
     files = []
     for pattern in patterns:
         if pattern.endswith(".py"):
@@ -64,14 +65,14 @@ def row_files(row: dict) -> list[str]:
             continue
         matched = sorted(os.path.relpath(p, CONFIGS)
                          for p in glob.glob(os.path.join(CONFIGS, pattern)))
-        assert matched, f"README Recipe values row {row}: {pattern!r} matches no gin file"
+        assert matched, f"Recipe values row {row}: {pattern!r} matches no gin file"
         files += matched
     return files
 
 
 def row_value(row: dict):
     ticked = _ticked(row["value"])
-    assert ticked, f"README Recipe values row {row}: the value must be in backticks"
+    assert ticked, f"Recipe values row {row}: the value must be in backticks"
     return ast.literal_eval(ticked[0])
 
 
@@ -116,17 +117,18 @@ def mismatches(rows: list[dict], extra: tuple[str, ...] = ()) -> list[str]:
             actual = (code_default(config, binding) if config.endswith(".py")
                       else bound(binding))
             if not same(actual, expected):
-                problems.append(f"{config}: {binding} = {actual!r}, README says {expected!r}")
+                problems.append(
+                    f"{config}: {binding} = {actual!r}, docs/recipes.md says {expected!r}")
     return problems
 
 
-ROWS = table_rows(open(README, encoding="utf-8").read())
+ROWS = table_rows(open(RECIPES_DOC, encoding="utf-8").read())
 
 
-def test_readme_table_matches_the_gin_recipes():
+def test_recipe_values_table_matches_the_gin_recipes():
     assert len(ROWS) >= 40
     problems = mismatches(ROWS)
-    assert not problems, "README '## Recipe values' and gin_configs/ disagree:\n" + \
+    assert not problems, "docs/recipes.md '## Recipe values' and gin_configs/ disagree:\n" + \
         "\n".join(problems)
 
 

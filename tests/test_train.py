@@ -18,6 +18,7 @@ import tensorflow as tf
 from video_ssl.methods.rho import rho_views
 from video_ssl import config as config_lib, train as train_lib
 from video_ssl.data import pipeline, reader, schema
+from video_ssl.data.views import AugmentSpec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "gin_configs")
@@ -371,7 +372,7 @@ def test_deferred_augmentation_runs_in_the_step(shards):
         models[defer] = _tiny(MoCo, queue_size=16)
         view = models[defer].views["clips"]
         assert view.defer_augmentation is defer
-        assert view.augmentation == {"color_strength": 0.25, "blur_prob": 1.0}
+        assert view.augmentation == AugmentSpec(color_strength=0.25, blur_prob=1.0)
         batches[defer] = next(iter(train_lib.view_dataset(
             [shards], models[defer].views, global_batch_size=4, seed=3)))
     assert batches[True]["views"]["clips"]["rgb"].dtype == tf.uint8

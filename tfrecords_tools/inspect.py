@@ -56,10 +56,10 @@ def iter_videos(pattern: str) -> Iterator[tuple[str, int, dict]]:
 
 def _parse(path: str, index: int, serialized: tf.Tensor) -> dict:
     import tensorflow as tf
-    from video_ssl.data import schema
+    from video_ssl.data import modalities, schema
 
     try:
-        return schema.parse_sequence_example(serialized, schema.MODALITIES, _MISSING_AS_ZERO)
+        return schema.parse_sequence_example(serialized, modalities.NAMES, _MISSING_AS_ZERO)
     except tf.errors.InvalidArgumentError as e:
         raise InspectError(f"{path}: record {index} is not a video SequenceExample: "
                            f"{e.message.splitlines()[0]}") from None

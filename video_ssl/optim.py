@@ -15,14 +15,19 @@ Schedules (functions of the optimizer step):
   improved for `patience` epochs (CoCLR: "decayed by 1/10 twice when the validation
   loss plateaus"); its state is in variables, checkpointed with the optimizer.
 
-`make_schedule` and `make_optimizer` build them from plain arguments (the evaluation
-protocols call these); `build_optimizer` is the gin-configurable recipe entry point
-(linear scaling rule + schedule + optimizer). `schedule_callbacks(optimizer)` gives
-the callbacks a schedule needs during `fit` (the plateau one). Also
+`OptimizerSpec` names an optimizer, its schedule and their settings once, for
+pre-training and the evaluation protocols alike; `OptimizerSpec.build` turns it into
+the Keras optimizer of a run (linear scaling rule + schedule + optimizer; from plain
+arguments, `make_schedule` and `make_optimizer`). `build_optimizer` is the recipes'
+gin entry point (`train.optimizer = @build_optimizer`, `build_optimizer.<field>`); a
+protocol takes a spec (`linear_probe.optimizer = @linear_probe/OptimizerSpec()`,
+`linear_probe/OptimizerSpec.<field>`). `schedule_callbacks(optimizer)` gives the
+callbacks a schedule needs during `fit` (the plateau one). Also
 `scaled_learning_rate` and `annealed_momentum`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Mapping, Sequence
 
@@ -381,6 +386,94 @@ def schedule_callbacks(optimizer: keras.optimizers.Optimizer) -> list[keras.call
 # --------------------------------------------------------------------- construction
 
 
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """An optimizer and its learning-rate schedule, under the one set of names that
+    pre-training (`build_optimizer.<field>`) and the evaluation protocols
+    (`<protocol>/OptimizerSpec.<field>` with `<protocol>.optimizer =
+    @<protocol>/OptimizerSpec()`) bind. `build` makes the Keras optimizer of a run.
+
+    name: 'sgd', 'lars' or 'adam'. base_learning_rate: the rate at
+    `reference_batch_size`, scaled linearly to the run's global batch (None: used as
+    given). schedule: 'cosine', 'step' (x `decay_factor` from each of `decay_epochs`
+    on), 'constant' or 'plateau' (x `decay_factor` each time `plateau_monitor` has not
+    improved for `plateau_patience` epochs, at most `plateau_max_decays` times); the
+    warm-up is the run's (`build`). weight_decay: coupled L2, not on 1-D variables
+    when `exclude_vectors` (None: True for LARS only, PyTorch decays all) nor on
+    variables whose path contains one of `exclude_patterns`. lr_multipliers:
+    {variable path substring: factor}. momentum, nesterov ('sgd', 'lars'),
+    trust_coefficient ('lars'), beta_1, beta_2, epsilon ('adam'). A setting the chosen
+    optimizer or schedule does not read, set to other than its default, is an error
+    when the spec is built.
+    """
+    name: str
+    base_learning_rate: float
+    reference_batch_size: int | None = REFERENCE_BATCH_SIZE
+    schedule: str = "cosine"
+    decay_epochs: Sequence[float] = ()
+    decay_factor: float = 0.1
+    plateau_patience: int = 10
+    plateau_max_decays: int | None = None
+    plateau_monitor: str = "loss"
+    weight_decay: float = 0.0
+    exclude_vectors: bool | None = None
+    exclude_patterns: Sequence[str] = ()
+    lr_multipliers: Mapping[str, float] | None = None
+    momentum: float = 0.9
+    nesterov: bool = False
+    trust_coefficient: float = 0.001
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-8
+
+    def __post_init__(self):
+        # gin hands over lists; the frozen spec holds tuples.
+        object.__setattr__(self, "decay_epochs", tuple(self.decay_epochs))
+        object.__setattr__(self, "exclude_patterns", tuple(self.exclude_patterns))
+
+    def learning_rate_at(self, global_batch_size: int) -> float:
+        """The base rate linearly scaled to `global_batch_size`: the rate the schedule
+        warms up to and decays from."""
+        return scaled_learning_rate(self.base_learning_rate, global_batch_size,
+                                    self.reference_batch_size)
+
+    def build(self, *, global_batch_size: int, total_steps: int, warmup_steps: int = 0,
+              steps_per_epoch: int | None = None,
+              variable_lr_multipliers: Sequence[tuple[Sequence, float]] = (),
+              owner: str = "OptimizerSpec",
+              warmup_binding: str | None = None) -> keras.optimizers.Optimizer:
+        """The Keras optimizer for a run of `total_steps` optimizer steps at
+        `global_batch_size`, the schedule warming up linearly from 0 over
+        `warmup_steps`; `steps_per_epoch` converts `decay_epochs`.
+        variable_lr_multipliers: see `PerVariableRules` (e.g. a fine-tuned backbone's
+        variables at 1/10). Errors name the spec's bindings `owner`.<field> (e.g.
+        'linear_probe/OptimizerSpec') and the warm-up as `warmup_binding` ('name=value';
+        default `owner`.warmup_steps). A plateau schedule needs
+        `schedule_callbacks(optimizer)` in `fit`."""
+        labels = {"warmup_steps": warmup_binding} if warmup_binding else {}
+        schedule = make_schedule(
+            self.schedule, self.learning_rate_at(global_batch_size), total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch, owner=owner, labels=labels,
+            warmup_steps=warmup_steps, decay_epochs=self.decay_epochs,
+            decay_factor=self.decay_factor, plateau_patience=self.plateau_patience,
+            plateau_max_decays=self.plateau_max_decays, plateau_monitor=self.plateau_monitor)
+        return make_optimizer(
+            self.name, schedule, weight_decay=self.weight_decay,
+            exclude_vectors=self.exclude_vectors, exclude_patterns=self.exclude_patterns,
+            lr_multipliers=self.lr_multipliers,
+            variable_lr_multipliers=variable_lr_multipliers, owner=owner,
+            momentum=self.momentum, nesterov=self.nesterov,
+            trust_coefficient=self.trust_coefficient, beta_1=self.beta_1,
+            beta_2=self.beta_2, epsilon=self.epsilon)
+
+
+# A probe's `<protocol>.optimizer = @<protocol>/OptimizerSpec()` with
+# `<protocol>/OptimizerSpec.<field>` bindings.
+gin.external_configurable(OptimizerSpec, "OptimizerSpec")
+_FIELDS = [f.name for f in dataclasses.fields(OptimizerSpec)]
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(OptimizerSpec)
+             if f.default is not dataclasses.MISSING}
+
 # The arguments each schedule / optimizer reads; make_schedule and make_optimizer
 # refuse others that differ from their defaults (a binding with no effect).
 _WARMUP = {"warmup_steps", "warmup_epochs"}
@@ -395,18 +488,19 @@ _OPTIMIZER_ARGUMENTS = {
     "lars": {"momentum", "nesterov", "trust_coefficient"},
     "adam": {"beta_1", "beta_2", "epsilon"},
 }
-_SCHEDULE_DEFAULTS = dict(warmup_steps=0, warmup_epochs=0.0, decay_epochs=(), decay_factor=0.1,
-                          plateau_patience=10, plateau_max_decays=None,
-                          plateau_monitor="loss")
-_OPTIMIZER_DEFAULTS = dict(momentum=0.9, nesterov=False, trust_coefficient=0.001,
-                           beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+_SCHEDULE_DEFAULTS = dict(warmup_steps=0, warmup_epochs=0.0,
+                          **{k: _DEFAULTS[k] for k in ("decay_epochs", "decay_factor",
+                                                       "plateau_patience", "plateau_max_decays",
+                                                       "plateau_monitor")})
+_OPTIMIZER_DEFAULTS = {k: _DEFAULTS[k] for k in set().union(*_OPTIMIZER_ARGUMENTS.values())}
 
 
 def check_used(owner: str, choice_binding: str, choice: str, used: set, given: Mapping,
-               defaults: Mapping) -> None:
+               defaults: Mapping, labels: Mapping[str, str] | None = None) -> None:
     """Raises a ValueError naming `owner.<argument>` for an argument of `given` that
     differs from its default in `defaults` but is not in `used` (the arguments that
-    `owner.<choice_binding>=choice` reads): such a binding would silently do nothing."""
+    `owner.<choice_binding>=choice` reads): such a binding would silently do nothing.
+    labels: {argument: 'binding=value'} for arguments that another binding sets."""
     for argument, value in given.items():
         if argument in used or argument not in defaults:
             continue
@@ -414,28 +508,30 @@ def check_used(owner: str, choice_binding: str, choice: str, used: set, given: M
         same = (tuple(value) == tuple(default) if isinstance(default, tuple)
                 else value == default)
         if not same:
-            raise ValueError(f"{owner}.{argument}={value!r} has no effect with "
-                             f"{owner}.{choice_binding}={choice!r}; remove the binding or "
-                             f"choose a {choice_binding} that uses it")
+            binding = (labels or {}).get(argument, f"{owner}.{argument}={value!r}")
+            raise ValueError(f"{binding} has no effect with {owner}.{choice_binding}="
+                             f"{choice!r}; remove the binding or choose a {choice_binding} "
+                             "that uses it")
 
 
 def make_schedule(kind: str, learning_rate: float, *, total_steps: int,
                   steps_per_epoch: int | None = None, owner: str = "build_optimizer",
-                  **arguments):
+                  labels: Mapping[str, str] | None = None, **arguments):
     """The learning-rate schedule `kind` ('cosine', 'step', 'constant' or 'plateau')
     at peak/base rate `learning_rate`. arguments: warmup_steps or warmup_epochs (linear
     warm-up from 0; not with 'plateau'), decay_epochs and decay_factor ('step': x
     factor from each of those epochs on; 'plateau': x factor per plateau),
     plateau_patience, plateau_max_decays, plateau_monitor. Epoch arguments need
     `steps_per_epoch`. An argument the schedule does not read, set to other than its
-    default, is an error naming `owner`.<argument>: a binding with no effect."""
+    default, is an error naming `owner`.<argument> (or its entry in `labels`, see
+    `check_used`): a binding with no effect."""
     if kind not in _SCHEDULE_ARGUMENTS:
         raise ValueError(f"{owner}.schedule={kind!r}: expected one of {SCHEDULES}")
     unknown = set(arguments) - set(_SCHEDULE_DEFAULTS)
     if unknown:
         raise TypeError(f"make_schedule: unknown arguments {sorted(unknown)}")
     check_used(owner, "schedule", kind, _SCHEDULE_ARGUMENTS[kind], arguments,
-               _SCHEDULE_DEFAULTS)
+               _SCHEDULE_DEFAULTS, labels)
     a = {**_SCHEDULE_DEFAULTS, **arguments}
 
     def steps(epochs, binding):
@@ -472,22 +568,19 @@ def make_optimizer(name: str, learning_rate, *, weight_decay: float = 0.0,
                    exclude_vectors: bool | None = None, exclude_patterns: Sequence[str] = (),
                    lr_multipliers: Mapping[str, float] | None = None,
                    variable_lr_multipliers: Sequence[tuple[Sequence, float]] = (),
-                   owner: str = "build_optimizer", name_binding: str = "name",
-                   **arguments) -> keras.optimizers.Optimizer:
+                   owner: str = "build_optimizer", **arguments) -> keras.optimizers.Optimizer:
     """Optimizer `name` ('sgd', 'lars' or 'adam') with `learning_rate` (a float or a
     schedule), coupled L2 `weight_decay` and learning-rate multipliers (see
     `PerVariableRules`). exclude_vectors defaults to True for LARS, False otherwise
     (PyTorch decays all). arguments: momentum, nesterov (sgd, lars), trust_coefficient
     (lars), beta_1, beta_2, epsilon (adam); one the optimizer does not read, set to
-    other than its default, is an error naming `owner`.<argument> (`owner`.<name_binding>
-    is the binding that chose the optimizer)."""
+    other than its default, is an error naming `owner`.<argument>."""
     if name not in _OPTIMIZER_ARGUMENTS:
-        raise ValueError(f"{owner}.{name_binding}: expected one of {list(OPTIMIZERS)}, "
-                         f"got {name!r}")
+        raise ValueError(f"{owner}.name: expected one of {list(OPTIMIZERS)}, got {name!r}")
     unknown = set(arguments) - set(_OPTIMIZER_DEFAULTS)
     if unknown:
         raise TypeError(f"make_optimizer: unknown arguments {sorted(unknown)}")
-    check_used(owner, name_binding, name, _OPTIMIZER_ARGUMENTS[name], arguments,
+    check_used(owner, "name", name, _OPTIMIZER_ARGUMENTS[name], arguments,
                _OPTIMIZER_DEFAULTS)
     a = {**_OPTIMIZER_DEFAULTS, **arguments}
     common = dict(learning_rate=learning_rate, weight_decay=weight_decay,
@@ -519,33 +612,14 @@ def annealed_momentum(step, total_steps, base_momentum: float):
     return 1.0 - (1.0 - base_momentum) * (tf.cos(math.pi * progress) + 1.0) / 2.0
 
 
-@gin.configurable
-def build_optimizer(name: str = "lars", *, base_learning_rate: float, global_batch_size: int,
-                    total_steps: int, warmup_steps: int = 0,
-                    steps_per_epoch: int | None = None, schedule: str = "cosine",
-                    decay_epochs: Sequence[float] = (), decay_factor: float = 0.1,
-                    plateau_patience: int = 10, plateau_max_decays: int | None = None,
-                    plateau_monitor: str = "loss", weight_decay: float = 0.0,
-                    momentum: float = 0.9, nesterov: bool = False,
-                    trust_coefficient: float = 0.001, beta_1: float = 0.9,
-                    beta_2: float = 0.999, epsilon: float = 1e-8,
-                    exclude_vectors: bool | None = None, exclude_patterns: Sequence[str] = (),
-                    lr_multipliers: Mapping[str, float] | None = None,
-                    reference_batch_size: int | None = REFERENCE_BATCH_SIZE
-                    ) -> keras.optimizers.Optimizer:
-    """The recipe optimizer: `name` 'sgd', 'lars' or 'adam', learning rate linearly
-    scaled from `base_learning_rate` at `reference_batch_size` (None: not scaled) and
-    scheduled by `schedule` ('cosine', 'step' at `decay_epochs`, 'constant' or
-    'plateau'; see `make_schedule`). lr_multipliers: {variable path substring: factor}.
-    A binding the chosen optimizer or schedule does not read is an error. A plateau
-    schedule needs `schedule_callbacks(optimizer)` in `fit`."""
-    rate = scaled_learning_rate(base_learning_rate, global_batch_size, reference_batch_size)
-    lr = make_schedule(schedule, rate, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                       warmup_steps=warmup_steps, decay_epochs=tuple(decay_epochs),
-                       decay_factor=decay_factor, plateau_patience=plateau_patience,
-                       plateau_max_decays=plateau_max_decays, plateau_monitor=plateau_monitor)
-    return make_optimizer(name, lr, weight_decay=weight_decay, exclude_vectors=exclude_vectors,
-                          exclude_patterns=exclude_patterns, lr_multipliers=lr_multipliers,
-                          momentum=momentum, nesterov=nesterov,
-                          trust_coefficient=trust_coefficient, beta_1=beta_1, beta_2=beta_2,
-                          epsilon=epsilon)
+# The allowlist makes gin refuse an unknown `build_optimizer.<key>` when it parses.
+@gin.configurable(allowlist=_FIELDS)
+def build_optimizer(name: str = "lars", *, global_batch_size: int, total_steps: int,
+                    warmup_steps: int = 0, steps_per_epoch: int | None = None,
+                    **settings) -> keras.optimizers.Optimizer:
+    """The pre-training optimizer (`train.optimizer = @build_optimizer`, which `train`
+    calls with the run's batch, steps and warm-up): the `OptimizerSpec` of `name` and
+    the `build_optimizer.<field>` bindings (`settings`), built for the run."""
+    return OptimizerSpec(name, **settings).build(
+        global_batch_size=global_batch_size, total_steps=total_steps,
+        warmup_steps=warmup_steps, steps_per_epoch=steps_per_epoch, owner="build_optimizer")

@@ -23,7 +23,6 @@ temporary name and renamed when complete (`video_ssl.atomic`).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 from typing import Mapping
@@ -32,19 +31,15 @@ import keras
 import tensorflow as tf
 
 from video_ssl import atomic
-from video_ssl.data import augment, reader
-from video_ssl.data import clips as clips_lib, views as views_lib
+from video_ssl.data import clips as clips_lib, modalities, reader, views as views_lib
 
 SIGNATURES = ("serve", "serve_uint8", "serve_sequence_examples")
 # `make_dataset` arguments that shape the clips a model was trained on (and the
 # evaluation crop's short side)...
 CLIP_KEYS = ("num_frames", "frame_stride", "crop_size", "target_fps", "short_side")
-# ... and that normalize them (`augment.augment_clip` keywords).
+# ... and that normalize them (`AugmentSpec` fields).
 NORMALIZATION_KEYS = ("normalize", "mean", "std")
-_NORMALIZATION_DEFAULTS = {k: inspect.signature(augment.augment_clip).parameters[k].default
-                           for k in NORMALIZATION_KEYS}
 METADATA = os.path.join("assets.extra", "video_ssl.json")
-MODALITIES = ("rgb", "flow", "audio")
 
 
 class ExportError(ValueError):
@@ -60,7 +55,7 @@ def eval_view(clip: Mapping | None = None, normalization: Mapping | None = None,
         raise ExportError(f"unknown clip/normalization settings {sorted(unknown | unknown_norm)}; "
                           f"expected {CLIP_KEYS} and {NORMALIZATION_KEYS}")
     return views_lib.ViewSpec(num_clips=num_clips,
-                              augmentation={**_NORMALIZATION_DEFAULTS, **(normalization or {})},
+                              augmentation=views_lib.AugmentSpec(**(normalization or {})),
                               **(clip or {}))
 
 
@@ -69,8 +64,8 @@ def build_archive(backbone: keras.Model, view: views_lib.ViewSpec,
                   modality: str = "rgb") -> keras.export.ExportArchive:
     """An ExportArchive with the signatures of the module docstring: all three for an
     RGB encoder, `serve` alone for flow and audio encoders."""
-    if modality not in MODALITIES:
-        raise ExportError(f"modality={modality!r}: expected one of {MODALITIES}")
+    if modality not in modalities.NAMES:
+        raise ExportError(f"modality={modality!r}: expected one of {modalities.NAMES}")
     rgb = modality == "rgb"
     if rgb and (len(backbone.input_shape) != 5 or backbone.input_shape[-1] != 3):
         raise ExportError(f"backbone {backbone.name!r} takes {backbone.input_shape}; an RGB "
@@ -148,7 +143,7 @@ def export_saved_model(backbone: keras.Model, output: str, *, clip: Mapping | No
         "modality": modality,
         "outputs": ["features"] + (["logits", "probabilities"] if classifier else []),
         "clip": {k: getattr(view, k) for k in CLIP_KEYS},
-        "normalization": dict(view.augmentation),
+        "normalization": {k: getattr(view.augmentation, k) for k in NORMALIZATION_KEYS},
         "num_clips": num_clips,
         **({"source": dict(source)} if source else {}),
     }

@@ -7,6 +7,9 @@ Each op draws its parameters once per clip from `seed` (an int tensor of shape [
 and applies them to every frame, so a clip stays temporally consistent; different
 seeds give independent draws. The crop boxes, cut at decode time, are `crops`'.
 
+`AugmentSpec` holds a view's augmentation options (the `train_input.<key>` bindings of
+its fields); `augment_clip`, `apply_draws` and `augment_batch` take one.
+
 Order in `augment_clip` follows PySlowFast's contrastive branch: colour jitter,
 grayscale, blur on the [0, 1] clip, then normalization; the spatial crop happens at
 decode time and the flip (whose outcome distribution commutes with the rest) last.
@@ -34,12 +37,14 @@ drawn sigma, with each 1-D pass run as a depthwise convolution over many channel
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import NamedTuple, Sequence
 
 import tensorflow as tf
 
+from video_ssl.data import modalities
 from video_ssl.data.stateless import plain_graph, split, uniform, uniform_int
 
 # Luma weights of tf.image.rgb_to_grayscale (ITU-R 601).
@@ -57,6 +62,69 @@ COLOR_STRENGTH = 0.5
 _JITTER_SPREAD, _HUE_SPREAD = 0.8, 0.2
 # BraVe's random convolution kernel sizes.
 CONV_KERNEL_SIZES = (1, 3, 5, 7, 9, 11)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentSpec:
+    """A view's training augmentation after the crop (see `augment_clip`), and the
+    normalization of its RGB clips, which evaluation and serving reuse.
+
+    Probabilities of the flip, colour jitter, grayscale, blur and temporal difference
+    (Feichtenhofer et al. 2021, Table 7); color_strength: the rho-paper's colour
+    strength s (see `augment_clip`); color_jitter_exact: torchvision's step-by-step
+    jitter (see `color_jitter`); blur_kernel_size: a fixed odd kernel side (None: 3
+    sigma of the drawn sigma, see `gaussian_blur`); random_conv: BraVe's random
+    convolution (broad view); normalize: (x - mean) / std with per-clip scalars or one
+    per RGB channel, else values in [0, 1]. Flow clips take the flip alone; audio none
+    (the modality table, `modalities`).
+    """
+    flip_prob: float = FLIP_PROB
+    color_jitter_prob: float = 0.8
+    color_strength: float = COLOR_STRENGTH
+    color_jitter_exact: bool = False
+    grayscale_prob: float = 0.2
+    blur_prob: float = 0.5
+    blur_kernel_size: int | None = None
+    temporal_difference_prob: float = 0.0
+    random_conv: bool = False
+    normalize: bool = True
+    mean: float | tuple[float, float, float] = 0.45
+    std: float | tuple[float, float, float] = 0.225
+
+    def __post_init__(self):
+        for name in ("flip_prob", "color_jitter_prob", "grayscale_prob", "blur_prob",
+                     "temporal_difference_prob"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 <= value <= 1:
+                raise ValueError(f"AugmentSpec.{name}={value!r}: expected a probability in "
+                                 "[0, 1]")
+        if not _is_number(self.color_strength) or self.color_strength < 0:
+            raise ValueError(f"AugmentSpec.color_strength={self.color_strength!r}: expected "
+                             "a number >= 0")
+        for name in ("color_jitter_exact", "random_conv", "normalize"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"AugmentSpec.{name}={getattr(self, name)!r}: expected True "
+                                 "or False")
+        size = self.blur_kernel_size
+        if size is not None and not (isinstance(size, int) and not isinstance(size, bool)
+                                     and size >= 1 and size % 2 == 1):
+            raise ValueError(f"AugmentSpec.blur_kernel_size={size!r}: expected None or an odd "
+                             "int >= 1")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                value = tuple(value)
+                object.__setattr__(self, name, value)  # a JSON or gin list
+            values = value if isinstance(value, tuple) else (value,)
+            if (len(values) != (3 if isinstance(value, tuple) else 1)
+                    or not all(map(_is_number, values))
+                    or (name == "std" and min(values) <= 0)):
+                raise ValueError(f"AugmentSpec.{name}={value!r}: expected a number or one per "
+                                 f"RGB channel (3 numbers){', all > 0' if name == 'std' else ''}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # ----------------------------------------------------------------------------- draws
@@ -575,14 +643,10 @@ def normalize(clip: tf.Tensor, mean=0.45, std=0.225, max_value: float = 1.0) -> 
     return clip * (1.0 / (max_value * std)) - mean / std
 
 
-# augment_clip's `normalize` flag shadows the function inside it.
-_normalize = normalize
-
-
-def _normalize_or_rescale(clip, normalize: bool, mean, std, max_value) -> tf.Tensor:
-    """Normalized, or back in [0, 1] when normalization is off."""
-    if normalize:
-        return _normalize(clip, mean, std, max_value)
+def _normalize_or_rescale(clip, spec: AugmentSpec, max_value) -> tf.Tensor:
+    """Normalized as `spec` asks, or back in [0, 1] when normalization is off."""
+    if spec.normalize:
+        return normalize(clip, spec.mean, spec.std, max_value)
     return clip if max_value == 1 else clip * (1.0 / max_value)
 
 
@@ -590,14 +654,9 @@ def _normalize_or_rescale(clip, normalize: bool, mean, std, max_value) -> tf.Ten
 
 
 @plain_graph
-def augment_clip(clip: tf.Tensor, seed, *, flip_prob: float = FLIP_PROB, is_flow: bool = False,
-                 color_jitter_prob: float = 0.8, color_strength: float = COLOR_STRENGTH,
-                 color_jitter_exact: bool = False, grayscale_prob: float = 0.2,
-                 blur_prob: float = 0.5, blur_kernel_size: int | None = None,
-                 temporal_difference_prob: float = 0.0, random_conv: bool = False,
-                 normalize: bool = True, mean=0.45, std=0.225,
-                 max_value: float = 1.0) -> tf.Tensor:
-    """The training augmentation of an already-cropped clip, PySlowFast's order.
+def augment_clip(clip: tf.Tensor, seed, spec: AugmentSpec = AugmentSpec(), *,
+                 is_flow: bool = False, max_value: float = 1.0) -> tf.Tensor:
+    """The training augmentation `spec` of an already-cropped clip, PySlowFast's order.
 
     RGB: colour jitter, grayscale, blur, random convolution (BraVe's broad view) on the
     [0, max_value] clip; normalization (or, without it, rescaling to [0, 1]); temporal
@@ -615,46 +674,36 @@ def augment_clip(clip: tf.Tensor, seed, *, flip_prob: float = FLIP_PROB, is_flow
     a factor 2; we follow the sentence (see `color_jitter`).
     """
     clip = tf.convert_to_tensor(clip, tf.float32)
-    channels = 2 if is_flow else 3
-    if clip.shape.rank not in (None, 4) or clip.shape[-1] not in (None, channels):
-        raise ValueError(f"augment_clip: expected a (T, H, W, {channels}) "
+    modality = modalities.get("flow" if is_flow else "rgb")
+    if clip.shape.rank not in (None, 4) or clip.shape[-1] not in (None, modality.channels):
+        raise ValueError(f"augment_clip: expected a (T, H, W, {modality.channels}) "
                          f"{'flow' if is_flow else 'RGB'} clip, got shape {clip.shape}")
-    return apply_draws(clip, draw_clip(seed, color_strength=color_strength),
-                       flip_prob=flip_prob, is_flow=is_flow,
-                       color_jitter_prob=color_jitter_prob,
-                       color_jitter_exact=color_jitter_exact, grayscale_prob=grayscale_prob,
-                       blur_prob=blur_prob, blur_kernel_size=blur_kernel_size,
-                       temporal_difference_prob=temporal_difference_prob,
-                       random_conv=random_conv, normalize=normalize, mean=mean, std=std,
-                       max_value=max_value)
+    return apply_draws(clip, draw_clip(seed, color_strength=spec.color_strength), spec,
+                       is_flow=is_flow, max_value=max_value)
 
 
 @plain_graph
-def apply_draws(clips: tf.Tensor, draws: ClipDraws, *, flip_prob: float = FLIP_PROB,
-                is_flow: bool = False, color_jitter_prob: float = 0.8,
-                color_jitter_exact: bool = False, grayscale_prob: float = 0.2,
-                blur_prob: float = 0.5, blur_kernel_size: int | None = None,
-                temporal_difference_prob: float = 0.0, random_conv: bool = False,
-                normalize: bool = True, mean=0.45, std=0.225,
-                max_value: float = 1.0) -> tf.Tensor:
-    """`augment_clip`'s ops, in its order, with the parameters in `draws`: one float32
-    (T, H, W, C) clip with `draw_clip`'s draws, or (N, T, H, W, C) clips with
-    `draw_batch`'s (every op batched, a clip an op skips getting its identity; exact
-    colour jitter and random convolution only clip by clip). The pipeline and
-    `augment_batch` both end here, so their augmentations are the same maths."""
+def apply_draws(clips: tf.Tensor, draws: ClipDraws, spec: AugmentSpec = AugmentSpec(), *,
+                is_flow: bool = False, max_value: float = 1.0) -> tf.Tensor:
+    """`augment_clip`'s ops, in its order, with the parameters in `draws` (its
+    color_strength is the draws'): one float32 (T, H, W, C) clip with `draw_clip`'s
+    draws, or (N, T, H, W, C) clips with `draw_batch`'s (every op batched, a clip an op
+    skips getting its identity; exact colour jitter and random convolution only clip
+    by clip). The pipeline and `augment_batch` both end here, so their augmentations
+    are the same maths."""
     if not is_flow:
-        clips = apply_color_jitter(clips, decide(draws.jitter, color_jitter_prob),
+        clips = apply_color_jitter(clips, decide(draws.jitter, spec.color_jitter_prob),
                                    **draws.jitter_params(), max_value=max_value,
-                                   exact=color_jitter_exact)
-        clips = apply_grayscale(clips, decide(draws.grayscale, grayscale_prob))
-        clips = apply_blur(clips, draws.sigma, decide(draws.blur, blur_prob),
-                           kernel_size=blur_kernel_size)
-        if random_conv:
+                                   exact=spec.color_jitter_exact)
+        clips = apply_grayscale(clips, decide(draws.grayscale, spec.grayscale_prob))
+        clips = apply_blur(clips, draws.sigma, decide(draws.blur, spec.blur_prob),
+                           kernel_size=spec.blur_kernel_size)
+        if spec.random_conv:
             clips = apply_random_convolution(clips, draws.conv_size, draws.conv_seed)
-        clips = _normalize_or_rescale(clips, normalize, mean, std, max_value)
+        clips = _normalize_or_rescale(clips, spec, max_value)
         clips = apply_temporal_difference(clips, decide(draws.difference,
-                                                         temporal_difference_prob))
-    return apply_flip(clips, decide(draws.flip, flip_prob), is_flow)
+                                                         spec.temporal_difference_prob))
+    return apply_flip(clips, decide(draws.flip, spec.flip_prob), is_flow)
 
 
 # ------------------------------------------------------------------ batch (accelerator)
@@ -705,12 +754,8 @@ def _resize_axis(clips: tf.Tensor, valid, axis: int, flip=None) -> tf.Tensor:
 
 
 @plain_graph
-def augment_batch(rgb: tf.Tensor, seeds, sizes=None, *, flip_prob: float = FLIP_PROB,
-                  color_jitter_prob: float = 0.8, color_strength: float = COLOR_STRENGTH,
-                  color_jitter_exact: bool = False, grayscale_prob: float = 0.2,
-                  blur_prob: float = 0.5, blur_kernel_size: int | None = None,
-                  temporal_difference_prob: float = 0.0, random_conv: bool = False,
-                  normalize: bool = True, mean=0.45, std=0.225) -> tf.Tensor:
+def augment_batch(rgb: tf.Tensor, seeds, sizes=None,
+                  spec: AugmentSpec = AugmentSpec()) -> tf.Tensor:
     """What `augment_clip` does after the crop, on many clips at once (on the accelerator).
 
     rgb: (..., T, H, W, 3) uint8 canvases, the "rgb" of `make_dataset(...,
@@ -719,10 +764,9 @@ def augment_batch(rgb: tf.Tensor, seeds, sizes=None, *, flip_prob: float = FLIP_
     the canvas's top-left corner ("rgb_size"; None: the whole canvas). Each crop is
     resized to H x W (bilinear, half-pixel centres, as `tf.image.resize`) and flipped,
     then gets colour jitter, grayscale, blur, random convolution, normalization and
-    temporal difference. Returns float32 (..., T, H, W, 3): clip i is what the
-    pipeline gives, `augment_clip(resize(crop_i), seeds[i], max_value=255, **same
-    keywords)` up to float rounding, with the same draws. Takes the keywords of
-    `augment_clip`, so one dict serves both.
+    temporal difference, as `spec` asks. Returns float32 (..., T, H, W, 3): clip i is
+    what the pipeline gives, `augment_clip(resize(crop_i), seeds[i], spec,
+    max_value=255)` up to float rounding, with the same draws.
 
     The default ops run batched, with per-clip parameters; a clip an op skips gets its
     identity (no data-dependent branches), so every op costs every clip: on a CPU the
@@ -740,24 +784,19 @@ def augment_batch(rgb: tf.Tensor, seeds, sizes=None, *, flip_prob: float = FLIP_
     shape = tf.shape(rgb)
     clips = tf.reshape(tf.cast(rgb, tf.float32), tf.concat([[-1], shape[-4:]], 0))
     seeds = tf.reshape(seeds, [-1, 2])
-    draws = draw_batch(seeds, color_strength=color_strength)
+    draws = draw_batch(seeds, color_strength=spec.color_strength)
     if sizes is None:
         sizes = tf.broadcast_to(shape[-3:-1], tf.shape(seeds))
     sizes = tf.reshape(tf.cast(sizes, tf.int32), [-1, 2])
-    flip = decide(draws.flip, flip_prob)
+    flip = decide(draws.flip, spec.flip_prob)
     clips = _resize_axis(clips, sizes[:, 0], axis=2)
     clips = _resize_axis(clips, sizes[:, 1], axis=3, flip=None if flip is False else flip)
-    # The flip was part of the resize.
-    options = dict(flip_prob=0.0, color_jitter_prob=color_jitter_prob,
-                   color_jitter_exact=color_jitter_exact, grayscale_prob=grayscale_prob,
-                   blur_prob=blur_prob, blur_kernel_size=blur_kernel_size,
-                   temporal_difference_prob=temporal_difference_prob,
-                   random_conv=random_conv, normalize=normalize, mean=mean, std=std,
-                   max_value=255.0)
-    if color_jitter_exact or random_conv:
-        clips = tf.map_fn(lambda a: apply_draws(a[0], a[1], **options), (clips, draws),
+    unflipped = dataclasses.replace(spec, flip_prob=0.0)  # the flip was part of the resize
+    augment = functools.partial(apply_draws, spec=unflipped, max_value=255.0)
+    if spec.color_jitter_exact or spec.random_conv:
+        clips = tf.map_fn(lambda a: augment(a[0], a[1]), (clips, draws),
                           fn_output_signature=tf.float32)
     else:
-        clips = apply_draws(clips, draws, **options)
+        clips = augment(clips, draws)
     return tf.reshape(clips, shape)
 

@@ -21,6 +21,7 @@ Evaluation clips share deterministic crops, and their frames are decoded whole, 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Mapping, Sequence
 
@@ -30,6 +31,7 @@ from video_ssl.data import audio as audio_lib
 from video_ssl.data import augment
 from video_ssl.data import crops
 from video_ssl.data import decode
+from video_ssl.data import modalities
 from video_ssl.data import sampling
 from video_ssl.data import schema
 from video_ssl.data.views import ViewSpec
@@ -119,6 +121,14 @@ def _audio(view: ViewSpec, features, starts, default_frame_rate) -> tf.Tensor:
     return mel[..., None]
 
 
+def _clip_shape(view: ViewSpec, modality: str) -> list:
+    """One clip's static shape: (T, S, S, C) frames, or (frames, mel_bins, 1) log-mel."""
+    entry = modalities.get(modality)
+    if entry.frames:
+        return [view.num_frames, view.crop_size, view.crop_size, entry.channels]
+    return [None, view.audio.num_mel_bins, entry.channels]
+
+
 def _canvas(crop: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
     """(T, size, size, 3) uint8 and the (height, width) it holds: the crop in the top-left
     corner when it fits (the accelerator resizes it), else resized to fill the canvas."""
@@ -142,24 +152,22 @@ def _training_clips(view: ViewSpec, features, starts, strides, seed) -> dict:
     crop before resizing, which commutes with it and is cheaper there. One traced body
     for all clips (tf.map_fn) keeps the graph small."""
     size = view.crop_size
-    frames = [view.num_frames, size, size]
     signature = {}
     if "rgb" in view.modalities:
-        signature["rgb"] = tf.TensorSpec(frames + [3], tf.uint8 if view.defer_augmentation
-                                         else tf.float32)
+        signature["rgb"] = tf.TensorSpec(_clip_shape(view, "rgb"), tf.uint8
+                                         if view.defer_augmentation else tf.float32)
         if view.defer_augmentation:
             signature["rgb_size"] = tf.TensorSpec([2], tf.int32)
             signature["augment_seed"] = tf.TensorSpec([2], tf.int64)
     if "flow" in view.modalities:
-        signature["flow"] = tf.TensorSpec(frames + [2], tf.float32)
+        signature["flow"] = tf.TensorSpec(_clip_shape(view, "flow"), tf.float32)
     if not signature:
         return {}
     num_available = _num_frames(features)
     image_hw = _reference_shape(features)
     flow_hw = decode.frame_shape(features["flow"]) if "flow" in view.modalities else None
-    photometric = dict(view.augmentation)
-    flip_prob = photometric.pop("flip_prob", augment.FLIP_PROB)
-    color_strength = photometric.pop("color_strength", augment.COLOR_STRENGTH)
+    spec = view.augmentation
+    unflipped = dataclasses.replace(spec, flip_prob=0.0)  # the flip is the uint8 crop's
 
     def one_clip(args):
         start, stride, clip_seed = args
@@ -167,8 +175,9 @@ def _training_clips(view: ViewSpec, features, starts, strides, seed) -> dict:
         box = _training_box(view, image_hw, box_seed)
         indices = sampling.clip_indices(start, view.num_frames, stride, num_available)
         # One draw for the clip: its flip applies to the RGB crop and the flow alike.
-        draws = augment.draw_clip(aug_seed, color_strength=color_strength)
-        flip = functools.partial(augment.apply_flip, where=augment.decide(draws.flip, flip_prob))
+        draws = augment.draw_clip(aug_seed, color_strength=spec.color_strength)
+        flip = functools.partial(augment.apply_flip,
+                                 where=augment.decide(draws.flip, spec.flip_prob))
         out = {}
         if "rgb" in view.modalities:
             crop = decode.decode_jpegs(features["frames"], indices, box)
@@ -177,7 +186,7 @@ def _training_clips(view: ViewSpec, features, starts, strides, seed) -> dict:
                 out["augment_seed"] = tf.cast(aug_seed, tf.int64)
             else:
                 out["rgb"] = augment.apply_draws(decode.resize_clip(flip(crop), size), draws,
-                                                 flip_prob=0.0, max_value=255.0, **photometric)
+                                                 unflipped, max_value=255.0)
         if "flow" in view.modalities:
             flow_box = decode.scale_box(box, image_hw, flow_hw)
             flow = decode.decode_flow(features["flow"], indices, features["flow_bound"], flow_box)
@@ -219,15 +228,13 @@ def eval_rgb_crops(view: ViewSpec, frames, clips) -> tf.Tensor:
     applies it to raw frames too)."""
     boxes, flips = _eval_boxes(view, tf.shape(frames)[1:3])
     rgb = _eval_crops(frames, clips, boxes, flips, view.crop_size, is_flow=False)
-    if view.augmentation.get("normalize", True):
-        rgb = augment.normalize(rgb, view.augmentation.get("mean", 0.45),
-                                view.augmentation.get("std", 0.225))
-    return rgb
+    spec = view.augmentation
+    return augment.normalize(rgb, spec.mean, spec.std) if spec.normalize else rgb
 
 
 def _eval_clips(view: ViewSpec, features, starts, strides) -> dict:
     """All clips share the deterministic crops; frames are decoded whole, once."""
-    if not {"rgb", "flow"} & set(view.modalities):
+    if not any(modalities.get(m).frames for m in view.modalities):
         return {}
     num_available = _num_frames(features)
     indices = tf.reshape(sampling.clip_indices(starts, view.num_frames, strides, num_available),
@@ -251,11 +258,8 @@ def _set_shapes(view: ViewSpec, out: dict, training: bool) -> dict:
     clips = view.num_clips * (1 if training else view.eval_crops)
     if not training and view.eval_window_stride:
         clips = None
-    size = view.crop_size
-    shapes = {"rgb": [clips, view.num_frames, size, size, 3],
-              "flow": [clips, view.num_frames, size, size, 2],
-              "audio": [clips, None, view.audio.num_mel_bins, 1],
-              "rgb_size": [clips, 2], "augment_seed": [clips, 2]}
+    shapes = {"rgb_size": [clips, 2], "augment_seed": [clips, 2],
+              **{m: [clips] + _clip_shape(view, m) for m in view.modalities}}
     return {k: tf.ensure_shape(v, shapes[k]) if k in shapes else v for k, v in out.items()}
 
 

@@ -25,12 +25,6 @@ def _scaled(flow: np.ndarray, bound: float) -> np.ndarray:
     return cv2.addWeighted(flow, scale, flow, 0.0, bound * scale, dtype=cv2.CV_8U)
 
 
-def quantize_flow(flow: np.ndarray, bound: float) -> np.ndarray:
-    """(H, W, 2) float pixels -> (H, W, 3) uint8 (dx, dy, 128), clipped to +-bound."""
-    dx, dy = cv2.split(_scaled(flow, bound))
-    return cv2.merge([dx, dy, np.full_like(dx, 128)])
-
-
 def encode_flow_jpeg(flow: np.ndarray, bound: float, quality: int = JPEG_QUALITY) -> bytes:
     """(H, W, 2) float pixels -> JPEG bytes in the schema's layout."""
     dx, dy = cv2.split(_scaled(flow, bound))

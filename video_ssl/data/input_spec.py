@@ -1,12 +1,12 @@
 """The typed input spec: what `train_input.<key>` and `eval_input.<key>` may bind.
 
 Both are gin configurables whose signature lists every accepted key (the `ViewSpec`
-clip and crop fields, the `augment.augment_clip` keywords and the dataset options),
-so gin rejects a typo'd key when the config is parsed, naming the key, on every
-path. `view_from_input` turns the bound values into a `ViewSpec`. A run writes its
-views as JSON (`view_to_json`) next to its operative config, and everything that
-later needs the training clips (evaluation, serving, the kNN monitor) reads them
-back with `view_from_json` instead of re-parsing gin.
+clip and crop fields, the `AugmentSpec` fields and the dataset options), so gin
+rejects a typo'd key when the config is parsed, naming the key, on every path.
+`view_from_input` turns the bound values into a `ViewSpec` with its `AugmentSpec`. A
+run writes its views as JSON (`view_to_json`) next to its operative config, and
+everything that later needs the training clips (evaluation, serving, the kNN monitor)
+reads them back with `view_from_json` instead of re-parsing gin.
 """
 from __future__ import annotations
 
@@ -16,15 +16,13 @@ from typing import Mapping
 
 import gin
 
-from video_ssl.data import augment
-from video_ssl.data.views import AudioSpec, ViewSpec
+from video_ssl.data import views
+from video_ssl.data.views import AudioSpec, AugmentSpec, ViewSpec
 
 # Set by the method from its own structure (rho, its modalities), never by the user.
 METHOD_KEYS = ("num_clips", "same_window", "modalities")
-VIEW_KEYS = tuple(f.name for f in dataclasses.fields(ViewSpec)
-                  if f.name not in METHOD_KEYS + ("augmentation",))
-AUGMENT_KEYS = tuple(name for name, p in inspect.signature(augment.augment_clip).parameters.items()
-                     if p.kind == p.KEYWORD_ONLY and name != "is_flow")
+VIEW_KEYS = tuple(k for k in views.VIEW_FIELDS if k not in METHOD_KEYS + ("augmentation",))
+AUGMENT_KEYS = views.AUGMENT_FIELDS
 DATASET_KEYS = ("default_frame_rate", "shuffle_buffer", "num_parallel_calls", "deterministic")
 # Evaluation only: the test views' clip count (training clips follow the method) and
 # dense windows given by their overlap (evaluation.protocol).
@@ -61,10 +59,8 @@ eval_input = _configurable_input(
 def view_from_input(values: Mapping, **method_fields) -> ViewSpec:
     """The `ViewSpec` of bound `train_input` values plus the fields the method sets
     (`num_clips`, `same_window`, `modalities`). Dataset options are left out."""
-    clip = {k: tuple(v) if isinstance(v, list) else v
-            for k, v in values.items() if k in VIEW_KEYS}
-    augmentation = {k: v for k, v in values.items() if k in AUGMENT_KEYS}
-    return ViewSpec(**clip, **method_fields, augmentation=augmentation)
+    bound = {k: v for k, v in values.items() if k in VIEW_KEYS + AUGMENT_KEYS}
+    return views.view_from_options({**bound, **method_fields}, where="train_input")
 
 
 def dataset_options(values: Mapping) -> dict:
@@ -77,35 +73,36 @@ def view_to_json(view: ViewSpec) -> dict:
 
 
 def view_from_json(data: Mapping) -> ViewSpec:
-    fields = {f.name: f for f in dataclasses.fields(ViewSpec)}
-    unknown = set(data) - set(fields)
+    """The `ViewSpec` that `view_to_json` wrote. Its "augmentation" and "audio" may
+    hold some fields only (runs written before `AugmentSpec` stored the bound keys
+    alone): the others take their defaults."""
+    unknown = set(data) - set(views.VIEW_FIELDS)
     if unknown:
         raise ValueError(f"view {dict(data)}: unknown fields {sorted(unknown)}; expected "
-                         f"{sorted(fields)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    if isinstance(values.get("audio"), Mapping):
-        values["audio"] = _audio_spec(values["audio"])
+                         f"{sorted(views.VIEW_FIELDS)}")
+    values = dict(data)
+    for name, spec in (("augmentation", AugmentSpec), ("audio", AudioSpec)):
+        if isinstance(values.get(name), Mapping):
+            values[name] = _spec(spec, name, values[name])
     return ViewSpec(**values)
 
 
-def _audio_spec(values: Mapping) -> AudioSpec:
-    fields = {f.name for f in dataclasses.fields(AudioSpec)}
+def _spec(spec: type, name: str, values: Mapping):
+    fields = {f.name for f in dataclasses.fields(spec)}
     unknown = set(values) - fields
     if unknown:
-        raise ValueError(f"audio {dict(values)}: unknown keys {sorted(unknown)}; expected "
-                         f"some of {sorted(fields)} (AudioSpec)")
-    return AudioSpec(**values)
+        raise ValueError(f"{name} {dict(values)}: unknown keys {sorted(unknown)}; expected "
+                         f"some of {sorted(fields)} ({spec.__name__})")
+    return spec(**values)
 
 
 def clip_settings(view: ViewSpec) -> tuple[dict, dict]:
     """(clip, normalization) of a training view, for evaluation clips of the same
     shape: num_frames, frame_stride, crop_size, target_fps; mean and std (0 and 1
-    when the view did not normalize), the pipeline's defaults where unbound."""
+    when the view did not normalize)."""
     clip = {k: getattr(view, k) for k in ("num_frames", "frame_stride", "crop_size",
                                           "target_fps")}
-    defaults = inspect.signature(augment.augment_clip).parameters
-    options = {k: view.augmentation.get(k, defaults[k].default)
-               for k in ("normalize", "mean", "std")}
-    if not options["normalize"]:
+    spec = view.augmentation
+    if not spec.normalize:
         return clip, {"mean": 0.0, "std": 1.0}
-    return clip, {"mean": options["mean"], "std": options["std"]}
+    return clip, {"mean": spec.mean, "std": spec.std}

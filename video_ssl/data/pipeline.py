@@ -24,8 +24,8 @@ Every view draws its own clips (start, crop, flip, augmentation), each of its
   view's start (BraVe's audio: modalities ("audio",) with `AudioSpec.duration` = tau_b,
   the waveform looped past its end; on a visual broad view, Table 4's synced row);
   `sync="centre"` the first view's centre;
-- augmentation is per view: `augmentation={"random_conv": True}` on the broad RGB view
-  only; flow clips are only cropped and flipped.
+- augmentation is per view: `augmentation=AugmentSpec(random_conv=True)` on the broad
+  RGB view only; flow clips are only cropped and flipped (the modality table).
 
 CoCLR asks for modalities ("rgb", "flow") in one view so each flow clip shares its RGB
 clip's window, crop box and flip; a view's own "audio" starts with its clip's first
@@ -42,9 +42,10 @@ from typing import Sequence
 import tensorflow as tf
 
 from video_ssl.data import clips
+from video_ssl.data import modalities as modalities_lib
 from video_ssl.data import reader
 from video_ssl.data import schema
-from video_ssl.data.views import AudioSpec, ViewSpec
+from video_ssl.data.views import ViewSpec, view_from_options
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -81,7 +82,7 @@ def make_view_dataset(file_pattern, views: Sequence[ViewSpec], *, training: bool
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
         pipeline_id = input_context.input_pipeline_id
-    modalities = tuple(m for m in schema.MODALITIES if any(m in v.modalities for v in views))
+    modalities = tuple(m for m in modalities_lib.NAMES if any(m in v.modalities for v in views))
     audio_rates = {v.audio.sample_rate for v in views if "audio" in v.modalities}
     if len(audio_rates) > 1:
         raise ValueError(f"views ask for audio at different sample rates {sorted(audio_rates)}")
@@ -119,41 +120,33 @@ def make_view_dataset(file_pattern, views: Sequence[ViewSpec], *, training: bool
 def make_dataset(file_pattern, *, training: bool, batch_size: int, num_clips: int = 1,
                  num_frames: int = 8, frame_stride: float = 8, crop_size: int = 224,
                  modalities: Sequence[str] = ("rgb",), seed: int | None = None,
-                 input_context=None, target_fps: float | None = None,
-                 same_window: bool = False, min_gap: float = 0.0,
-                 max_gap: float | None = None, frame_rate_jitter: float = 0.0,
-                 start: str = "within", crop: str = "random_resized", area_range=(0.2, 0.766),
-                 aspect_range=(3 / 4, 4 / 3), short_side_range=(256, 320),
-                 defer_augmentation: bool = False, eval_crops: int = 1,
-                 short_side: int | None = None, eval_window_stride: float | None = None,
-                 audio: AudioSpec = AudioSpec(),
-                 default_frame_rate: float = schema.DEFAULT_FRAME_RATE,
+                 input_context=None, default_frame_rate: float = schema.DEFAULT_FRAME_RATE,
                  shuffle_buffer: int = 64, num_parallel_calls: int = AUTOTUNE,
                  deterministic: bool | None = None, drop_remainder: bool | None = None,
-                 repeat: bool | None = None, **augmentation) -> tf.data.Dataset:
+                 repeat: bool | None = None, **options) -> tf.data.Dataset:
     """Batches of {"rgb": (B, num_clips, T, H, W, 3) float32 normalized, "label": (B,)
     int32 (-1 when unlabeled)}, plus "flow" (B, num_clips, T, H, W, 2) and "audio"
     (B, num_clips, frames, mel_bins, 1) when asked for (contract).
 
+    The one view of `make_view_dataset` (whose options the other keywords are): options
+    are the other `ViewSpec` fields (target_fps, crop, eval_crops, audio, ...) and the
+    `AugmentSpec` fields (the contract's `**augmentation`: flip_prob, color_strength,
+    normalize, mean, std, ...; or `augmentation=AugmentSpec(...)` whole); an unknown
+    one is a ValueError naming it.
+
     Training: num_clips clips per video, each with its own crop, flip and colour
-    jitter (`augmentation` = `augment.augment_clip` keywords). defer_augmentation=True
-    (training only): "rgb" is uint8 canvases of the decoded crops (the top-left
-    "rgb_size" (B, num_clips, 2) int32 of each), and "augment_seed" (B, num_clips, 2)
-    int64 holds each clip's seed; `augment.augment_batch(rgb, augment_seed, rgb_size,
-    **augmentation)` then gives what the pipeline would have. Evaluation: num_clips
+    jitter. defer_augmentation=True (training only): "rgb" is uint8 canvases of the
+    decoded crops (the top-left "rgb_size" (B, num_clips, 2) int32 of each), and
+    "augment_seed" (B, num_clips, 2) int64 holds each clip's seed;
+    `augment.augment_batch(rgb, augment_seed, rgb_size, spec)` with the view's
+    `AugmentSpec` then gives what the pipeline would have. Evaluation: num_clips
     uniformly spaced clips x eval_crops crops form the clip axis (clip-major); with
     eval_window_stride, sliding windows instead, padded per batch, plus "clip_mask".
     See `ViewSpec` and `make_view_dataset` for the other options.
     """
-    view = ViewSpec(
-        num_clips=num_clips, num_frames=num_frames, frame_stride=frame_stride,
-        crop_size=crop_size, modalities=tuple(modalities), target_fps=target_fps,
-        same_window=same_window, min_gap=min_gap, max_gap=max_gap,
-        frame_rate_jitter=frame_rate_jitter, start=start, crop=crop, area_range=tuple(area_range),
-        aspect_range=tuple(aspect_range), short_side_range=tuple(short_side_range),
-        augmentation=dict(augmentation), defer_augmentation=defer_augmentation,
-        eval_crops=eval_crops, short_side=short_side,
-        eval_window_stride=eval_window_stride, audio=audio)
+    view = view_from_options(
+        dict(options, num_clips=num_clips, num_frames=num_frames, frame_stride=frame_stride,
+             crop_size=crop_size, modalities=modalities), where="make_dataset")
     return make_view_dataset(
         file_pattern, [view], training=training, batch_size=batch_size, seed=seed,
         input_context=input_context, default_frame_rate=default_frame_rate,

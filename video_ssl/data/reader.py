@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 
+from video_ssl.data import modalities as modalities_lib
 from video_ssl.data import schema
 
 
@@ -172,13 +173,12 @@ def parse_example(serialized, shard, modalities: Sequence[str], *,
     # No quotes: TensorFlow escapes them in assertion messages.
     where = tf.strings.join([shard, ": video ", features["filename"]])
     checks = []
-    for modality, name in (("rgb", "frames"), ("flow", "flow"), ("audio", "waveform")):
-        if modality in modalities:
-            key = schema.MODALITY_KEYS[modality]
-            checks.append(tf.debugging.Assert(tf.size(features[name]) > 0, [tf.strings.join(
-                [where, f" has no feature list {key} (needed for modality {modality})"])]))
-            if modality != "audio":
-                checks.append(_all_jpegs(features[name], where, key))
+    for modality in map(modalities_lib.get, modalities):
+        key, stored = modality.feature_list, features[modality.parsed]
+        checks.append(tf.debugging.Assert(tf.size(stored) > 0, [tf.strings.join(
+            [where, f" has no feature list {key} (needed for modality {modality.name})"])]))
+        if modality.frames:
+            checks.append(_all_jpegs(stored, where, key))
     if "audio" in modalities and audio_sample_rate is not None:
         rate = features["sample_rate"]
         checks.append(tf.debugging.Assert(tf.abs(rate - audio_sample_rate) < 1e-3, [

@@ -1,9 +1,11 @@
 """The TFRecord schema (DMVR / Model Garden compatible): key names, writer and parser.
 
-One `tf.train.SequenceExample` per video. This module is the only place that knows
-the key names; the converter, the demo generator, the flow tool and the reader all
-go through it. The parser asks only for the keys a caller needs, so files written by
-DMVR's or the Model Garden's tools (which lack some of our optional keys) parse too.
+One `tf.train.SequenceExample` per video. This module is where the key names are
+read from: the shared ones are defined here, each modality's own in its entry of the
+modality table (`modalities`), re-exported here; the converter, the demo generator,
+the flow tool and the reader all go through it. The parser asks only for the keys a
+caller needs, so files written by DMVR's or the Model Garden's tools (which lack
+some of our optional keys) parse too.
 """
 from __future__ import annotations
 
@@ -12,23 +14,16 @@ from typing import Iterable, Sequence
 import numpy as np
 import tensorflow as tf
 
-# Context keys.
+from video_ssl.data import modalities as modalities_lib
+# Each modality's own keys: the context keys it reads and its feature list.
+from video_ssl.data.modalities import (  # noqa: F401 (re-exported)
+    FLOW, FLOW_BOUND, FRAMES, HEIGHT, SAMPLE_RATE, WAVEFORM, WIDTH)
+
+# The shared context keys.
 LABEL_INDEX = "clip/label/index"
 LABEL_TEXT = "clip/label/text"
 FILENAME = "video/filename"
 FRAME_RATE = "image/frame_rate"
-HEIGHT = "image/height"
-WIDTH = "image/width"
-SAMPLE_RATE = "WAVEFORM/feature/sample_rate"
-FLOW_BOUND = "FORWARD_FLOW/flow_bound"
-# Feature-list keys.
-FRAMES = "image/encoded"
-WAVEFORM = "WAVEFORM/feature/floats"
-FLOW = "FORWARD_FLOW/image/encoded"
-
-MODALITIES = ("rgb", "flow", "audio")
-# Which feature list holds each modality, for error messages.
-MODALITY_KEYS = {"rgb": FRAMES, "flow": FLOW, "audio": WAVEFORM}
 
 # Defaults for keys that other writers may leave out. DMVR's converter stores no
 # frame rate (it resamples to a fixed fps, 10 by default, configurable); callers can
@@ -111,9 +106,10 @@ def parse_sequence_example(
     absent comes back empty; the caller decides whether that is an error (it knows
     the shard's name).
     """
-    unknown = set(modalities) - set(MODALITIES)
+    unknown = set(modalities) - set(modalities_lib.NAMES)
     if unknown:
-        raise ValueError(f"unknown modalities {sorted(unknown)}; expected a subset of {MODALITIES}")
+        raise ValueError(f"unknown modalities {sorted(unknown)}; expected a subset of "
+                         f"{modalities_lib.NAMES}")
     d = {"frame_rate": DEFAULT_FRAME_RATE, "sample_rate": DEFAULT_SAMPLE_RATE,
          "flow_bound": DEFAULT_FLOW_BOUND, **(defaults or {})}
     context = {

@@ -1,15 +1,19 @@
 """What a method asks the input pipeline for: `ViewSpec`, one view of a video (clip
 count and shape, temporal sampling and how it relates to the first view, training crop
-and augmentation keywords, evaluation crops), and `AudioSpec`, the log-mel settings of
-its "audio" modality. Both are frozen dataclasses; a `ViewSpec` checks its values when
-built, so a bad one fails where it is configured.
+and augmentation, evaluation crops), with its `AugmentSpec` (the augmentation after
+the crop and the RGB normalization; defined in `augment`, importable from here) and
+its `AudioSpec`, the log-mel settings of its "audio" modality. All are frozen
+dataclasses that check their values when built, so a bad one fails where it is
+configured. `view_from_options` builds a `ViewSpec` from flat keywords (its own
+fields and `AugmentSpec`'s), as `make_dataset` and the `train_input` bindings give them.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Mapping
 
-from video_ssl.data import schema
+from video_ssl.data import modalities as modalities_lib
+from video_ssl.data.augment import AugmentSpec
 
 CROPS = ("random_resized", "scale_jitter")
 # Where a training clip may start: "within" the video (uniform in [0, T - span]), or
@@ -63,9 +67,10 @@ class ViewSpec:
     has one clip or as many as this view. A synced view has no starts of its own: it
     keeps start "within".
     Spatial (training): crop "random_resized" (area_range, aspect_range) or
-    "scale_jitter" (short_side_range); `augmentation` holds `augment.augment_clip`'s
-    keyword arguments; defer_augmentation stops training RGB clips after the decoded
-    crop (uint8 canvases plus "rgb_size" and "augment_seed" for `augment.augment_batch`).
+    "scale_jitter" (short_side_range); `augmentation` is the rest (`AugmentSpec`: flip,
+    photometric ops, normalization, which evaluation clips keep); defer_augmentation
+    stops training RGB clips after the decoded crop (uint8 canvases plus "rgb_size" and
+    "augment_seed" for `augment.augment_batch`).
     Evaluation: num_clips uniformly spaced clips (or sliding windows
     every eval_window_stride stored frames) x eval_crops (1, 3 or 10) crops of
     crop_size after resizing the short side to short_side (default crop_size * 8 / 7,
@@ -87,7 +92,7 @@ class ViewSpec:
     area_range: tuple[float, float] = (0.2, 0.766)
     aspect_range: tuple[float, float] = (3 / 4, 4 / 3)
     short_side_range: tuple[int, int] = (256, 320)
-    augmentation: Mapping = dataclasses.field(default_factory=dict)
+    augmentation: AugmentSpec = AugmentSpec()
     defer_augmentation: bool = False
     eval_crops: int = 1
     short_side: int | None = None
@@ -95,10 +100,16 @@ class ViewSpec:
     audio: AudioSpec = AudioSpec()
 
     def __post_init__(self):
-        unknown = set(self.modalities) - set(schema.MODALITIES)
+        for name in _TUPLES:  # lists from gin or JSON
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        unknown = set(self.modalities) - set(modalities_lib.NAMES)
         if unknown or not self.modalities:
-            raise ValueError(f"modalities {tuple(self.modalities)}: expected a non-empty "
-                             f"subset of {schema.MODALITIES}")
+            raise ValueError(f"modalities {self.modalities}: expected a non-empty "
+                             f"subset of {modalities_lib.NAMES}")
+        for name, kind in (("augmentation", AugmentSpec), ("audio", AudioSpec)):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"ViewSpec.{name}={getattr(self, name)!r}: expected an "
+                                 f"{kind.__name__}")
         if self.start not in STARTS:
             raise ValueError(f"start={self.start!r}: expected one of {STARTS}")
         if self.sync not in SYNCS:
@@ -124,3 +135,27 @@ class ViewSpec:
             fps = self.target_fps or default_frame_rate
             duration = self.num_frames * self.frame_stride / fps
         return int(round(duration * self.audio.sample_rate))
+
+
+_TUPLES = ("modalities", "area_range", "aspect_range", "short_side_range")
+VIEW_FIELDS = tuple(f.name for f in dataclasses.fields(ViewSpec))
+AUGMENT_FIELDS = tuple(f.name for f in dataclasses.fields(AugmentSpec))
+
+
+def view_from_options(options: Mapping, *, where: str = "ViewSpec") -> ViewSpec:
+    """The `ViewSpec` of flat keywords: its own fields and `AugmentSpec`'s (which make
+    its `augmentation`, unless that is given whole). An unknown keyword is a one-line
+    ValueError naming it and `where` the keywords came from."""
+    unknown = sorted(set(options) - set(VIEW_FIELDS) - set(AUGMENT_FIELDS))
+    if unknown:
+        raise ValueError(f"{where}: unknown keyword{'s' * (len(unknown) > 1)} "
+                         f"{', '.join(unknown)}; expected ViewSpec fields {VIEW_FIELDS} or "
+                         f"AugmentSpec fields {AUGMENT_FIELDS}")
+    view = {k: v for k, v in options.items() if k in VIEW_FIELDS}
+    augmentation = {k: v for k, v in options.items() if k in AUGMENT_FIELDS}
+    if augmentation:
+        if "augmentation" in view:
+            raise ValueError(f"{where}: augmentation given whole and as keywords "
+                             f"{sorted(augmentation)}; expected one of them")
+        view["augmentation"] = AugmentSpec(**augmentation)
+    return ViewSpec(**view)

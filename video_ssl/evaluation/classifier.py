@@ -9,17 +9,15 @@ sigmoid scores; single-label training the first label, softmax cross-entropy. Wi
 the backbone is frozen: its layers are not trainable, so its BatchNorm layers also run
 in inference mode (running statistics) during `fit`.
 
-Optimizers and schedules come from `video_ssl.optim`: 'sgd' (momentum, coupled L2
-weight decay as in PyTorch), 'lars' or 'adam' (Adam with coupled L2, CoCLR's choice);
-schedule 'cosine' (after a linear warm-up), 'step' (x`decay_factor` from each of
-`decay_epochs` on), 'constant' or 'plateau' (on the training loss); the backbone's
-learning rate may be scaled (CoCLR fine-tunes it at lr / 10). A setting the chosen
-optimizer or schedule does not read (e.g. `decay_epochs` with 'cosine') is an error
-naming the protocol's binding.
+The optimizer is an `optim.OptimizerSpec` (the names pre-training uses), bound as
+`<protocol>.optimizer = @<protocol>/OptimizerSpec()` with
+`<protocol>/OptimizerSpec.<field>` bindings; its learning rate refers to
+`reference_batch_size` and scales to the batch size, the warm-up is the protocol's
+`warmup_epochs`, and the backbone's rate may be scaled (CoCLR fine-tunes it at lr / 10).
+A setting the chosen optimizer or schedule does not read (e.g. `decay_epochs` with
+'cosine') is an error naming the binding.
 """
 from __future__ import annotations
-
-from typing import Sequence
 
 import keras
 import numpy as np
@@ -75,36 +73,35 @@ def predict_videos(model: keras.Model, data: EvalData, *, num_classes: int,
 
 
 def train_and_test(backbone: keras.Model, data: EvalData, *, owner: str, num_classes: int,
-                   train_backbone: bool, epochs: int, learning_rate: float,
-                   reference_batch_size: int | None, optimizer: str, schedule: str,
-                   warmup_epochs: float, decay_epochs: Sequence[float], weight_decay: float,
-                   momentum: float, exclude_vectors: bool, backbone_lr_scale: float,
+                   train_backbone: bool, epochs: int, warmup_epochs: float,
+                   optimizer: optim.OptimizerSpec, backbone_lr_scale: float,
                    dropout: float, batch_norm: bool, l2_normalize: bool,
                    hidden_units: int = 0, multi_label: bool = False,
                    verbose="auto") -> Result:
     """Trains backbone + linear head on augmented train clips for `epochs` (one epoch
-    = one pass's worth of batches), then scores every test video by its views.
+    = one pass's worth of batches), the first `warmup_epochs` warming the rate up, with
+    the `optimizer` spec at `data.batch_size`; then scores every test video by its views.
 
-    owner: the protocol's gin name, for error messages naming its bindings.
-    learning_rate: the rate at `reference_batch_size` (scaled linearly to
-    `data.batch_size`; None: used as given).
+    owner: the protocol's gin name, for error messages naming its bindings (the spec's
+    are `owner`/OptimizerSpec.<field>).
     """
     if num_classes < 2:
         raise ValueError(f"{owner}.num_classes={num_classes}: expected at least 2 classes")
+    if not isinstance(optimizer, optim.OptimizerSpec):
+        raise ValueError(f"{owner}.optimizer: expected an OptimizerSpec (@{owner}/"
+                         f"OptimizerSpec() with {owner}/OptimizerSpec.<field> bindings), "
+                         f"got {optimizer!r}")
     steps_per_epoch = max(1, data.num_train_videos // data.batch_size)
     total_steps = epochs * steps_per_epoch
-    rate = optim.scaled_learning_rate(learning_rate, data.batch_size, reference_batch_size)
-    lr = optim.make_schedule(schedule, rate, total_steps=total_steps,
-                             steps_per_epoch=steps_per_epoch, owner=owner,
-                             warmup_epochs=warmup_epochs, decay_epochs=tuple(decay_epochs))
     model = build_classifier(backbone, num_classes, train_backbone=train_backbone,
                              dropout=dropout, batch_norm=batch_norm, l2_normalize=l2_normalize,
                              hidden_units=hidden_units)
     scaled = [(backbone.trainable_variables, backbone_lr_scale)] if train_backbone else []
-    opt = optim.make_optimizer(optimizer, lr, owner=owner, name_binding="optimizer",
-                               weight_decay=weight_decay,
-                               exclude_vectors=exclude_vectors, momentum=momentum,
-                               variable_lr_multipliers=scaled)
+    opt = optimizer.build(global_batch_size=data.batch_size, total_steps=total_steps,
+                          warmup_steps=int(round(warmup_epochs * steps_per_epoch)),
+                          steps_per_epoch=steps_per_epoch, variable_lr_multipliers=scaled,
+                          owner=f"{owner}/OptimizerSpec",
+                          warmup_binding=f"{owner}.warmup_epochs={warmup_epochs!r}")
     if multi_label:
         loss, accuracy = keras.losses.BinaryCrossentropy(from_logits=True), []
         target = "labels"
@@ -122,7 +119,8 @@ def train_and_test(backbone: keras.Model, data: EvalData, *, owner: str, num_cla
     metrics, confusion = score_metrics(scores, labels, num_classes)
     metrics.update(train_loss=float(history.history["loss"][-1]),
                    train_loss_per_epoch=[float(x) for x in history.history["loss"]],
-                   steps=total_steps, learning_rate=rate)
+                   steps=total_steps,
+                   learning_rate=optimizer.learning_rate_at(data.batch_size))
     if accuracy:
         metrics["train_accuracy"] = float(history.history["accuracy"][-1])
     # An uncompiled twin sharing the layers: saves without the optimizer.

@@ -11,19 +11,6 @@ import tensorflow as tf
 from video_ssl.evaluation import multiview
 
 
-def input_modality(backbone: keras.Model) -> str:
-    """The dataset key a backbone reads: "rgb" (3 channels), "flow" (2) or "audio"
-    (log-mel input of rank 4)."""
-    shape = backbone.input_shape
-    if len(shape) == 4:
-        return "audio"
-    modality = {3: "rgb", 2: "flow"}.get(shape[-1])
-    if len(shape) != 5 or modality is None:
-        raise ValueError(f"backbone {backbone.name!r} takes input of shape {shape}; expected "
-                         "(B, T, H, W, 3) RGB, (B, T, H, W, 2) flow or (B, frames, mel, 1) audio")
-    return modality
-
-
 def inference(backbone: keras.Model, *, l2_normalize: bool = False
               ) -> Callable[[tf.Tensor], tf.Tensor]:
     """clips -> pooled features (optionally L2-normalized), the backbone in inference

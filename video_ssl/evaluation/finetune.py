@@ -10,34 +10,33 @@ eval/main_classifier.py `--train_what ft`): Adam with coupled L2 1e-3, learning 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import gin
 import keras
 
 from video_ssl.evaluation import classifier
 from video_ssl.evaluation.protocol import EvalData, Result, require
+from video_ssl.optim import OptimizerSpec
+
+DEFAULT_OPTIMIZER = OptimizerSpec("sgd", base_learning_rate=0.025, reference_batch_size=64,
+                                  schedule="step", decay_epochs=(60, 120, 180),
+                                  exclude_vectors=True)
 
 
 @gin.configurable(denylist=["backbone", "data"])
 def finetune(backbone: keras.Model, data: EvalData, *, num_classes: int | None = None,
-             epochs: int = 200, learning_rate: float = 0.025,
-             reference_batch_size: int | None = 64, optimizer: str = "sgd",
-             schedule: str = "step", warmup_epochs: float = 0.0,
-             decay_epochs: Sequence[float] = (60, 120, 180), weight_decay: float = 0.0,
-             momentum: float = 0.9, exclude_vectors: bool = True,
-             backbone_lr_scale: float = 1.0, dropout: float = 0.8,
-             verbose="auto") -> Result:
+             epochs: int = 200, warmup_epochs: float = 0.0,
+             optimizer: OptimizerSpec = DEFAULT_OPTIMIZER, backbone_lr_scale: float = 1.0,
+             dropout: float = 0.8, verbose="auto") -> Result:
     """Fine-tunes `backbone` (in place) with a linear head and tests the result by
-    multi-view averaging. learning_rate is the head's rate at `reference_batch_size`
-    (linearly scaled to the batch size). See `classifier.train_and_test`."""
+    multi-view averaging. optimizer: its `OptimizerSpec` (gin: `finetune.optimizer =
+    @finetune/OptimizerSpec()`), the head's; the backbone learns at
+    `backbone_lr_scale` times its rate. See `classifier.train_and_test`."""
     settings = dict(num_classes=require(num_classes, "finetune.num_classes"), epochs=epochs,
-                    learning_rate=learning_rate, reference_batch_size=reference_batch_size,
-                    optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs,
-                    decay_epochs=list(decay_epochs), weight_decay=weight_decay,
-                    momentum=momentum, exclude_vectors=exclude_vectors,
+                    warmup_epochs=warmup_epochs, optimizer=optimizer,
                     backbone_lr_scale=backbone_lr_scale, dropout=dropout)
     result = classifier.train_and_test(backbone, data, owner="finetune",
                                        train_backbone=True, batch_norm=False,
                                        l2_normalize=False, verbose=verbose, **settings)
-    return dataclasses.replace(result, settings=settings)
+    report = {**settings, "optimizer": dataclasses.asdict(optimizer)}  # JSON-ready
+    return dataclasses.replace(result, settings=report)

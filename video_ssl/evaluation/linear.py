@@ -11,34 +11,32 @@ L2 normalization then BatchNorm before the linear layer: `l2_normalize`, `batch_
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import gin
 import keras
 
 from video_ssl.evaluation import classifier
 from video_ssl.evaluation.protocol import EvalData, Result, require
+from video_ssl.optim import OptimizerSpec
+
+DEFAULT_OPTIMIZER = OptimizerSpec("sgd", base_learning_rate=0.5, reference_batch_size=64,
+                                  schedule="cosine", exclude_vectors=True)
 
 
 @gin.configurable(denylist=["backbone", "data"])
 def linear_probe(backbone: keras.Model, data: EvalData, *, num_classes: int | None = None,
-                 epochs: int = 60, learning_rate: float = 0.5,
-                 reference_batch_size: int | None = 64, optimizer: str = "sgd",
-                 schedule: str = "cosine", warmup_epochs: float = 8.0,
-                 decay_epochs: Sequence[float] = (), weight_decay: float = 0.0,
-                 momentum: float = 0.9, exclude_vectors: bool = True,
-                 batch_norm: bool = False, l2_normalize: bool = False,
-                 verbose="auto") -> Result:
+                 epochs: int = 60, warmup_epochs: float = 8.0,
+                 optimizer: OptimizerSpec = DEFAULT_OPTIMIZER, batch_norm: bool = False,
+                 l2_normalize: bool = False, verbose="auto") -> Result:
     """Trains a linear head on the frozen `backbone` and tests it by multi-view
-    averaging. learning_rate is the rate at `reference_batch_size` (linearly scaled to
-    the batch size). See `classifier.train_and_test` for the other arguments."""
+    averaging. optimizer: its `OptimizerSpec` (gin: `linear_probe.optimizer =
+    @linear_probe/OptimizerSpec()`). See `classifier.train_and_test` for the other
+    arguments."""
     settings = dict(num_classes=require(num_classes, "linear_probe.num_classes"), epochs=epochs,
-                    learning_rate=learning_rate, reference_batch_size=reference_batch_size,
-                    optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs,
-                    decay_epochs=list(decay_epochs), weight_decay=weight_decay,
-                    momentum=momentum, exclude_vectors=exclude_vectors,
-                    batch_norm=batch_norm, l2_normalize=l2_normalize)
+                    warmup_epochs=warmup_epochs, optimizer=optimizer, batch_norm=batch_norm,
+                    l2_normalize=l2_normalize)
     result = classifier.train_and_test(backbone, data, owner="linear_probe",
                                        train_backbone=False, backbone_lr_scale=1.0,
                                        dropout=0.0, verbose=verbose, **settings)
-    return dataclasses.replace(result, settings=settings)
+    report = {**settings, "optimizer": dataclasses.asdict(optimizer)}  # JSON-ready
+    return dataclasses.replace(result, settings=report)

@@ -16,38 +16,38 @@ batch size: gin_configs/eval/mlp_audioset.gin says what was chosen.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import gin
 import keras
 
 from video_ssl.evaluation import classifier
 from video_ssl.evaluation.protocol import EvalData, Result, require
+from video_ssl.optim import OptimizerSpec
+
+DEFAULT_OPTIMIZER = OptimizerSpec("adam", base_learning_rate=1e-3, reference_batch_size=None,
+                                  schedule="cosine", exclude_vectors=True)
 
 
 @gin.configurable(denylist=["backbone", "data"])
 def mlp_probe(backbone: keras.Model, data: EvalData, *, num_classes: int | None = None,
               hidden_units: int = 512, multi_label: bool = False, epochs: int = 10,
-              learning_rate: float = 1e-3, reference_batch_size: int | None = None,
-              optimizer: str = "adam", schedule: str = "cosine", warmup_epochs: float = 0.0,
-              decay_epochs: Sequence[float] = (), weight_decay: float = 0.0,
-              momentum: float = 0.9, exclude_vectors: bool = True, batch_norm: bool = False,
-              l2_normalize: bool = False, dropout: float = 0.0, verbose="auto") -> Result:
+              warmup_epochs: float = 0.0, optimizer: OptimizerSpec = DEFAULT_OPTIMIZER,
+              batch_norm: bool = False, l2_normalize: bool = False, dropout: float = 0.0,
+              verbose="auto") -> Result:
     """Trains the MLP head on the frozen `backbone` and tests it by multi-view averaging
     (see the module docstring). hidden_units: the hidden layer's width (§4.2: 512).
-    learning_rate is the rate at `reference_batch_size` (None: as given). See
-    `classifier.train_and_test` for the other arguments."""
+    optimizer: its `OptimizerSpec` (gin: `mlp_probe.optimizer =
+    @mlp_probe/OptimizerSpec()`). See `classifier.train_and_test` for the other
+    arguments."""
     if hidden_units < 1:
         raise ValueError(f"mlp_probe.hidden_units={hidden_units}: expected at least 1 (a "
                          "linear classifier is @linear_probe)")
     settings = dict(num_classes=require(num_classes, "mlp_probe.num_classes"),
                     hidden_units=hidden_units, multi_label=multi_label, epochs=epochs,
-                    learning_rate=learning_rate, reference_batch_size=reference_batch_size,
-                    optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs,
-                    decay_epochs=list(decay_epochs), weight_decay=weight_decay,
-                    momentum=momentum, exclude_vectors=exclude_vectors,
-                    batch_norm=batch_norm, l2_normalize=l2_normalize, dropout=dropout)
+                    warmup_epochs=warmup_epochs, optimizer=optimizer, batch_norm=batch_norm,
+                    l2_normalize=l2_normalize, dropout=dropout)
     result = classifier.train_and_test(backbone, data, owner="mlp_probe",
                                        train_backbone=False, backbone_lr_scale=1.0,
                                        verbose=verbose, **settings)
-    return dataclasses.replace(result, settings=settings)
+    report = {**settings, "optimizer": dataclasses.asdict(optimizer)}  # JSON-ready
+    return dataclasses.replace(result, settings=report)

@@ -313,17 +313,17 @@ PROTOCOLS = ("linear_probe", "finetune", "retrieval", "linear_svm", "mlp_probe")
 
 def check_protocol_bindings(gin_params: Sequence[str]) -> None:
     """Raises a ValueError naming the first command-line binding (`gin_params`) that
-    sets an argument of another protocol than the bound `evaluate.protocol`: it would
-    do nothing. Gin files are not checked: the demo overlay sets every protocol's
-    settings on purpose."""
+    sets an argument of another protocol than the bound `evaluate.protocol`, or of its
+    optimizer spec (`<protocol>/OptimizerSpec.<field>`): it would do nothing. Gin files
+    are not checked: the demo overlay sets every protocol's settings on purpose."""
     try:
         chosen = gin.query_parameter("evaluate.protocol").configurable.name
     except (ValueError, AttributeError):  # unset (evaluate says so) or not a reference
         return
     for param in gin_params:
-        selector = param.split("=", 1)[0].strip().rsplit("/", 1)[-1]
-        name = selector.split(".", 1)[0]
-        if name in PROTOCOLS and name != chosen:
+        # The configurable and its scopes: [stream/][protocol/]name.argument
+        names = [part.split(".", 1)[0] for part in param.split("=", 1)[0].strip().split("/")]
+        if any(name in PROTOCOLS and name != chosen for name in names):
             raise ValueError(f"--gin_param={param}: has no effect, evaluate.protocol is "
                              f"@{chosen}; expected {chosen}.* bindings")
 

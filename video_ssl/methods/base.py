@@ -205,11 +205,9 @@ class Method(keras.Model, metaclass=abc.ABCMeta):
                              f"{_describe(data)}")
         values = dict(data["views"][view])
         if "augment_seed" in values:
-            options = {k: v for k, v in self._views[view].augmentation.items()
-                       if k != "max_value"}  # TODO(merge): the view's AugmentSpec
-            values["rgb"] = augment.augment_batch(
-                values["rgb"], values.pop("augment_seed"), values.pop("rgb_size", None),
-                **options)
+            values["rgb"] = augment.augment_batch(values["rgb"], values.pop("augment_seed"),
+                                                  values.pop("rgb_size", None),
+                                                  self._views[view].augmentation)
         return values
 
     def view_clips(self, data, view: str, modality: str) -> tf.Tensor:
