@@ -171,6 +171,7 @@ def test_bad_settings_name_the_argument():
 
 def views_of(*files, params=()):
     """The views BraVe builds under the recipe's bindings, without its backbones."""
+    gin.clear_config()
     config_lib.parse_gin([os.path.join(CONFIGS, f) for f in files], list(params))
     try:
         return brave_views(), bound("build_optimizer.base_learning_rate")
