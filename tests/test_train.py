@@ -130,7 +130,8 @@ def test_cli_trains_and_writes_all_outputs(trained_run):
 
     # The primary encoder (here the only one, "rgb") at export/, and only there.
     clips = tf.random.uniform([2, 4, 32, 32, 3])
-    primary = tf.saved_model.load(str(model_dir / "export")).serve(clips)["features"]
+    loaded = tf.saved_model.load(str(model_dir / "export"))  # held while it serves
+    primary = loaded.serve(clips)["features"]
     assert primary.shape == (2, 64) and np.isfinite(primary.numpy()).all()
     assert not os.path.exists(str(model_dir / "export" / "rgb"))
     assert not os.path.exists(str(model_dir / "export.tmp"))
