@@ -139,15 +139,14 @@ class Runner:
     def run(self) -> dict:
         """The phases in order (module docstring); returns the final metrics."""
         data = self.read_data()
-        keras.utils.set_random_seed(self.seed)
+        keras.utils.set_random_seed(self.seed)  # before the strategy and the method
         distribution = self.distribute()
         chief = is_chief(distribution)
         compiled = self.build_method(distribution, data)
         with self.output_folder(chief) as out_dir:
             restored = self.restore(compiled, distribution, data, out_dir)
             if chief:
-                atomic.write_text(os.path.join(self.model_dir, self.input_spec_file),
-                                  json.dumps(compiled.model.input_spec(), indent=1))
+                self.write_input_spec(compiled.model)
             batches = self.input_batches(compiled.model, distribution, data,
                                          restored.start_step)
             callbacks = self.make_callbacks(compiled, data, restored, out_dir)
@@ -245,6 +244,12 @@ class Runner:
         if start_step:
             print(f"Resuming from {latest} at step {start_step} of {data.total_steps}")
         return Restored(manager, latest, start_step)
+
+    def write_input_spec(self, model: keras.Model) -> None:
+        """The method's views and encoders in model_dir, before the first step
+        (evaluation, export and serving read them back)."""
+        atomic.write_text(os.path.join(self.model_dir, self.input_spec_file),
+                          json.dumps(model.input_spec(), indent=1))
 
     def input_batches(self, model: keras.Model, distribution: tf.distribute.Strategy,
                       data: Data, start_step: int) -> tf.distribute.DistributedDataset:
