@@ -14,6 +14,7 @@ from video_ssl import config as config_lib, optim, pretrained, train as train_li
 from video_ssl.data import schema
 from video_ssl.data import flow as flow_lib
 from video_ssl.methods.brave import BraVe
+from video_ssl.training import runner
 from gin_query import bound
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -147,7 +148,7 @@ def test_train_step_compiles_with_xla():
 
 
 def test_mixed_bfloat16_step_keeps_the_loss_float32():
-    with train_lib.dtype_policy("mixed_bfloat16"):
+    with runner.dtype_policy("mixed_bfloat16"):
         model = BraVe(broad=("flow",), **TINY)
     model.compile(optimizer=optim.build_optimizer(
         "lars", base_learning_rate=1.0, global_batch_size=B, total_steps=10))

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from test_train import CONFIGS, REPO, checkpoint_steps, cli, shards  # noqa: F401  (fixture)
 from video_ssl import console, train as train_lib
-from video_ssl.training import bindings, run_lock
+from video_ssl.training import bindings, run_lock, runner
 from video_ssl.data import preflight, schema
 from video_ssl.data.views import AudioSpec, ViewSpec
 
@@ -361,7 +361,7 @@ def test_only_the_chief_locks_the_model_dir(tmp_path, shards, monkeypatch):
     (here: another process) holds, and leaves nothing there."""
     model_dir = tmp_path / "run"
     holder = start_holder(model_dir)
-    monkeypatch.setattr(train_lib, "is_chief", lambda strategy: False)
+    monkeypatch.setattr(runner, "is_chief", lambda strategy: False)
     try:
         code = train_lib.main(cli(tmp_path, shards, model_dir, "train.epochs=1"))
     finally:

@@ -19,10 +19,11 @@ import pytest
 import tensorflow as tf
 
 from test_train import CONFIGS, REPO, checkpoint_steps, shards  # noqa: F401  (fixture)
-from video_ssl import config as config_lib, distribute, launch, optim, train as train_lib
+from video_ssl import config as config_lib, distribute, optim, train as train_lib
 from video_ssl.data.reader import count_records, match_files
 from video_ssl.methods.base import training_view
 from video_ssl.methods.simclr import SimCLR
+from video_ssl.training import launcher, runner
 
 CHIEF_OUTPUTS = {"checkpoints", "export", "input_spec.json", "metrics.json",
                  "operative_config.gin", "tensorboard", "train.lock"}
@@ -120,7 +121,7 @@ def test_two_workers_train_simclr_as_one_process_does(tmp_path, shards, mirrored
     for worker in (0, 1):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker,
                                              num_replicas_in_sync=2)
-        batches = iter(train_lib.view_dataset(match_files(shards), method.views(),
+        batches = iter(runner.view_dataset(match_files(shards), method.views(),
                                               global_batch_size=GLOBAL_BATCH, seed=0,
                                               input_context=context))
         next(batches)  # step 1's
@@ -204,8 +205,8 @@ def test_a_worker_that_never_starts_is_named(tmp_path, shards, monkeypatch, caps
     """Worker 0 of a two-worker TF_CONFIG whose worker 1 never starts: one line naming
     worker 1 and its address after make_strategy.connect_timeout_s, exit 1, no model_dir
     (the workers meet before TensorFlow's strategy, which would wait forever)."""
-    address = [f"127.0.0.1:{port}" for port in launch.free_ports(2)]
-    monkeypatch.setenv("TF_CONFIG", launch.tf_config(address, 0))
+    address = [f"127.0.0.1:{port}" for port in launcher.free_ports(2)]
+    monkeypatch.setenv("TF_CONFIG", launcher.tf_config(address, 0))
     model_dir = tmp_path / "run"
     flags = train_flags("moco_rho2.gin", overlay(tmp_path, shards), model_dir,
                         "train.strategy='multi_worker'", "make_strategy.connect_timeout_s=1")
@@ -221,12 +222,12 @@ def test_a_worker_that_never_starts_is_named(tmp_path, shards, monkeypatch, caps
 def test_workers_meet_before_the_strategy():
     """Three workers starting a second apart all get through; a task whose port is taken
     (the same index started twice) is one line."""
-    addresses = [f"127.0.0.1:{port}" for port in launch.free_ports(3)]
+    addresses = [f"127.0.0.1:{port}" for port in launcher.free_ports(3)]
     results, servers = {}, []
 
     def worker(index):
         time.sleep(index)
-        config = distribute.parse_tf_config(launch.tf_config(addresses, index))
+        config = distribute.parse_tf_config(launcher.tf_config(addresses, index))
         distribute.wait_for_cluster(config, timeout_s=20)
         # TensorFlow's server then listens on the port (the others may still be waiting).
         servers.append(socket.create_server(("127.0.0.1", int(addresses[index][10:]))))
@@ -241,7 +242,7 @@ def test_workers_meet_before_the_strategy():
                                          r"TF_CONFIG address 127.0.0.1:\d+ \(.*\); is another "
                                          r"task with the same index running\?"):
         distribute.wait_for_cluster(
-            distribute.parse_tf_config(launch.tf_config(addresses, 0)), timeout_s=1)
+            distribute.parse_tf_config(launcher.tf_config(addresses, 0)), timeout_s=1)
     for server in servers:
         server.close()
 
@@ -268,7 +269,7 @@ def test_malformed_tf_config_is_one_line(text, message):
 
 def test_good_tf_config_and_the_trainer_refusing_a_bad_one(tmp_path, shards, monkeypatch,
                                                            capsys):
-    config = distribute.parse_tf_config(launch.tf_config(["127.0.0.1:1", "127.0.0.1:2"], 1))
+    config = distribute.parse_tf_config(launcher.tf_config(["127.0.0.1:1", "127.0.0.1:2"], 1))
     assert config == {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
                       "task": {"type": "worker", "index": 1}}
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["x:1"]}, "task": {}}')
@@ -285,13 +286,13 @@ def test_launcher_flags_and_ports(capsys):
     for argv, message in ((["--num_workers=0", "--", "--model_dir=x"], "expected at least 1"),
                           (["--num_workers=2"], "no video_ssl.train flags")):
         with pytest.raises(SystemExit) as exit_:
-            launch.main(argv)
+            launcher.main(argv)
         assert exit_.value.code == 2
         assert message in capsys.readouterr().err
-    ports = launch.free_ports(3)
+    ports = launcher.free_ports(3)
     assert len(set(ports)) == 3
-    assert launch.exit_status(-signal.SIGKILL) == 137 and launch.exit_status(3) == 3
-    assert launch.describe(-signal.SIGKILL) == "was killed by SIGKILL"
+    assert launcher.exit_status(-signal.SIGKILL) == 137 and launcher.exit_status(3) == 3
+    assert launcher.describe(-signal.SIGKILL) == "was killed by SIGKILL"
 
 
 def test_shards_on_another_file_system_go_through_gfile(shards):
@@ -310,7 +311,7 @@ def test_shards_on_another_file_system_go_through_gfile(shards):
     views = {"clips": training_view(num_clips=2, modalities=("rgb",))}
     context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1,
                                          num_replicas_in_sync=2)
-    batch = next(iter(train_lib.view_dataset(files, views, global_batch_size=4, seed=0,
+    batch = next(iter(runner.view_dataset(files, views, global_batch_size=4, seed=0,
                                              input_context=context)))
     assert batch["views"]["clips"]["rgb"].shape[:2] == (2, 2)  # 2 videos, 2 clips
     # test_train's shards: shard k holds videos k, k + 2, ...; class = index % 2.

@@ -14,6 +14,7 @@ from test_train import cli, shards  # noqa: F401  (fixture)
 from video_ssl import config as config_lib, distribute, train as train_lib
 from video_ssl.methods.moco import MoCo
 from video_ssl.methods.simclr import SimCLR
+from video_ssl.training import runner
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +27,7 @@ def _float32_afterwards():
 
 def build(name, precision="float32", optimizer=None, eager=False):
     """A tiny method; `eager` skips graph tracing, which dominates the cost at this size."""
-    with train_lib.dtype_policy(precision):
+    with runner.dtype_policy(precision):
         method = METHODS[name](backbone=tiny_backbone(), rho=2, total_steps=10)
     method.compile(optimizer=optimizer or keras.optimizers.SGD(0.1), jit_compile=False,
                    run_eagerly=eager)

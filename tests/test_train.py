@@ -18,6 +18,7 @@ import tensorflow as tf
 from video_ssl import config as config_lib, train as train_lib
 from video_ssl.data import pipeline, reader, schema
 from video_ssl.data.views import AugmentSpec
+from video_ssl.training import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "gin_configs")
@@ -128,12 +129,12 @@ def test_cli_trains_and_writes_all_outputs(trained_run):
     assert scalars[("epoch/knn_top1", 4)] == final["knn_top1"]
     assert ("epoch/learning_rate", 2) in scalars and ("epoch/momentum", 4) in scalars
 
-    # The primary encoder at export/ and every encoder (here the one, "rgb") below it.
+    # The primary encoder (here the only one, "rgb") at export/, and only there.
     clips = tf.random.uniform([2, 4, 32, 32, 3])
-    loaded = [tf.saved_model.load(str(model_dir / "export" / sub)) for sub in ("", "rgb")]
-    primary, named = (model.serve(clips)["features"] for model in loaded)
+    loaded = tf.saved_model.load(str(model_dir / "export"))  # held while it serves
+    primary = loaded.serve(clips)["features"]
     assert primary.shape == (2, 64) and np.isfinite(primary.numpy()).all()
-    np.testing.assert_allclose(named.numpy(), primary.numpy(), rtol=1e-5)
+    assert not os.path.exists(str(model_dir / "export" / "rgb"))
     assert not os.path.exists(str(model_dir / "export.tmp"))
     spec = json.loads((model_dir / "input_spec.json").read_text())
     assert spec["primary_encoder"] == "rgb" and spec["method"] == "MoCo"
@@ -372,7 +373,7 @@ def test_deferred_augmentation_runs_in_the_step(shards):
         view = models[defer].views()["clips"]
         assert view.defer_augmentation is defer
         assert view.augmentation == AugmentSpec(color_strength=0.25, blur_prob=1.0)
-        batches[defer] = next(iter(train_lib.view_dataset(
+        batches[defer] = next(iter(runner.view_dataset(
             [shards], models[defer].views(), global_batch_size=4, seed=3)))
     assert batches[True]["views"]["clips"]["rgb"].dtype == tf.uint8
     for got, want in zip(models[True].split_clips(batches[True]),
