@@ -12,18 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_train import CONFIGS, REPO, checkpoint_steps, cli, shards  # noqa: F401  (fixture)
+from helpers import EVAL_CONFIGS, REPO, checkpoint_steps, cli, eval_overlay
 from video_ssl import console, train as train_lib
 from video_ssl.training import bindings, run_lock
 from video_ssl.data import preflight, schema
 from video_ssl.data.views import AudioSpec, ViewSpec
-
-
-@pytest.fixture(autouse=True)
-def _fresh_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 def one_line(err: str) -> str:
@@ -339,7 +332,6 @@ def test_audio_asked_of_a_shard_without_audio_names_shard_and_key(shards):
 @pytest.mark.slow
 def test_corrupted_shard_in_evaluation_is_one_line(tmp_path, shards, capsys):
     """A linear probe whose test split has a record with a bad checksum."""
-    from test_evaluate import EVAL_CONFIGS, tiny_overlay as eval_overlay
     from video_ssl import evaluate as evaluate_lib
     model_dir = tmp_path / "run"
     assert train_lib.main(cli(tmp_path, shards, model_dir, "train.epochs=1",
