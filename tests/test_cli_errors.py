@@ -260,7 +260,9 @@ def _damaged_shards(tmp_path, good_shard):
     """One shard of each damage kind, made from a good one (4 videos of 16 frames)."""
     data = open(good_shard, "rb").read()
     corrupted = bytearray(data)
-    corrupted[len(data) // 2] ^= 0xFF  # inside a record's data: its checksum fails
+    # Inside the first record's data (after its 8-byte length and 4-byte length CRC),
+    # not in a header: its checksum fails.
+    corrupted[12 + int.from_bytes(data[:8], "little") // 2] ^= 0xFF
     paths = {kind: tmp_path / f"{kind}-00000-of-00001.tfrecord"
              for kind in ("corrupted", "truncated", "protocol", "jpeg")}
     paths["corrupted"].write_bytes(bytes(corrupted))
