@@ -52,19 +52,15 @@ def _flow(video: int, label: int, num_frames: int, size: int) -> list[bytes]:
     return [flow_lib.encode_flow_jpeg(f, FLOW_BOUND) for f in flows]
 
 
-def write_shards(prefix, labels, num_shards=1, *, modalities=("rgb",), videos=None,
-                 lengths=None, num_frames=16, size=32, fps=25.0, noise=False,
-                 class_names=None, sample_rate=8000.0, audio_seconds=None,
-                 filename="video_{:02d}") -> list[str]:
+def write_shards(prefix, labels, num_shards=1, *, videos=None, lengths=None,
+                 num_frames=16, class_names=None, filename="video_{:02d}",
+                 **content) -> list[str]:
     """Tiny videos in PREFIX-0000k-of-0000n.tfrecord; returns the shard paths.
 
-    Video i (number videos[i], default i) has label labels[i]: a class, a list of
-    classes or None (unlabeled); it goes to shard i % num_shards. Every modality shows
-    the class: RGB frames (`lengths[i]` or `num_frames` of size x size) by their red
-    level, flow (`modalities` with "flow") by its direction, audio (with "audio";
-    `audio_seconds`, default the frames' duration) by the classes' `tones`. Without
-    "rgb" a record has no frames, as ESC-50's. With `class_names` each video carries
-    its class name.
+    Video i (number videos[i], default i; named `filename`.format(number)) has label
+    labels[i]: a class, a list of classes or None (unlabeled), and lengths[i] frames
+    (default num_frames); it goes to shard i % num_shards. With `class_names` each
+    video carries its class name. `content`: as `video_record`'s.
     """
     videos = list(videos if videos is not None else range(len(labels)))
     lengths = lengths or [num_frames] * len(labels)
@@ -72,23 +68,33 @@ def write_shards(prefix, labels, num_shards=1, *, modalities=("rgb",), videos=No
     for shard, name in enumerate(names):
         with tf.io.TFRecordWriter(name) as writer:
             for i in range(shard, len(labels), num_shards):
-                label, video = labels[i], videos[i]
-                classes = [] if label is None else [label] if isinstance(label, int) else label
-                first = classes[0] if classes else 0
-                rgb = "rgb" in modalities
-                writer.write(schema.make_sequence_example(
-                    _frames(video, first, lengths[i], size, noise) if rgb else [],
-                    label=label, filename=filename.format(video),
-                    label_text=class_names[label] if class_names and label is not None else None,
-                    frame_rate=fps if rgb else None,
-                    flow_frames=(_flow(video, first, lengths[i], size)
-                                 if "flow" in modalities else None),
-                    flow_bound=FLOW_BOUND if "flow" in modalities else None,
-                    waveform=(tones(classes, video, audio_seconds or lengths[i] / fps,
-                                    sample_rate) if "audio" in modalities else None),
-                    sample_rate=sample_rate if "audio" in modalities else None,
-                ).SerializeToString())
+                label = labels[i]
+                text = class_names[label] if class_names and label is not None else None
+                writer.write(video_record(videos[i], label, lengths[i], label_text=text,
+                                          filename=filename.format(videos[i]), **content))
     return names
+
+
+def video_record(video: int, label, num_frames: int, *, modalities=("rgb",), size=32,
+                 fps=25.0, noise=False, sample_rate=8000.0, audio_seconds=None,
+                 **fields) -> bytes:
+    """One serialized video whose every modality shows its class: RGB frames (size x
+    size) by their red level, flow by its direction, audio (`audio_seconds`, default
+    the frames' duration) by the classes' `tones`. Without "rgb" in `modalities` the
+    record has no frames, as ESC-50's. `fields`: more make_sequence_example arguments."""
+    classes = [] if label is None else [label] if isinstance(label, int) else list(label)
+    first = classes[0] if classes else 0
+    frames = []
+    if "rgb" in modalities:
+        frames = _frames(video, first, num_frames, size, noise)
+        fields.update(frame_rate=fps)
+    if "flow" in modalities:
+        fields.update(flow_frames=_flow(video, first, num_frames, size), flow_bound=FLOW_BOUND)
+    if "audio" in modalities:
+        seconds = audio_seconds or num_frames / fps
+        fields.update(waveform=tones(classes, video, seconds, sample_rate),
+                      sample_rate=sample_rate)
+    return schema.make_sequence_example(frames, label=label, **fields).SerializeToString()
 
 
 def shard_pattern(paths: list[str]) -> str:
