@@ -59,6 +59,7 @@ def make_shards(tmp_path_factory):
 @pytest.fixture(scope="session")
 def shards(make_shards):
     """The training runs' input: 8 labeled videos (16 RGB frames of 32x32), video i of
-    class i % 2 in shard i % 2 of 2; their glob pattern. Read-only."""
+    class i % 2 in shard i % 2 of 2; their glob pattern. Read-only. A module that needs
+    other videos defines its own `shards` with make_shards."""
     from helpers import shard_pattern
     return shard_pattern(make_shards("train", [0, 1] * 4, 2, noise=True))
