@@ -16,7 +16,7 @@ import tensorflow as tf
 from PIL import Image
 
 import video_ssl.train  # noqa: F401  (registers train_input)
-from test_fusion import save_run
+from helpers import EVAL_CONFIGS, TONES, save_run, shard_pattern, tones
 from video_ssl import config as config_lib, evaluate as evaluate_lib, export as export_lib
 from video_ssl.data import audio as audio_lib, schema
 from video_ssl.data.views import AudioSpec
@@ -24,59 +24,28 @@ from video_ssl.evaluation import figures, retrieval
 from video_ssl.evaluation.protocol import EvalData
 from video_ssl.pretrained import load_encoder
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(REPO, "gin_configs")
-EVAL_CONFIGS = os.path.join(CONFIGS, "eval")
 RATE, SECONDS = 8000, 1.0
 SPEC = AudioSpec(sample_rate=8000.0, duration=0.5, num_mel_bins=16, frame_length=256,
                  frame_step=128, fft_length=256, lower_edge_hertz=80.0,
                  upper_edge_hertz=3800.0, log_offset=1.0, log_scale=10000.0)
-TONES = (500.0, 1500.0, 3000.0)  # Hz, one per class
 LABEL_SETS = [(0,), (1,), (0, 1), (2,)]  # multi-label videos cycle through these
 
 
-@pytest.fixture(autouse=True)
-def _fresh_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
-def waveform(labels, index: int) -> np.ndarray:
-    """The classes' tones (random phases) over a little noise."""
-    rng = np.random.default_rng(index)
-    t = np.arange(int(RATE * SECONDS)) / RATE
-    wave = sum(0.3 * np.sin(2 * np.pi * TONES[c] * t + rng.uniform(0, 2 * np.pi))
-               for c in labels)
-    return (wave + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
-
-
-def write_audio_shards(prefix, label_sets, num_shards, first_index=0):
-    """Audio-only records (no frames, as ESC-50's), video i in shard i % num_shards."""
-    names = schema.shard_names(str(prefix), num_shards)
-    for shard, name in enumerate(names):
-        with tf.io.TFRecordWriter(name) as writer:
-            for i in range(shard, len(label_sets), num_shards):
-                labels = label_sets[i]
-                writer.write(schema.make_sequence_example(
-                    [], label=list(labels), filename=f"clip_{first_index + i:02d}.wav",
-                    waveform=waveform(labels, first_index + i),
-                    sample_rate=RATE).SerializeToString())
-    return names
-
-
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("audio_shards")
+def shards(make_shards):
+    """Audio-only records (no frames, as ESC-50's) whose classes sound as `TONES`: the
+    splits' clips are numbered from 0, 20, 40 and 60 (clip_NN.wav)."""
+    def clips(split, label_sets, num_shards=1, first=0):
+        return make_shards(split, label_sets, num_shards, modalities=("audio",),
+                           videos=range(first, first + len(label_sets)), sample_rate=RATE,
+                           audio_seconds=SECONDS, filename="clip_{:02d}.wav")
     # Both classes in each of the 2 train shards (the SVM holds one out to choose C).
     single = [(c,) for c in [0, 0, 1, 1] * 2]
-    write_audio_shards(root / "train", single, 2)
-    write_audio_shards(root / "test", [(0,), (1,), (0,), (1,)], 1, first_index=20)
     multi = [LABEL_SETS[i % 4] for i in range(12)]
-    write_audio_shards(root / "multi_train", multi, 2, first_index=40)
-    multi_test = write_audio_shards(root / "multi_test", LABEL_SETS, 1, first_index=60)
-    return {"train": str(root / "train-*.tfrecord"), "test": str(root / "test-*.tfrecord"),
-            "multi_train": str(root / "multi_train-*.tfrecord"), "multi_test": multi_test[0]}
+    return {"train": shard_pattern(clips("train", single, 2)),
+            "test": shard_pattern(clips("test", [(0,), (1,), (0,), (1,)], first=20)),
+            "multi_train": shard_pattern(clips("multi_train", multi, 2, first=40)),
+            "multi_test": clips("multi_test", LABEL_SETS, first=60)[0]}
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +102,7 @@ def eval_data(shards, train="train", test="test", **test_input):
 def mean_log_mel(labels) -> np.ndarray:
     """The time-averaged log-mel of a clean clip of these classes."""
     mel = audio_lib.log_mel_spectrogram(
-        waveform(labels, 999)[:int(RATE * SPEC.duration)], RATE,
+        tones(labels, 999, SECONDS, RATE)[:int(RATE * SPEC.duration)], RATE,
         num_mel_bins=SPEC.num_mel_bins, frame_length=SPEC.frame_length,
         frame_step=SPEC.frame_step, fft_length=SPEC.fft_length,
         lower_edge_hertz=SPEC.lower_edge_hertz, upper_edge_hertz=SPEC.upper_edge_hertz,

@@ -11,9 +11,8 @@ import pytest
 import tensorflow as tf
 
 from video_ssl import config as config_lib, optim, pretrained, train as train_lib
-from video_ssl.data import schema
-from video_ssl.data import flow as flow_lib
 from video_ssl.methods.brave import BraVe, brave_views
+from video_ssl.training import runner
 from gin_query import bound
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -145,7 +144,7 @@ def test_train_step_compiles_with_xla():
 
 
 def test_mixed_bfloat16_step_keeps_the_loss_float32():
-    with train_lib.dtype_policy("mixed_bfloat16"):
+    with runner.dtype_policy("mixed_bfloat16"):
         model = BraVe(brave_views(("flow",)), **TINY)
     model.compile(optimizer=optim.build_optimizer(
         "lars", base_learning_rate=1.0, global_batch_size=B, total_steps=10))
@@ -244,23 +243,10 @@ def test_recipes_bind_the_paper_values(recipe, broad, k, backbone, lr, steps):
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    """6 videos of 24 frames 32x32 at 10 fps with flow and 8 kHz audio; label = brightness."""
-    root = tmp_path_factory.mktemp("brave")
-    rng = np.random.default_rng(0)
-    path = schema.shard_names(str(root / "train"), 1)[0]
-    with tf.io.TFRecordWriter(path) as writer:
-        for index in range(6):
-            label = index % 2
-            frames = rng.integers(0, 96, (24, 32, 32, 3)) + 128 * label
-            jpegs = [tf.io.encode_jpeg(f.astype(np.uint8)).numpy() for f in frames]
-            flows = [flow_lib.encode_flow_jpeg(rng.normal(0, 2, (16, 16, 2)).astype(np.float32),
-                                               20.0) for _ in range(23)]
-            writer.write(schema.make_sequence_example(
-                jpegs, label=label, frame_rate=10.0, height=32, width=32,
-                waveform=rng.uniform(-1, 1, 8000 * 3).astype(np.float32), sample_rate=8000.0,
-                flow_frames=flows, flow_bound=20.0).SerializeToString())
-    return path
+def shards(make_shards):
+    """6 videos of 24 frames 32x32 at 10 fps with flow and 8 kHz audio; one shard."""
+    return make_shards("train", [0, 1] * 3, modalities=("rgb", "flow", "audio"),
+                       num_frames=24, fps=10.0, noise=True, sample_rate=8000.0)[0]
 
 
 @pytest.mark.slow

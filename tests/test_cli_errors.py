@@ -12,18 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_train import CONFIGS, REPO, checkpoint_steps, cli, shards  # noqa: F401  (fixture)
+from helpers import EVAL_CONFIGS, REPO, checkpoint_steps, cli, eval_overlay
 from video_ssl import console, train as train_lib
-from video_ssl.training import bindings, run_lock
+from video_ssl.training import bindings, run_lock, runner
 from video_ssl.data import preflight, schema
 from video_ssl.data.views import AudioSpec, ViewSpec
-
-
-@pytest.fixture(autouse=True)
-def _fresh_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 def one_line(err: str) -> str:
@@ -267,7 +260,9 @@ def _damaged_shards(tmp_path, good_shard):
     """One shard of each damage kind, made from a good one (4 videos of 16 frames)."""
     data = open(good_shard, "rb").read()
     corrupted = bytearray(data)
-    corrupted[len(data) // 2] ^= 0xFF  # inside a record's data: its checksum fails
+    # Inside the first record's data (after its 8-byte length and 4-byte length CRC),
+    # not in a header: its checksum fails.
+    corrupted[12 + int.from_bytes(data[:8], "little") // 2] ^= 0xFF
     paths = {kind: tmp_path / f"{kind}-00000-of-00001.tfrecord"
              for kind in ("corrupted", "truncated", "protocol", "jpeg")}
     paths["corrupted"].write_bytes(bytes(corrupted))
@@ -339,7 +334,6 @@ def test_audio_asked_of_a_shard_without_audio_names_shard_and_key(shards):
 @pytest.mark.slow
 def test_corrupted_shard_in_evaluation_is_one_line(tmp_path, shards, capsys):
     """A linear probe whose test split has a record with a bad checksum."""
-    from test_evaluate import EVAL_CONFIGS, tiny_overlay as eval_overlay
     from video_ssl import evaluate as evaluate_lib
     model_dir = tmp_path / "run"
     assert train_lib.main(cli(tmp_path, shards, model_dir, "train.epochs=1",
@@ -361,7 +355,7 @@ def test_only_the_chief_locks_the_model_dir(tmp_path, shards, monkeypatch):
     (here: another process) holds, and leaves nothing there."""
     model_dir = tmp_path / "run"
     holder = start_holder(model_dir)
-    monkeypatch.setattr(train_lib, "is_chief", lambda strategy: False)
+    monkeypatch.setattr(runner, "is_chief", lambda strategy: False)
     try:
         code = train_lib.main(cli(tmp_path, shards, model_dir, "train.epochs=1"))
     finally:

@@ -14,7 +14,7 @@ import tempfile
 import pytest
 import tensorflow as tf
 
-from test_tools import read_records, run_main
+from helpers import read_records, run_main
 from tfrecords_tools import cli
 from tfrecords_tools import videos_to_tfrecords as converter
 from tfrecords_tools import video_io

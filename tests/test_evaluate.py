@@ -12,30 +12,18 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from test_evaluation import runnable_eval_configs, write_shards
+from helpers import CONFIGS, EVAL_CONFIGS, eval_overlay, runnable_eval_configs, shard_pattern
 from video_ssl import config as config_lib, evaluate as evaluate_lib, train as train_lib
 from video_ssl.pretrained import CheckpointError, load_encoder
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(REPO, "gin_configs")
-EVAL_CONFIGS = os.path.join(CONFIGS, "eval")
-
-
-@pytest.fixture(autouse=True)
-def _fresh_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("evaluate_shards")
-    train = write_shards(root / "train", [0, 0, 0, 0, 1, 1, 1, 1], 4)
-    test = write_shards(root / "test", [0, 1, 0, 1], 1)
-    unlabeled = write_shards(root / "unlabeled", [None, 1], 1)
-    return {"train": str(root / "train-*.tfrecord"), "test": test[0],
-            "unlabeled": unlabeled[0], "n_train": len(train)}
+def shards(make_shards):
+    """This module's splits: 8 train videos in 4 shards (both classes in each), 4 test
+    videos, and an unlabeled one."""
+    return {"train": shard_pattern(make_shards("train", [0, 0, 0, 0, 1, 1, 1, 1], 4)),
+            "test": make_shards("test", [0, 1, 0, 1])[0],
+            "unlabeled": make_shards("unlabeled", [None, 1])[0]}
 
 
 @pytest.fixture(scope="module")
@@ -53,22 +41,6 @@ def model_dir(tmp_path_factory, shards):
     train_lib.train(str(directory))
     gin.clear_config()
     return str(directory)
-
-
-def tiny_overlay(tmp_path, shards, train="train", test="test"):
-    """Makes any eval config tiny: the test shards, 2 classes, short runs, few views."""
-    lines = [f"evaluate.train_files = {shards[train]!r}",
-             f"evaluate.test_files = {shards[test]!r}", "NUM_CLASSES = 2",
-             "evaluate.batch_size = 4", "evaluate.eval_batch_size = 4",
-             "eval_input.num_frames = 4", "eval_input.frame_stride = 2",
-             "eval_input.crop_size = 32", "train/eval_input.short_side_range = (36, 46)",
-             "test/eval_input.num_clips = 2", "test/eval_input.crop_size = 32",
-             "test/eval_input.short_side = 32", "linear_probe.epochs = 2",
-             "linear_probe.warmup_epochs = 0", "linear_probe.verbose = 0",
-             "retrieval.num_examples = 2", "retrieval.verbose = False"]
-    path = tmp_path / "tiny_eval.gin"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
 
 
 def run(capsys, model_dir, *gin_files, extra=()):
@@ -142,7 +114,7 @@ def test_checkpoint_config_mismatch_is_one_clear_line(model_dir, tmp_path, capsy
 
 def test_linear_probe_cli_writes_report_figure_and_model(model_dir, shards, tmp_path, capsys):
     code, out = run(capsys, model_dir, os.path.join(EVAL_CONFIGS, "linear_ucf101.gin"),
-                    tiny_overlay(tmp_path, shards), extra=[f"--output_dir={tmp_path}"])
+                    eval_overlay(tmp_path, shards), extra=[f"--output_dir={tmp_path}"])
     assert code == 0, out.err
     assert "linear_ucf101: top1=" in out.out
     report = json.loads((tmp_path / "eval_linear_ucf101.json").read_text())
@@ -170,7 +142,7 @@ def test_linear_probe_cli_writes_report_figure_and_model(model_dir, shards, tmp_
 def test_retrieval_cli_random_init_writes_neighbour_sheet(model_dir, shards, tmp_path,
                                                           capsys):
     code, out = run(capsys, model_dir, os.path.join(EVAL_CONFIGS, "retrieval_ucf101.gin"),
-                    tiny_overlay(tmp_path, shards),
+                    eval_overlay(tmp_path, shards),
                     extra=["--random_init", f"--output_dir={tmp_path}"])
     assert code == 0, out.err
     report = json.loads((tmp_path / "eval_retrieval_ucf101_random_init.json").read_text())
@@ -189,7 +161,7 @@ def test_retrieval_cli_random_init_writes_neighbour_sheet(model_dir, shards, tmp
 
 
 def test_unlabeled_shards_are_one_clear_line(model_dir, shards, tmp_path, capsys):
-    overlay = tiny_overlay(tmp_path, shards, test="unlabeled")
+    overlay = eval_overlay(tmp_path, shards, test="unlabeled")
     code, out = run(capsys, model_dir, os.path.join(EVAL_CONFIGS, "retrieval_hmdb51.gin"),
                     overlay, extra=[f"--output_dir={tmp_path}"])
     assert code == 1 and out.err.count("\n") == 1

@@ -3,7 +3,6 @@ force, similarity fusion, multi-view averaging (padding included), score fusion,
 metrics, settings without effect, each protocol (linear probe, fine-tuning, retrieval,
 linear SVM), class names and the confusion figure, and the gin_configs/eval/ tree
 (every block included, every config parses, the papers' values)."""
-import glob
 import os
 import re
 from dataclasses import replace
@@ -15,50 +14,23 @@ import tensorflow as tf
 from PIL import Image
 
 import video_ssl.evaluate  # noqa: F401  (registers the evaluation configurables)
+from helpers import EVAL_CONFIGS, eval_gin_files, runnable_eval_configs, write_shards
 from video_ssl import config as config_lib, optim
 from video_ssl.data import schema
 from video_ssl.evaluation import figures, finetune, linear, multiview, retrieval, svm
 from video_ssl.evaluation.protocol import EvalData, check_protocol_bindings, classification_metrics
 from video_ssl.models import build_backbone
 
-EVAL_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "gin_configs", "eval")
 SIZE = 32
 CLIP = dict(num_frames=4, frame_stride=2, crop_size=SIZE)
 PLAIN = dict(color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
 
 
-def _video(label, num_frames):
-    """Class parity = red level; green = 8 x frame index (the first frame is findable)."""
-    frames = np.zeros((num_frames, SIZE, SIZE, 3), np.uint8)
-    frames[..., 0] = 40 + 160 * (label % 2)
-    frames[..., 1] = 8 * np.arange(num_frames)[:, None, None]
-    frames[..., 2] = 90
-    return [tf.io.encode_jpeg(f, quality=100).numpy() for f in frames]
-
-
-def write_shards(prefix, labels, num_shards, lengths=None, class_names=None):
-    """Video i (label labels[i], None = unlabeled) goes to shard i % num_shards; with
-    `class_names`, each video carries its class name (clip/label/text)."""
-    lengths = lengths or [16] * len(labels)
-    names = schema.shard_names(str(prefix), num_shards)
-    for shard, name in enumerate(names):
-        with tf.io.TFRecordWriter(name) as writer:
-            for i in range(shard, len(labels), num_shards):
-                text = (class_names[labels[i]] if class_names and labels[i] is not None
-                        else None)
-                writer.write(schema.make_sequence_example(
-                    _video(labels[i] or 0, lengths[i]), label=labels[i], label_text=text,
-                    frame_rate=25.0).SerializeToString())
-    return names
-
-
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval_shards")
+def data(make_shards):
     # 4 train shards, each with both classes; 4 test videos in one shard.
-    train = write_shards(root / "train", [0, 0, 0, 0, 1, 1, 1, 1], 4)
-    test = write_shards(root / "test", [0, 1, 0, 1], 1)
+    train = make_shards("train", [0, 0, 0, 0, 1, 1, 1, 1], 4)
+    test = make_shards("test", [0, 1, 0, 1])
     return EvalData(train, test, train_input={**CLIP, **PLAIN},
                     test_input={**CLIP, "num_clips": 2, "eval_crops": 3},
                     gallery_input=dict(CLIP), batch_size=4, eval_batch_size=2)
@@ -405,18 +377,6 @@ def test_first_frames_are_the_videos_first_frames(data):
 
 
 # ------------------------------------------------------------ gin_configs/eval/
-
-
-def eval_gin_files() -> dict[str, str]:
-    return {os.path.basename(p): open(p).read()
-            for p in sorted(glob.glob(os.path.join(EVAL_CONFIGS, "*.gin")))}
-
-
-def runnable_eval_configs() -> list[str]:
-    """The configs one runs: those that name their evaluation (`evaluate.name`); the
-    others are included blocks or the demo overlay."""
-    return [name for name, text in eval_gin_files().items()
-            if re.search(r"^evaluate\.name = ", text, re.M)]
 
 
 def test_every_eval_block_is_included_and_every_config_parses():

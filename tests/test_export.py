@@ -24,14 +24,6 @@ CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
                        "gin_configs")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_gin():
-    """Loading a training run parses its config into gin, which must start empty."""
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
 def video_jpegs(rng, num_frames, height, width, offset=0):
     frames = rng.integers(0, 160, (num_frames, height, width, 3)) + offset
     return [tf.io.encode_jpeg(f.astype(np.uint8)).numpy() for f in frames]

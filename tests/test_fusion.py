@@ -12,77 +12,28 @@ from dataclasses import replace
 import gin
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
 import video_ssl.train  # noqa: F401  (registers train_input)
+from helpers import CONFIGS, EVAL_CONFIGS, save_run, shard_pattern
 from video_ssl import config as config_lib, evaluate as evaluate_lib
-from video_ssl.data import flow as flow_lib, schema
 from video_ssl.evaluation import finetune, fusion
 from video_ssl.evaluation.protocol import EvalData, Result
-from video_ssl.methods.base import INPUT_SPEC_FILE
 from video_ssl.methods.coclr import CoCLR
 from video_ssl.pretrained import load_encoder
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(REPO, "gin_configs")
-EVAL_CONFIGS = os.path.join(CONFIGS, "eval")
-SIZE, FRAMES = 32, 16
-
-
-@pytest.fixture(autouse=True)
-def _fresh_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
-def _record(index: int, label: int) -> bytes:
-    """Class = red level and horizontal motion (dx = +-3 px), plus per-video noise."""
-    rng = np.random.default_rng(index)
-    frames = np.zeros((FRAMES, SIZE, SIZE, 3), np.uint8)
-    frames[..., 0] = 50 + 150 * label
-    frames[..., 1:] = rng.integers(0, 120, (FRAMES, SIZE, SIZE, 2))
-    flows = np.zeros((FRAMES - 1, SIZE, SIZE, 2), np.float32)
-    flows[..., 0] = 3.0 if label else -3.0
-    flows[..., 1] = rng.uniform(-2, 2, (FRAMES - 1, SIZE, SIZE))
-    return schema.make_sequence_example(
-        [tf.io.encode_jpeg(f).numpy() for f in frames], label=label,
-        filename=f"video_{index:02d}", frame_rate=25.0,
-        flow_frames=[flow_lib.encode_flow_jpeg(f, 8.0) for f in flows],
-        flow_bound=8.0).SerializeToString()
-
-
-def _write(prefix, indices, labels, num_shards):
-    names = schema.shard_names(str(prefix), num_shards)
-    for shard, name in enumerate(names):
-        with tf.io.TFRecordWriter(name) as writer:
-            for i in range(shard, len(indices), num_shards):
-                writer.write(_record(indices[i], labels[i]))
-    return names
+SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fusion_shards")
-    _write(root / "train", list(range(8)), [0, 1] * 4, 2)
-    test = _write(root / "test", [10, 11, 12, 13], [0, 1, 0, 1], 1)
-    # The same test videos in another order (as from a different conversion).
-    reordered = _write(root / "reordered", [11, 10, 12, 13], [1, 0, 0, 1], 1)
-    return {"train": str(root / "train-*.tfrecord"), "test": test[0],
-            "reordered": reordered[0]}
-
-
-def save_run(method, directory) -> str:
-    """A training model_dir's layout without training (what `load_encoder` reads): the
-    parsed gin config as operative_config.gin, input_spec.json and checkpoints/ckpt-1."""
-    os.makedirs(directory)
-    with open(os.path.join(directory, "operative_config.gin"), "w") as f:
-        f.write(gin.config_str())
-    with open(os.path.join(directory, INPUT_SPEC_FILE), "w") as f:
-        json.dump(method.input_spec(), f)
-    tf.train.Checkpoint(model=method).save(os.path.join(directory, "checkpoints", "ckpt"))
-    return str(directory)
+def shards(make_shards):
+    """RGB and flow; class = red level and horizontal motion, plus per-video noise."""
+    content = dict(modalities=("rgb", "flow"), noise=True)
+    return {"train": shard_pattern(make_shards("train", [0, 1] * 4, 2, **content)),
+            "test": make_shards("test", [0, 1, 0, 1], videos=[10, 11, 12, 13], **content)[0],
+            # The same test videos in another order (as from a different conversion).
+            "reordered": make_shards("reordered", [1, 0, 0, 1], videos=[11, 10, 12, 13],
+                                     **content)[0]}
 
 
 @pytest.fixture(scope="module")

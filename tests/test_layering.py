@@ -120,3 +120,27 @@ def test_the_checks_can_fail():
 def test_the_graph_sees_function_level_imports():
     # config.demo_files imports the demo builder inside the function.
     assert "video_ssl.data.demo" in import_graph()["video_ssl.config"]
+
+
+def long_functions(path: str, limit: int = 60) -> list[str]:
+    """`name (N lines)` for each function or method in `path` longer than `limit` lines
+    (its decorators left out, its docstring counted)."""
+    tree = ast.parse(open(path).read(), path)
+    return [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > limit]
+
+
+def test_entry_points_only_wire():
+    """No function over 60 lines in an entry point: the work lives in the library
+    (the trainer's phases in video_ssl.training.runner)."""
+    modules = _modules()
+    found = {name: long_functions(modules[name]) for name in sorted(ENTRY_POINTS)}
+    assert {name: functions for name, functions in found.items() if functions} == {}
+
+
+def test_the_length_check_can_fail(tmp_path):
+    path = tmp_path / "long.py"
+    path.write_text("def f():\n" + "    x = 1\n" * 60 + "\n\ndef g():\n    pass\n")
+    assert long_functions(str(path)) == ["f (61 lines)"]

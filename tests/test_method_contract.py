@@ -19,11 +19,11 @@ import pytest
 import tensorflow as tf
 
 from gin_query import bound
-from video_ssl import config as config_lib, train as train_lib
+from video_ssl import config as config_lib
 from video_ssl.data import demo, input_spec
 from video_ssl.data.views import ViewSpec
 from video_ssl.methods.base import Encoder, Method, all_concrete_methods
-from video_ssl.training import loop, stages as stages_lib
+from video_ssl.training import loop, runner, stages as stages_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "gin_configs")
@@ -84,7 +84,7 @@ def test_method_keeps_the_contract(name, shards, tmp_path):
             _check_declaration(method)
             optimizer = bound("train.optimizer").scoped_configurable_fn(
                 global_batch_size=BATCH, total_steps=1, warmup_steps=0, steps_per_epoch=1)
-            dataset = train_lib.view_dataset([shards], method.views, global_batch_size=BATCH,
+            dataset = runner.view_dataset([shards], method.views, global_batch_size=BATCH,
                                              seed=0)
     finally:
         gin.clear_config()
@@ -104,7 +104,7 @@ def test_method_keeps_the_contract(name, shards, tmp_path):
     assert {n: Encoder(**e) for n, e in spec["encoders"].items()} == method.encoders
 
     batch = next(iter(dataset))
-    train_lib.export_encoders(method, str(tmp_path / "export"))
+    runner.export_encoders(method, str(tmp_path / "export"))
     for encoder_name, encoder in method.encoders.items():
         folder = tmp_path / "export" / (encoder_name if encoder_name != method.primary_encoder
                                         else "")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_methods import (BATCH, METHODS, SMALL, fit_one_step, make_batch, make_method,
+from tiny_methods import (BATCH, METHODS, SMALL, fit_one_step, make_batch, make_method,
                           tiny_backbone)
 from video_ssl import optim
 from video_ssl.methods.base import INPUT_SPEC_FILE

@@ -18,22 +18,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_train import CONFIGS, REPO, checkpoint_steps, shards  # noqa: F401  (fixture)
+from helpers import CONFIGS, REPO, checkpoint_steps
 from video_ssl import config as config_lib, distribute, optim, train as train_lib
 from video_ssl.data.reader import count_records, match_files
 from video_ssl.methods.base import training_view
-from video_ssl.training import launcher
+from video_ssl.training import launcher, runner
 
 CHIEF_OUTPUTS = {"checkpoints", "export", "input_spec.json", "metrics.json",
                  "operative_config.gin", "tensorboard", "train.lock"}
 GLOBAL_BATCH = 4
-
-
-@pytest.fixture(autouse=True)
-def _fresh_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 def overlay(tmp_path, shards, **bindings):
@@ -120,7 +113,7 @@ def test_two_workers_train_simclr_as_one_process_does(tmp_path, shards, mirrored
     for worker in (0, 1):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker,
                                              num_replicas_in_sync=2)
-        batches = iter(train_lib.view_dataset(match_files(shards), method.views,
+        batches = iter(runner.view_dataset(match_files(shards), method.views,
                                               global_batch_size=GLOBAL_BATCH, seed=0,
                                               input_context=context))
         next(batches)  # step 1's
@@ -310,10 +303,10 @@ def test_shards_on_another_file_system_go_through_gfile(shards):
     views = {"clips": training_view(num_clips=2, modalities=("rgb",))}
     context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1,
                                          num_replicas_in_sync=2)
-    batch = next(iter(train_lib.view_dataset(files, views, global_batch_size=4, seed=0,
+    batch = next(iter(runner.view_dataset(files, views, global_batch_size=4, seed=0,
                                              input_context=context)))
     assert batch["views"]["clips"]["rgb"].shape[:2] == (2, 2)  # 2 videos, 2 clips
-    # test_train's shards: shard k holds videos k, k + 2, ...; class = index % 2.
+    # The shards fixture: shard k holds videos k, k + 2, ...; class = index % 2.
     assert batch["label"].numpy().tolist() == [1, 1]
 
 

@@ -9,25 +9,24 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_methods import METHODS, fit_one_step, make_batch, tiny_backbone
-from test_train import cli, shards  # noqa: F401  (fixture)
+from helpers import cli
+from tiny_methods import METHODS, fit_one_step, make_batch, make_method, tiny_backbone
 from video_ssl import config as config_lib, distribute, train as train_lib
 from video_ssl.methods.moco import MoCo
 from video_ssl.methods.rho import rho_views
 from video_ssl.methods.simclr import SimCLR
+from video_ssl.training import runner
 
 
 @pytest.fixture(autouse=True)
 def _float32_afterwards():
-    gin.clear_config()
     yield
-    gin.clear_config()
     assert keras.config.dtype_policy().name == "float32"  # nothing leaks to other tests
 
 
 def build(name, precision="float32", optimizer=None, eager=False):
     """A tiny method; `eager` skips graph tracing, which dominates the cost at this size."""
-    with train_lib.dtype_policy(precision):
+    with runner.dtype_policy(precision):
         method = METHODS[name](views=rho_views(2), backbone=tiny_backbone(), total_steps=10)
     method.compile(optimizer=optimizer or keras.optimizers.SGD(0.1), jit_compile=False,
                    run_eagerly=eager)
@@ -155,7 +154,6 @@ def test_unknown_precision_is_one_line(tmp_path, shards, capsys):
 
 
 def test_jit_with_several_cpu_replicas_is_refused(mirrored):
-    from test_methods import make_method
     from video_ssl.training import loop
     method = make_method("simclr", 2, mirrored, eager=True)
     with pytest.raises(ValueError, match=r"train.jit_compile=True with 2 replicas on "

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_tools import read_records, run_main
+from helpers import read_records, run_main
 from tfrecords_tools import prepare_dataset as prepare
 from video_ssl.data import schema
 

@@ -129,22 +129,11 @@ gin.external_configurable(StopAfterOneStep, module="test_schedule")
 
 
 @pytest.fixture(scope="module")
-def flow_shards(tmp_path_factory):
+def flow_shards(make_shards):
     """8 labeled videos of 16 frames 32x32 with flow."""
-    import numpy as np
-    import tensorflow as tf
-    from video_ssl.data import flow as flow_lib, schema
-    root = tmp_path_factory.mktemp("flow_shards")
-    rng = np.random.default_rng(0)
-    with tf.io.TFRecordWriter(str(root / "train-00000-of-00001.tfrecord")) as writer:
-        for index in range(8):
-            frames = rng.integers(0, 255, (16, 32, 32, 3)).astype(np.uint8)
-            flows = rng.uniform(-4, 4, (15, 32, 32, 2)).astype(np.float32)
-            writer.write(schema.make_sequence_example(
-                [tf.io.encode_jpeg(f).numpy() for f in frames], label=index % 2,
-                frame_rate=25.0, flow_frames=[flow_lib.encode_flow_jpeg(f, 8.0) for f in flows],
-                flow_bound=8.0).SerializeToString())
-    return str(root / "train-*.tfrecord")
+    from helpers import shard_pattern
+    return shard_pattern(make_shards("train", [0, 1] * 4, modalities=("rgb", "flow"),
+                                     noise=True))
 
 
 @pytest.mark.slow

