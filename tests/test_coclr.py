@@ -13,7 +13,7 @@ import tensorflow as tf
 import video_ssl.train  # noqa: F401  (registers train and train_input)
 from video_ssl import config as config_lib, optim
 from video_ssl.methods.base import INPUT_SPEC_FILE
-from video_ssl.methods.coclr import (CoCLR, InfoNCE, QueueNCE, SimultaneousCoCLR, UberNCE,
+from video_ssl.methods.coclr import (CoCLR, InfoNCE, QueueNCE, UberNCE,
                                      cotraining_views, pair_views)
 from video_ssl.models import build_backbone
 from gin_query import bound
@@ -41,7 +41,7 @@ def build(cls, modality="rgb", strategy=None, eager=True, **kwargs):
     settings = {k: kwargs.pop(k) for k in set(kwargs) & NCE_FIELDS}
     with strategy.scope():
         nce = QueueNCE(backbone=tiny_backbone(5 - other), **SMALL, **settings)
-        if cls in (CoCLR, SimultaneousCoCLR):
+        if cls is CoCLR:
             kwargs.setdefault("sampler_backbone", tiny_backbone(other))
             method = cls(cotraining_views(), nce, modality=modality, **kwargs)
         else:
@@ -243,7 +243,7 @@ def test_stage_one_methods_train(cls, modality):
 
 
 def test_simultaneous_variant_trains_both_streams():
-    method = build(SimultaneousCoCLR, topk=2)
+    method = build(CoCLR, topk=2, simultaneous=True)
     streams = {"rgb": (method.backbone, method.momentum), "flow": (method.sampler,
                                                                   method.sampler_momentum)}
     trainable = {id(v) for v in method.trainable_variables}
@@ -289,9 +289,9 @@ def test_wait_for_full_queue_holds_the_step():
     assert int(method.optimizer.iterations.numpy()) == 1
 
 
-@pytest.mark.parametrize("cls", [CoCLR, SimultaneousCoCLR])
-def test_coclr_trains_mirrored(mirrored, cls):
-    method = build(cls, strategy=mirrored, eager=False)
+@pytest.mark.parametrize("simultaneous", [False, True])
+def test_coclr_trains_mirrored(mirrored, simultaneous):
+    method = build(CoCLR, strategy=mirrored, eager=False, simultaneous=simultaneous)
     logs = [fit_one_step(method, make_batch(seed)) for seed in range(2)]
     assert np.isfinite([entry["loss"] for entry in logs]).all()
     # Ids unique over the run: step x global batch + global position.
@@ -345,7 +345,7 @@ def test_coclr_initializes_both_streams_from_stage_one_runs(tmp_path):
         for a, b in zip(restored.weights, source.weights):
             np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     # The simultaneous variant: both momentum encoders start as their streams.
-    sim = build(SimultaneousCoCLR, init_checkpoints={m: str(tmp_path / m) for m in runs})
+    sim = build(CoCLR, init_checkpoints={m: str(tmp_path / m) for m in runs}, simultaneous=True)
     sim.initialize_encoders()
     for a, b in zip(sim.sampler_momentum["backbone"].weights, runs["flow"].backbone.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
@@ -482,7 +482,7 @@ def test_family_backbone_binding_builds_both_streams():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cls, options", [(CoCLR, {}), (SimultaneousCoCLR, {})])
+@pytest.mark.parametrize("cls, options", [(CoCLR, {}), (CoCLR, {"simultaneous": True})])
 def test_train_step_compiles_with_xla(cls, options):
     """The steps compile with `jit_compile=True` and give the uncompiled steps' loss (3
     steps, so that the queue holds entries to mine and to contrast with). Not with

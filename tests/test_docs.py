@@ -117,3 +117,16 @@ def test_slugs_and_link_check(tmp_path, monkeypatch):
                                    encoding="utf-8")
     assert broken_links(str(tmp_path / "a.md")) == [
         "#not-a-heading: no heading #not-a-heading in a.md", "b.md: no such file"]
+
+
+def python_blocks(path: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", _read(path), re.S)
+
+
+def test_extending_page_builds_trains_and_exports_a_method_in_python(tmp_path, monkeypatch):
+    """docs/extending.md's example, run as written: a method built, compiled, trained on
+    make_view_dataset and exported without gin."""
+    (block,) = python_blocks(os.path.join(REPO, "docs", "extending.md"))
+    monkeypatch.setattr("tempfile.mkdtemp", lambda: str(tmp_path))
+    exec(compile(block, "docs/extending.md", "exec"), {})
+    assert (tmp_path / "export" / "saved_model.pb").exists()

@@ -37,7 +37,7 @@ and the element's position, so a seeded, deterministic pipeline repeats exactly.
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import tensorflow as tf
 
@@ -50,15 +50,18 @@ from video_ssl.data.views import ViewSpec, view_from_options
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def make_view_dataset(file_pattern, views: Sequence[ViewSpec], *, training: bool,
+def make_view_dataset(file_pattern, views: Sequence[ViewSpec] | Mapping[str, ViewSpec], *,
+                      training: bool,
                       batch_size: int, seed: int | None = None, input_context=None,
                       default_frame_rate: float = schema.DEFAULT_FRAME_RATE,
                       shuffle_buffer: int = 64, num_parallel_calls: int = AUTOTUNE,
                       deterministic: bool | None = None, drop_remainder: bool | None = None,
                       repeat: bool | None = None, flatten: bool = False) -> tf.data.Dataset:
-    """Batches of {"views": (one dict per view), "label": (B,) int32}; with flatten
-    (one view only), the view's keys sit next to "label" instead. How the views' clips
-    relate in time is each view's own (`ViewSpec.start` and `ViewSpec.sync`).
+    """Batches of {"views": (one dict per view), "label": (B,) int32}, or with views
+    given as {name: ViewSpec} (a method's `views`), {"views": {name: dict}, "label"};
+    with flatten (one view only), the view's keys sit next to "label" instead. How the
+    views' clips relate in time is each view's own (`ViewSpec.start` and `ViewSpec.sync`).
+    The first view is the reference the others may sync on.
 
     Training shuffles files and examples and repeats forever by default; evaluation
     reads every video once, in file order. With input_context, batch_size is the
@@ -67,7 +70,8 @@ def make_view_dataset(file_pattern, views: Sequence[ViewSpec], *, training: bool
     A seed makes the file order, shuffle and augmentation reproducible; deterministic
     (default: seed given) also fixes the element order of the parallel stages.
     """
-    views = tuple(views)
+    names = tuple(views) if isinstance(views, Mapping) else None
+    views = tuple(views[n] for n in names) if names else tuple(views)
     if flatten and len(views) != 1:
         raise ValueError(f"flatten needs exactly one view, got {len(views)}")
     if not training and any(v.defer_augmentation for v in views):
@@ -106,7 +110,8 @@ def make_view_dataset(file_pattern, views: Sequence[ViewSpec], *, training: bool
                                           default_frame_rate=default_frame_rate)
         if flatten:
             return {**outputs[0], "label": features["label"]}
-        return {"views": tuple(outputs), "label": features["label"]}
+        return {"views": dict(zip(names, outputs)) if names else tuple(outputs),
+                "label": features["label"]}
 
     ds = ds.enumerate().map(load, num_parallel_calls=num_parallel_calls,
                             deterministic=deterministic)

@@ -38,7 +38,7 @@ from video_ssl.models import build_backbone
 from video_ssl.models.heads import mlp_head
 
 NARROW = "narrow"
-BROAD_MODALITIES = ("rgb", "flow", "audio")
+BROAD_MODALITIES = modalities.NAMES  # any modality can be a broad view
 # §4.1: TSM-50 for every broad visual view, ResNet-50 for log-mel spectrograms.
 BROAD_BACKBONES = {"rgb": "tsm_r50", "flow": "tsm_r50", "audio": "audio_resnet50"}
 

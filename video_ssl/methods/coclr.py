@@ -22,7 +22,7 @@ entries are positives of a query besides its own key:
   pipeline provides one (the official code uses the source-video group, so UCF101's
   clips cut from one YouTube video are positives of each other); otherwise an id
   unique to each sample, so only the own key is a same-video positive.
-- `SimultaneousCoCLR`: Table 1's "sim" ablation, both streams trained at once.
+- `CoCLR(simultaneous=True)`: Table 1's "sim" ablation, both streams trained at once.
 
 Positive masks are built before the current batch is enqueued. Queue slots not yet
 written count neither as positives nor as negatives. Deliberate difference: the
@@ -324,37 +324,47 @@ class CoCLR(QueueNCEMethod):
         positives (0: the paper's eq. 2; the official code: 0.9).
       mine_only_when_full: no top-K positives until the queue has been filled once
         (the official code's behaviour: InfoNCE with same-video positives until then).
+      simultaneous: Table 1's "sim" ablation (§4.4): both streams trained at once on
+        L1 + L2 (eqs. 2 and 4), each mining its top-K positives with the other
+        stream's momentum keys of the same clip. The second stream (attribute
+        "sampler", now trained) has a momentum encoder of its own; the queue's
+        "sampler" column holds its keys (its negatives and the first stream's mining
+        features), the "keys" column the first stream's (the other way round).
     """
-    TRAINS_SAMPLER = False
 
     def __init__(self, views, nce: QueueNCE = QueueNCE(), *, modality: str = "rgb",
                  sampler_backbone: str | keras.Model | None = None, topk: int = 5,
-                 self_drop_prob: float = 0.0, mine_only_when_full: bool = False, **kwargs):
-        owner = type(self).__name__
+                 self_drop_prob: float = 0.0, mine_only_when_full: bool = False,
+                 simultaneous: bool = False, **kwargs):
         if not 0 <= int(topk) <= nce.queue_size:
-            raise ValueError(f"{owner}.topk: expected 0 <= topk <= queue_size "
+            raise ValueError(f"CoCLR.topk: expected 0 <= topk <= queue_size "
                              f"({nce.queue_size}), got {topk!r}")
         if not 0.0 <= self_drop_prob <= 1.0:
-            raise ValueError(f"{owner}.self_drop_prob: expected a probability in [0, 1], "
+            raise ValueError(f"CoCLR.self_drop_prob: expected a probability in [0, 1], "
                              f"got {self_drop_prob!r}")
         if sampler_backbone is None and not isinstance(nce.backbone, str):
-            raise ValueError(f"{owner}.sampler_backbone: expected a registry name or a built "
+            raise ValueError("CoCLR.sampler_backbone: expected a registry name or a built "
                              "model when the family's backbone is a built model")
         view = views.get(VIEW) if isinstance(views, Mapping) else None
         if view is None or set(view.modalities) != set(STREAMS):
-            raise ValueError(f"{owner}.views: expected RGB and flow in one view 'clips' "
+            raise ValueError(f"CoCLR.views: expected RGB and flow in one view 'clips' "
                              f"(cotraining_views), got {views!r}")
         super().__init__(views, nce, modality=modality, **kwargs)
         self.topk = int(topk)
         self.self_drop_prob = float(self_drop_prob)
         self.mine_only_when_full = mine_only_when_full
+        self.simultaneous = bool(simultaneous)
         self.sampler_modality = other_stream(modality)
         self.sampler = nce.build_backbone(self.sampler_modality, sampler_backbone)
         self.sampler_projector = keras.models.clone_model(self.projector)
-        # Frozen unless trained too: out of trainable_variables, BatchNorm on running
+        # Frozen unless simultaneous: out of trainable_variables, BatchNorm on running
         # statistics.
-        self.sampler.trainable = self.TRAINS_SAMPLER
-        self.sampler_projector.trainable = self.TRAINS_SAMPLER
+        self.sampler.trainable = self.simultaneous
+        self.sampler_projector.trainable = self.simultaneous
+        if self.simultaneous:
+            self.sampler_momentum = MomentumEncoder(
+                self.sampler_modules(), owner="CoCLR", name="sampler_momentum",
+                base_momentum=nce.base_momentum, schedule=nce.momentum_schedule)
 
     def declare_encoders(self, modality):
         return {modality: Encoder("backbone", VIEW, modality),
@@ -363,6 +373,15 @@ class CoCLR(QueueNCEMethod):
     def extra_queue_columns(self, embedding_dim):
         return {"sampler": ((embedding_dim,), "float32", "zeros"),
                 "video_id": ((), "int64", "zeros")}
+
+    def sampler_modules(self) -> dict[str, keras.Model]:
+        return {"backbone": self.sampler, "projector": self.sampler_projector}
+
+    def momentum_pairs(self):
+        pairs = super().momentum_pairs()
+        if self.simultaneous:
+            pairs.append((self.sampler_momentum, self.sampler_modules()))
+        return pairs
 
     # ---------------------------------------------------------------- mining
     def sampler_features(self, clip: tf.Tensor) -> tf.Tensor:
@@ -414,31 +433,10 @@ class CoCLR(QueueNCEMethod):
         drop = tf.random.stateless_uniform([], seed) < self.self_drop_prob
         return keep & ~(drop & tf.reduce_any(queue_positives, axis=1))
 
-
-class SimultaneousCoCLR(CoCLR):
-    """Table 1's "sim" ablation (§4.4): both streams trained at once on L1 + L2 (eqs. 2
-    and 4), each mining its top-K positives with the other stream's momentum keys of
-    the same clip. The second stream (attribute "sampler", now trained) has a momentum
-    encoder of its own; the queue's "sampler" column holds its keys (its negatives and
-    the first stream's mining features), the "keys" column the first stream's (the
-    other way round). Arguments as CoCLR's.
-    """
-    TRAINS_SAMPLER = True
-
-    def __init__(self, views, nce: QueueNCE = QueueNCE(), **kwargs):
-        super().__init__(views, nce, **kwargs)
-        self.sampler_momentum = MomentumEncoder(
-            self.sampler_modules(), owner="SimultaneousCoCLR", name="sampler_momentum",
-            base_momentum=nce.base_momentum, schedule=nce.momentum_schedule)
-
-    def sampler_modules(self) -> dict[str, keras.Model]:
-        return {"backbone": self.sampler, "projector": self.sampler_projector}
-
-    def momentum_pairs(self):
-        return [(self.momentum, self.online_modules()),
-                (self.sampler_momentum, self.sampler_modules())]
-
+    # ---------------------------------------------------------------- the step
     def train_step(self, data):
+        if not self.simultaneous:
+            return super().train_step(data)
         clips = self.clip_pairs(data)
         (query_a, key_a), (query_b, key_b) = clips[self.modality], clips[self.sampler_modality]
         momentum = self.momentum.value_at(self.step, self.total_steps)

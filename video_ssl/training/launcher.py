@@ -12,7 +12,7 @@ blocked inside TensorFlow may not end on SIGTERM) and exits with that status
 (128 + N for a worker killed by signal N); 0 once every worker has exited 0.
 
 On several hosts there is no launcher: run the same train command on each host with
-its own TF_CONFIG (README, "Several hosts"). No TensorFlow here: the launcher only
+its own TF_CONFIG (docs/scale-out.md, "Several hosts"). No TensorFlow here: the launcher only
 starts processes.
 """
 from __future__ import annotations

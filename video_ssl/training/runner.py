@@ -362,13 +362,12 @@ def dtype_policy(name: str):
 
 def view_dataset(files: Sequence[str], views: dict, *, global_batch_size: int, seed: int,
                  input_context=None) -> tf.data.Dataset:
-    """Training batches {"views": {name: {modality: ...}}, "label"} of a method's views."""
-    names = list(views)
-    ds = pipeline.make_view_dataset(
-        files, [views[n] for n in names], training=True, batch_size=global_batch_size,
+    """Training batches {"views": {name: {modality: ...}}, "label"} of a method's views,
+    with the bound `train_input` dataset options."""
+    return pipeline.make_view_dataset(
+        files, views, training=True, batch_size=global_batch_size,
         input_context=input_context, seed=seed,
         **input_spec.dataset_options(input_spec.train_input()))
-    return ds.map(lambda b: {"views": dict(zip(names, b["views"])), "label": b["label"]})
 
 
 def final_metrics(epochs_logged: Sequence[dict], **facts) -> dict:
