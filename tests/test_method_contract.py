@@ -21,7 +21,8 @@ import video_ssl.train  # noqa: F401  (registers train, which the recipes bind)
 from video_ssl import config as config_lib
 from video_ssl.data import demo, input_spec, modalities
 from video_ssl.data.views import ViewSpec
-from video_ssl.methods.base import Encoder, Method, all_concrete_methods
+from video_ssl.methods.base import (INPUT_SPEC_FILE, Encoder, Method, all_concrete_methods,
+                                    read_input_spec)
 from video_ssl.training import loop, runner, stages as stages_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,7 +108,8 @@ def test_method_keeps_the_contract(name, shards, tmp_path):
     assert any(not np.array_equal(b, v.numpy()) for b, v in
                zip(before, method.trainable_variables)), "one step changed no weight"
 
-    spec = json.loads(json.dumps(method.input_spec()))  # what input_spec.json holds
+    (tmp_path / INPUT_SPEC_FILE).write_text(json.dumps(method.input_spec(), indent=1))
+    spec = read_input_spec(str(tmp_path))  # as evaluation, export and init_checkpoints do
     assert spec["method"] == name and spec["primary_encoder"] == list(method.encoders)[0]
     assert {n: input_spec.view_from_json(v) for n, v in spec["views"].items()} == method.views
     assert {n: Encoder(**e) for n, e in spec["encoders"].items()} == method.encoders
