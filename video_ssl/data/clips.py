@@ -17,6 +17,11 @@ and augments the batch with each clip's seed ("augment_seed"), on the accelerato
 CPU then does little more than decode (benchmarks/RESULTS.md), and the host-to-device
 traffic is uint8, a quarter of float32.
 
+A two-clip training view with `one_clip_prob` (CoCLR's official one-clip pairs) draws
+per video whether both clips share one window; the clips' photometric gates then come
+from the pipeline (`_pair_mode`), and with deferred augmentation go out as
+"augment_photometric" for `augment.augment_batch`.
+
 Evaluation clips share deterministic crops, and their frames are decoded whole, once.
 """
 from __future__ import annotations
@@ -34,6 +39,7 @@ from video_ssl.data import decode
 from video_ssl.data import modalities
 from video_ssl.data import sampling
 from video_ssl.data import schema
+from video_ssl.data import stateless
 from video_ssl.data.views import ViewSpec
 
 
@@ -58,9 +64,24 @@ def _span(view: ViewSpec, features, strides) -> tf.Tensor:
     return sampling.clip_span(view.num_frames, strides)
 
 
-def _clip_windows(view: ViewSpec, features, seed, training: bool):
+def _pair_mode(view: ViewSpec, seed):
+    """(one_clip, picked) of a two-clip training view (`ViewSpec.one_clip_prob`):
+    whether this video's clips share one window, and (2,) bools marking the clip that
+    then gets the photometric ops; None when the view has no such pairs."""
+    if not view.one_clip_prob:
+        return None
+    if view.num_clips != 2:
+        raise ValueError(f"ViewSpec.one_clip_prob={view.one_clip_prob}: expected a view of 2 "
+                         f"clips (a pair), got num_clips={view.num_clips}")
+    coin_seed, pick_seed = tf.unstack(stateless.split(seed, 2))
+    picked = tf.equal(tf.range(2), stateless.uniform_int(pick_seed, 2))
+    return stateless.uniform(coin_seed) < view.one_clip_prob, picked
+
+
+def _clip_windows(view: ViewSpec, features, seed, training: bool, pair=None):
     """(starts, strides) in stored frames, one per clip (dynamic count for sliding
-    windows). Training starts follow `view.start`; evaluation clips stay within."""
+    windows). Training starts follow `view.start`; evaluation clips stay within. A
+    one-clip pair (`_pair_mode`) gives both clips the first clip's window."""
     num_available = tf.cast(_num_frames(features), tf.float32)
     stride = sampling.clip_stride(features["frame_rate"], view.frame_stride, view.target_fps)
     if not training:
@@ -81,6 +102,10 @@ def _clip_windows(view: ViewSpec, features, seed, training: bool):
         max_gap=None if view.max_gap is None else view.max_gap * fps)
     if view.same_window:
         starts, strides = tf.tile(starts, [view.num_clips]), tf.tile(strides, [view.num_clips])
+    if pair is not None:
+        one_clip = pair[0]
+        starts = tf.where(one_clip, tf.tile(starts[:1], [2]), starts)
+        strides = tf.where(one_clip, tf.tile(strides[:1], [2]), strides)
     return starts, strides
 
 
@@ -144,13 +169,15 @@ def _canvas(crop: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.ensure_shape(canvas, [None, size, size, 3]), hw
 
 
-def _training_clips(view: ViewSpec, features, starts, strides, seed) -> dict:
+def _training_clips(view: ViewSpec, features, starts, strides, seed, pair=None) -> dict:
     """Each clip: its own crop box (decoded directly), flip and photometric
     augmentation (the view's: random convolution only where it asks); a flow clip
-    shares its RGB clip's window, box and flip and gets nothing else. The flip (the
-    clip's `augment.draw_clip` flip, as `augment_clip` draws it) mirrors the decoded
-    crop before resizing, which commutes with it and is cheaper there. One traced body
-    for all clips (tf.map_fn) keeps the graph small."""
+    shares its RGB clip's window, box, flip and draws, and gets the flip alone (dx
+    negated) unless the view's `AugmentSpec` asks otherwise. The flip (the clip's
+    `augment.draw_clip` flip, as `augment_clip` draws it) mirrors the decoded crop
+    before resizing, which commutes with it and is cheaper there. A one-clip pair
+    (`_pair_mode`) sets the clips' photometric gates. One traced body for all clips
+    (tf.map_fn) keeps the graph small."""
     size = view.crop_size
     signature = {}
     if "rgb" in view.modalities:
@@ -159,6 +186,8 @@ def _training_clips(view: ViewSpec, features, starts, strides, seed) -> dict:
         if view.defer_augmentation:
             signature["rgb_size"] = tf.TensorSpec([2], tf.int32)
             signature["augment_seed"] = tf.TensorSpec([2], tf.int64)
+            if pair is not None:
+                signature["augment_photometric"] = tf.TensorSpec([], tf.bool)
     if "flow" in view.modalities:
         signature["flow"] = tf.TensorSpec(_clip_shape(view, "flow"), tf.float32)
     if not signature:
@@ -170,31 +199,45 @@ def _training_clips(view: ViewSpec, features, starts, strides, seed) -> dict:
     unflipped = dataclasses.replace(spec, flip_prob=0.0)  # the flip is the uint8 crop's
 
     def one_clip(args):
-        start, stride, clip_seed = args
+        start, stride, clip_seed, paired, picked = args
         box_seed, aug_seed = tf.unstack(tf.random.experimental.stateless_split(clip_seed, 2))
         box = _training_box(view, image_hw, box_seed)
         indices = sampling.clip_indices(start, view.num_frames, stride, num_available)
-        # One draw for the clip: its flip applies to the RGB crop and the flow alike.
-        draws = augment.draw_clip(aug_seed, color_strength=spec.color_strength)
+        # One draw for the clip: its flip (and photometric draws) apply to the RGB crop
+        # and the flow alike.
+        draws = augment.draws_of(aug_seed, spec)
         flip = functools.partial(augment.apply_flip,
                                  where=augment.decide(draws.flip, spec.flip_prob))
+        gate = None
+        if pair is not None:  # a one-clip pair's gate, else the clip's own coin's
+            own = tf.convert_to_tensor(augment.decide(draws.photometric, spec.photometric_prob))
+            gate = tf.where(paired, picked, own)
         out = {}
         if "rgb" in view.modalities:
             crop = decode.decode_jpegs(features["frames"], indices, box)
             if view.defer_augmentation:
                 out["rgb"], out["rgb_size"] = _canvas(crop, size)
                 out["augment_seed"] = tf.cast(aug_seed, tf.int64)
+                if gate is not None:
+                    out["augment_photometric"] = gate
             else:
                 out["rgb"] = augment.apply_draws(decode.resize_clip(flip(crop), size), draws,
-                                                 unflipped, max_value=255.0)
+                                                 unflipped, max_value=255.0, photometric=gate)
         if "flow" in view.modalities:
             flow_box = decode.scale_box(box, image_hw, flow_hw)
             flow = decode.decode_flow(features["flow"], indices, features["flow_bound"], flow_box)
-            out["flow"] = decode.resize_clip(flip(flow, is_flow=True), size)
+            flow = decode.resize_clip(flip(flow, is_flow=spec.flow_flip_negates_dx), size)
+            if spec.flow_photometric:
+                flow = augment.apply_draws(flow, draws, unflipped, is_flow=True,
+                                           photometric=gate, flow_bound=features["flow_bound"])
+            out["flow"] = flow
         return out
 
     clip_seeds = tf.random.experimental.stateless_split(seed, view.num_clips)
-    return tf.map_fn(one_clip, (starts, strides, clip_seeds), fn_output_signature=signature)
+    paired, picked = ((tf.fill([view.num_clips], pair[0]), pair[1]) if pair is not None else
+                      (tf.zeros([view.num_clips], tf.bool),) * 2)
+    return tf.map_fn(one_clip, (starts, strides, clip_seeds, paired, picked),
+                     fn_output_signature=signature)
 
 
 def _eval_boxes(view: ViewSpec, image_hw):
@@ -259,6 +302,7 @@ def _set_shapes(view: ViewSpec, out: dict, training: bool) -> dict:
     if not training and view.eval_window_stride:
         clips = None
     shapes = {"rgb_size": [clips, 2], "augment_seed": [clips, 2],
+              "augment_photometric": [clips],
               **{m: [clips] + _clip_shape(view, m) for m in view.modalities}}
     return {k: tf.ensure_shape(v, shapes[k]) if k in shapes else v for k, v in out.items()}
 
@@ -296,12 +340,15 @@ def sample_and_decode(features: Mapping[str, tf.Tensor], seed, views: Sequence[V
     reference = None
     for v, view in enumerate(views):
         window_seed, clip_seed = view_seeds[2 * v], view_seeds[2 * v + 1]
-        starts, strides = _clip_windows(view, features, window_seed, training)
+        # The pair's seed is folded in, so the windows' and clips' stay what they were.
+        pair = _pair_mode(view, tf.random.experimental.stateless_fold_in(
+            window_seed, tf.constant(2, window_seed.dtype))) if training else None
+        starts, strides = _clip_windows(view, features, window_seed, training, pair)
         if view.sync is not None:
             starts = _synced_starts(view, v, features, strides, reference)
         reference = reference or (view, starts, strides)
         if training:
-            out = _training_clips(view, features, starts, strides, clip_seed)
+            out = _training_clips(view, features, starts, strides, clip_seed, pair)
             num_crops = 1
         else:
             out = _eval_clips(view, features, starts, strides)

@@ -55,6 +55,8 @@ MODALITIES = {m.name: m for m in (
              parsed="frames", frames=True, augmentations=("crop", "flip", "photometric"),
              normalization="(x / 255 - mean) / std, `AugmentSpec`'s normalize, mean and std"),
     # The flip mirrors the clip and negates dx, so the flow stays the mirrored motion.
+    # `AugmentSpec.flow_photometric` / `flow_flip_negates_dx` give CoCLR's official
+    # variant (colour ops on the flow JPEG's values, dx kept on a flip).
     Modality("flow", channels=2, input_rank=5, feature_list=FLOW, context=(FLOW_BOUND,),
              parsed="flow", frames=True, augmentations=("crop", "flip"),
              normalization="none: (dx, dy) in pixels within +-flow_bound"),

@@ -59,6 +59,11 @@ class ViewSpec:
     [0, T], the frames past the end looped from the video's start (BraVe's broad view:
     even a view as long as the video gets a random offset). An audio-only view with an
     `AudioSpec.duration` spans that duration.
+    one_clip_prob (training, two-clip views): per video, the probability of the
+    official CoCLR code's one-clip pair (its OneClipTransform): both clips are cut from
+    one window (each with its own crop and flip) and exactly one of them, drawn at
+    random, gets the photometric ops (`AugmentSpec.photometric_prob` does not apply to
+    the pair); otherwise each clip has its own window and photometric gate.
     sync: how this view's clip starts follow the first view's (the reference, whose
     own sync must be None), in training and evaluation: None draws them independently
     (BraVe's visual broad views: Table 4 shows syncing them hurts), "start" gives every
@@ -86,6 +91,7 @@ class ViewSpec:
     min_gap: float = 0.0
     max_gap: float | None = None
     frame_rate_jitter: float = 0.0
+    one_clip_prob: float = 0.0
     start: str = "within"
     sync: str | None = None
     crop: str = "random_resized"
@@ -121,6 +127,10 @@ class ViewSpec:
             raise ValueError(f"crop={self.crop!r}: expected one of {CROPS}")
         if self.eval_crops not in (1, 3, 10):
             raise ValueError(f"eval_crops={self.eval_crops}: expected 1, 3 or 10")
+        if isinstance(self.one_clip_prob, bool) or not isinstance(
+                self.one_clip_prob, (int, float)) or not 0 <= self.one_clip_prob <= 1:
+            raise ValueError(f"ViewSpec.one_clip_prob={self.one_clip_prob!r}: expected a "
+                             "probability in [0, 1]")
         if self.num_clips < 1 or self.num_frames < 1:
             raise ValueError(f"num_clips={self.num_clips}, num_frames={self.num_frames}: "
                              "expected >= 1")

@@ -197,7 +197,8 @@ class Method(keras.Model, metaclass=abc.ABCMeta):
     # --------------------------------------------------------------- the batch
     def view_inputs(self, data, view: str) -> dict:
         """The tensors of one view of a batch; a view with deferred augmentation
-        (uint8 crops, "rgb_size", "augment_seed") is resized, flipped and augmented
+        (uint8 crops, "rgb_size", "augment_seed", "augment_photometric" where the
+        pipeline decided the clips' photometric gates) is resized, flipped and augmented
         here, on the device, with the pipeline's per-clip draws."""
         if not isinstance(data, Mapping) or view not in data.get("views", {}):
             raise ValueError(f"{type(self).__name__}.train_step: expected a batch "
@@ -205,9 +206,9 @@ class Method(keras.Model, metaclass=abc.ABCMeta):
                              f"{_describe(data)}")
         values = dict(data["views"][view])
         if "augment_seed" in values:
-            values["rgb"] = augment.augment_batch(values["rgb"], values.pop("augment_seed"),
-                                                  values.pop("rgb_size", None),
-                                                  self._views[view].augmentation)
+            values["rgb"] = augment.augment_batch(
+                values["rgb"], values.pop("augment_seed"), values.pop("rgb_size", None),
+                self._views[view].augmentation, values.pop("augment_photometric", None))
         return values
 
     def view_clips(self, data, view: str, modality: str) -> tf.Tensor:
