@@ -1,4 +1,6 @@
 """Clip augmentations: shapes, ranges, per-clip consistency, seeding, the batch path."""
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -242,6 +244,10 @@ def _per_clip(rgb, seeds, flip_prob=0.5, **options):
     dict(color_jitter_prob=0.5, grayscale_prob=0.5, blur_prob=0.5, temporal_difference_prob=0.5),
     dict(blur_kernel_size=5, color_strength=1.5, normalize=False),
     dict(color_jitter_exact=True, random_conv=True),
+    dict(color_jitter_style="brave", blur_kernel_size="tenth", blur_padding="SAME",
+         blur_before_color=True, blur_prob=1.0),
+    dict(photometric_prob=0.5, grayscale_mode="channel_per_frame", grayscale_prob=0.5,
+         blur_padding="SAME"),
 ])
 def test_augment_batch_equals_augment_clip_per_clip(options):
     rgb, seeds = _uint8_batch()
@@ -346,3 +352,178 @@ def test_augment_clip_of_0_255_values_equals_0_1_path(clip, options):
         unit = augment.augment_clip(clip, seed, spec)
         scaled = augment.augment_clip(clip * 255.0, seed, spec, max_value=255.0)
         np.testing.assert_allclose(scaled, unit, atol=2e-5)
+
+
+# ------------------------------------------- the official codes' variants (CoCLR, BraVe)
+
+
+def _hsv_map(clip: np.ndarray, fn) -> np.ndarray:
+    """fn(h, s, v) -> (h, s, v) on every pixel, through colorsys."""
+    import colorsys
+    flat = clip.reshape(-1, 3)
+    out = [colorsys.hsv_to_rgb(*fn(*colorsys.rgb_to_hsv(*p))) for p in flat]
+    return np.asarray(out, np.float64).reshape(clip.shape)
+
+
+def _numpy_brave_jitter(clip, brightness, saturation, contrast, hue):
+    """BraVe's code's colour augmentation by its steps' definitions (tf.image's
+    brightness, HSV saturation clipped to [0, 1], per-channel frame-mean contrast, HSV
+    hue), then one clip to [0, 1]."""
+    x = clip.astype(np.float64) + brightness
+    x = _hsv_map(x, lambda h, s, v: (h, min(max(s * saturation, 0.0), 1.0), v))
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    x = (x - mean) * contrast + mean
+    x = _hsv_map(x, lambda h, s, v: ((h + hue) % 1.0, s, v))
+    return np.clip(x, 0.0, 1.0)
+
+
+def test_brave_color_jitter_matches_numpy_reference():
+    # Mid-range values: brightness keeps them in [0, 1], where HSV is defined.
+    clip = tf.random.stateless_uniform([2, 6, 6, 3], [9, 9], minval=0.25, maxval=0.75)
+    params = dict(brightness=-0.1, contrast=1.3, saturation=0.7, hue=0.15)
+    out = augment.apply_color_jitter(clip, True, order=tf.constant(augment.BRAVE_ORDER),
+                                     style="brave", **params)
+    expected = _numpy_brave_jitter(clip.numpy(), -0.1, 0.7, 1.3, 0.15)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    scaled = augment.apply_color_jitter(clip * 255.0, True, order=tf.constant(augment.BRAVE_ORDER),
+                                        style="brave", max_value=255.0, **params)
+    np.testing.assert_allclose(scaled / 255.0, expected, atol=1e-5)
+
+
+def test_brave_jitter_draws_the_official_ranges_in_a_fixed_order():
+    seeds = tf.reshape(tf.range(800, dtype=tf.int64), [400, 2])
+    draws = augment.draw_batch(seeds, jitter_style="brave")
+    brightness = draws.brightness.numpy()
+    assert -32 / 255 <= brightness.min() < -31 / 255 and 31 / 255 < brightness.max() <= 32 / 255
+    for name in ("contrast", "saturation"):
+        values = getattr(draws, name).numpy()
+        assert 0.6 <= values.min() < 0.62 and 1.38 < values.max() <= 1.4, name
+    hue = draws.hue.numpy()
+    assert -0.2 <= hue.min() < -0.19 and 0.19 < hue.max() <= 0.2
+    np.testing.assert_array_equal(draws.order, np.tile([0, 2, 1, 3], [400, 1]))
+    half = augment.draw_batch(seeds, jitter_style="brave", color_strength=0.25)
+    np.testing.assert_allclose(half.hue, 0.5 * hue, atol=1e-6)  # s scales BraVe's too
+    # The other draws are the "simclr" style's.
+    simclr = augment.draw_batch(seeds)
+    for name in ("flip", "jitter", "grayscale", "blur", "sigma", "photometric"):
+        np.testing.assert_array_equal(getattr(draws, name), getattr(simclr, name), name)
+
+
+def test_tenth_of_the_width_zero_padded_blur_matches_direct_convolution():
+    wide = tf.random.stateless_uniform([2, 12, 64, 3], [4, 4])
+    out = augment.gaussian_blur(wide, SEEDS[2], prob=1.0, sigma_range=(1.5, 1.5),
+                                kernel_size=augment.TENTH, padding="SAME")
+    # BraVe's kernel_size = 64 // 10 = 6 -> radius 3, 7 taps.
+    np.testing.assert_allclose(out, _numpy_blur(wide.numpy(), 1.5, 3, "constant"), atol=1e-5)
+
+
+def test_blur_before_color_is_braves_order():
+    clip = tf.random.stateless_uniform([2, 16, 64, 3], [4, 4])
+    spec = AugmentSpec(color_jitter_style="brave", blur_before_color=True, blur_padding="SAME",
+                       blur_kernel_size=augment.TENTH, normalize=False, **ALL_ON)
+    wide_blurs = [s for s in SEEDS if augment.draw_clip(s).sigma > 1.0]
+    for seed in wide_blurs[:3]:
+        draws = augment.draw_clip(seed, jitter_style="brave")
+        expected = augment.apply_blur(clip, draws.sigma, True, kernel_size=augment.TENTH,
+                                      padding="SAME")
+        expected = augment.apply_color_jitter(expected, True, **draws.jitter_params(),
+                                              style="brave")
+        expected = augment.flip_clip(augment.to_grayscale(expected))
+        np.testing.assert_allclose(augment.augment_clip(clip, seed, spec), expected, atol=1e-6)
+        after = augment.augment_clip(clip, seed, dataclasses.replace(spec, blur_before_color=False))
+        assert not np.allclose(after, expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["channel", "channel_per_frame"])
+def test_channel_grayscale_copies_one_channel(clip, mode):
+    picked = []
+    for seed in SEEDS[:12]:
+        out = augment.random_grayscale(clip, seed, prob=1.0, mode=mode).numpy()
+        channels = []
+        for t in range(4):
+            match = [c for c in range(3) if np.array_equal(out[t], np.repeat(
+                clip.numpy()[t, ..., c:c + 1], 3, axis=-1))]
+            assert len(match) == 1
+            channels.append(match[0])
+        picked.append(tuple(channels))
+    assert set(np.ravel(picked)) == {0, 1, 2}
+    varies_in_a_clip = any(len(set(c)) > 1 for c in picked)
+    assert varies_in_a_clip == (mode == "channel_per_frame")
+
+
+def test_photometric_gate_scales_the_ops_per_clip():
+    seeds = tf.reshape(tf.range(8000, dtype=tf.int64), [4000, 2])
+    draws = augment.draw_batch(seeds)
+    spec = AugmentSpec(photometric_prob=0.3, color_jitter_prob=0.8, grayscale_prob=0.2,
+                       blur_prob=0.5)
+    gated = augment.photometric_decisions(draws, spec)
+    for name, rate in (("color_jitter", 0.24), ("grayscale", 0.06), ("blur", 0.15)):
+        assert abs(float(tf.reduce_mean(tf.cast(gated[name], tf.float32))) - rate) < 0.02, name
+    # One coin gates the three ops: no clip has any of them where its gate is closed.
+    gate = draws.photometric.numpy() < 0.3
+    assert not any(gated[name].numpy()[~gate].any() for name in gated)
+    forced = augment.photometric_decisions(draws, spec, photometric=tf.zeros([4000], tf.bool))
+    assert not any(forced[name].numpy().any() for name in forced)
+    # photometric_prob 1 leaves the ops' own coins, as before the gate existed.
+    ungated = augment.photometric_decisions(draws, AugmentSpec())
+    np.testing.assert_array_equal(ungated["blur"], draws.blur.numpy() < 0.5)
+
+
+def test_closed_gate_leaves_crop_and_flip_only(clip):
+    for seed in SEEDS[:6]:
+        plain = augment.augment_clip(clip, seed, AugmentSpec(
+            color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0))
+        closed = augment.augment_clip(clip, seed, AugmentSpec(
+            photometric_prob=0.0, color_jitter_prob=1.0, grayscale_prob=1.0, blur_prob=1.0))
+        np.testing.assert_array_equal(closed, plain)
+
+
+FLOW_OPS = dict(flow_photometric=True, color_jitter_prob=1.0, grayscale_prob=0.0,
+                blur_prob=1.0, flip_prob=0.0)
+
+
+def test_flow_photometric_is_the_rgb_ops_on_the_jpeg_values():
+    flow = 6.0 * tf.random.stateless_normal([4, 16, 16, 2], [5, 6])
+    bound = 20.0
+    spec = AugmentSpec(**FLOW_OPS, grayscale_mode="channel")
+    levels = (flow.numpy() + bound) * 255.0 / (2 * bound)
+    image = np.concatenate([np.full_like(levels[..., :1], 128.0), levels[..., 1:],
+                            levels[..., :1]], axis=-1)  # CoCLR's (128, dy, dx)
+    for seed in SEEDS[:4]:
+        out = augment.augment_clip(flow, seed, spec, is_flow=True, flow_bound=bound).numpy()
+        rgb = augment.augment_clip(image, seed, dataclasses.replace(spec, normalize=False),
+                                   max_value=255.0).numpy() * 255.0
+        expected = np.stack([rgb[..., 2], rgb[..., 1]], axis=-1) * 2 * bound / 255.0 - bound
+        np.testing.assert_allclose(out, expected, atol=1e-4)
+        assert np.abs(out - flow.numpy()).mean() > 0.05
+    off = augment.augment_clip(flow, SEEDS[0], dataclasses.replace(spec, flow_photometric=False),
+                               is_flow=True)
+    np.testing.assert_array_equal(off, flow)
+    gray = augment.augment_clip(flow, SEEDS[0], dataclasses.replace(
+        spec, grayscale_prob=1.0, color_jitter_prob=0.0, blur_prob=0.0), is_flow=True,
+        flow_bound=bound).numpy()
+    np.testing.assert_allclose(gray[..., 0], gray[..., 1])  # one channel copied: dx = dy
+    with pytest.raises(ValueError, match="flow_photometric needs the clip's flow_bound"):
+        augment.augment_clip(flow, SEEDS[0], spec, is_flow=True)
+
+
+def test_flow_flip_keeps_dx_when_asked():
+    flow = tf.random.stateless_normal([4, 8, 8, 2], [5, 6])
+    kept = augment.augment_clip(flow, SEEDS[0], AugmentSpec(flip_prob=1.0,
+                                                            flow_flip_negates_dx=False),
+                                is_flow=True)
+    np.testing.assert_array_equal(kept, flow.numpy()[:, :, ::-1])
+    negated = augment.augment_clip(flow, SEEDS[0], AugmentSpec(flip_prob=1.0), is_flow=True)
+    np.testing.assert_array_equal(negated, augment.flip_clip(flow, is_flow=True))
+
+
+def test_augment_batch_takes_the_pipelines_photometric_gates():
+    rgb, seeds = _uint8_batch(batch=1, clips=4)
+    gates = tf.constant([[True, False, True, False]])
+    spec = AugmentSpec(photometric_prob=0.5, grayscale_mode="channel", **ALL_ON)
+    out = augment.augment_batch(rgb, seeds, spec=spec, photometric=gates).numpy()[0]
+    for i in range(4):
+        clip = augment.apply_flip(tf.cast(rgb[0, i], tf.float32), True)
+        one = augment.apply_draws(clip, augment.draw_clip(seeds[0, i]), dataclasses.replace(
+            spec, flip_prob=0.0), max_value=255.0, photometric=gates[0, i])
+        np.testing.assert_allclose(out[i], one, atol=2e-5)

@@ -18,11 +18,33 @@ from video_ssl.data.views import AudioSpec, AugmentSpec, ViewSpec
     ("blur_kernel_size", 4, r"AugmentSpec.blur_kernel_size=4: expected None or an odd int"),
     ("mean", (0.4, 0.5), r"AugmentSpec.mean=\(0.4, 0.5\): expected a number or one per RGB"),
     ("std", 0.0, r"AugmentSpec.std=0.0: expected .*all > 0"),
+    ("photometric_prob", 2.0, r"AugmentSpec.photometric_prob=2.0: expected a probability"),
+    ("color_jitter_style", "torch",
+     r"AugmentSpec.color_jitter_style='torch': expected one of \('simclr', 'brave'\)"),
+    ("grayscale_mode", "mean", r"AugmentSpec.grayscale_mode='mean': expected one of"),
+    ("blur_padding", "ZERO", r"AugmentSpec.blur_padding='ZERO': expected one of"),
+    ("blur_kernel_size", "fifth", r"blur_kernel_size='fifth': expected None or an odd int "
+                                  r">= 1, or 'tenth'"),
+    ("flow_photometric", 1, r"AugmentSpec.flow_photometric=1: expected True or False"),
 ])
 def test_augment_spec_names_the_bad_field(field, value, expected):
     with pytest.raises(ValueError, match=expected) as error:
         AugmentSpec(**{field: value})
     assert "\n" not in str(error.value)
+
+
+def test_official_code_options_are_checked_together():
+    with pytest.raises(ValueError, match=r"color_jitter_exact=True: the exact path is the "
+                                         r"'simclr' style's"):
+        AugmentSpec(color_jitter_exact=True, color_jitter_style="brave")
+    with pytest.raises(ValueError, match=r"ViewSpec.one_clip_prob=1.5: expected a probability"):
+        ViewSpec(num_clips=2, one_clip_prob=1.5)
+    view = input_spec.view_from_input({"one_clip_prob": 0.5, "photometric_prob": 0.3,
+                                       "blur_kernel_size": "tenth"}, num_clips=2)
+    assert view.one_clip_prob == 0.5 and view.augmentation == AugmentSpec(
+        photometric_prob=0.3, blur_kernel_size="tenth")
+    assert input_spec.view_from_json(json.loads(json.dumps(input_spec.view_to_json(view)))) \
+        == view
 
 
 def test_augment_spec_takes_lists_as_tuples():

@@ -338,8 +338,17 @@ def test_input_context_splits_files(shards):
     assert labels == [[0, 1], [2, 3]]
 
 
-def test_deferred_augmentation_matches_the_pipeline(shards):
-    augmentation = dict(color_jitter_prob=0.8, grayscale_prob=0.5, blur_prob=0.5)
+# CoCLR's official augmentation (coclr_common.gin).
+COCLR = dict(one_clip_prob=0.5, photometric_prob=0.3, color_jitter_prob=0.8, grayscale_prob=0.2,
+             grayscale_mode="channel", blur_prob=0.5, flow_photometric=True,
+             flow_flip_negates_dx=False)
+
+
+@pytest.mark.parametrize("augmentation", [
+    dict(color_jitter_prob=0.8, grayscale_prob=0.5, blur_prob=0.5),
+    dict(COCLR, grayscale_prob=0.5, photometric_prob=0.6),
+])
+def test_deferred_augmentation_matches_the_pipeline(shards, augmentation):
     kwargs = dict(training=True, batch_size=4, num_clips=2, num_frames=4, frame_stride=3,
                   crop_size=24, modalities=("rgb", "flow"), seed=7, default_frame_rate=FPS,
                   **augmentation)
@@ -353,8 +362,9 @@ def test_deferred_augmentation_matches_the_pipeline(shards):
     fits = np.any(sizes < 24, axis=1)
     assert 0 < fits.sum() < len(sizes) and np.all(sizes[~fits] == 24)
     np.testing.assert_array_equal(deferred["flow"], full["flow"])
+    spec = views.view_from_options(augmentation).augmentation
     rgb = augment.augment_batch(deferred["rgb"], deferred["augment_seed"], deferred["rgb_size"],
-                                augment.AugmentSpec(**augmentation)).numpy()
+                                spec, deferred.get("augment_photometric")).numpy()
     # Crops resized in the pipeline were rounded to uint8: half a level, times the
     # jitter's gain, over the std 0.225.
     difference = np.abs(rgb - full["rgb"])
@@ -367,3 +377,106 @@ def test_deferred_augmentation_is_for_training_rgb(shards):
                               defer_augmentation=True)
     with pytest.raises(ValueError, match="modalities .*'flow'.* have no rgb"):
         views.ViewSpec(modalities=("flow",), defer_augmentation=True)
+
+
+def _one_clip_batch(shards, **options):
+    ds = pipeline.make_dataset(shards["dmvr_pattern"], training=True, batch_size=8,
+                               num_clips=2, num_frames=4, frame_stride=2, crop_size=16,
+                               seed=2, default_frame_rate=FPS, **options)
+    return _first(ds.unbatch().batch(8).take(1))
+
+
+def test_one_clip_pairs_share_a_window_and_one_clip_gets_the_photometric_ops(shards):
+    pairs = _one_clip_batch(shards, one_clip_prob=1.0, **PLAIN)
+    idx = _indices(pairs["rgb"])
+    np.testing.assert_array_equal(idx[:, 0], idx[:, 1])
+    assert np.abs(pairs["rgb"][:, 0, ..., 0] - pairs["rgb"][:, 1, ..., 0]).mean() > 0.01
+    deferred = _one_clip_batch(shards, one_clip_prob=1.0, defer_augmentation=True, **PLAIN)
+    gates = deferred["augment_photometric"]
+    assert gates.shape == (8, 2) and np.all(gates.sum(axis=1) == 1)
+    assert 0 < gates[:, 0].sum() < 8  # either clip of the pair
+    apart = _indices(_one_clip_batch(shards, **PLAIN)["rgb"])
+    assert np.any(apart[:, 0] != apart[:, 1])
+    with pytest.raises(ValueError, match=r"one_clip_prob=0.5: expected a view of 2 clips"):
+        pipeline.make_dataset(shards["dmvr_pattern"], training=True, batch_size=1, num_clips=3,
+                              one_clip_prob=0.5, default_frame_rate=FPS)
+
+
+def _long_video(path, num_frames=100):
+    """One video whose frame i is flat with green 2 i (windows of 2 frames are told apart
+    by their first pixel)."""
+    frames = [tf.io.encode_jpeg(np.full((16, 16, 3), [64, 2 * i, 128], np.uint8),
+                                quality=100).numpy() for i in range(num_frames)]
+    return _write(path, [_example(label=0, frames=frames)])
+
+
+def test_coclr_augmentation_has_the_official_effective_probabilities(tmp_path):
+    """Over 800 pairs: half share their window; per clip, colour jitter 0.32, grayscale
+    0.08, blur 0.20 (0.5 x 0.3 + 0.5 x 0.5 = 0.4 of the clips get the full transform)."""
+    ds = pipeline.make_dataset(_long_video(tmp_path / "long.tfrecord"), training=True,
+                               batch_size=200, num_clips=2, num_frames=2, frame_stride=1,
+                               crop_size=8, seed=0, default_frame_rate=FPS,
+                               defer_augmentation=True, **COCLR)
+    batches = [{k: v.numpy() for k, v in b.items()} for b in ds.take(4)]
+    green = np.concatenate([b["rgb"][:, :, :, 0, 0, 1] for b in batches]).astype(int)
+    same_window = np.all(np.abs(green[:, 0] - green[:, 1]) <= 1, axis=1)
+    # Two-clip pairs meet by chance once in 99 (100 frames, windows of 2).
+    assert abs(same_window.mean() - (0.5 + 0.5 / 99)) < 0.06
+    seeds = np.concatenate([b["augment_seed"] for b in batches]).reshape(-1, 2)
+    gates = np.concatenate([b["augment_photometric"] for b in batches]).reshape(-1)
+    spec = views.view_from_options(COCLR).augmentation
+    decisions = augment.photometric_decisions(augment.draws_of(seeds, spec), spec, gates)
+    for name, rate, tolerance in (("color_jitter", 0.32, 0.045), ("grayscale", 0.08, 0.025),
+                                  ("blur", 0.20, 0.04)):
+        measured = float(np.mean(decisions[name]))
+        assert abs(measured - rate) < tolerance, (name, measured)
+    assert abs(gates.mean() - 0.4) < 0.05
+
+
+def test_seeded_pipeline_repeats_with_coclrs_augmentation(shards):
+    def batches(seed, **options):
+        ds = pipeline.make_dataset(shards["dmvr_pattern"], training=True, batch_size=2,
+                                   num_clips=2, num_frames=2, frame_stride=4, crop_size=8,
+                                   modalities=("rgb", "flow"), seed=seed,
+                                   default_frame_rate=FPS, **COCLR, **options)
+        return [v.numpy() for b in ds.take(3) for k, v in sorted(b.items()) if k != "label"]
+
+    first, again, other = batches(11), batches(11), batches(12)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other))
+    deferred, deferred_again = batches(11, defer_augmentation=True), batches(
+        11, defer_augmentation=True)
+    for a, b in zip(deferred, deferred_again):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_flow_photometric_ops_on_and_off(shards):
+    kwargs = dict(training=True, batch_size=4, num_clips=2, num_frames=4, frame_stride=3,
+                  crop_size=16, modalities=("rgb", "flow"), seed=6, default_frame_rate=FPS,
+                  flip_prob=0.0)
+    ops = dict(color_jitter_prob=1.0, grayscale_prob=0.0, blur_prob=1.0)
+    plain = _first(pipeline.make_dataset(shards["dmvr_pattern"], **kwargs, **PLAIN))["flow"]
+    off = _first(pipeline.make_dataset(shards["dmvr_pattern"], **kwargs, **ops))["flow"]
+    on = _first(pipeline.make_dataset(shards["dmvr_pattern"], flow_photometric=True,
+                                      **kwargs, **ops))["flow"]
+    idle = _first(pipeline.make_dataset(shards["dmvr_pattern"], flow_photometric=True,
+                                        **kwargs, **PLAIN))["flow"]
+    np.testing.assert_array_equal(off, plain)  # colour ops are RGB's alone by default
+    np.testing.assert_allclose(idle, plain, atol=1e-4)  # the JPEG values' round trip
+    assert np.abs(on - plain).mean() > 0.1
+
+
+def test_flow_flip_can_keep_dx_as_coclrs_code(shards):
+    ds = pipeline.make_dataset(shards["dmvr_pattern"], training=True, batch_size=4,
+                               num_clips=4, num_frames=4, frame_stride=9, crop_size=16,
+                               modalities=("rgb", "flow"), seed=3, default_frame_rate=FPS,
+                               flow_flip_negates_dx=False, **PLAIN)
+    batch = _first(ds)
+    rgb, flow = batch["rgb"].reshape(-1, 4, 16, 16, 3), batch["flow"].reshape(-1, 4, 16, 16, 2)
+    flipped = []
+    for r, f in zip(rgb, flow):
+        # dx follows the (mirrored or not) red ramp, never its negation.
+        assert np.abs(f[..., 0] - _flow_value_to_dx(r[..., 0] * 255)).mean() < 2.5
+        flipped.append(r[..., :8, 0].mean() > r[..., 8:, 0].mean())
+    assert any(flipped) and not all(flipped)
