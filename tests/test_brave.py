@@ -198,6 +198,13 @@ def test_recipes_build_the_papers_views():
             audio.audio.frame_step, audio.audio.log_scale) == (5.0, 48000.0, 80, 160, 10000.0)
     assert views["broad_flow"].modalities == ("flow",)
     assert not views["broad_flow"].augmentation.random_conv
+    # The official code's colour jitter and blur (brave_common.gin); flow takes no colour.
+    for view in (views["narrow"], views["broad_flow"]):
+        spec = view.augmentation
+        assert (spec.color_jitter_style, spec.blur_kernel_size, spec.blur_padding,
+                spec.blur_before_color) == ("brave", "tenth", "SAME", True)
+    assert not views["broad_flow"].augmentation.flow_photometric
+    assert views["broad_flow"].augmentation.flow_flip_negates_dx
 
     # Table 1's extents and Table 4's sync are bindings.
     views, _ = views_of("brave_v_vrc.gin", params=[

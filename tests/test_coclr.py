@@ -425,6 +425,24 @@ def test_schedule_recipes_bind_the_paper_schedule(recipe, cycles, cycle_epochs, 
         gin.clear_config()
 
 
+@pytest.mark.parametrize("recipe,views", [("infonce_flow.gin", pair_views),
+                                          ("coclr_ucf101.gin", cotraining_views)])
+def test_recipes_augment_as_the_official_code(recipe, views):
+    """coclr_common.gin: one-clip pairs half the time, the full transform on 0.3 of the
+    other clips, a copied channel for grayscale, colour ops on flow, dx kept on a flip."""
+    gin.clear_config()
+    config_lib.parse_gin([os.path.join(CONFIGS, recipe)], [])
+    try:
+        view = views()["clips"]
+    finally:
+        gin.clear_config()
+    spec = view.augmentation
+    assert view.one_clip_prob == 0.5 and view.area_range == (0.2, 1.0)
+    assert (spec.photometric_prob, spec.color_jitter_prob, spec.grayscale_prob,
+            spec.blur_prob, spec.grayscale_mode) == (0.3, 0.8, 0.2, 0.5, "channel")
+    assert spec.flow_photometric and not spec.flow_flip_negates_dx
+
+
 TINY_FAMILY = ["QueueNCE.backbone = 'slow_r18'", "QueueNCE.queue_size = 16",
                "QueueNCE.backbone_kwargs = {'width_multiplier': 0.125}",
                "QueueNCE.hidden_dim = 16", "QueueNCE.embedding_dim = 8"]

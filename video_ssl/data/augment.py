@@ -24,11 +24,12 @@ on flow clips (`flow_photometric`, on the flow's quantized image, see
 
 Draws and kernels: `draw_clip(seed)` turns a clip's seed into every random parameter
 of its augmentation, a `ClipDraws` (flip, jitter factors and order, grayscale, blur
-sigma, temporal difference, random convolution; each op's coin); `draw_batch` is the
-same for (N, 2) seeds. Kernels apply draws: `apply_flip`, `apply_color_jitter`,
-`apply_grayscale`, `apply_blur`, `apply_temporal_difference`,
-`apply_random_convolution`, and `apply_draws`, all of them in `augment_clip`'s order,
-on one clip or (batched, with per-clip identities) on many. Both paths end there: the
+sigma, temporal difference, random convolution; each op's coin, and the photometric
+gate's); `draw_batch` is the same for (N, 2) seeds, `draws_of` either with a spec's
+jitter, `photometric_decisions` where the photometric ops apply. Kernels apply draws:
+`apply_flip`, `apply_color_jitter`, `apply_grayscale`, `apply_blur`,
+`apply_temporal_difference`, `apply_random_convolution`, and `apply_draws`, all of
+them in `augment_clip`'s order, on one clip or (batched, with per-clip identities) on many. Both paths end there: the
 pipeline's per-clip path (`augment_clip`, or the pipeline's own flip of the uint8
 crop then `apply_draws`) and `augment_batch`, which does what follows the crop
 (resize, flip, the photometric ops) for a whole batch of uint8 clips at once, on the
@@ -578,8 +579,8 @@ def to_grayscale(clip: tf.Tensor) -> tf.Tensor:
 def random_grayscale(clip: tf.Tensor, seed, prob: float = 0.2, mode: str = "luma") -> tf.Tensor:
     """Converts the whole clip to 3-channel grayscale with probability prob: luma, or a
     copied channel (mode, one of GRAYSCALE_MODES)."""
-    channel_seed = tf.random.experimental.stateless_fold_in(seed, 1)
-    channels = gray_channels(channel_seed, tf.shape(clip)[-4], mode)
+    channels = None if mode == "luma" else gray_channels(
+        tf.random.experimental.stateless_fold_in(seed, 1), tf.shape(clip)[-4], mode)
     return apply_grayscale(clip, decide(uniform(seed), prob), channels=channels)
 
 

@@ -64,7 +64,7 @@ def _span(view: ViewSpec, features, strides) -> tf.Tensor:
     return sampling.clip_span(view.num_frames, strides)
 
 
-def _pair_mode(view: ViewSpec, seed):
+def _pair_mode(view: ViewSpec, window_seed):
     """(one_clip, picked) of a two-clip training view (`ViewSpec.one_clip_prob`):
     whether this video's clips share one window, and (2,) bools marking the clip that
     then gets the photometric ops; None when the view has no such pairs."""
@@ -73,6 +73,9 @@ def _pair_mode(view: ViewSpec, seed):
     if view.num_clips != 2:
         raise ValueError(f"ViewSpec.one_clip_prob={view.one_clip_prob}: expected a view of 2 "
                          f"clips (a pair), got num_clips={view.num_clips}")
+    # Folded in, so the window seed's own draws stay what they were.
+    seed = tf.random.experimental.stateless_fold_in(
+        window_seed, tf.constant(2, window_seed.dtype))
     coin_seed, pick_seed = tf.unstack(stateless.split(seed, 2))
     picked = tf.equal(tf.range(2), stateless.uniform_int(pick_seed, 2))
     return stateless.uniform(coin_seed) < view.one_clip_prob, picked
@@ -340,9 +343,7 @@ def sample_and_decode(features: Mapping[str, tf.Tensor], seed, views: Sequence[V
     reference = None
     for v, view in enumerate(views):
         window_seed, clip_seed = view_seeds[2 * v], view_seeds[2 * v + 1]
-        # The pair's seed is folded in, so the windows' and clips' stay what they were.
-        pair = _pair_mode(view, tf.random.experimental.stateless_fold_in(
-            window_seed, tf.constant(2, window_seed.dtype))) if training else None
+        pair = _pair_mode(view, window_seed) if training else None
         starts, strides = _clip_windows(view, features, window_seed, training, pair)
         if view.sync is not None:
             starts = _synced_starts(view, v, features, strides, reference)

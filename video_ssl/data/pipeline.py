@@ -25,11 +25,12 @@ Every view draws its own clips (start, crop, flip, augmentation), each of its
   the waveform looped past its end; on a visual broad view, Table 4's synced row);
   `sync="centre"` the first view's centre;
 - augmentation is per view: `augmentation=AugmentSpec(random_conv=True)` on the broad
-  RGB view only; flow clips are only cropped and flipped (the modality table).
+  RGB view only; flow clips are only cropped and flipped (the modality table) unless
+  the view's `AugmentSpec` asks for CoCLR's flow ops.
 
 CoCLR asks for modalities ("rgb", "flow") in one view so each flow clip shares its RGB
-clip's window, crop box and flip; a view's own "audio" starts with its clip's first
-frame.
+clip's window, crop box, flip and draws (`ViewSpec.one_clip_prob`: half its pairs cut
+from one window); a view's own "audio" starts with its clip's first frame.
 
 Randomness is stateless: every element gets its own seed, folded from the pipeline seed
 and the element's position, so a seeded, deterministic pipeline repeats exactly.
