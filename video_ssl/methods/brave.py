@@ -24,12 +24,15 @@ over the batch, and the loss is (`loss_scale`):
     'sum': sum_b L_b, eqs. 1 and 5 as printed (4x 'mean' with one broad modality,
         8x with two).
 
-LARS' trust ratio makes the update of most weights independent of that scale, but not
-the weight decay's share of it nor the update of biases and BN parameters (plain
-SGD). No EMA networks (§3.1). Heads (§4.1): projector Linear 4096
--> BN -> ReLU -> Linear 128 -> BN, predictor Linear 4096 -> BN -> ReLU -> Linear 128,
-BN decay 0.9, eps 1e-5, synchronized across replicas by default. The predictors'
-variables are named `*predictor*`, which the recipes' `lr_multipliers` match (x10).
+The scale matters under LARS: its trust ratio makes most weights' updates independent
+of it, but not weight decay's share of them nor the plain SGD steps of biases and BN
+parameters. The trackers `loss_broad_<m>` report each modality's part of the loss
+(L_b / 4, or L_b with 'sum').
+
+No EMA networks (§3.1). Heads (§4.1): projector Linear 4096 -> BN -> ReLU -> Linear
+128 -> BN, predictor Linear 4096 -> BN -> ReLU -> Linear 128, BN decay 0.9, eps 1e-5,
+synchronized across replicas by default. The predictors' variables are named
+`*predictor*`, which the recipes' `lr_multipliers` match (x10).
 """
 from __future__ import annotations
 
