@@ -545,8 +545,8 @@ def _example(schema, entry: VideoEntry, video: video_io.DecodedVideo, names: lis
     label, label_text = resolve_label(entry, names)
     example = schema.make_sequence_example(
         video.frames, label=label, label_text=label_text, filename=entry.name,
-        source_id=source_id(entry), frame_rate=video.frame_rate, height=video.height, width=video.width,
-        waveform=video.waveform, sample_rate=video.sample_rate)
+        source_id=source_id(entry), frame_rate=video.frame_rate, height=video.height,
+        width=video.width, waveform=video.waveform, sample_rate=video.sample_rate)
     if flows is not None:  # written as compute_flow writes it
         return compute_flow.add_flow(example, flows, flow_bound)
     return example.SerializeToString(deterministic=True)
