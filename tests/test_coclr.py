@@ -226,6 +226,32 @@ def test_mask_is_built_before_the_batch_is_enqueued():
     assert fit_one_step(method, batch)["queue_positives"] == 2
 
 
+def test_sibling_clips_are_positives_of_each_other_and_never_mined():
+    """Two clips cut from one source video (UCF101's clips of one group: the pipeline
+    gives them one video_id) in a batch, then in the queue."""
+    method = build(CoCLR, topk=0)
+    batch = make_batch(video_id=tf.constant([7, 7, 8, 9], tf.int64))
+    assert fit_one_step(method, batch)["queue_positives"] == 0
+    np.testing.assert_array_equal(method.queue["video_id"].numpy()[:BATCH], [7, 7, 8, 9])
+    # Each sibling's two queued clips (its own and the other's) are its positives.
+    assert fit_one_step(method, batch)["queue_positives"] == (2 + 2 + 1 + 1) / 4
+    # Mining skips the siblings even where they are the nearest rows.
+    method = build(CoCLR, topk=2)
+    rng = np.random.default_rng(5)
+    sampler, queue_sampler = unit_rows(rng, BATCH), unit_rows(rng, QUEUE)
+    queue_video = np.arange(QUEUE) + 100
+    queue_video[[3, 9]] = 7
+    queue_sampler[[3, 9]] = sampler[0]
+    fill_queue(method, np.ones(QUEUE, bool), sampler=queue_sampler, video_id=queue_video)
+    video = np.array([7, 7, 8, 9])
+    entries = {"sampler": tf.constant(sampler), "video_id": tf.constant(video, tf.int64)}
+    got = method.queue_positives(entries, BATCH).numpy()
+    np.testing.assert_array_equal(got, coclr_mask_numpy(sampler, video, queue_sampler,
+                                                        queue_video, np.ones(QUEUE, bool), 2))
+    assert got[:2, [3, 9]].all() and not got[2:, [3, 9]].any()
+    assert (got[:2].sum(1) == 2 + 2).all()  # the siblings plus K = 2 rows of other videos
+
+
 @pytest.mark.parametrize("cls,modality", [(InfoNCE, "rgb"), (InfoNCE, "flow"), (UberNCE, "rgb")])
 def test_stage_one_methods_train(cls, modality):
     method = build(cls, modality=modality)

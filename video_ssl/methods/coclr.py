@@ -18,10 +18,13 @@ entries are positives of a query besides its own key:
   inference mode), of the key clip's other modality to the sampler features in the
   queue (eq. 3); same-video entries are not among the K candidates. The queue holds
   aligned columns: keys of the trained stream, sampler features (L2-normalized),
-  video ids and the filled flags. Video ids: `batch["video_id"]` when the input
-  pipeline provides one (the official code uses the source-video group, so UCF101's
-  clips cut from one YouTube video are positives of each other); otherwise an id
-  unique to each sample, so only the own key is a same-video positive.
+  video ids and the filled flags. Video ids: the input pipeline's `batch["video_id"]`,
+  shared by records of one `video/source_id` (prepare_dataset writes UCF101's group
+  `<Class>_g<GG>`, so clips cut from one YouTube video are positives of each other and
+  never mined, as the official code's video_source.json: model/pretrain.py:397-406);
+  a record without one is its own video, the same id every epoch. A batch without
+  "video_id" gets an id unique to each sample, so only the own key is a same-video
+  positive.
 - `CoCLR(simultaneous=True)`: Table 1's "sim" ablation, both streams trained at once.
 
 Positive masks are built before the current batch is enqueued. Queue slots not yet
