@@ -119,7 +119,7 @@ def shuffled_bn(encode: Callable, batch: tf.Tensor, group_size: int | None,
     that a key is not normalized with the clips its query was normalized with.
 
     Several replicas: `shuffled_across_replicas` (a random permutation of the global
-    batch drawn from `seed`, as the official MoCo and CoCLR code). One replica holding
+    batch drawn from `seed`, as the official CoCLR code). One replica holding
     G = batch / group_size >= 2 groups: the groups are interleaved (`interleaved_order`),
     so each key group takes its clips from as many query groups as it can, and the keys
     are put back in the batch's order. Key group and query group of a video then share at
@@ -143,16 +143,16 @@ def interleaved_order(batch_size: int, group_size: int) -> np.ndarray:
     clip (p % G) * group_size + p // G (the (G, group_size) grid of clip indices read
     column by column). Each new group holds at most ceil(group_size / G) clips of any old
     group, exactly one when group_size <= G. Deterministic: the input pipeline already
-    shuffles which videos sit where, and a fixed order reaches the least overlap on
-    every step, with any seed and under XLA, where a random permutation only reaches it
-    on average."""
+    shuffles which videos sit where, and a fixed order gives the least overlap on every
+    step, the same with any seed and under XLA; a random permutation gives
+    group_size / G on average, and more on some steps."""
     num_groups = batch_size // group_size
     return np.arange(batch_size).reshape(num_groups, group_size).T.reshape(-1)
 
 
 def shuffled_across_replicas(encode: Callable, batch: tf.Tensor, seed) -> tf.Tensor:
     """`encode(batch)` where each replica encodes a random subset of the global batch
-    (shuffle-BN: a query and its positive key never share BatchNorm statistics): the
+    (shuffle-BN: a key is not normalized with its query's replica batch): the
     inputs are gathered, permuted with a permutation shared by all replicas (a stateless
     draw from `seed`), encoded, gathered again and un-permuted."""
     local_batch = tf.shape(batch)[0]
