@@ -25,8 +25,16 @@ B, K = 4, 3
 
 @pytest.fixture(scope="module")
 def method():
-    """Broad RGB with K = 3 clips and broad flow with K = 1."""
+    """Broad RGB with K = 3 clips and broad flow with K = 1; the default loss scale."""
     return BraVe(brave_views(("rgb", "flow"), {"rgb": K}), **TINY)
+
+
+@pytest.fixture(scope="module")
+def summed(method):
+    """`method` (its weights) with loss_scale 'sum'."""
+    model = BraVe(brave_views(("rgb", "flow"), {"rgb": K}), loss_scale="sum", **TINY)
+    model.set_weights(method.get_weights())
+    return model
 
 
 def batch(seed=0):
@@ -46,13 +54,15 @@ def _r(h, z):
     return np.mean(np.sum((_unit(h) - _unit(z)) ** 2, axis=-1))
 
 
-def test_loss_matches_numpy_for_k_views_and_two_modalities(method):
+def test_loss_matches_numpy_for_k_views_and_two_modalities(method, summed):
+    """'sum': eqs. 2-5 as printed; 'mean' (default): the official code's mean over the
+    regression terms of ½ r (deepmind/brave brave/models/brave/brave.py:291, :307)."""
     data = batch()
-    terms = {m: float(v) for m, v in method.losses_per_modality(data, training=False).items()}
 
     def run(attr, x):
         return getattr(method, attr)(x, training=False).numpy()
     narrow = run("narrow_backbone", data["views"]["narrow"]["rgb"][:, 0])
+    eqs, official_terms = {}, []
     for modality, k in (("rgb", K), ("flow", 1)):
         clips = data["views"][f"broad_{modality}"][modality]
         z_b = np.stack([run(f"broad_{modality}_projector",
@@ -60,12 +70,25 @@ def test_loss_matches_numpy_for_k_views_and_two_modalities(method):
         h_b = np.stack([run(f"broad_{modality}_predictor", z_b[:, i]) for i in range(k)], 1)
         z_n = run(f"narrow_{modality}_projector", narrow)
         h_n = run(f"narrow_{modality}_predictor", z_n)
-        expected = _r(h_n, z_b.mean(axis=1)) + np.mean([_r(h_b[:, i], z_n) for i in range(k)])
-        np.testing.assert_allclose(terms[modality], expected, rtol=1e-4, atol=1e-5)
+        n_to_b, b_to_n = _r(h_n, z_b.mean(axis=1)), np.mean([_r(h_b[:, i], z_n)
+                                                              for i in range(k)])
+        eqs[modality] = n_to_b + b_to_n
+        official_terms += [0.5 * n_to_b, 0.5 * b_to_n]
+    for model, total, part in ((summed, sum(eqs.values()), lambda m: eqs[m]),
+                               (method, np.mean(official_terms), lambda m: eqs[m] / 4)):
+        terms = model.losses_per_modality(data, training=False)
+        for modality in eqs:
+            np.testing.assert_allclose(float(terms[modality]), part(modality), rtol=1e-4,
+                                       atol=1e-5)
+        np.testing.assert_allclose(float(model.total_loss(terms)), total, rtol=1e-4, atol=1e-5)
+    assert method.loss_scale == "mean"
+    with pytest.raises(ValueError, match="BraVe.loss_scale: expected one of"):
+        BraVe(brave_views(), loss_scale="half", **TINY)
 
 
-def test_targets_are_stop_gradient(method):
+def test_targets_are_stop_gradient(summed):
     """The broad side learns from L_b->n alone and the narrow side from L_n->b alone."""
+    method = summed
     data = batch(1)
     narrow_vars = method.narrow_backbone.trainable_variables
     broad_vars = method.broad_rgb_backbone.trainable_variables
@@ -107,7 +130,9 @@ def test_predictors_learning_rate_x10_reaches_exactly_their_variables(method):
             variable.path
 
 
-def test_train_step_learns_and_reports_each_term(method):
+@pytest.mark.parametrize("scale", ["mean", "sum"])
+def test_train_step_learns_and_reports_each_term(method, summed, scale):
+    method = {"mean": method, "sum": summed}[scale]
     method.compile(optimizer=optim.build_optimizer(
         "lars", base_learning_rate=1.0, global_batch_size=B, total_steps=10,
         lr_multipliers={"predictor": 10.0}))
@@ -115,8 +140,8 @@ def test_train_step_learns_and_reports_each_term(method):
     before = [v.numpy() for v in method.broad_flow_backbone.trainable_variables]
     logs = method.train_step(data)
     assert set(logs) == {"loss", "loss_broad_rgb", "loss_broad_flow"}
-    np.testing.assert_allclose(float(logs["loss"]),
-                               float(logs["loss_broad_rgb"]) + float(logs["loss_broad_flow"]),
+    parts = float(logs["loss_broad_rgb"]) + float(logs["loss_broad_flow"])
+    np.testing.assert_allclose(float(logs["loss"]), parts / 2 if scale == "mean" else parts,
                                rtol=1e-5)
     assert any(not np.array_equal(a, v.numpy()) for a, v in
                zip(before, method.broad_flow_backbone.trainable_variables))
@@ -240,6 +265,9 @@ def test_recipes_bind_the_paper_values(recipe, broad, k, backbone, lr, steps):
         assert bound("train.warmup_epochs") == 5
         assert bound("build_optimizer.lr_multipliers") == {"predictor": 10.0}
         assert bound("build_optimizer.weight_decay") == 0.01
+        # The official config's Nesterov LARS and loss scale (config.py:46-52, brave.py:291).
+        assert bound("build_optimizer.nesterov") is True
+        assert bound("BraVe.loss_scale") == "mean"
         assert bound("train.global_batch_size") == 512
         assert (bound("BraVe.hidden_dim"), bound("BraVe.embedding_dim")) == (4096, 128)
     finally:

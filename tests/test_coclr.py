@@ -15,6 +15,7 @@ from video_ssl import config as config_lib, optim
 from video_ssl.methods.base import INPUT_SPEC_FILE
 from video_ssl.methods.coclr import (CoCLR, InfoNCE, QueueNCE, UberNCE,
                                      cotraining_views, pair_views)
+from video_ssl.methods.losses import mean_positive_nce, multi_positive_nce
 from video_ssl.models import build_backbone
 from gin_query import bound
 
@@ -183,6 +184,51 @@ def test_loss_matches_numpy_and_ignores_unwritten_rows():
     np.testing.assert_allclose(float(got), np.mean(expected), rtol=1e-5)
 
 
+def test_mean_positive_nce_matches_numpy():
+    """UberNCE's official loss: -(log_softmax(logits) * mask).sum(1) / mask.sum(1), mean
+    over rows; -inf entries count nowhere; one positive per row is multi_positive_nce."""
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(4, 7)).astype("float32") * 3
+    logits[:, 5] = -np.inf
+    mask = rng.random((4, 7)) < 0.4
+    mask[:, 0], mask[:, 5] = True, False
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    expected = np.mean([-log_p[i][mask[i]].mean() for i in range(4)])
+    got = tf.constant(logits)
+    with tf.GradientTape() as tape:
+        tape.watch(got)
+        loss = mean_positive_nce(got, mask)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    assert np.isfinite(tape.gradient(loss, got).numpy()).all()
+    assert float(loss) > float(multi_positive_nce(got, mask))  # rows with 2+ positives
+    one = np.eye(4, 7, dtype=bool)
+    np.testing.assert_allclose(float(mean_positive_nce(got, one)),
+                               float(multi_positive_nce(got, one)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss_form", ["mean_over_positives", "multi_instance"])
+def test_ubernce_loss_form(loss_form):
+    method = build(UberNCE, loss_form=loss_form)
+    assert build(UberNCE).loss_form == "mean_over_positives"  # the default
+    rng = np.random.default_rng(6)
+    query, keys, queue = unit_rows(rng, BATCH), unit_rows(rng, BATCH), unit_rows(rng, QUEUE)
+    filled = np.arange(QUEUE) < 12
+    fill_queue(method, filled, keys=queue, label=np.arange(QUEUE) % 3)
+    positives = (np.array([0, 1, 0, 2])[:, None] == np.arange(QUEUE) % 3) & filled
+    got = float(method.contrastive_loss(tf.constant(query), tf.constant(keys),
+                                        tf.constant(positives), tf.ones([BATCH], tf.bool)))
+    expected = []
+    for i in range(BATCH):
+        logits = np.concatenate([[query[i] @ keys[i]], queue[filled] @ query[i]]) / 0.07
+        log_p = logits - np.log(np.exp(logits).sum())
+        mask = np.concatenate([[True], positives[i][filled]])
+        expected.append(-log_p[mask].mean() if loss_form == "mean_over_positives"
+                        else -np.log(np.exp(log_p)[mask].sum()))
+    np.testing.assert_allclose(got, np.mean(expected), rtol=1e-5)
+    with pytest.raises(ValueError, match="UberNCE.loss_form: expected one of"):
+        build(UberNCE, loss_form="mean")
+
+
 # ------------------------------------------------------------------------ training
 
 
@@ -224,6 +270,32 @@ def test_mask_is_built_before_the_batch_is_enqueued():
     # Step 2 sees step 1's entries of the same videos, not its own.
     assert fit_one_step(method, batch)["queue_positives"] == 1
     assert fit_one_step(method, batch)["queue_positives"] == 2
+
+
+def test_sibling_clips_are_positives_of_each_other_and_never_mined():
+    """Two clips cut from one source video (UCF101's clips of one group: the pipeline
+    gives them one video_id) in a batch, then in the queue."""
+    method = build(CoCLR, topk=0)
+    batch = make_batch(video_id=tf.constant([7, 7, 8, 9], tf.int64))
+    assert fit_one_step(method, batch)["queue_positives"] == 0
+    np.testing.assert_array_equal(method.queue["video_id"].numpy()[:BATCH], [7, 7, 8, 9])
+    # Each sibling's two queued clips (its own and the other's) are its positives.
+    assert fit_one_step(method, batch)["queue_positives"] == (2 + 2 + 1 + 1) / 4
+    # Mining skips the siblings even where they are the nearest rows.
+    method = build(CoCLR, topk=2)
+    rng = np.random.default_rng(5)
+    sampler, queue_sampler = unit_rows(rng, BATCH), unit_rows(rng, QUEUE)
+    queue_video = np.arange(QUEUE) + 100
+    queue_video[[3, 9]] = 7
+    queue_sampler[[3, 9]] = sampler[0]
+    fill_queue(method, np.ones(QUEUE, bool), sampler=queue_sampler, video_id=queue_video)
+    video = np.array([7, 7, 8, 9])
+    entries = {"sampler": tf.constant(sampler), "video_id": tf.constant(video, tf.int64)}
+    got = method.queue_positives(entries, BATCH).numpy()
+    np.testing.assert_array_equal(got, coclr_mask_numpy(sampler, video, queue_sampler,
+                                                        queue_video, np.ones(QUEUE, bool), 2))
+    assert got[:2, [3, 9]].all() and not got[2:, [3, 9]].any()
+    assert (got[:2].sum(1) == 2 + 2).all()  # the siblings plus K = 2 rows of other videos
 
 
 @pytest.mark.parametrize("cls,modality", [(InfoNCE, "rgb"), (InfoNCE, "flow"), (UberNCE, "rgb")])
@@ -278,6 +350,28 @@ def test_simultaneous_variant_trains_both_streams():
     got = method.mine(tf.constant(features), "keys", tf.constant(ids, tf.int64)).numpy()
     np.testing.assert_array_equal(got, coclr_mask_numpy(features, ids, keys, video,
                                                         np.ones(QUEUE, bool), 2))
+
+
+@pytest.mark.parametrize("cls,options", [(InfoNCE, {"eager": False}),
+                                         (CoCLR, {"simultaneous": True})])
+def test_shuffle_bn_on_one_replica_keys_equal_the_per_group_computation(cls, options):
+    """bn_group_size 2 in a batch of 4: the queries' groups are videos {0, 1} and {2, 3},
+    the keys' {0, 2} and {1, 3} (steps.shuffled_bn); the queue holds those keys in the
+    batch's order (both streams' for CoCLR(simultaneous=True))."""
+    method = build(cls, bn_group_size=2, **options)
+    batch = make_batch(seed=4)
+    fit_one_step(method, batch)
+    encoders = {"keys": (method.momentum, method.modality)}
+    if cls is CoCLR:
+        encoders["sampler"] = (method.sampler_momentum, method.sampler_modality)
+    for column, (encoder, modality) in encoders.items():
+        key_clip = batch["views"]["clips"][modality][:, 1]
+        expected = np.zeros((BATCH, DIM), "float32")
+        for rows in ([0, 2], [1, 3]):  # the momentum encoders have not moved since
+            expected[rows] = tf.math.l2_normalize(encoder["projector"](encoder["backbone"](
+                tf.gather(key_clip, rows), training=True), training=True), -1).numpy()
+        np.testing.assert_allclose(method.queue[column].numpy()[:BATCH], expected,
+                                   rtol=1e-4, atol=1e-5, err_msg=column)
 
 
 def test_wait_for_full_queue_holds_the_step():
@@ -393,7 +487,11 @@ def test_stage_one_recipes_bind_the_paper_values(recipe, method, modality):
     try:
         assert gin.query_parameter("train.method").selector == method
         check_bound({"pair_views.modality": modality, "train.epochs": 300, **OPTIMIZATION,
-                     **{f"QueueNCE.{k}": v for k, v in FAMILY.items()}}, recipe)
+                     **{f"QueueNCE.{k}": v for k, v in FAMILY.items()},
+                     "QueueNCE.wait_for_full_queue": False,  # main_nce.py steps at once
+                     "QueueNCE.shuffle_bn": True, "QueueNCE.bn_group_size": 32}, recipe)
+        if method == "UberNCE":
+            check_bound({"UberNCE.loss_form": "mean_over_positives"}, recipe)
     finally:
         gin.clear_config()
 
@@ -417,6 +515,9 @@ def test_schedule_recipes_bind_the_paper_schedule(recipe, cycles, cycle_epochs, 
             check_bound({f"{name}/{modality}.modality": name.rsplit("_", 1)[1],
                          f"{name}/train.epochs": 300 if method == "InfoNCE" else cycle_epochs},
                         recipe)
+        assert gin.query_parameter("CoCLR.nce").scoped_selector == "cotraining/QueueNCE"
+        check_bound({"cotraining/QueueNCE.wait_for_full_queue": True,  # main_coclr.py
+                     "QueueNCE.wait_for_full_queue": False}, recipe)
         check_bound({"CoCLR.topk": 5, "CoCLR.self_drop_prob": 0.0, **OPTIMIZATION,
                      **{f"QueueNCE.{k}": v for k, v in {**FAMILY,
                                                         "queue_size": queue_size}.items()}},

@@ -275,6 +275,34 @@ def test_unwritable_output_folder_is_one_line(bikes):
         shutil.rmtree(root)
 
 
+def test_csv_source_ids_written_and_other_ones_refused_beside_shards(bikes, tmp_path):
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text("".join(f"{bikes},bike,{t},{t + 1}\n" for t in range(2)))
+    out = tmp_path / "out"
+    prefix = str(out / "s")
+    assert run_main(converter, [f"--input={csv_path}", f"--output={prefix}",
+                                "--num_shards=2"] + TINY)[0] == 0
+    stem = os.path.splitext(bikes)[0]
+    assert {n: p["source_id"].numpy().decode() for n, (p, _) in read_records(prefix).items()} \
+        == {f"{bikes}#t=0,1": stem, f"{bikes}#t=1,2": stem}
+    # A source_id column now: the complete shards hold other ids, so no resume.
+    csv_path.write_text("path,label,start,end,source_id\n" + "".join(
+        f"{bikes},bike,{t},{t + 1},ride{t}\n" for t in range(2)))
+    before = snapshot(out)
+    rc, stdout, err = run_main(converter, [f"--input={csv_path}", f"--output={prefix}",
+                                           "--num_shards=2"] + TINY)
+    assert rc == 2 and stdout == ""
+    assert one_error_line(err) == (
+        f"videos_to_tfrecords: error: {prefix}-00000-of-00002.tfrecord: its video "
+        f"{bikes}#t=0,1 has video/source_id '{stem}', this run writes 'ride0'; resuming would "
+        f"mix two groupings of clips into videos: delete {prefix}-*.tfrecord* to convert again")
+    assert snapshot(out) == before
+    fresh = str(tmp_path / "fresh" / "s")
+    assert run_main(converter, [f"--input={csv_path}", f"--output={fresh}"] + TINY)[0] == 0
+    assert {n: p["source_id"].numpy().decode() for n, (p, _) in read_records(fresh).items()} \
+        == {f"{bikes}#t=0,1": "ride0", f"{bikes}#t=1,2": "ride1"}
+
+
 def test_other_num_shards_refused_and_earlier_shards_intact(bikes, tmp_path):
     csv_path = tmp_path / "list.csv"
     csv_path.write_text("".join(f"{bikes},bike,{t},{t + 1}\n" for t in range(3)))

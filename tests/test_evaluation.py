@@ -348,6 +348,16 @@ def test_linear_svm_chooses_c_on_held_out_shards(data):
     assert result.scores.shape == (4, 2) and result.confusion.trace() == 4
 
 
+def test_linear_svm_default_is_the_official_fixed_c(data):
+    """deepmind/brave fits one SVM at C = 1e-4 (README.md:27-28, :68): no held-out split."""
+    result = svm.linear_svm(tiny_backbone(), data, num_classes=2, train_epochs=2,
+                            verbose=False)
+    assert result.metrics["regularization"] == 1e-4 == svm.DEFAULT_REGULARIZATION
+    assert "validation_accuracy" not in result.metrics
+    assert result.metrics["num_train_clips"] == 16  # 2 passes over all 8 train videos
+    assert result.metrics["top1"] == 1.0
+
+
 def test_svm_validation_split_needs_two_shards():
     assert svm.split_validation(["a", "b", "c", "d"], 0.25) == (["a", "b", "c"], ["d"])
     assert svm.split_validation(["a", "b"], 0.9) == (["a"], ["b"])
@@ -426,9 +436,16 @@ RHO_LINEAR = {  # ρ-paper §B.2
     ("finetune_coclr_hmdb51.gin", {"%NUM_CLASSES": 51, "finetune/OptimizerSpec.name": "adam",
                                    "finetune.backbone_lr_scale": 0.1,
                                    "train/eval_input.blur_prob": 0.0}),
-    # BraVe §4: 32 frames sampled at 12.5 fps.
+    # BraVe §4: 32 frames sampled at 12.5 fps; the official code's C = 1e-4.
     ("svm_hmdb51.gin", {"eval_input.target_fps": 12.5, "eval_input.num_frames": 32,
-                        "eval_input.frame_stride": 1, "linear_svm.train_epochs": 10}),
+                        "eval_input.frame_stride": 1, "linear_svm.train_epochs": 10,
+                        "linear_svm.regularization": 1e-4}),
+    # BraVe §4.2: fine-tuning on 32-frame clips at 12.5 fps, 10 x 3 test views of 224^2;
+    # the optimizer the ρ-paper's (§B.6).
+    ("finetune_brave_hmdb51.gin", {**RHO_FINETUNE, "%NUM_CLASSES": 51,
+                                   "eval_input.num_frames": 32, "eval_input.target_fps": 12.5,
+                                   "eval_input.crop_size": 224,
+                                   "test/eval_input.crop_size": 224}),
 ])
 def test_eval_recipes_hold_the_papers_values(config, expected):
     gin.clear_config()

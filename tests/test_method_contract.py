@@ -27,10 +27,12 @@ from video_ssl.training import loop, runner, stages as stages_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "gin_configs")
-# After demo.gin: narrower networks, smaller heads and queues, 32^2 clips.
+# After demo.gin: narrower networks, smaller heads and queues, 32^2 clips; CoCLR steps
+# before its queue is full (its recipe waits, coclr_common.gin), so one step trains.
 TINY = ["BACKBONE_KWARGS = {'width_multiplier': 0.125}", "train_input.crop_size = 32",
         "NARROW_CROP = 32", "HEAD_HIDDEN_DIM = 16", "EMBEDDING_DIM = 8", "QUEUE_SIZE = 16",
-        "NUM_PROTOTYPES = 8", "AUDIO_SECONDS = 1.0"]
+        "NUM_PROTOTYPES = 8", "AUDIO_SECONDS = 1.0",
+        "cotraining/QueueNCE.wait_for_full_queue = False"]
 BATCH = 2
 
 config_lib.register_configurables()

@@ -10,6 +10,7 @@ import tensorflow as tf
 from tiny_methods import (BATCH, METHODS, SMALL, fit_one_step, make_batch, make_method,
                           tiny_backbone)
 from video_ssl import optim
+from video_ssl.methods import steps
 from video_ssl.methods.base import INPUT_SPEC_FILE
 from video_ssl.methods.moco import MoCo
 from video_ssl.methods.queue import FeatureQueue
@@ -97,6 +98,64 @@ def test_bn_group_size_normalizes_each_group_alone():
     with pytest.raises(ValueError, match="bn_group_size=3 must divide"):
         make_method("simclr", 2, eager=True, bn_group_size=3).grouped(lambda x: x, clips)
     assert np.isfinite(fit_one_step(method, make_batch(2)))
+
+
+@pytest.mark.parametrize("batch,group", [(4, 2), (16, 4), (12, 3), (32, 8), (128, 32), (6, 3)])
+def test_shuffle_bn_on_one_replica_keeps_keys_out_of_their_query_group(batch, group):
+    """What `steps.shuffled_bn` guarantees on one replica of G >= 2 BatchNorm groups: the
+    clips normalized with video i's key are never its query's group; they hold at most
+    ceil(group / G) videos of that group (video i included), the fewest any regrouping
+    can: only video i when group <= G. Keys come back in the batch's order."""
+    def members(x):  # each row: the ids of the clips normalized with it
+        return tf.tile(tf.reshape(x, [1, -1]), [tf.shape(x)[0], 1])
+
+    ids = tf.range(batch, dtype=tf.float32)[:, None]
+    key_groups = steps.shuffled_bn(lambda x: steps.grouped(members, x, group), ids, group,
+                                   seed=[0, 0]).numpy().astype(int)
+    num_groups = batch // group
+    bound = -(-group // num_groups)
+    for video in range(batch):
+        key_group = set(key_groups[video])
+        query_group = set(range(video // group * group, (video // group + 1) * group))
+        assert video in key_group and len(key_group) == group
+        assert key_group != query_group
+        assert len(key_group & query_group) <= bound
+        if group <= num_groups:
+            assert key_group & query_group == {video}
+        # Each key group draws evenly on the query groups.
+        counts = np.bincount([m // group for m in key_group], minlength=num_groups)
+        assert counts.max() - counts.min() <= 1
+
+
+def test_shuffle_bn_with_one_group_is_the_plain_encoding():
+    calls = []
+    x = tf.range(4, dtype=tf.float32)[:, None]
+    for group in (None, 4, 8):
+        out = steps.shuffled_bn(lambda y: calls.append(y.numpy().ravel().tolist()) or y, x,
+                                group, seed=[0, 0])
+        np.testing.assert_array_equal(out.numpy(), x.numpy())
+    assert calls == [[0, 1, 2, 3]] * 3
+
+
+@pytest.mark.parametrize("shuffle_bn", [True, False])
+def test_moco_keys_on_one_replica_equal_the_per_group_computation(shuffle_bn):
+    """Shuffle-BN with 2 groups of 2 in a batch of 4: videos {0, 2} and {1, 3} are
+    normalized together (the query groups are {0, 1} and {2, 3}); off, the key groups
+    are the query groups."""
+    method = make_method("moco", 2, eager=True, bn_group_size=2, shuffle_bn=shuffle_bn)
+    clip = make_batch(2, seed=5)["views"]["clips"]["rgb"][:, 1]
+
+    def explicit(rows):
+        return tf.math.l2_normalize(method.momentum["projector"](method.momentum["backbone"](
+            tf.gather(clip, rows), training=True), training=True), -1).numpy()
+
+    groups = [[0, 2], [1, 3]] if shuffle_bn else [[0, 1], [2, 3]]
+    expected = np.zeros((BATCH, SMALL["embedding_dim"]), "float32")
+    for rows in groups:
+        expected[rows] = explicit(rows)
+    np.testing.assert_allclose(method.keys(clip, 1).numpy(), expected, rtol=1e-4, atol=1e-5)
+    unshuffled = np.concatenate([explicit([0, 1]), explicit([2, 3])])
+    assert np.allclose(expected, unshuffled, atol=1e-4) != shuffle_bn
 
 
 def test_encoders_and_input_spec_describe_the_method():

@@ -55,6 +55,32 @@ def test_two_steps_match_numpy_reference(name, nesterov):
         np.testing.assert_allclose(v.numpy(), expected[p][0], rtol=1e-5, atol=1e-6, err_msg=p)
 
 
+def test_nesterov_lars_matches_the_official_brave_form_at_a_constant_rate():
+    """BraVe's official LARS (optax.lars, deepmind/brave brave/models/brave/config.py:46-52:
+    Nesterov, momentum 0.9, trust 0.001) applies the rate before the momentum trace:
+    u = -lr g', t <- u + m t, step u + m t. At a constant rate that is this LARS's
+    PyTorch form, by hand over three steps."""
+    variables, rng = _variables()
+    optimizer = optim.LARS(learning_rate=0.5, momentum=0.9, nesterov=True, weight_decay=0.01,
+                           trust_coefficient=0.001)
+    var_list = list(variables.values())
+    weights = {p: v.numpy().astype(np.float64) for p, v in variables.items()}
+    trace = {p: np.zeros(v.shape) for p, v in variables.items()}
+    for _ in range(3):
+        grads = {p: rng.normal(size=v.shape).astype(np.float32) for p, v in variables.items()}
+        optimizer.apply([tf.constant(grads[p]) for p in variables], var_list)
+        for p, w in weights.items():
+            g = grads[p].astype(np.float64)
+            if not p.endswith("bias"):  # 1-D: no weight decay, no trust ratio
+                g = g + 0.01 * w
+                g = g * 0.001 * np.linalg.norm(w) / np.linalg.norm(g)
+            u = -0.5 * g
+            trace[p] = u + 0.9 * trace[p]
+            weights[p] = w + u + 0.9 * trace[p]
+    for p, v in variables.items():
+        np.testing.assert_allclose(v.numpy(), weights[p], rtol=1e-5, atol=1e-6, err_msg=p)
+
+
 def test_optimizer_config_round_trips():
     optimizer = optim.LARS(learning_rate=0.3, weight_decay=1e-6, nesterov=True,
                            exclude_patterns=("prototypes",))

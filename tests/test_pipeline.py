@@ -12,6 +12,7 @@ from video_ssl.data import audio as audio_lib
 from video_ssl.data import augment
 from video_ssl.data import pipeline
 from video_ssl.data import reader
+from video_ssl.data import schema
 from video_ssl.data import views
 
 H, W = 32, 48
@@ -52,14 +53,17 @@ def _waveform(seed):
 
 
 def _example(*, label=None, filename=None, frames=None, waveform=None, flow=None,
-             sample_rate=None, extra_audio=False):
-    """A SequenceExample the way DMVR's converter writes it (no frame rate stored)."""
+             sample_rate=None, extra_audio=False, source_id=None):
+    """A SequenceExample the way DMVR's converter writes it (no frame rate stored);
+    source_id: our `video/source_id`, which DMVR does not write."""
     ex = tf.train.SequenceExample()
     ctx = ex.context.feature
     if label is not None:
         ctx["clip/label/index"].int64_list.value.append(label)
     if filename is not None:
         ctx["video/filename"].bytes_list.value.append(filename.encode())
+    if source_id is not None:
+        ctx["video/source_id"].bytes_list.value.append(source_id.encode())
     if sample_rate is not None:
         ctx["WAVEFORM/feature/sample_rate"].float_list.value.append(sample_rate)
     lists = ex.feature_lists.feature_list
@@ -480,3 +484,46 @@ def test_flow_flip_can_keep_dx_as_coclrs_code(shards):
         assert np.abs(f[..., 0] - _flow_value_to_dx(r[..., 0] * 255)).mean() < 2.5
         flipped.append(r[..., :8, 0].mean() > r[..., 8:, 0].mean())
     assert any(flipped) and not all(flipped)
+
+
+# --- video ids: the source video a clip was cut from ----------------------------------
+
+def test_source_id_written_and_parsed_and_empty_when_absent():
+    frames = [_rgb_jpeg(0)]
+    ours = schema.make_sequence_example(frames, filename="A/v_A_g01_c02.avi",
+                                        source_id="A_g01")
+    assert ours.context.feature[schema.SOURCE_ID].bytes_list.value == [b"A_g01"]
+    assert schema.SOURCE_ID not in schema.make_sequence_example(
+        frames, source_id="").context.feature
+    parsed = schema.parse_sequence_example(ours.SerializeToString())
+    assert parsed["source_id"].numpy() == b"A_g01"
+    # DMVR's and the Model Garden's files have no such key.
+    for record in (_example(label=1, filename="v.mp4"), _example(label=5, extra_audio=True)):
+        assert schema.parse_sequence_example(record)["source_id"].numpy() == b""
+
+
+def test_video_id_is_shared_by_clips_of_one_source_video(tmp_path):
+    """Two clips of group A_g01, one of B_g01, two records without a source id."""
+    records = [_example(label=0, filename="a1.mp4", source_id="A_g01"),
+               _example(label=1, filename="b1.mp4", source_id="B_g01"),
+               _example(label=0, filename="a2.mp4", source_id="A_g01"),
+               _example(label=2, filename="c.mp4"), _example(label=3, filename="d.mp4")]
+    path = _write(tmp_path / "groups.tfrecord", records)
+    clip = dict(num_frames=2, frame_stride=1, crop_size=8)
+    batch = _first(pipeline.make_dataset(path, training=False, batch_size=5,
+                                         default_frame_rate=FPS, **clip))
+    ids = batch["video_id"]
+    assert ids.dtype == np.int64 and batch["label"].tolist() == [0, 1, 0, 2, 3]
+    assert ids[0] == ids[2] and len(set(ids.tolist())) == 4
+    assert ids[0] == reader.video_id(tf.constant(records[1]), tf.constant("A_g01"))
+    # Without a source id: the hash of the record itself, not of a filename.
+    np.testing.assert_array_equal(
+        ids[3:], [reader.video_id(tf.constant(r), tf.constant("")) for r in records[3:]])
+    # The trainer's batches carry it beside "label", the same ids in every epoch.
+    ds = pipeline.make_view_dataset(path, {"clips": views.ViewSpec(**clip)}, training=True,
+                                    batch_size=5, seed=0, default_frame_rate=FPS)
+    by_label = dict(zip(batch["label"].tolist(), ids.tolist()))
+    for batch in ds.take(3):
+        assert set(batch) == {"views", "label", "video_id"}
+        assert [by_label[label] for label in batch["label"].numpy().tolist()] == \
+            batch["video_id"].numpy().tolist()

@@ -5,6 +5,7 @@ iscc-samples' 60 s clip (.avi, .mp4; CC-BY-4.0), copied under the official names
 ESC-50 clips are short tones written with `wave`, plus iscc-samples' short.wav.
 Converted at 2 fps, 32 px, without audio (ESC-50: 16 kHz) to stay fast.
 """
+import glob
 import os
 import shutil
 import subprocess
@@ -149,6 +150,51 @@ def test_ucf101_rerun_resumes_and_a_changed_list_is_refused(ucf101, tmp_path):
     assert "delete" in line and "split1-test-*.tfrecord*" in line
 
 
+def source_ids(prefix):
+    """video/filename -> video/source_id of every record of PREFIX-*."""
+    return {name: parsed["source_id"].numpy().decode()
+            for name, (parsed, _) in read_records(prefix).items()}
+
+
+def test_ucf101_source_ids_are_the_groups(ucf101):
+    for part, groups in (("train", (2, 3)), ("test", (1,))):
+        file_class = {"HandstandPushups": "HandStandPushups"}  # as the file names spell it
+        assert source_ids(f"{ucf101['prefix']}-split1-{part}") == {
+            ucf_name(c, g): f"{file_class.get(c, c)}_g{g:02d}" for c in UCF_CLASSES
+            for g in groups}
+    # The clips of one group share it.
+    assert {prepare.ucf101_group(f"Archery/v_Archery_g08_c0{c}.avi", "x") for c in (1, 2, 7)} \
+        == {"Archery_g08"}
+    with pytest.raises(prepare.ToolError, match=r"trainlist01.txt:3: expected a UCF101 video "
+                       r"name v_<Class>_g<GG>_c<CC>.avi \(its group is its source video\), got "
+                       r"Archery/archery_1.avi"):
+        prepare.ucf101_group("Archery/archery_1.avi", "trainlist01.txt:3")
+
+
+def test_ucf101_resume_beside_shards_without_source_ids_is_refused(ucf101, tmp_path):
+    """Shards written before video/source_id existed are not mixed with new ones."""
+    out = tmp_path / "shards"
+    shutil.copytree(os.path.dirname(ucf101["prefix"]), out)
+    shard, = glob.glob(str(out / "ucf101-split1-test-*.tfrecord"))
+    records = [tf.train.SequenceExample.FromString(r)
+               for r in tf.data.TFRecordDataset(shard).as_numpy_iterator()]
+    with tf.io.TFRecordWriter(shard) as writer:
+        for record in records:
+            del record.context.feature[schema.SOURCE_ID]
+            writer.write(record.SerializeToString())
+    before = {p.name: p.read_bytes() for p in out.glob("*.tfrecord*")}
+    args = [a if not a.startswith("--output=") else f"--output={out / 'ucf101'}"
+            for a in ucf101["args"]]
+    rc, _, err = run_main(prepare, args)
+    assert rc == 2
+    assert (f"{shard}: its video ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi has no "
+            f"video/source_id (written before the converter wrote it), this run writes "
+            f"'ApplyEyeMakeup_g01'; resuming would mix two groupings of clips into videos: "
+            f"delete {out / 'ucf101'}-split1-test-*.tfrecord* to convert again"
+            ) in one_error_line(err)
+    assert {p.name: p.read_bytes() for p in out.glob("*.tfrecord*")} == before
+
+
 @pytest.mark.parametrize("edit, message", [
     # A training video also in the test list: the error names both lines.
     (lambda d: d.joinpath("testlist01.txt").write_bytes(
@@ -220,6 +266,11 @@ def test_hmdb51_split_ids_and_sorted_labels(hmdb51):
             hmdb_name(c, i): classes.index(c) for c in HMDB_CLASSES}
     assert tsv(hmdb51["prefix"] + ".counts.tsv")[-1] == ["-", "total", "3", "3"]
     assert not os.path.exists(hmdb51["prefix"] + ".missing.txt")
+
+
+def test_hmdb51_source_ids_are_the_files(hmdb51):
+    assert source_ids(f"{hmdb51['prefix']}-split1-train") == {
+        hmdb_name(c, 2): hmdb_name(c, 2)[:-len(".avi")] for c in HMDB_CLASSES}
 
 
 def test_hmdb51_video_in_train_and_test_is_an_error(hmdb51, tmp_path):
@@ -320,6 +371,13 @@ def test_kinetics_labels_splits_and_segment_durations(kinetics, media):
     assert abs(len(test["frames"]) / FPS - 2.0) <= 1 / FPS
 
 
+def test_kinetics_source_ids_are_the_youtube_ids(kinetics):
+    ids = {}
+    for split in ("train", "val", "test"):
+        ids.update(source_ids(f"{kinetics['prefix']}-{split}"))
+    assert ids == {name: name.split("/")[-1][:11] for name in ids} and len(ids) == 6
+
+
 def test_kinetics_split_without_downloaded_videos_is_skipped(kinetics, tmp_path):
     annotations = tmp_path / "annotations"
     shutil.copytree(kinetics["annotations"], annotations)
@@ -412,6 +470,13 @@ def test_esc50_folds_hold_audio_only_records(esc50, media):
     assert seen == {f"audio/{f}" for f, _ in ESC_CLIPS}
     assert tsv(esc50["prefix"] + ".counts.tsv")[0] == ["label", "class"] + [
         f"fold{k}" for k in range(1, 6)]
+
+
+def test_esc50_source_ids_are_the_source_recordings(esc50):
+    ids = {}
+    for fold in range(1, 6):
+        ids.update(source_ids(f"{esc50['prefix']}-fold{fold}"))
+    assert ids == {f"audio/{f}": f.split("-")[1] for f, _ in ESC_CLIPS}
 
 
 def test_esc50_shards_read_as_audio(esc50):

@@ -167,6 +167,9 @@ def test_recipe_parses_alone_and_under_the_demo_overlay(recipe):
     method = gin.query_parameter("train.method").configurable.name
     assert bound(f"{method}.hidden_dim") == 256
     assert bound(f"{method}.synchronized_bn") is False
+    # Shuffle-BN needs BN groups on the demo's one device: MoCo's 8 (4 groups of 8);
+    # the others keep the whole batch.
+    assert bound(f"{method}.bn_group_size") == (8 if method == "MoCo" else None)
     optimizer = demo_optimizer()  # LARS at 4.8 x 32 / 256 for every ρ method
     assert type(optimizer).__name__ == "LARS"
     assert float(optimizer.learning_rate) == pytest.approx(0.6)
@@ -197,6 +200,7 @@ def test_coclr_schedule_and_recipes_under_the_demo_overlay():
         assert bound("QueueNCE.backbone") == "slow_r18"
         assert bound("QueueNCE.queue_size") == 256
         assert bound("QueueNCE.base_momentum") == 0.99
+        assert bound("QueueNCE.bn_group_size") == 8  # 4 groups: shuffle-BN on one device
         optimizer = demo_optimizer()  # CoCLR's own: Adam 1e-3 (not scaled), plateau decay
         assert type(optimizer).__name__ == "Adam"
         assert float(optimizer.learning_rate) == pytest.approx(1e-3)

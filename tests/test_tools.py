@@ -197,6 +197,32 @@ def test_csv_labels_and_segments(csv_run, media):
         assert f.read().splitlines() == ["bike"]
 
 
+def test_source_ids_default_to_the_file(folder_run, csv_run, media):
+    def ids(run):
+        return {n: p["source_id"].numpy().decode() for n, (p, _) in run["records"].items()}
+    assert ids(folder_run) == {"bike/bikes.mp4": "bike/bikes",
+                               "bunny/bigbuckbunny.mp4": "bunny/bigbuckbunny"}
+    # Segments of one file are clips of one video.
+    assert ids(csv_run) == {"clips/bikes.mp4#t=2,4": "clips/bikes",
+                            "clips/bikes.mp4#t=6.4,7.4": "clips/bikes",
+                            f"{media['bunny']}#t=1,3": os.path.splitext(media["bunny"])[0]}
+
+
+def test_csv_source_id_column(tmp_path):
+    csv_path = tmp_path / "list.csv"
+    # A header naming the columns gives their order; without one, source_id is the 5th.
+    csv_path.write_text("path,source_id,label\na.mp4,A_g01,x\nb.mp4,,y\n")
+    assert [(e.name, e.label, e.source_id) for e in converter.list_csv(csv_path)] == [
+        ("a.mp4", "x", "A_g01"), ("b.mp4", "y", "")]
+    csv_path.write_text("c.mp4,z,0,1,C_g01\nd.mp4,z\n")
+    entries = converter.list_csv(csv_path)
+    assert [(e.name, e.source_id) for e in entries] == [("c.mp4#t=0,1", "C_g01"), ("d.mp4", "")]
+    assert [converter.source_id(e) for e in entries] == ["C_g01", "d"]
+    csv_path.write_text("path,label\ne.mp4,x,0\n")
+    with pytest.raises(converter.ToolError, match=r"list.csv:2: expected path,label, got"):
+        converter.list_csv(csv_path)
+
+
 def test_segment_frames_match_full_video(csv_run, media):
     full = list(video_io.iter_frames(media["bikes"], fps=FPS, short_side=SHORT_SIDE))
     segment, _ = csv_run["records"]["clips/bikes.mp4#t=6.4,7.4"]
@@ -298,7 +324,7 @@ def test_inspect_dmvr_style_record_without_optional_keys(tmp_path):
     assert rc == 0
     assert json.loads(out) == {"filename": None, "label": 7, "num_frames": 3, "frame_rate": None,
                                "height": None, "width": None, "audio_samples": 0,
-                               "audio_sample_rate": None, "flow_frames": 0}
+                               "audio_sample_rate": None, "flow_frames": 0, "source_id": None}
 
 
 def test_inspect_table(folder_run):

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 FIELDS = ("filename", "label", "num_frames", "frame_rate", "height", "width",
-          "audio_samples", "audio_sample_rate", "flow_frames")  # (contract)
+          "audio_samples", "audio_sample_rate", "flow_frames",  # (contract)
+          "source_id")
 SHEET_FRAMES = 16  # frames shown, evenly spaced over the video
 SHEET_COLUMNS = 8
 # 0 is "absent" for these: the schema's parser substitutes it for missing keys.
@@ -81,6 +82,7 @@ def describe(parsed: dict) -> dict:
         "audio_samples": len(parsed["waveform"]),
         "audio_sample_rate": positive(parsed["sample_rate"], float),
         "flow_frames": len(parsed["flow"]),
+        "source_id": parsed["source_id"].numpy().decode("utf-8", "replace") or None,
     }
 
 

@@ -28,6 +28,12 @@ Each dataset's files are read as they are distributed, one reader per dataset:
   `target`. Each fold is written once (`PREFIX-fold{K}-*`); split K tests on fold K and
   trains on the others (`PREFIX-fold[!K]-*`).
 
+Every record's `video/source_id` names the video its clip was cut from (records sharing
+it are clips of one video: CoCLR's same-video positives): ucf101 the group
+`<Class>_g<GG>` of `v_<Class>_g<GG>_c<CC>.avi` (each group's 4-7 clips were cut from one
+YouTube video); kinetics the YouTube id; esc50 the `src_file` recording; hmdb51 the
+file (its name below --root without the extension).
+
 Written: `PREFIX-split{N}-train-*.tfrecord` and `-test-*` (ucf101, hmdb51),
 `PREFIX-<split column>-*` (kinetics: train, val, test), `PREFIX-fold{K}-*` (esc50);
 `PREFIX.labels.txt` (one class name per line in label order, the converter's label map,
@@ -43,7 +49,8 @@ listed twice; missing videos are an error for ucf101, hmdb51 and esc50 (whose ar
 hold every video: a wrong --root or a broken extraction) unless --allow_missing.
 The conversion is the converter's (`videos_to_tfrecords`): worker processes, shards
 under temporary names, resumable re-runs (refused when a split's list of videos changed
-since the run that wrote its shards, as they would mix two lists), error report.
+since the run that wrote its shards, as they would mix two lists, and beside shards
+holding other source ids, e.g. written before `video/source_id` existed), error report.
 
 Exit status: 0 when done; 1 when a split has no readable video or the output cannot
 be written; 2 for bad arguments or input. Fatal errors are one line
@@ -79,6 +86,7 @@ class Listed:
     key: str  # identifies the video for the overlap check (the same video, another segment)
     start: float = 0.0
     end: float | None = None
+    source_id: str = ""  # `video/source_id`; "" for the converter's default (its file)
 
 
 @dataclasses.dataclass
@@ -159,10 +167,22 @@ def read_ucf101(splits: Path, root: Path, numbers: list[int] | None) -> Dataset:
                 if len(fields) == 2 and fields[1] != str(ids[class_name]):
                     raise ToolError(f"{where}: class id {fields[1]} but {class_ind.name} gives "
                                     f"{class_name} the id {ids[class_name]}")
-                listed.append(Listed(name, _video(root, name), ids[class_name] - 1, where, name))
+                listed.append(Listed(name, _video(root, name), ids[class_name] - 1, where, name,
+                                     source_id=ucf101_group(name, where)))
             data.splits[f"split{number}-{part}"] = listed
         data.disjoint.append((f"split{number}-train", f"split{number}-test"))
     return data
+
+
+def ucf101_group(name: str, where: str) -> str:
+    """`<Class>_g<GG>` of `<Class>/v_<Class>_g<GG>_c<CC>.avi`: the YouTube video that
+    group's clips were cut from (the official CoCLR code's video_source.json groups
+    them so), or an error naming the split file's line."""
+    match = re.fullmatch(r"v_(\w+_g\d+)_c\d+", Path(name).stem)
+    if not match:
+        raise ToolError(f"{where}: expected a UCF101 video name v_<Class>_g<GG>_c<CC>.avi "
+                        f"(its group is its source video), got {name}")
+    return match[1]
 
 
 def read_hmdb51(splits: Path, root: Path, numbers: list[int] | None) -> Dataset:
@@ -277,11 +297,13 @@ def _kinetics_video(root: Path, index: dict[str, str], where: str, row: dict,
     else:
         path = index.get(clip) or index.get(youtube_id)
     if path is None:
-        return Listed(named or f"{clip}.mp4", None, label, where, youtube_id)
+        return Listed(named or f"{clip}.mp4", None, label, where, youtube_id,
+                      source_id=youtube_id)
     name = Path(os.path.relpath(path, root)).as_posix()
     if Path(path).stem == clip:  # already cut to the segment by the downloader
-        return Listed(name, path, label, where, youtube_id, 0.0, end - start)
-    return Listed(f"{name}#t={start:g},{end:g}", path, label, where, youtube_id, start, end)
+        return Listed(name, path, label, where, youtube_id, 0.0, end - start, youtube_id)
+    return Listed(f"{name}#t={start:g},{end:g}", path, label, where, youtube_id, start, end,
+                  youtube_id)
 
 
 def read_esc50(splits: Path, root: Path, numbers: list[int] | None) -> Dataset:
@@ -308,7 +330,8 @@ def read_esc50(splits: Path, root: Path, numbers: list[int] | None) -> Dataset:
         # Clips of one source recording share a fold: a leak otherwise.
         key = row.get("src_file") or row["filename"]
         folds.setdefault(f"fold{int(row['fold'])}", []).append(
-            Listed(name, _video(root, name), target, where, key))
+            Listed(name, _video(root, name), target, where, key,
+                   source_id=row.get("src_file", "")))
     if sorted(names) != list(range(len(names))):
         raise ToolError(f"{path}: expected the targets 0..{len(names) - 1}, got "
                         f"{sorted(names)}")
@@ -482,7 +505,8 @@ def _plan(args, data: Dataset) -> list[tuple[str, str, list[converter.VideoEntry
     videos, after the converter's shard-count check and the list check."""
     plans = []
     for split, videos in data.splits.items():
-        entries = sorted((converter.VideoEntry(v.name, v.path, v.label, v.start, v.end)
+        entries = sorted((converter.VideoEntry(v.name, v.path, v.label, v.start, v.end,
+                                               source_id=v.source_id)
                           for v in videos if v.path is not None),
                          key=lambda e: (e.name, e.path, e.start))  # as the converter sorts
         if not entries:
@@ -492,6 +516,7 @@ def _plan(args, data: Dataset) -> list[tuple[str, str, list[converter.VideoEntry
         num_shards = args.num_shards or math.ceil(len(entries) / converter.VIDEOS_PER_SHARD)
         converter.check_shard_count(prefix, num_shards)
         check_list(prefix, entries)
+        converter.check_source_ids(prefix, entries, num_shards)
         plans.append((split, prefix, entries, num_shards))
     if not plans:
         listed = sum(len(v) for v in data.splits.values())

@@ -5,11 +5,18 @@
         [--no_audio] [--flow=tvl1|dis|farneback [--flow_bound=20] [--flow_short_side=N]] \
         [--num_shards=N] [--num_workers=W] [--verbose]
 
-Input: a folder with one subfolder per class, or a CSV `path,label[,start,end]`
-(UTF-8, header optional; label a class name, an integer index or empty; start/end in
-seconds cut a segment; relative paths are relative to the CSV). Class names are
-kept in `PREFIX.labels.txt` (one per line, in index order) and reused on re-runs;
-pass the training split's map with --label_map so that other splits share indices.
+Input: a folder with one subfolder per class, or a CSV `path,label[,start,end[,source_id]]`
+(UTF-8; label a class name, an integer index or empty; start/end in seconds cut a
+segment; relative paths are relative to the CSV; a header row starting with `path` is
+optional, and one naming only these columns gives their order, e.g.
+`path,label,source_id`). Class names are kept in `PREFIX.labels.txt` (one per
+line, in index order) and reused on re-runs; pass the training split's map with
+--label_map so that other splits share indices.
+
+Every record gets `video/source_id`, the video its clip was cut from (clips sharing it
+are clips of one video: CoCLR's same-video positives): the CSV's source_id when given,
+else the file's name without the extension (folder mode: below the input folder, e.g.
+`class/clip`; the CSV: its path as written), so that segments of one file share it.
 
 Folder mode tries every file in the class folders as a video (FFmpeg opens far more
 containers than any list of extensions) except hidden files and extensions of other
@@ -32,7 +39,9 @@ records holding the waveform alone, no frames.
 Resumable: video i of the sorted input list goes to shard i % num_shards; each shard
 is written to `NAME.tmp` and renamed when complete; on a re-run complete shards are
 skipped and leftover temporary files are redone. A run beside shards of another
---num_shards is refused (PREFIX-* would read both sets).
+--num_shards is refused (PREFIX-* would read both sets), and so is one beside complete
+shards holding other source ids (e.g. written before `video/source_id` existed, or
+before a CSV gave a source_id column): the shards would mix two groupings.
 
 Videos that cannot be decoded are reported and skipped. `PREFIX.errors.txt` lists,
 one per line, `NAME<TAB>KIND<TAB>SHARD<TAB>REASON` with KIND `failed` (not
@@ -55,6 +64,7 @@ import io
 import math
 import multiprocessing
 import os
+import posixpath
 import re
 import sys
 from pathlib import Path
@@ -77,6 +87,8 @@ NOT_VIDEO_EXTENSIONS = frozenset("""
     .wav .mp3 .flac .aac .m4a .opus .wma .aif .aiff .ac3 .wv .mka .mid
     .zip .tar .gz .tgz .bz2 .xz .7z .rar .py .sh .npy .npz .pkl .h5 .tfrecord
     .md5 .sha1 .sha256 .db .part .crdownload .tmp""".split())
+# A CSV's columns, in the order they are read without a header naming them.
+CSV_COLUMNS = ("path", "label", "start", "end", "source_id")
 # With no --num_shards, aim at about this many videos per shard.
 VIDEOS_PER_SHARD = 100
 # Off a terminal, a progress line every this many videos at most (every tenth sooner).
@@ -92,6 +104,13 @@ class VideoEntry:
     start: float = 0.0
     end: float | None = None
     notes: tuple[str, ...] = ()  # warnings found while listing
+    source_id: str = ""  # the video it was cut from; "" for its own file (`source_id`)
+
+
+def source_id(entry: VideoEntry) -> str:
+    """The `video/source_id` written for an entry: its own, else its file's name without
+    the segment (`#t=...`) and the extension, so segments of one file share it."""
+    return entry.source_id or posixpath.splitext(re.sub(r"#t=[^#/]*$", "", entry.name))[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +181,8 @@ def _not_a_video(path: Path, at_root: bool) -> str | None:
 
 
 def list_csv(csv_path: Path) -> list[VideoEntry]:
-    """Rows `path,label[,start,end]` of a CSV; a first row starting with `path` is a header."""
+    """Rows `path,label[,start,end[,source_id]]` of a CSV; a first row starting with `path`
+    is a header, which gives the columns' order when it names CSV_COLUMNS only."""
     data = csv_path.read_bytes()
     try:
         text = data.decode("utf-8-sig")  # a byte-order mark (as Excel writes) is dropped
@@ -170,11 +190,17 @@ def list_csv(csv_path: Path) -> list[VideoEntry]:
         line = data.count(b"\n", 0, e.start) + 1
         raise ToolError(f"{csv_path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
                         "save the CSV as UTF-8") from None
-    entries = []
+    entries, columns = [], CSV_COLUMNS
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         for row in reader:
-            entry = _csv_entry(csv_path, reader.line_num, [c.strip() for c in row])
+            row = [c.strip() for c in row]
+            if reader.line_num == 1 and row and row[0].lower() == "path":
+                named = [c.lower() for c in row]
+                if set(named) <= set(CSV_COLUMNS) and len(set(named)) == len(named):
+                    columns = tuple(named)
+                continue
+            entry = _csv_entry(csv_path, reader.line_num, row, columns)
             if entry:
                 entries.append(entry)
     except csv.Error as e:
@@ -182,12 +208,16 @@ def list_csv(csv_path: Path) -> list[VideoEntry]:
     return entries
 
 
-def _csv_entry(csv_path: Path, line: int, row: list[str]) -> VideoEntry | None:
-    if not row or not any(row) or (line == 1 and row[0].lower() == "path"):
+def _csv_entry(csv_path: Path, line: int, row: list[str],
+               columns: tuple[str, ...]) -> VideoEntry | None:
+    if not row or not any(row):
         return None
-    if len(row) > 4:
-        raise ToolError(f"{csv_path}:{line}: expected path,label[,start,end], got {row}")
-    path, label, start, end = (row + ["", "", ""])[:4]
+    if len(row) > len(columns):
+        expected = ("path,label[,start,end[,source_id]]" if columns == CSV_COLUMNS
+                    else ",".join(columns))
+        raise ToolError(f"{csv_path}:{line}: expected {expected}, got {row}")
+    cells = dict(zip(columns, row))
+    path, label, start, end = (cells.get(c, "") for c in CSV_COLUMNS[:4])
     try:
         start_s = float(start) if start else 0.0
         end_s = float(end) if end else None
@@ -199,7 +229,8 @@ def _csv_entry(csv_path: Path, line: int, row: list[str]) -> VideoEntry | None:
     name = path + (f"#t={start_s:g},{end_s:g}" if end_s is not None
                    else f"#t={start_s:g}" if start_s else "")
     full = Path(path) if Path(path).is_absolute() else csv_path.parent / path
-    return VideoEntry(name, str(full), _parse_label(label), start_s, end_s)
+    return VideoEntry(name, str(full), _parse_label(label), start_s, end_s,
+                      source_id=cells.get("source_id", ""))
 
 
 def _parse_label(text: str) -> str | int | None:
@@ -283,6 +314,43 @@ def check_shard_count(prefix: str, num_shards: int) -> None:
             f"--output {prefix}: {os.path.join(folder, others[0])}{more} belong to an earlier "
             f"run with --num_shards={count}, not {num_shards}; rerun with "
             f"--num_shards={count} to resume it, or delete them to start over")
+
+
+def check_source_ids(prefix: str, entries: list[VideoEntry], num_shards: int) -> None:
+    """Refuses to resume beside complete shards whose records hold other source ids than
+    this run writes (written before `video/source_id` existed, or with another CSV
+    source_id column): the shards would mix two groupings of clips into videos. Reads
+    the first record of each complete shard."""
+    from video_ssl.data import schema
+
+    for shard_name, shard_entries in zip(schema.shard_names(prefix, num_shards),
+                                         shard_tasks(entries, num_shards)):
+        context = _first_context(shard_name) if Path(shard_name).exists() else None
+        if context is None:
+            continue
+        name, stored = (context[key].bytes_list.value[0].decode("utf-8", "replace")
+                        if key in context else "" for key in (schema.FILENAME, schema.SOURCE_ID))
+        expected = next((source_id(e) for e in shard_entries if e.name == name), None)
+        if expected is not None and stored != expected:
+            held = f"{schema.SOURCE_ID} {stored!r}" if stored else (
+                f"no {schema.SOURCE_ID} (written before the converter wrote it)")
+            raise ToolError(f"{shard_name}: its video {name} has {held}, this run writes "
+                            f"{expected!r}; resuming would mix two groupings of clips into "
+                            f"videos: delete {prefix}-*.tfrecord* to convert again")
+
+
+def _first_context(path: str):
+    """The context features of a shard's first record; None when it has no record (all
+    its videos failed) or cannot be read (the reader names a damaged shard when read)."""
+    import tensorflow as tf
+    from google.protobuf.message import DecodeError
+
+    try:
+        for record in tf.data.TFRecordDataset(path).take(1).as_numpy_iterator():
+            return tf.train.SequenceExample.FromString(record).context.feature
+    except (tf.errors.OpError, DecodeError):
+        pass
+    return None
 
 
 class Report:
@@ -477,8 +545,8 @@ def _example(schema, entry: VideoEntry, video: video_io.DecodedVideo, names: lis
     label, label_text = resolve_label(entry, names)
     example = schema.make_sequence_example(
         video.frames, label=label, label_text=label_text, filename=entry.name,
-        frame_rate=video.frame_rate, height=video.height, width=video.width,
-        waveform=video.waveform, sample_rate=video.sample_rate)
+        source_id=source_id(entry), frame_rate=video.frame_rate, height=video.height,
+        width=video.width, waveform=video.waveform, sample_rate=video.sample_rate)
     if flows is not None:  # written as compute_flow writes it
         return compute_flow.add_flow(example, flows, flow_bound)
     return example.SerializeToString(deterministic=True)
@@ -558,6 +626,7 @@ def _run(args) -> int:
     num_shards = args.num_shards or math.ceil(len(entries) / VIDEOS_PER_SHARD)
     make_output_folder(args.output)
     check_shard_count(args.output, num_shards)  # before anything is written
+    check_source_ids(args.output, entries, num_shards)
     label_map = Path(args.label_map or args.output + ".labels.txt")
     names = update_label_map(label_map, entries)
     num_workers = min(args.num_workers or os.cpu_count() or 1, len(entries))

@@ -10,7 +10,10 @@ Stages, each public and usable on its own:
 - `make_dataset(...)` (contract): one view, output flattened to "rgb"/"flow"/"audio"/"label".
 
 A method with several views builds its `ViewSpec`s and calls `make_view_dataset`;
-batches then hold "views", a tuple of per-view dicts in the order given, and "label".
+batches then hold "views", a tuple of per-view dicts in the order given, "label" and
+"video_id" (int64: the video each clip was cut from, `reader.video_id`; equal for
+clips of one source video, e.g. UCF101's clips of one group: CoCLR's same-video
+positives).
 Every view draws its own clips (start, crop, flip, augmentation), each of its
 `num_clips` clips independently, except where a view syncs on the first one:
 
@@ -58,9 +61,11 @@ def make_view_dataset(file_pattern, views: Sequence[ViewSpec] | Mapping[str, Vie
                       shuffle_buffer: int = 64, num_parallel_calls: int = AUTOTUNE,
                       deterministic: bool | None = None, drop_remainder: bool | None = None,
                       repeat: bool | None = None, flatten: bool = False) -> tf.data.Dataset:
-    """Batches of {"views": (one dict per view), "label": (B,) int32}, or with views
-    given as {name: ViewSpec} (a method's `views`), {"views": {name: dict}, "label"};
-    with flatten (one view only), the view's keys sit next to "label" instead. How the
+    """Batches of {"views": (one dict per view), "label": (B,) int32, "video_id": (B,)
+    int64}, or with views given as {name: ViewSpec} (a method's `views`), {"views":
+    {name: dict}, "label", "video_id"}; with flatten (one view only), the view's keys
+    sit next to "label" and "video_id" instead. "video_id" is the video each element
+    was cut from (`reader.video_id`: from `video/source_id`, else the record). How the
     views' clips relate in time is each view's own (`ViewSpec.start` and `ViewSpec.sync`).
     The first view is the reference the others may sync on.
 
@@ -109,10 +114,10 @@ def make_view_dataset(file_pattern, views: Sequence[ViewSpec] | Mapping[str, Vie
         element_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
         outputs = clips.sample_and_decode(features, element_seed, views, training=training,
                                           default_frame_rate=default_frame_rate)
+        about = {"label": features["label"], "video_id": features["video_id"]}
         if flatten:
-            return {**outputs[0], "label": features["label"]}
-        return {"views": dict(zip(names, outputs)) if names else tuple(outputs),
-                "label": features["label"]}
+            return {**outputs[0], **about}
+        return {"views": dict(zip(names, outputs)) if names else tuple(outputs), **about}
 
     ds = ds.enumerate().map(load, num_parallel_calls=num_parallel_calls,
                             deterministic=deterministic)
@@ -132,7 +137,8 @@ def make_dataset(file_pattern, *, training: bool, batch_size: int, num_clips: in
                  repeat: bool | None = None, **options) -> tf.data.Dataset:
     """Batches of {"rgb": (B, num_clips, T, H, W, 3) float32 normalized, "label": (B,)
     int32 (-1 when unlabeled)}, plus "flow" (B, num_clips, T, H, W, 2) and "audio"
-    (B, num_clips, frames, mel_bins, 1) when asked for (contract).
+    (B, num_clips, frames, mel_bins, 1) when asked for (contract), and "video_id" (B,)
+    int64 (see `make_view_dataset`).
 
     The one view of `make_view_dataset` (whose options the other keywords are): options
     are the other `ViewSpec` fields (target_fps, crop, eval_crops, audio, ...) and the

@@ -6,9 +6,9 @@ pipeline's first two stages.
 - `count_records(files)`: the number of videos, from the record headers only;
 - `read_examples(files, ...)`: (serialized SequenceExample, shard path) pairs, files
   split over input pipelines, shuffled with a seed and interleaved;
-- `parse_example(serialized, shard, modalities, ...)`: still-encoded features, with an
-  error naming the shard and video when a requested modality is missing or a frame is
-  not a JPEG;
+- `parse_example(serialized, shard, modalities, ...)`: still-encoded features and the
+  record's `video_id`, with an error naming the shard and video when a requested
+  modality is missing or a frame is not a JPEG;
 - `locate_damaged_record(files, message)`: after the pipeline failed on a corrupted or
   truncated record, or on one that is not a SequenceExample (TensorFlow's messages name
   no file), the file and record that did it.
@@ -159,7 +159,8 @@ def read_examples(files: Sequence[str], *, input_context=None, shuffle: bool = F
 def parse_example(serialized, shard, modalities: Sequence[str], *,
                   default_frame_rate: float = schema.DEFAULT_FRAME_RATE,
                   audio_sample_rate: float | None = None) -> dict[str, tf.Tensor]:
-    """Still-encoded features (see `schema.parse_sequence_example`) plus "shard".
+    """Still-encoded features (see `schema.parse_sequence_example`) plus "shard" and
+    "video_id" (`video_id`).
 
     Fails with a message naming the shard and `video/filename` when a requested
     modality's feature list is missing or empty, when one of its RGB or flow frames is
@@ -170,6 +171,7 @@ def parse_example(serialized, shard, modalities: Sequence[str], *,
         defaults["sample_rate"] = audio_sample_rate
     features = schema.parse_sequence_example(serialized, modalities, defaults)
     features["shard"] = shard
+    features["video_id"] = video_id(serialized, features["source_id"])
     # No quotes: TensorFlow escapes them in assertion messages.
     where = tf.strings.join([shard, ": video ", features["filename"]])
     checks = []
@@ -188,6 +190,19 @@ def parse_example(serialized, shard, modalities: Sequence[str], *,
     # Everything downstream waits for the checks, so they fail first.
     with tf.control_dependencies(checks):
         return {k: tf.identity(v) for k, v in features.items()}
+
+
+_ID_BUCKETS = 2**63 - 1  # video ids: the whole non-negative int64 range
+
+
+def video_id(serialized, source_id) -> tf.Tensor:
+    """int64 id of the video a record's clip was cut from: a hash of its
+    `video/source_id`, so clips of one source video share it; without one, a hash of the
+    whole serialized record, so the record is its own video, with the same id on every
+    read (every epoch, every input pipeline). Not the filename: other writers may leave
+    it out, and two datasets may both hold a `clip1.mp4`. FarmHash, stable across runs."""
+    key = tf.where(tf.strings.length(source_id) > 0, source_id, serialized)
+    return tf.strings.to_hash_bucket_fast(key, _ID_BUCKETS)
 
 
 def _all_jpegs(frames: tf.Tensor, where: tf.Tensor, key: str) -> tf.Operation:

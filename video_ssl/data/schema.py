@@ -23,6 +23,9 @@ from video_ssl.data.modalities import (  # noqa: F401 (re-exported)
 LABEL_INDEX = "clip/label/index"
 LABEL_TEXT = "clip/label/text"
 FILENAME = "video/filename"
+# The source video a clip was cut from (UCF101's `<Class>_g<GG>`, a Kinetics YouTube id):
+# records sharing it are clips of one video. Optional; absent, a record is its own video.
+SOURCE_ID = "video/source_id"
 FRAME_RATE = "image/frame_rate"
 
 # Defaults for keys that other writers may leave out. DMVR's converter stores no
@@ -39,6 +42,7 @@ def make_sequence_example(
     label: int | Sequence[int] | None = None,
     label_text: str | None = None,
     filename: str | None = None,
+    source_id: str | None = None,
     frame_rate: float | None = None,
     height: int | None = None,
     width: int | None = None,
@@ -53,6 +57,8 @@ def make_sequence_example(
     no `image/encoded` then). waveform: mono float samples in [-1, 1],
     stored as ONE feature holding the whole waveform (DMVR layout). flow_frames: one
     JPEG per frame pair holding (dx, dy, 128), scaled from +-flow_bound to 0-255.
+    source_id: the video the clip was cut from (`video/source_id`); None or "" writes
+    no key.
     """
     if not frames and waveform is None:
         raise ValueError(f"{filename or 'video'}: no frames or waveform to write")
@@ -65,6 +71,8 @@ def make_sequence_example(
         ctx[LABEL_TEXT].bytes_list.value.append(label_text.encode())
     if filename is not None:
         ctx[FILENAME].bytes_list.value.append(filename.encode())
+    if source_id:
+        ctx[SOURCE_ID].bytes_list.value.append(source_id.encode())
     if frame_rate is not None:
         ctx[FRAME_RATE].float_list.value.append(float(frame_rate))
     if height is not None:
@@ -99,7 +107,7 @@ def parse_sequence_example(
     """Parses one serialized SequenceExample into a dict of still-encoded tensors.
 
     Always returns: "label" int32 (first `clip/label/index`, -1 when absent),
-    "label_text", "filename" (empty when absent), "frame_rate" float32.
+    "label_text", "filename", "source_id" (empty when absent), "frame_rate" float32.
     Per modality asked for: "rgb" -> "frames" string (N,), "height", "width" int32
     (-1 when absent); "audio" -> "waveform" float32 (S,), "sample_rate";
     "flow" -> "flow" string (N-1,), "flow_bound". A modality whose feature list is
@@ -116,6 +124,7 @@ def parse_sequence_example(
         LABEL_INDEX: tf.io.VarLenFeature(tf.int64),
         LABEL_TEXT: tf.io.FixedLenFeature([], tf.string, default_value=""),
         FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        SOURCE_ID: tf.io.FixedLenFeature([], tf.string, default_value=""),
         FRAME_RATE: tf.io.FixedLenFeature([], tf.float32, default_value=-1.0),
     }
     sequence = {}
@@ -138,6 +147,7 @@ def parse_sequence_example(
                          lambda: tf.constant(-1, tf.int32)),
         "label_text": ctx[LABEL_TEXT],
         "filename": ctx[FILENAME],
+        "source_id": ctx[SOURCE_ID],
         "frame_rate": _positive_or(ctx[FRAME_RATE], d["frame_rate"]),
     }
     if "rgb" in modalities:

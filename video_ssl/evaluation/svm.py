@@ -4,11 +4,14 @@ deepmind/brave brave/evaluate/).
 Features are pooled backbone features of augmented training clips (`train_epochs`
 passes over the train videos, each clip with its own crop, flip and colour
 augmentation), standardized (StandardScaler fit on the training features), and fed to
-a one-vs-rest `sklearn.svm.LinearSVC`. The regularization C is chosen on a validation
-split: the last `validation_fraction` of the train shards (the converter deals videos
-round-robin over shards, so every shard holds every class); the SVM is then refit on
-all training clips. A test video's score is the SVM's decision values averaged over
-its views (BraVe: 10 clips x 3 crops).
+a one-vs-rest `sklearn.svm.LinearSVC`. The regularization C is fixed, by default at
+1e-4, the value behind every number of the official code's results table
+(deepmind/brave README.md:27-28, its command :68; the required `--svm_regularization`
+flag, brave/evaluate_video_embeddings.py:45, :128, takes one value: no search). Given
+several values, C is chosen on a validation split, the last `validation_fraction` of
+the train shards (the converter deals videos round-robin over shards, so every shard
+holds every class), and the SVM is then refit on all training clips. A test video's
+score is the SVM's decision values averaged over its views (BraVe: 10 clips x 3 crops).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from video_ssl.evaluation import features as features_lib
 from video_ssl.evaluation import multiview
 from video_ssl.evaluation.protocol import EvalData, Result, classification_metrics, require
 
-DEFAULT_REGULARIZATION = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+DEFAULT_REGULARIZATION = 1e-4
 
 
 def split_validation(files: Sequence[str], fraction: float) -> tuple[list[str], list[str]]:
@@ -86,12 +89,12 @@ class _Classifier:
 
 @gin.configurable(denylist=["backbone", "data"])
 def linear_svm(backbone: keras.Model, data: EvalData, *, num_classes: int | None = None,
-               regularization: Sequence[float] = DEFAULT_REGULARIZATION,
+               regularization: float | Sequence[float] = DEFAULT_REGULARIZATION,
                train_epochs: int = 10, validation_fraction: float = 0.1,
                max_iter: int = 1000, verbose: bool = True) -> Result:
-    """BraVe's linear protocol; see the module docstring. regularization: the SVM's C,
-    or the values to choose from on the validation split. train_epochs: augmented
-    passes over the train videos (BraVe: 10)."""
+    """BraVe's linear protocol; see the module docstring. regularization: the SVM's C
+    (default 1e-4, the official code's), or several values to choose from on the
+    validation split. train_epochs: augmented passes over the train videos (BraVe: 10)."""
     require(num_classes, "linear_svm.num_classes")
     regularization = [float(c) for c in np.atleast_1d(regularization)]
     extract = dict(epochs=train_epochs, num_classes=num_classes, verbose=verbose)

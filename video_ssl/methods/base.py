@@ -8,7 +8,8 @@ in plain Python from what it is handed, and declares itself once:
   them in one factory per family, from the `train_input` bindings: `rho_views`,
   `pair_views`, `brave_views`); the method checks they have the structure it needs and
   reads its own (ρ, modalities, broad views) from them. The trainer passes them to the
-  input pipeline and hands each batch over as {"views": {name: {modality: ...}}, "label"}.
+  input pipeline and hands each batch over as {"views": {name: {modality: ...}}, "label",
+  "video_id"} (video_id: the source video of each element, for same-video positives).
 - `encoders`: {name: `Encoder(attribute, view, modality)`}, the networks users keep: the
   attribute holding the `keras.Model`, the view and modality feeding it; the first is
   the primary encoder, which users evaluate by default.
@@ -120,7 +121,8 @@ class Method(keras.Model, metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def train_step(self, data):
-        """One optimizer step on a batch {"views": {name: {modality: ...}}, "label"}."""
+        """One optimizer step on a batch {"views": {name: {modality: ...}}, "label",
+        "video_id"}."""
 
     # ----------------------------------------------------------- what others read
     @property

@@ -13,14 +13,26 @@ Per broad modality b: a backbone f_b, projector g_b and predictor h_b, and on th
 narrow side a projector g_n^b and predictor h_n^b on the one narrow backbone f_n
 (eq. 5). The K clips of a broad view share f_b, g_b and h_b (eq. 4): the narrow
 target is the mean of their projections, and L_b->n is the mean over their K
-predictions. With r(h, z) = ||h/|h| - sg[z/|z|]||^2 (eqs. 2-3):
+predictions. With r(h, z) = ||h/|h| - sg[z/|z|]||^2 (eqs. 2-3), broad modality b
+contributes L_b = r(h_n^b(z_n^b), mean_k z_b^k) + mean_k r(h_b(z_b^k), z_n^b), averaged
+over the batch, and the loss is (`loss_scale`):
 
-    L = sum_b  r(h_n^b(z_n^b), mean_k z_b^k) + mean_k r(h_b(z_b^k), z_n^b),
+    'mean' (default): mean_b L_b / 4, the mean over the 2 x (number of broad
+        modalities) regression terms of ½ r: the official code's scale
+        (deepmind/brave brave/models/brave/brave.py:291, :307), at which the paper's
+        learning rates and weight decay were tuned;
+    'sum': sum_b L_b, eqs. 1 and 5 as printed (4x 'mean' with one broad modality,
+        8x with two).
 
-averaged over the batch. No EMA networks (§3.1). Heads (§4.1): projector Linear 4096
--> BN -> ReLU -> Linear 128 -> BN, predictor Linear 4096 -> BN -> ReLU -> Linear 128,
-BN decay 0.9, eps 1e-5, synchronized across replicas by default. The predictors'
-variables are named `*predictor*`, which the recipes' `lr_multipliers` match (x10).
+The scale matters under LARS: its trust ratio makes most weights' updates independent
+of it, but not weight decay's share of them nor the plain SGD steps of biases and BN
+parameters. The trackers `loss_broad_<m>` report each modality's part of the loss
+(L_b / 4, or L_b with 'sum').
+
+No EMA networks (§3.1). Heads (§4.1): projector Linear 4096 -> BN -> ReLU -> Linear
+128 -> BN, predictor Linear 4096 -> BN -> ReLU -> Linear 128, BN decay 0.9, eps 1e-5,
+synchronized across replicas by default. The predictors' variables are named
+`*predictor*`, which the recipes' `lr_multipliers` match (x10).
 """
 from __future__ import annotations
 
@@ -38,6 +50,7 @@ from video_ssl.models import build_backbone
 from video_ssl.models.heads import mlp_head
 
 NARROW = "narrow"
+LOSS_SCALES = ("mean", "sum")
 BROAD_MODALITIES = modalities.NAMES  # any modality can be a broad view
 # §4.1: TSM-50 for every broad visual view, ResNet-50 for log-mel spectrograms.
 BROAD_BACKBONES = {"rgb": "tsm_r50", "flow": "tsm_r50", "audio": "audio_resnet50"}
@@ -96,6 +109,8 @@ class BraVe(Method):
         `width_multiplier`); narrow_backbone_kwargs: for f_n only, on top.
       hidden_dim, embedding_dim: the heads' sizes (§4.1: 4096, 128).
       synchronized_bn: SyncBN in the backbones and heads (§4.1, the official code).
+      loss_scale: 'mean' (the official code's) or 'sum' (eqs. 1-5 as printed); see the
+        module docstring.
     """
 
     def __init__(self, views: Mapping[str, ViewSpec], narrow_backbone: str | keras.Model = "tsm_r50",
@@ -103,7 +118,10 @@ class BraVe(Method):
                  backbone_kwargs: Mapping | None = None,
                  narrow_backbone_kwargs: Mapping | None = None,
                  hidden_dim: int = 4096, embedding_dim: int = 128,
-                 synchronized_bn: bool = True, **kwargs):
+                 synchronized_bn: bool = True, loss_scale: str = "mean", **kwargs):
+        if loss_scale not in LOSS_SCALES:
+            raise ValueError(f"BraVe.loss_scale: expected one of {LOSS_SCALES}, got "
+                             f"{loss_scale!r}")
         broad = _broad_modalities(views)
         super().__init__(views, {NARROW: Encoder("narrow_backbone", NARROW, "rgb"), **{
             broad_view(m): Encoder(f"{broad_view(m)}_backbone", broad_view(m), m)
@@ -111,6 +129,7 @@ class BraVe(Method):
         self.broad = broad
         self.num_broad_views = {m: views[broad_view(m)].num_clips for m in broad}
         self.synchronized_bn = bool(synchronized_bn)
+        self.loss_scale = loss_scale
         backbones = {**BROAD_BACKBONES, **dict(broad_backbones or {})}
         shared = dict(backbone_kwargs or {})
 
@@ -150,7 +169,9 @@ class BraVe(Method):
 
     # ----------------------------------------------------------------- the step
     def losses_per_modality(self, data, training: bool = True) -> dict[str, tf.Tensor]:
-        """{broad modality: L_n->b + L_b->n} of one batch (eqs. 2-5)."""
+        """{broad modality b: its part of the loss} of one batch: L_b = L_n->b + L_b->n
+        (eqs. 2-5), a quarter of it (the mean of its two terms, each ½ r) with
+        loss_scale 'mean'."""
         narrow = self.narrow_backbone(self.view_clips(data, NARROW, "rgb")[:, 0],
                                       training=training)
         terms = {}
@@ -170,13 +191,21 @@ class BraVe(Method):
             narrow_to_broad = regression(h_n, z_b)
             broad_to_narrow = tf.add_n([regression(h_b[:, i], z_n) for i in range(k)]) / k
             terms[m] = narrow_to_broad + broad_to_narrow
+            if self.loss_scale == "mean":
+                terms[m] = terms[m] / 4.0
         return terms
+
+    def total_loss(self, terms: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """The loss from `losses_per_modality`'s parts: their mean with loss_scale
+        'mean', their sum with 'sum'."""
+        total = tf.add_n(list(terms.values()))
+        return total / len(terms) if self.loss_scale == "mean" else total
 
     def train_step(self, data):
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
             terms = self.losses_per_modality(data)
-            loss = tf.add_n(list(terms.values()))
+            loss = self.total_loss(terms)
             scaled_loss = self.scaled_for_gradients(loss)
         self.apply_and_track(loss, tape.gradient(scaled_loss, variables), variables)
         for m, term in terms.items():

@@ -4,7 +4,8 @@ for Video Representation Learning"; sections, equations and Algorithm 1 refer to
 All are MoCo with one query clip and one key clip per video (Algorithm 1): the online
 encoder embeds clip 0 (the query), the momentum encoder clip 1 (its key; the clips are
 cut at random times and augmented independently, §4.2), and the loss is the
-multi-instance InfoNCE of eq. (2) over [own key, queue]; only the keys are enqueued.
+multi-instance InfoNCE of eq. (2) over [own key, queue] (UberNCE's default: the mean
+over its positives, `UberNCE.loss_form`); only the keys are enqueued.
 They share their settings, one typed `QueueNCE` (gin: `QueueNCE.<setting>` binds every
 method of the family through `<Method>.nce = @QueueNCE()`), and differ in which queue
 entries are positives of a query besides its own key:
@@ -18,16 +19,20 @@ entries are positives of a query besides its own key:
   inference mode), of the key clip's other modality to the sampler features in the
   queue (eq. 3); same-video entries are not among the K candidates. The queue holds
   aligned columns: keys of the trained stream, sampler features (L2-normalized),
-  video ids and the filled flags. Video ids: `batch["video_id"]` when the input
-  pipeline provides one (the official code uses the source-video group, so UCF101's
-  clips cut from one YouTube video are positives of each other); otherwise an id
-  unique to each sample, so only the own key is a same-video positive.
+  video ids and the filled flags. Video ids: the input pipeline's `batch["video_id"]`,
+  shared by records of one `video/source_id` (prepare_dataset writes UCF101's group
+  `<Class>_g<GG>`, so clips cut from one YouTube video are positives of each other and
+  never mined, as the official code's video_source.json: model/pretrain.py:397-406);
+  a record without one is its own video, the same id every epoch. A batch without
+  "video_id" gets an id unique to each sample, so only the own key is a same-video
+  positive.
 - `CoCLR(simultaneous=True)`: Table 1's "sim" ablation, both streams trained at once.
 
 Positive masks are built before the current batch is enqueued. Queue slots not yet
 written count neither as positives nor as negatives. Deliberate difference: the
 official code starts the queue from random unit vectors that act as negatives until
-overwritten (the first queue_size / batch steps only).
+overwritten (the first queue_size / batch steps only; CoCLR's official code takes no
+optimizer step in them, `QueueNCE.wait_for_full_queue`).
 """
 from __future__ import annotations
 
@@ -44,7 +49,7 @@ from video_ssl.data.views import ViewSpec
 from video_ssl.distribute import all_gather, num_replicas, replica_id
 from video_ssl.methods import steps
 from video_ssl.methods.base import Encoder, Method, training_view
-from video_ssl.methods.losses import multi_positive_nce
+from video_ssl.methods.losses import mean_positive_nce, multi_positive_nce
 from video_ssl.methods.momentum import SCHEDULES, MomentumEncoder
 from video_ssl.methods.queue import FeatureQueue
 from video_ssl.models import build_backbone
@@ -76,9 +81,12 @@ def cotraining_views() -> dict[str, ViewSpec]:
 class QueueNCE:
     """The settings every method of the family shares, defaults the paper's (§A.1-A.3):
     S3D, projection head FC-1024 -> ReLU -> FC-128 without BN, queue 2048, τ 0.07, a
-    fixed momentum 0.999; BatchNorm per replica batch or per `bn_group_size` clips,
-    shuffle-BN across replicas; `wait_for_full_queue`: no optimizer step until the queue
-    has been filled once (MoCo's official code)."""
+    fixed momentum 0.999; BatchNorm per replica batch or per `bn_group_size` clips;
+    `shuffle_bn`: the key encoder's BatchNorm on a shuffled batch, across replicas or,
+    on one replica of at least two groups, across its groups (`steps.shuffled_bn`);
+    `wait_for_full_queue`: no optimizer step until the queue has been filled once (the
+    official CoCLR code, main_coclr.py; its InfoNCE and UberNCE, main_nce.py, step at
+    once)."""
     backbone: str | keras.Model = "s3d"
     backbone_kwargs: Mapping = dataclasses.field(default_factory=dict)
     synchronized_bn: bool = False
@@ -213,13 +221,13 @@ class QueueNCEMethod(Method):
             self.bn_group_size, type(self).__name__), axis=-1)
 
     def keys(self, encoder: MomentumEncoder, clip: tf.Tensor) -> tf.Tensor:
-        """A momentum encoder's keys of the key clips (shuffle-BN across replicas)."""
+        """A momentum encoder's keys of the key clips (shuffle-BN)."""
         def encode(x):
             return self.embed(encoder["backbone"], encoder["projector"], x)
-        if num_replicas() == 1 or not self.nce.shuffle_bn:
+        if not self.nce.shuffle_bn:
             return encode(clip)
-        return steps.shuffled_across_replicas(
-            encode, clip, tf.stack([tf.cast(self.step, tf.int32), tf.constant(1)]))
+        return steps.shuffled_bn(encode, clip, self.bn_group_size,
+                                 tf.stack([tf.cast(self.step, tf.int32), tf.constant(1)]))
 
     def contrastive_loss(self, query, keys, queue_positives, self_positive,
                          queue_column: str = "keys") -> tf.Tensor:
@@ -232,7 +240,11 @@ class QueueNCEMethod(Method):
                              tf.broadcast_to(self.queue.filled[None], tf.shape(queue))], axis=1)
         logits = tf.where(counted, logits, tf.constant(NEG_INF, logits.dtype))
         mask = tf.concat([self_positive[:, None], queue_positives], axis=1)
-        return multi_positive_nce(logits, mask)
+        return self.nce_loss(logits, mask)
+
+    def nce_loss(self, logits: tf.Tensor, positives: tf.Tensor) -> tf.Tensor:
+        """The loss of logits (B, 1 + queue) given their positives: eq. (2)."""
+        return multi_positive_nce(logits, positives)
 
     def apply_step(self, loss, gradients, variables) -> None:
         """The optimizer step, held back until the queue is full when asked to."""
@@ -284,7 +296,25 @@ class InfoNCE(QueueNCEMethod):
 
 class UberNCE(QueueNCEMethod):
     """InfoNCE with the label oracle (§3.1, Table 1): queue entries of the query's class
-    are positives too. Needs labeled training shards."""
+    are positives too. Needs labeled training shards.
+
+    loss_form: how a query's several positives enter the loss (§3.1 does not decide).
+      "mean_over_positives" (default; the official main_nce.py, which gave Table 1's
+      UberNCE numbers): the mean over the positives of -log softmax (`mean_positive_nce`);
+      "multi_instance": -log of the positives' summed softmax, eq. (2) as CoCLR's.
+    """
+
+    LOSS_FORMS = {"mean_over_positives": mean_positive_nce,
+                  "multi_instance": multi_positive_nce}
+
+    def __init__(self, views, nce: QueueNCE = QueueNCE(), *,
+                 loss_form: str = "mean_over_positives", **kwargs):
+        steps.check_choice("UberNCE", "loss_form", loss_form, tuple(self.LOSS_FORMS))
+        super().__init__(views, nce, **kwargs)
+        self.loss_form = loss_form
+
+    def nce_loss(self, logits, positives):
+        return self.LOSS_FORMS[self.loss_form](logits, positives)
 
     def extra_queue_columns(self, embedding_dim):
         del embedding_dim
@@ -323,7 +353,8 @@ class CoCLR(QueueNCEMethod):
         step, the own key stops being a positive for queries that have other
         positives (0: the paper's eq. 2; the official code: 0.9).
       mine_only_when_full: no top-K positives until the queue has been filled once
-        (the official code's behaviour: InfoNCE with same-video positives until then).
+        (the official code's behaviour: InfoNCE with same-video positives until then;
+        it changes no update while `nce.wait_for_full_queue` holds the steps).
       simultaneous: Table 1's "sim" ablation (§4.4): both streams trained at once on
         L1 + L2 (eqs. 2 and 4), each mining its top-K positives with the other
         stream's momentum keys of the same clip. The second stream (attribute

@@ -9,7 +9,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-__all__ = ["multi_positive_nce", "info_nce", "byol_loss", "sinkhorn", "swapped_prediction_loss"]
+__all__ = ["multi_positive_nce", "mean_positive_nce", "info_nce", "byol_loss", "sinkhorn",
+           "swapped_prediction_loss"]
 
 def multi_positive_nce(logits: tf.Tensor, positive_mask: tf.Tensor) -> tf.Tensor:
     """Mean over rows of `-log(sum_pos exp(logit) / sum_all exp(logit))`.
@@ -21,6 +22,24 @@ def multi_positive_nce(logits: tf.Tensor, positive_mask: tf.Tensor) -> tf.Tensor
     masked = tf.where(positive_mask, logits, tf.constant(-float("inf"), logits.dtype))
     per_row = tf.reduce_logsumexp(logits, axis=1) - tf.reduce_logsumexp(masked, axis=1)
     return tf.reduce_mean(per_row)
+
+
+def mean_positive_nce(logits: tf.Tensor, positive_mask: tf.Tensor) -> tf.Tensor:
+    """Mean over rows of the mean over a row's positives of `-log softmax(logits)`:
+    `-(log_softmax(logits) * mask).sum(1) / mask.sum(1)` (the official UberNCE loss,
+    TengdaHan/CoCLR main_nce.py; Khosla et al. 2020's L_out). With one positive per row
+    it equals `multi_positive_nce`; with n it is at least that plus log n (Jensen), and its
+    gradient pulls every positive equally, where the multi-instance form weighs them by
+    their probability. Entries that must count neither as positive nor as negative should
+    be set to -inf beforehand (they must not be positives).
+    """
+    positive_mask = tf.cast(positive_mask, tf.bool)
+    log_probabilities = tf.nn.log_softmax(logits, axis=1)
+    # tf.where rather than a product: -inf * 0 would be NaN.
+    positive_sum = tf.reduce_sum(tf.where(positive_mask, log_probabilities,
+                                          tf.zeros_like(log_probabilities)), axis=1)
+    count = tf.reduce_sum(tf.cast(positive_mask, logits.dtype), axis=1)
+    return tf.reduce_mean(-positive_sum / count)
 
 
 def info_nce(query: tf.Tensor, keys: tf.Tensor, positive_mask: tf.Tensor,

@@ -11,12 +11,16 @@ With rho >= 3 a query has several positives. By default they share one row of eq
 official code's variant: one InfoNCE row per positive (that positive against the
 queue), averaged.
 
-Shuffle-BN: with several replicas the key encoder's inputs are gathered, permuted
-with a permutation shared by all replicas, encoded (each replica BatchNorms a random
-subset of the global batch) and un-permuted, so a query and its positive key never
-share BatchNorm statistics. On one device there is nothing to shuffle across; there
-the leakage is limited as in the official code: keys are computed one clip-batch at a
-time, so the key encoder's BatchNorm never sees two clips of one video together.
+Shuffle-BN (§B.1, `steps.shuffled_bn`): a key is not normalized with the clips its
+query was normalized with. With several replicas the key encoder's inputs are gathered,
+permuted with a permutation shared by all replicas, encoded (each replica BatchNorms a
+random subset of the global batch) and un-permuted. On one replica holding at least two
+BatchNorm groups (`bn_group_size`) the key encoder's groups interleave the query
+groups, each key group drawing its clips from as many query groups as it can (all
+different when bn_group_size² <= the replica's batch), and the keys are put back in
+order. (Keys are computed one clip-batch at a time, so two clips of one video never
+share a key group; that alone does not stop the leak: unshuffled, a key's group holds
+the same videos as its query's.) One group per replica: nothing to shuffle.
 
 The queue starts, as in the official code, from random unit vectors. The official
 code makes no optimizer step until the queue has been filled once
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from video_ssl.distribute import all_gather, num_replicas
+from video_ssl.distribute import all_gather
 from video_ssl.methods import steps
 from video_ssl.methods.losses import multi_positive_nce
 from video_ssl.methods.momentum import MomentumEncoder
@@ -68,15 +72,14 @@ class MoCo(RhoMethod):
         self.momentum.copy_from(self.online_modules())
 
     def keys(self, clip: tf.Tensor, clip_index: int) -> tf.Tensor:
-        """The momentum encoder's L2-normalized keys of one clip-batch (shuffle-BN across
-        replicas)."""
+        """The momentum encoder's L2-normalized keys of one clip-batch (shuffle-BN)."""
         def encode(x):
             return tf.math.l2_normalize(self.grouped(lambda y: self.momentum["projector"](
                 self.momentum["backbone"](y, training=True), training=True), x), axis=-1)
-        if num_replicas() == 1 or not self.shuffle_bn:
+        if not self.shuffle_bn:
             return encode(clip)
-        return steps.shuffled_across_replicas(
-            encode, clip, tf.stack([tf.cast(self.step, tf.int32), clip_index]))
+        return steps.shuffled_bn(encode, clip, self.bn_group_size,
+                                 tf.stack([tf.cast(self.step, tf.int32), clip_index]))
 
     def query_loss(self, clip, other_keys):
         """Eq. (1) of one query clip-batch against the keys of the other clips."""

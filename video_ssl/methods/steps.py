@@ -1,14 +1,16 @@
 """Building blocks of training steps that several methods share: BatchNorm groups,
 gradient accumulation, the sequential and the parallel (optionally gradient-cached)
-multi-clip steps, and shuffle-BN across replicas. Functions of what they are given,
-so a method composes them rather than inheriting them."""
+multi-clip steps, and shuffle-BN (across replicas, or across the BatchNorm groups of one
+replica). Functions of what they are given, so a method composes them rather than
+inheriting them."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
 import tensorflow as tf
 
-from video_ssl.distribute import all_gather, replica_id
+from video_ssl.distribute import all_gather, num_replicas, replica_id
 
 
 def check_choice(owner: str, name: str, value, choices: Sequence) -> None:
@@ -110,9 +112,47 @@ def parallel_loss_and_gradients(method, clips: Sequence[tf.Tensor], embed: Calla
     return loss, gradients
 
 
+def shuffled_bn(encode: Callable, batch: tf.Tensor, group_size: int | None,
+                seed) -> tf.Tensor:
+    """Shuffle-BN (MoCo's): the key encoder's `encode(batch)`, which normalizes each
+    `group_size` consecutive clips together (`grouped`; None: the replica's batch), such
+    that a key is not normalized with the clips its query was normalized with.
+
+    Several replicas: `shuffled_across_replicas` (a random permutation of the global
+    batch drawn from `seed`, as the official CoCLR code). One replica holding
+    G = batch / group_size >= 2 groups: the groups are interleaved (`interleaved_order`),
+    so each key group takes its clips from as many query groups as it can, and the keys
+    are put back in the batch's order. Key group and query group of a video then share at
+    most ceil(group_size / G) videos, the video itself included: the least any regrouping
+    allows, and only the video itself when group_size <= G (group_size² <= batch), where a
+    key shares its statistics with none of its query's group-mates. One group: nothing to
+    shuffle, `encode(batch)`.
+    """
+    if num_replicas() > 1:
+        return shuffled_across_replicas(encode, batch, seed)
+    size = batch.shape[0]
+    if group_size is None or size is None or size <= group_size or size % group_size:
+        return encode(batch)  # one group; (or `grouped` names the indivisible batch)
+    order = interleaved_order(size, group_size)
+    return tf.gather(encode(tf.gather(batch, order)), np.argsort(order))
+
+
+def interleaved_order(batch_size: int, group_size: int) -> np.ndarray:
+    """The permutation that regroups a batch of G = batch_size / group_size consecutive
+    groups so that each new group draws from the old ones in turn: position p holds
+    clip (p % G) * group_size + p // G (the (G, group_size) grid of clip indices read
+    column by column). Each new group holds at most ceil(group_size / G) clips of any old
+    group, exactly one when group_size <= G. Deterministic: the input pipeline already
+    shuffles which videos sit where, and a fixed order gives the least overlap on every
+    step, the same with any seed and under XLA; a random permutation gives
+    group_size / G on average, and more on some steps."""
+    num_groups = batch_size // group_size
+    return np.arange(batch_size).reshape(num_groups, group_size).T.reshape(-1)
+
+
 def shuffled_across_replicas(encode: Callable, batch: tf.Tensor, seed) -> tf.Tensor:
     """`encode(batch)` where each replica encodes a random subset of the global batch
-    (shuffle-BN: a query and its positive key never share BatchNorm statistics): the
+    (shuffle-BN: a key is not normalized with its query's replica batch): the
     inputs are gathered, permuted with a permutation shared by all replicas (a stateless
     draw from `seed`), encoded, gathered again and un-permuted."""
     local_batch = tf.shape(batch)[0]

@@ -362,8 +362,8 @@ def dtype_policy(name: str):
 
 def view_dataset(files: Sequence[str], views: dict, *, global_batch_size: int, seed: int,
                  input_context=None) -> tf.data.Dataset:
-    """Training batches {"views": {name: {modality: ...}}, "label"} of a method's views,
-    with the bound `train_input` dataset options."""
+    """Training batches {"views": {name: {modality: ...}}, "label", "video_id"} of a
+    method's views, with the bound `train_input` dataset options."""
     return pipeline.make_view_dataset(
         files, views, training=True, batch_size=global_batch_size,
         input_context=input_context, seed=seed,
