@@ -20,9 +20,12 @@ def demo_files(split: str = gin.REQUIRED) -> str:
     return ensure_demo_dataset(progress=True)[split]
 
 
-def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str]) -> None:
+def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str], *,
+              skip_unknown: bool = False) -> None:
     """Parses the gin files in order, then the single bindings. Each file's folder is
-    searched for its `include`s, so recipes include their base files by name."""
+    searched for its `include`s, so recipes include their base files by name.
+    `skip_unknown`: ignore bindings of configurables not registered (e.g. `train.*`
+    when only the method is built)."""
     gin_files = [resolve_gin_file(path) for path in gin_files]
     for path in gin_files:
         gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
@@ -30,7 +33,7 @@ def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str]) -> None:
     quiet = _QuietGinSearch()
     logging.getLogger().addFilter(quiet)
     try:
-        gin.parse_config_files_and_bindings(gin_files, gin_params)
+        gin.parse_config_files_and_bindings(gin_files, gin_params, skip_unknown=skip_unknown)
     finally:
         logging.getLogger().removeFilter(quiet)
 
