@@ -25,5 +25,11 @@ setup(
         "tqdm>=4.60,<5",
         "pillow>=10",
     ],
-    extras_require={"test": ["pytest>=8", "scikit-video>=1.1.11", "iscc-samples>=0.6,<0.7"]},
+    extras_require={"test": [
+        "pytest>=8", "scikit-video>=1.1.11", "iscc-samples>=0.6,<0.7",
+        # Reference implementations the checkpoint importers are checked against. torch
+        # 2.14.1 because PyPI's torchvision does not import beside the 2.13.0 CPU wheel.
+        "torch==2.14.1", "torchvision==0.29.1", "pytorchvideo==0.1.5",
+        "jax>=0.10,<0.11", "dm-haiku>=0.0.17,<0.1",
+    ]},
 )
