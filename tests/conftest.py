@@ -2,6 +2,12 @@
 empty gin config around every test, tiny shards. Helpers that are not fixtures are in
 helpers.py (and tiny_methods.py); no test module imports another."""
 import os
+import sys
+
+# The reference implementations' torch is a CUDA build whose Triton, loaded after
+# TensorFlow, crashes the process (their LLVM symbols clash); CPU tests never need it,
+# and torch treats an unimportable Triton as absent.
+sys.modules.setdefault("triton", None)
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
