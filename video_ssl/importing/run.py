@@ -8,8 +8,8 @@ extraction and `init_checkpoints` take it as they take a run of `video_ssl.train
 
   DIR/operative_config.gin   the bindings that build the method
   DIR/input_spec.json        its views and encoders (the source model's input)
-  DIR/checkpoints/ckpt-0     the method's weights, the imported encoders among them
-                             (momentum encoders copied from them)
+  DIR/checkpoints/ckpt-0     the method's weights, the imported encoders and heads among
+                             them (momentum encoders copied from them)
   DIR/import.json            the source file, its format, what was imported and
                              which of its tensors were left out, and why
 
@@ -46,6 +46,9 @@ class Converted:
     encoders: {encoder name: {Keras variable path: array}}: the weights of each of the
       method's encoders the file holds, in Keras layout.
     description: one line saying what the file holds.
+    heads: {method attribute: {Keras variable path: array}}: the weights of the method's
+      heads (e.g. "projector", "predictor", "prototypes") the file holds with the same
+      structure as this project's, in Keras layout.
     """
     format: str
     source: SourceTensors
@@ -54,6 +57,7 @@ class Converted:
     bindings: list[str]
     encoders: dict[str, dict[str, np.ndarray]]
     description: str
+    heads: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
 
 def _build_method(converted: Converted):
@@ -76,6 +80,8 @@ def write_run(converted: Converted, output_dir: str, *, overwrite: bool = False)
         method, operative = _build_method(converted)
         for name, weights in converted.encoders.items():
             assign(method.encoder_model(name), weights, source=converted.source.path)
+        for name, weights in converted.heads.items():
+            assign(getattr(method, name), weights, source=converted.source.path)
         method.after_initialization()
     finally:
         gin.clear_config()
@@ -83,7 +89,7 @@ def write_run(converted: Converted, output_dir: str, *, overwrite: bool = False)
     record = {"format": converted.format, "source": os.path.abspath(converted.source.path),
               "description": converted.description, "method": converted.method,
               "recipe": converted.gin_files, "bindings": converted.bindings,
-              "encoders": sorted(converted.encoders),
+              "encoders": sorted(converted.encoders), "heads": sorted(converted.heads),
               "left_out": [{"tensors": n, "why": why} for why, n in dropped.items()]}
     prefix = []
 
