@@ -24,6 +24,7 @@ setup(
         "scikit-learn>=1.4,<2",
         "tqdm>=4.60,<5",
         "pillow>=10",
+        "pyyaml>=5.4",  # the training config inside PySlowFast checkpoints
     ],
     extras_require={"test": [
         "pytest>=8", "scikit-video>=1.1.11", "iscc-samples>=0.6,<0.7",
