@@ -8,8 +8,8 @@ extraction and `init_checkpoints` take it as they take a run of `video_ssl.train
 
   DIR/operative_config.gin   the bindings that build the method
   DIR/input_spec.json        its views and encoders (the source model's input)
-  DIR/checkpoints/ckpt-0     the method's weights, the imported encoders among them
-                             (momentum encoders copied from them)
+  DIR/checkpoints/ckpt-0     the method's weights, the imported encoders (and heads)
+                             among them (momentum encoders copied from them)
   DIR/import.json            the source file, its format, what was imported and
                              which of its tensors were left out, and why
 
@@ -24,11 +24,12 @@ import json
 import os
 
 import gin
+import keras
 import numpy as np
 import tensorflow as tf
 
 from video_ssl import atomic, config
-from video_ssl.importing.weights import SourceTensors, assign
+from video_ssl.importing.weights import ImportFailure, SourceTensors, assign
 
 IMPORT_FILE = "import.json"
 
@@ -46,6 +47,8 @@ class Converted:
     encoders: {encoder name: {Keras variable path: array}}: the weights of each of the
       method's encoders the file holds, in Keras layout.
     description: one line saying what the file holds.
+    heads: {method attribute: {Keras variable path: array}}: the weights of the
+      method's projection heads (or other parts that are Keras models) the file holds.
     """
     format: str
     source: SourceTensors
@@ -54,6 +57,7 @@ class Converted:
     bindings: list[str]
     encoders: dict[str, dict[str, np.ndarray]]
     description: str
+    heads: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
 
 def _build_method(converted: Converted):
@@ -66,6 +70,14 @@ def _build_method(converted: Converted):
     return method, gin.operative_config_str()
 
 
+def _head(method, name: str, source: str) -> keras.Model:
+    head = getattr(method, name, None)
+    if not isinstance(head, keras.Model):
+        raise ImportFailure(f"{source}: converted head {name!r} is not a part of "
+                            f"{type(method).__name__}")
+    return head
+
+
 def write_run(converted: Converted, output_dir: str, *, overwrite: bool = False) -> str:
     """Writes `converted` as a run in `output_dir` (see the module); returns the
     checkpoint prefix. Raises `weights.ImportFailure` naming the file when a source
@@ -76,6 +88,9 @@ def write_run(converted: Converted, output_dir: str, *, overwrite: bool = False)
         method, operative = _build_method(converted)
         for name, weights in converted.encoders.items():
             assign(method.encoder_model(name), weights, source=converted.source.path)
+        for name, weights in converted.heads.items():
+            assign(_head(method, name, converted.source.path), weights,
+                   source=converted.source.path)
         method.after_initialization()
     finally:
         gin.clear_config()
@@ -83,7 +98,7 @@ def write_run(converted: Converted, output_dir: str, *, overwrite: bool = False)
     record = {"format": converted.format, "source": os.path.abspath(converted.source.path),
               "description": converted.description, "method": converted.method,
               "recipe": converted.gin_files, "bindings": converted.bindings,
-              "encoders": sorted(converted.encoders),
+              "encoders": sorted(converted.encoders), "heads": sorted(converted.heads),
               "left_out": [{"tensors": n, "why": why} for why, n in dropped.items()]}
     prefix = []
 
