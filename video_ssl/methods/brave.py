@@ -106,7 +106,9 @@ class BraVe(Method):
       broad_backbones: {modality: registry name or built model} for f_b, defaults
         `BROAD_BACKBONES`.
       backbone_kwargs: extra `build_backbone` arguments for every backbone (e.g.
-        `width_multiplier`); narrow_backbone_kwargs: for f_n only, on top.
+        `width_multiplier`); narrow_backbone_kwargs: for f_n only, on top;
+        broad_backbone_kwargs: {modality: kwargs} for that f_b only, on top (e.g. an
+        imported checkpoint's TSM `shift_layout`, which the audio network has not).
       hidden_dim, embedding_dim: the heads' sizes (§4.1: 4096, 128).
       synchronized_bn: SyncBN in the backbones and heads (§4.1, the official code).
       loss_scale: 'mean' (the official code's) or 'sum' (eqs. 1-5 as printed); see the
@@ -117,6 +119,7 @@ class BraVe(Method):
                  *, broad_backbones: Mapping[str, str | keras.Model] | None = None,
                  backbone_kwargs: Mapping | None = None,
                  narrow_backbone_kwargs: Mapping | None = None,
+                 broad_backbone_kwargs: Mapping[str, Mapping] | None = None,
                  hidden_dim: int = 4096, embedding_dim: int = 128,
                  synchronized_bn: bool = True, loss_scale: str = "mean", **kwargs):
         if loss_scale not in LOSS_SCALES:
@@ -132,6 +135,10 @@ class BraVe(Method):
         self.loss_scale = loss_scale
         backbones = {**BROAD_BACKBONES, **dict(broad_backbones or {})}
         shared = dict(backbone_kwargs or {})
+        broad_kwargs = dict(broad_backbone_kwargs or {})
+        if set(broad_kwargs) - set(broad):
+            raise ValueError(f"BraVe.broad_backbone_kwargs: expected some of the broad "
+                             f"modalities {broad}, got {sorted(broad_kwargs)}")
 
         def backbone(model, modality, extra=None):
             if not isinstance(model, str):
@@ -149,7 +156,7 @@ class BraVe(Method):
         narrow_dim = int(self.narrow_backbone.output_shape[-1])
         for m in broad:
             name = broad_view(m)
-            setattr(self, f"{name}_backbone", backbone(backbones[m], m))
+            setattr(self, f"{name}_backbone", backbone(backbones[m], m, broad_kwargs.get(m)))
             broad_dim = int(getattr(self, f"{name}_backbone").output_shape[-1])
             setattr(self, f"{name}_projector", head(broad_dim, f"{name}_projector", True))
             setattr(self, f"{name}_predictor", head(embedding_dim, f"{name}_predictor", False))

@@ -15,13 +15,20 @@ Trainable parameters (no classifier, RGB): `tsm_r50` 23,500,352 (BraVe 23.5M),
 `tsm_r50x2` 93,891,712 (BraVe 93.9M).
 
 Choices, documented differences from the references:
-- Channel layout of the shift follows the TSM paper: channels [0, C/8) take frame t+1,
-  [C/8, C/4) take frame t-1, the rest stay. BraVe's code instead writes the last C/8
-  channels of t+1 into the first slots and the first C/8 of t-1 into the last ones; the
-  two differ only by a fixed permutation of the next conv's input channels.
+- Channel layout of the shift (`shift_layout`): "tsm" (default), the TSM paper's:
+  channels [0, n) take frame t+1, [n, 2n) take frame t-1, the rest stay. "brave" is
+  BraVe's (deepmind/brave `brave/models/brave/tsm_resnet.py:467-497`,
+  `temporal_shift_gpu`): the last n channels of frame t+1 go to slots [0, n), the first
+  n of frame t-1 to the last n slots, the middle stays. Both shift 1/8 of the channels
+  each way, so either trains an equally capable network; but they shift different
+  channels of the residual stream, so weights trained with one do not fit the other:
+  BraVe's checkpoints need "brave" (with "tsm", random weights in BraVe's model moved
+  the pooled features by 0.24-0.28 relative; docs/brave.md). The default stays "tsm":
+  runs trained before the option existed do not record it.
 - 'same' padding everywhere as the Haiku reference; He fan-out init (Haiku uses a
-  fan-in truncated normal); BN momentum 0.9 / epsilon 1e-5 as BraVe (which synchronizes
-  BN across replicas: pass `synchronized_bn=True` for that).
+  fan-in truncated normal); BN momentum 0.9 / epsilon 1e-5 as BraVe's `hk.BatchNorm`
+  (decay 0.9, its default eps 1e-5; `brave/models/brave/modules.py:121-127`), which
+  synchronizes BN across replicas: pass `synchronized_bn=True` for that.
 """
 from __future__ import annotations
 
@@ -58,53 +65,72 @@ class UnfoldFrames(keras.layers.Layer):
         return (clip_shape[0], clip_shape[1], *frames_shape[1:])
 
 
+SHIFT_LAYOUTS = ("tsm", "brave")
+
+
 @keras.saving.register_keras_serializable(package="video_ssl")
 class TemporalShift(keras.layers.Layer):
     """TSM shift of folded frames: [(B·T, H, W, C) frames, (B, T, ...) clip] -> frames.
 
-    Channels [0, n) at frame t take frame t+1 and channels [n, 2n) take frame t-1 of the
-    same clip, with n = int(C · fraction); frames past either end are zeros.
+    With n = int(C · fraction) and frames past either end zeros, `layout` "tsm":
+    channels [0, n) at frame t take frame t+1 and [n, 2n) take frame t-1 of the same
+    clip; "brave": slots [0, n) take channels [C-n, C) of frame t+1, slots [C-n, C)
+    take channels [0, n) of frame t-1 (see the module docstring).
     """
 
-    def __init__(self, fraction: float = 0.125, **kwargs):
+    def __init__(self, fraction: float = 0.125, layout: str = "tsm", **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= fraction <= 0.5:
             raise ValueError(f"TemporalShift fraction {fraction}: expected a value in [0, 0.5]")
+        if layout not in SHIFT_LAYOUTS:
+            raise ValueError(f"TemporalShift layout {layout!r}: expected one of {SHIFT_LAYOUTS}")
         self.fraction = fraction
+        self.layout = layout
 
     def call(self, inputs):
         frames, clip = inputs
-        shift = int(frames.shape[-1] * self.fraction)
+        channels = frames.shape[-1]
+        shift = int(channels * self.fraction)
         if shift == 0:
             return frames
         frame_shape = ops.shape(frames)
         x = ops.reshape(frames, (-1, ops.shape(clip)[1], *frame_shape[1:]))
         no_pad = [[0, 0]] * 3
-        from_next = ops.pad(x[:, 1:, ..., :shift], [[0, 0], [0, 1], *no_pad])
-        from_previous = ops.pad(x[:, :-1, ..., shift:2 * shift], [[0, 0], [1, 0], *no_pad])
-        x = ops.concatenate([from_next, from_previous, x[..., 2 * shift:]], axis=-1)
-        return ops.reshape(x, frame_shape)
+
+        def from_next(start, stop):
+            return ops.pad(x[:, 1:, ..., start:stop], [[0, 0], [0, 1], *no_pad])
+
+        def from_previous(start, stop):
+            return ops.pad(x[:, :-1, ..., start:stop], [[0, 0], [1, 0], *no_pad])
+
+        if self.layout == "tsm":
+            parts = [from_next(0, shift), from_previous(shift, 2 * shift), x[..., 2 * shift:]]
+        else:
+            parts = [from_next(channels - shift, channels), x[..., shift:channels - shift],
+                     from_previous(0, shift)]
+        return ops.reshape(ops.concatenate(parts, axis=-1), frame_shape)
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
 
     def get_config(self):
-        return {**super().get_config(), "fraction": self.fraction}
+        return {**super().get_config(), "fraction": self.fraction, "layout": self.layout}
 
 
 def tsm_resnet50(*, width_multiplier: float = 1.0, input_channels: int = 3,
                  bn_momentum: float = 0.9, bn_epsilon: float = 1e-5,
                  synchronized_bn: bool = False, return_endpoints: bool = False,
                  input_shape=None, channel_shift_fraction: float = 0.125,
-                 name: str = "tsm_r50") -> keras.Model:
+                 shift_layout: str = "tsm", name: str = "tsm_r50") -> keras.Model:
     """TSM-ResNet-50 v2; pooled 2048·multiplier-d. Endpoints conv1, res2..res5 as
     (B, T, h, w, c) maps, and pooled. `channel_shift_fraction` 0 gives a per-frame
-    ResNet-50 v2 averaged over time (TSN)."""
+    ResNet-50 v2 averaged over time (TSN); `shift_layout` "tsm" (the TSM paper's) or
+    "brave" (BraVe's code's, which its checkpoints need): see the module docstring."""
     norm = Norm(bn_momentum, bn_epsilon, synchronized_bn)
     clip = video_input(input_shape, input_channels)
 
     def make_shift(block_name):
-        shift = TemporalShift(channel_shift_fraction, name=f"{block_name}_shift")
+        shift = TemporalShift(channel_shift_fraction, shift_layout, name=f"{block_name}_shift")
         return lambda frames: shift([frames, clip])
 
     frame_maps = resnet50_v2_2d(FoldFrames(name="fold_frames")(clip),
