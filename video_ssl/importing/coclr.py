@@ -26,7 +26,7 @@ recipe (16384: K400, else UCF101's; the size is bound either way), `--encoder` t
 modality of encoder_q ("rgb" or "flow"; by default read from the released file names,
 e.g. `...-rgb-...`, `InfoNCE-ucf101-f-...`, `...-flow-...`).
 
-Input (main_nce.py:43-46, 59, 207-209; the same in main_coclr.py): 32 consecutive
+Input (main_nce.py:43, 45, 59, 207-209; the same in main_coclr.py): 32 consecutive
 frames (ds = 1) at 128x128, values in [0, 1] normalized with ImageNet's mean and std.
 Flow networks take 3 channels (backbone/select_backbone.py:4-7, never called with
 another `first_channel`): the flow JPEG (128, dy, dx) normalized the same way, which
