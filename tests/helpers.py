@@ -199,3 +199,33 @@ def read_records(prefix):
             raw = tf.train.SequenceExample.FromString(serialized.numpy())
             records[parsed["filename"].numpy().decode()] = (parsed, raw)
     return records
+
+
+# ------------------------------------------------------- torch reference models
+
+
+def randomize_reference(model, features, clips):
+    """A torch reference model (eval mode) whose pooled features depend on the input:
+    He-initialized convs, random gamma and beta, BatchNorm statistics measured on
+    `clips` (run through `features`) and then perturbed. (PyTorch's default init with
+    arbitrary statistics gives deep models whose features hardly depend on the input,
+    which would hide a wrong layout.)"""
+    import torch
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv3d):
+                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        for norm in norms:
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.normal_(0.0, 0.1)
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average: the statistics of `clips`
+        model.train()
+        features(clips)
+        for norm in norms:
+            norm.momentum = 0.1
+            noise = torch.randn_like(norm.running_mean)
+            norm.running_mean += 0.1 * norm.running_var.sqrt() * noise
+            norm.running_var *= torch.empty_like(norm.running_var).uniform_(0.8, 1.25)
+    return model.eval()

@@ -16,6 +16,10 @@ Choices, documented differences from the references:
 - Convs use He (fan-out) init; CoCLR uses N(0, 0.01), the TF code truncated N(0, 0.01).
 - Gating (S3D-G) is applied on the four branches of every Inception block as in
   CoCLR; the TF S3D-G code also gates the `conv2c` output (+37k parameters).
+
+Flow: this project's flow clips are (dx, dy) in pixels (2 channels); CoCLR's flow
+network reads a 3-channel image of them. `flow_input="coclr_image"` puts that image in
+front of the stem (`CoCLRFlowImage`), so that CoCLR's flow weights apply unchanged.
 """
 from __future__ import annotations
 
@@ -46,6 +50,16 @@ _POOLS_BEFORE = {
     "mixed5b": ("pool5a", 2, 2),
 }
 _ENDPOINT_BLOCKS = ("mixed3c", "mixed4f", "mixed5c")
+FLOW_INPUTS = ("pixels", "coclr_image")
+
+# CoCLR's flow frames: TV-L1 (dx, dy) clipped to +-20 px and scaled to [0, 255], written
+# by OpenCV as BGR (dx, dy, 128) (TengdaHan/MemDPC process_data/src/extract_ff.py:13-21,
+# 53, 63-69, the script CoCLR's author extracted them with: TengdaHan/CoCLR#12), read as RGB,
+# i.e. (128, dy, dx) (CoCLR dataset/lmdb_dataset.py:37-38, 311), scaled to [0, 1] and
+# normalized with ImageNet's mean and std like its RGB frames (main_nce.py:207-209).
+COCLR_FLOW_BOUND = 20.0
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @keras.saving.register_keras_serializable(package="video_ssl")
@@ -67,6 +81,31 @@ class SelfGating(keras.layers.Layer):
         average = ops.mean(inputs, axis=(1, 2, 3))
         gates = ops.sigmoid(ops.matmul(average, self.kernel) + self.bias)
         return inputs * gates[:, None, None, None, :]
+
+
+@keras.saving.register_keras_serializable(package="video_ssl")
+class CoCLRFlowImage(keras.layers.Layer):
+    """(..., 2) flow (dx, dy) in pixels -> (..., 3) the image CoCLR's flow network reads:
+    (128 / 255, dy, dx), each flow channel clipped to +-20 px and mapped to [0, 1], then
+    ImageNet-normalized.
+
+    Exact for flow stored with bound 20 (the schema's default, CoCLR's): `data.flow`
+    dequantizes an 8-bit value q to dx = q * 40 / 255 - 20, and (dx + 20) / 40 is
+    CoCLR's q / 255. Neither dropping the constant channel nor folding these affine
+    maps into the stem's kernel would be exact: the stem pads the normalized image with
+    zeros, so their contribution differs within 3 pixels of the borders."""
+
+    def call(self, flow):
+        bound = COCLR_FLOW_BOUND
+        scaled = (ops.clip(flow, -bound, bound) + bound) / (2.0 * bound)
+        constant = ops.full_like(scaled[..., :1], 128.0 / 255.0)
+        image = ops.concatenate([constant, scaled[..., 1:2], scaled[..., 0:1]], axis=-1)
+        mean = ops.convert_to_tensor(IMAGENET_MEAN, image.dtype)
+        std = ops.convert_to_tensor(IMAGENET_STD, image.dtype)
+        return (image - mean) / std
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 3)
 
 
 def _separable_conv(x, filters: int, kernel: int, strides=(1, 1), *, norm: Norm, name: str):
@@ -95,14 +134,19 @@ def _inception(x, widths, *, gating: bool, norm: Norm, name: str):
 
 def _build(*, gating: bool, width_multiplier: float, input_channels: int, bn_momentum: float,
            bn_epsilon: float, synchronized_bn: bool, return_endpoints: bool, input_shape,
-           name: str) -> keras.Model:
+           flow_input: str, name: str) -> keras.Model:
     if width_multiplier <= 0:
         raise ValueError(f"{name}: width_multiplier must be > 0, got {width_multiplier}")
+    if flow_input not in FLOW_INPUTS:
+        raise ValueError(f"{name}: flow_input {flow_input!r}; expected one of {FLOW_INPUTS}")
     norm = Norm(bn_momentum, bn_epsilon, synchronized_bn)
     inputs = video_input(input_shape, input_channels)
     endpoints = {}
 
-    x = _separable_conv(inputs, width(64, width_multiplier), 7, strides=(2, 2), norm=norm,
+    x = inputs
+    if flow_input == "coclr_image" and input_channels == 2:
+        x = CoCLRFlowImage(name="coclr_flow_image")(x)
+    x = _separable_conv(x, width(64, width_multiplier), 7, strides=(2, 2), norm=norm,
                         name="conv1a")
     endpoints["conv1a"] = x
     x = max_pool3d(x, (1, 3, 3), (1, 2, 2), name="pool2a")
@@ -124,23 +168,30 @@ def _build(*, gating: bool, width_multiplier: float, input_channels: int, bn_mom
 
 def s3d(*, width_multiplier: float = 1.0, input_channels: int = 3, bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-5, synchronized_bn: bool = False, return_endpoints: bool = False,
-        input_shape=None) -> keras.Model:
+        input_shape=None, flow_input: str = "pixels") -> keras.Model:
     """S3D without gating (CoCLR's encoder): (B, T, H, W, C) -> (B, 1024 × width).
 
     Endpoints: conv1a (T/2, H/2), conv2c (T/2, H/4), mixed3c (T/2, H/8),
     mixed4f (T/4, H/16), mixed5c (T/8, H/32), pooled.
+    flow_input: how flow clips (input_channels=2, (dx, dy) in pixels) reach the stem:
+    "pixels" as they are, "coclr_image" as the image CoCLR's flow network reads
+    (`CoCLRFlowImage`, a 3-channel stem). Other inputs are not affected, so one setting
+    serves both streams of a CoCLR run (`QueueNCE.backbone_kwargs`).
     """
     return _build(gating=False, width_multiplier=width_multiplier,
                   input_channels=input_channels, bn_momentum=bn_momentum,
                   bn_epsilon=bn_epsilon, synchronized_bn=synchronized_bn,
-                  return_endpoints=return_endpoints, input_shape=input_shape, name="s3d")
+                  return_endpoints=return_endpoints, input_shape=input_shape,
+                  flow_input=flow_input, name="s3d")
 
 
 def s3dg(*, width_multiplier: float = 1.0, input_channels: int = 3, bn_momentum: float = 0.9,
          bn_epsilon: float = 1e-5, synchronized_bn: bool = False,
-         return_endpoints: bool = False, input_shape=None) -> keras.Model:
+         return_endpoints: bool = False, input_shape=None,
+         flow_input: str = "pixels") -> keras.Model:
     """S3D-G: S3D with `SelfGating` on every Inception branch; same shapes as `s3d`."""
     return _build(gating=True, width_multiplier=width_multiplier,
                   input_channels=input_channels, bn_momentum=bn_momentum,
                   bn_epsilon=bn_epsilon, synchronized_bn=synchronized_bn,
-                  return_endpoints=return_endpoints, input_shape=input_shape, name="s3dg")
+                  return_endpoints=return_endpoints, input_shape=input_shape,
+                  flow_input=flow_input, name="s3dg")
