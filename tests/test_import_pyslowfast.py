@@ -4,7 +4,7 @@ saved as PySlowFast's `projects/contrastive_ssl` checkpoints.
 The reference: `pytorchvideo.models.resnet.create_resnet` as PySlowFast's Slow R-50
 (stem 1x7x7, res4-res5 inflated 3x1x1) at a quarter of the width (WIDTH_PER_GROUP 16,
 which the importer binds as `width_multiplier`), random weights, perturbed BatchNorm
-statistics. Its state dict is renamed into PySlowFast's module names and wrapped as
+statistics (`helpers.randomize_reference`). Its state dict is renamed into PySlowFast's module names and wrapped as
 PySlowFast's `ContrastiveModel` holds it, in the dict `save_checkpoint` writes (see
 `pyslowfast_checkpoint`); the heads are torch MLPs in the layout of PySlowFast's
 `MLPHead`.
@@ -21,6 +21,7 @@ pytorchvideo_resnet = pytest.importorskip("pytorchvideo.models.resnet")
 yaml = pytest.importorskip("yaml")
 import tensorflow as tf  # noqa: E402
 
+from helpers import randomize_reference  # noqa: E402
 from video_ssl import pretrained  # noqa: E402
 from video_ssl.import_checkpoint import import_checkpoint  # noqa: E402
 from video_ssl.importing import pyslowfast  # noqa: E402
@@ -79,9 +80,10 @@ def mlp_head_torch(sizes, batch_norm):
 
 def reference_network(seed):
     torch.manual_seed(seed)
-    return perturbed(pytorchvideo_resnet.create_resnet(
+    network = pytorchvideo_resnet.create_resnet(
         model_depth=50, stem_dim_out=WIDTH_PER_GROUP, stem_conv_kernel_size=(1, 7, 7),
-        head=None))
+        head=None)
+    return randomize_reference(network, network, torch.randn(8, *CLIP[1:]))
 
 
 def reference_heads(kind, seed):
@@ -194,9 +196,13 @@ def test_byol_checkpoint_gives_the_reference_features_and_heads(files, reference
     assert encoder.clip == {"num_frames": 4, "frame_stride": 8, "crop_size": 64,
                             "target_fps": 30.0}
     assert encoder.normalization == {"mean": 0.45, "std": 0.225}
-    clip = np.random.default_rng(0).normal(size=CLIP).astype("float32")
+    clip, other = np.random.default_rng(0).normal(size=(2, *CLIP)).astype("float32")
     ours = encoder.backbone(np.transpose(clip, (0, 2, 3, 4, 1)), training=False).numpy()
-    assert relative_difference(ours, torch_features(online, clip)) < 1e-3
+    theirs = torch_features(online, clip)
+    # The reference's features depend on its input (so a wrong layout would show) ...
+    assert relative_difference(torch_features(online, other), theirs) > 0.1
+    # ... and ours are the same.
+    assert relative_difference(ours, theirs) < 1e-3
 
     # The heads are in the run: its projector's (and the momentum projector's copy) and
     # predictor's output biases are the file's.
