@@ -23,7 +23,6 @@ video_models = pytest.importorskip("torchvision.models.video")
 from helpers import randomize_reference  # noqa: E402
 from video_ssl.import_checkpoint import import_checkpoint  # noqa: E402
 from video_ssl.importing import coclr  # noqa: E402
-from video_ssl.importing.weights import ImportFailure  # noqa: E402
 from video_ssl.models.heads import mlp_head  # noqa: E402
 from video_ssl.pretrained import load_encoder  # noqa: E402
 

@@ -44,7 +44,8 @@ import numpy as np
 from video_ssl.importing import s3d_layout, torch_file
 from video_ssl.importing.run import Converted
 from video_ssl.importing.torch_layers import (BATCHES_TRACKED, BATCHES_TRACKED_REASON,
-                                              KerasWeights, is_tensor, keras_shapes)
+                                              KerasWeights, is_tensor, keras_shapes,
+                                              tensors_in)
 from video_ssl.importing.weights import ImportFailure, SourceTensors
 
 MODALITIES = ("rgb", "flow")
@@ -124,22 +125,12 @@ def _source_tensors(path: str, checkpoint) -> tuple[dict, SourceTensors]:
                             "tensors")
     if all(k.startswith("module.") for k in state):  # saved from a DataParallel model
         state = {k[len("module."):]: v for k, v in state.items()}
-    return state, SourceTensors(path, {**state, **_flatten(checkpoint.get("optimizer"),
-                                                           "optimizer")})
+    return state, SourceTensors(path, {**state, **tensors_in(checkpoint.get("optimizer"),
+                                                             "optimizer")})
 
 
 def _describe(value) -> str:
     return f"keys {list(value)[:6]}" if isinstance(value, dict) else type(value).__name__
-
-
-def _flatten(value, prefix: str) -> dict[str, np.ndarray]:
-    """The arrays in nested dicts and lists, named by their path."""
-    if is_tensor(value):
-        return {prefix: value}
-    items = value.items() if isinstance(value, dict) else (
-        enumerate(value) if isinstance(value, (list, tuple)) else ())
-    return {name: array for key, item in items
-            for name, array in _flatten(item, f"{prefix}.{key}").items()}
 
 
 def _method(path: str, state: dict) -> str:
@@ -224,7 +215,7 @@ def _drop_training_state(source: SourceTensors) -> None:
                 "encoder_q, as main_coclr.py:283-290 starts a stage")
     source.drop(r"^queue", "queues (training state that training refills; main_coclr.py "
                 "drops them too)")
-    source.drop(r"^optimizer\.", "Adam's state (training state)")
+    source.drop(r"^optimizer/", "Adam's state (training state)")
     source.drop(rf"\.{BATCHES_TRACKED}$", BATCHES_TRACKED_REASON)
 
 

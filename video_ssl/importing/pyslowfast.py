@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import yaml
 
 from video_ssl import config
 from video_ssl.importing import torch_file
 from video_ssl.importing.run import Converted
+from video_ssl.importing.torch_layers import (BATCHES_TRACKED, BATCHES_TRACKED_REASON,
+                                              batch_norm, conv_kernel, linear, tensors_in)
 from video_ssl.importing.weights import ImportFailure, SourceTensors
 from video_ssl.models.backbones import resnet3d
 from video_ssl.models.backbones.layers import width
@@ -120,10 +121,6 @@ METHODS = {
     "swav": _Method("SwAV", "swav", momentum=False, projector_layers="SwAV.num_layers",
                     prototypes="SwAV.num_prototypes"),
 }
-
-_BATCH_NORM = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
-               "running_var": "moving_variance"}
-
 
 def convert(path: str, *, encoder: str | None = None) -> Converted:
     """The run of the checkpoint at `path` (see the module); `encoder` "backbone"
@@ -239,42 +236,17 @@ def _source_tensors(path: str, checkpoint: dict) -> SourceTensors:
     tensors = dict(checkpoint["model_state"])
     for entry, value in checkpoint.items():
         if entry != "model_state":
-            tensors.update(_arrays_in(value, entry))
+            tensors.update(tensors_in(value, entry))
     source = SourceTensors(path, tensors)
     source.drop(lambda key: "/" in key, "training state besides the model (optimizer, "
                                         "loss scaler)")
     return source
 
 
-def _arrays_in(value, prefix: str) -> dict:
-    if isinstance(value, np.ndarray):
-        return {prefix: value}
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, (list, tuple)):
-        items = enumerate(value)
-    else:
-        return {}
-    found = {}
-    for key, item in items:
-        found.update(_arrays_in(item, f"{prefix}/{key}"))
-    return found
-
-
-def _conv(source: SourceTensors, key: str, shape: tuple) -> np.ndarray:
-    """A torch Conv3d kernel (out, in, t, h, w) as Keras' (t, h, w, in, out)."""
-    return np.transpose(source.take(key, shape), (2, 3, 4, 1, 0))
-
-
-def _batch_norm(source: SourceTensors, prefix: str, layer: str, channels: int) -> dict:
-    return {f"{layer}/{ours}": source.take(f"{prefix}.{theirs}", (channels,))
-            for theirs, ours in _BATCH_NORM.items()}
-
-
 def _conv_bn(source, prefix: str, conv: str, bn: str, layer: str, shape: tuple) -> dict:
     """`prefix.conv` and `prefix.bn` as Keras `layer` and `layer_bn`."""
-    return {f"{layer}/kernel": _conv(source, f"{prefix}.{conv}.weight", shape),
-            **_batch_norm(source, f"{prefix}.{bn}", f"{layer}_bn", shape[0])}
+    return {f"{layer}/kernel": conv_kernel(source, f"{prefix}.{conv}.weight", shape),
+            **batch_norm(source, f"{prefix}.{bn}", f"{layer}_bn", shape[0])}
 
 
 def _backbone(source: SourceTensors, prefix: str, depth: int, multiplier: float,
@@ -307,29 +279,20 @@ def _backbone(source: SourceTensors, prefix: str, depth: int, multiplier: float,
     return weights
 
 
-def _linear(source: SourceTensors, prefix: str, layer: str, fan_in: int, fan_out: int, *,
-            bias: bool = True) -> dict:
-    """A torch Linear (weight (out, in)) as a Keras Dense `layer` (kernel (in, out))."""
-    weights = {f"{layer}/kernel": source.take(f"{prefix}.weight", (fan_out, fan_in)).T}
-    if bias:
-        weights[f"{layer}/bias"] = source.take(f"{prefix}.bias", (fan_out,))
-    return weights
-
-
 def _mlp(source: SourceTensors, prefix: str, name: str, sizes: list[int],
-         batch_norm: bool) -> dict:
+         with_bn: bool) -> dict:
     """PySlowFast's MLPHead at `prefix` (head_helper.py:161-187: nn.Sequential of Linear,
     then per further layer [BN ->] ReLU -> Linear; no bias before a BN) as this project's
     `mlp_head` `name` of the same sizes (`sizes`: input, hidden..., output)."""
     weights, index = {}, 0
     for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         last = layer == len(sizes) - 2
-        weights.update(_linear(source, f"{prefix}.{index}", f"{name}/{name}_linear{layer}",
-                               fan_in, fan_out, bias=last or not batch_norm))
+        weights.update(linear(source, f"{prefix}.{index}", f"{name}/{name}_linear{layer}",
+                              fan_in, fan_out, bias=last or not with_bn))
         index += 1
-        if not last and batch_norm:
-            weights.update(_batch_norm(source, f"{prefix}.{index}", f"{name}/{name}_bn{layer}",
-                                       fan_out))
+        if not last and with_bn:
+            weights.update(batch_norm(source, f"{prefix}.{index}", f"{name}/{name}_bn{layer}",
+                                      fan_out))
             index += 1
         index += 1  # the ReLU
     return weights
@@ -345,7 +308,7 @@ def _heads(source: SourceTensors, prefix: str, cfg: _Config, method: _Method,
     head = f"{prefix}head"
     heads, bindings = {}, []
     if layers == 1:  # a plain Linear (head_helper.py:261-262), as a 1-layer mlp_head
-        heads["projector"] = _linear(source, f"{head}.projection", "projector/projector_linear0",
+        heads["projector"] = linear(source, f"{head}.projection", "projector/projector_linear0",
                                      feature_dim, dim)
     elif isinstance(method.batch_norm, bool) and bn_mlp != method.batch_norm:
         source.drop(rf"^{head}\.projection\.",
@@ -393,7 +356,7 @@ def _drop_the_rest(source: SourceTensors, encoder: str, method: _Method) -> None
                     "momentum encoder)")
     source.drop(r"^(queue_x|ptr|iter|queue_swav)$", "queues and counters of training")
     source.drop(r"^knn_mem\.", "the memory bank of the training-time kNN monitor")
-    source.drop(r"\.num_batches_tracked$", "BatchNorm's batch counters (used in training only)")
+    source.drop(rf"\.{BATCHES_TRACKED}$", BATCHES_TRACKED_REASON)
 
 
 def _clip_bindings(cfg: _Config) -> list[str]:
