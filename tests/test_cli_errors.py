@@ -1,4 +1,4 @@
-"""What the three CLIs print on bad input: one line naming the file or binding, exit 1,
+"""What the CLIs print on bad input: one line naming the file or binding, exit 1,
 no traceback (unless --verbose or VIDEO_SSL_TRACEBACK=1), quiet TensorFlow; the
 model_dir lock; the first-record audio check; --help without TensorFlow."""
 import json
@@ -25,7 +25,7 @@ def one_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("tool", ["train", "evaluate", "export"])
+@pytest.mark.parametrize("tool", ["train", "evaluate", "export", "import_checkpoint"])
 def test_help_answers_without_tensorflow(tool):
     code = textwrap.dedent(f"""
         import runpy, sys
@@ -363,3 +363,23 @@ def test_only_the_chief_locks_the_model_dir(tmp_path, shards, monkeypatch):
         holder.wait()
     assert code == 0
     assert sorted(os.listdir(model_dir)) == [run_lock.LOCK_FILE]
+
+
+def test_import_checkpoint_errors_are_one_line_and_write_nothing(tmp_path, capsys):
+    from video_ssl import import_checkpoint
+    text = tmp_path / "notes.pyth"
+    text.write_text("not a checkpoint\n")
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    output = tmp_path / "run"
+    for fmt, path, expected in (
+            ("pyslowfast", tmp_path / "missing.pyth", "missing.pyth: no such file"),
+            ("pyslowfast", text, "notes.pyth: not a file torch.save wrote"),
+            ("coclr", text, "notes.pyth: not a file torch.save wrote"),
+            ("brave", empty, "empty.npy")):
+        code = import_checkpoint.main([f"--format={fmt}", f"--input={path}",
+                                       f"--output={output}"])
+        line = one_line(capsys.readouterr().err)
+        assert code == 1 and line.startswith("video_ssl.import_checkpoint: error: "), line
+        assert expected in line, line
+        assert not output.exists() and not (tmp_path / "run.tmp").exists()
