@@ -1,6 +1,7 @@
 """The importers' shared parts: the torch.save reader (against torch itself), the
 exactly-once weight mapping and the run writer (against `pretrained.load_encoder`)."""
 import argparse
+import json
 import os
 
 import numpy as np
@@ -8,7 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from video_ssl import pretrained  # noqa: E402
+from helpers import EVAL_CONFIGS, eval_overlay, run_main  # noqa: E402
+from video_ssl import evaluate, export, pretrained  # noqa: E402
 from video_ssl.importing import torch_file  # noqa: E402
 from video_ssl.importing.run import Converted, write_run  # noqa: E402
 from video_ssl.importing.weights import ImportFailure, SourceTensors, assign  # noqa: E402
@@ -133,3 +135,24 @@ def test_write_run_is_a_training_run_for_load_encoder(tmp_path):
     with pytest.raises(ImportFailure, match=r"nothing for .* weight 'res5_1_b/kernel'"):
         write_run(_converted("f.pth", missing), failed)
     assert not os.path.exists(failed) and not os.path.exists(failed + ".tmp")
+
+
+@pytest.mark.slow
+def test_an_imported_run_evaluates_fuses_and_exports_unchanged(tmp_path, shards):
+    """What every consumer of a training run does, on a written run: retrieval with
+    two-stream fusion (`--fuse_with`) and a SavedModel export."""
+    reference = build_backbone("slow_r18", width_multiplier=0.125)
+    weights = {v.path: v.numpy() for v in reference.weights}
+    run = str(tmp_path / "imported")
+    write_run(_converted("f.pth", weights), run)
+    code, out, err = run_main(evaluate, [
+        f"--gin_file={os.path.join(EVAL_CONFIGS, 'retrieval_ucf101.gin')}",
+        f"--gin_file={eval_overlay(tmp_path, {'train': shards, 'test': shards})}",
+        f"--checkpoint={run}",
+        f"--fuse_with={run}", f"--output_dir={tmp_path / 'eval'}"])
+    assert code == 0, err
+    fused = json.loads((tmp_path / "eval" / "eval_retrieval_ucf101_fused.json").read_text())
+    assert 0.0 <= fused["metrics"]["recall@1"] <= 1.0
+    code, out, err = run_main(export, [f"--model_dir={run}", f"--output={tmp_path / 'saved'}"])
+    assert code == 0, err
+    assert (tmp_path / "saved" / "saved_model.pb").exists()
