@@ -24,7 +24,8 @@ ALL_NAMES = [pytest.param(name, marks=pytest.mark.slow) if name in TWINS else na
              for name in available_backbones()]
 
 # Pooled width at full width; every width used here divides by 8.
-FEATURE_DIMS = {"slow_r18": 512, "slow_r50": 2048, "slow_r101": 2048, "r2plus1d_18": 512,
+FEATURE_DIMS = {"slow_r18": 512, "slow_r50": 2048, "slow_r101": 2048, "r3d_50": 2048,
+                "r2plus1d_18": 512,
                 "s3d": 1024, "s3dg": 1024, "tsm_r50": 2048, "tsm_r50x2": 4096,
                 "audio_resnet50": 2048}
 
@@ -40,6 +41,7 @@ EXPECTED_ENDPOINTS = {
     "slow_r18": _resnet_endpoints((8, 8, 16, 32, 64), (BATCH, 4)),
     "slow_r50": _resnet_endpoints((8, 32, 64, 128, 256), (BATCH, 4)),
     "slow_r101": _resnet_endpoints((8, 32, 64, 128, 256), (BATCH, 4)),
+    "r3d_50": _resnet_endpoints((8, 32, 64, 128, 256), (BATCH, 2)),  # conv1's stride 2
     "tsm_r50": _resnet_endpoints((8, 32, 64, 128, 256), (BATCH, 4)),
     "tsm_r50x2": _resnet_endpoints((16, 64, 128, 256, 512), (BATCH, 4)),
     "audio_resnet50": {"conv1": (BATCH, 32, 16, 8), "res2": (BATCH, 16, 8, 32),
@@ -48,8 +50,8 @@ EXPECTED_ENDPOINTS = {
 }
 
 # Trainable parameters (no classifier) reported by the papers: Feichtenhofer et al. 2021
-# (Slow R-50), Recasens et al. 2021 (TSM, audio).
-PAPER_PARAMS = {"slow_r50": 31.6e6, "tsm_r50": 23.5e6, "tsm_r50x2": 93.9e6,
+# (Slow R-50), Recasens et al. 2021 (TSM, audio); CVRL's README (R3D-50).
+PAPER_PARAMS = {"slow_r50": 31.6e6, "r3d_50": 31.7e6, "tsm_r50": 23.5e6, "tsm_r50x2": 93.9e6,
                 "audio_resnet50": 23.5e6}
 
 

@@ -27,7 +27,8 @@ def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
                     "torchvision) as a video_ssl training run.")
     parser.add_argument("--format", required=True, choices=FORMATS,
                         help="the file's format (the code that wrote it)")
-    parser.add_argument("--input", required=True, help="the checkpoint file")
+    parser.add_argument("--input", required=True,
+                        help="the checkpoint file (cvrl: a TF checkpoint prefix or its folder)")
     parser.add_argument("--output", required=True, help="the run directory to write")
     parser.add_argument("--encoder", default=None,
                         help="which model of the file, where it holds several (see the "
@@ -52,9 +53,10 @@ def import_checkpoint(format: str, path: str, output: str, *, encoder: str | Non
     checkpoint prefix."""
     if format not in FORMATS:
         raise ValueError(f"--format={format}: expected one of {list(FORMATS)}")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
     converter = importlib.import_module(f"video_ssl.importing.{format}")
+    # A format may take more than a file (cvrl: a checkpoint prefix or its folder).
+    if not getattr(converter, "input_exists", os.path.isfile)(path):
+        raise FileNotFoundError(f"{path}: no such file")
     converted = converter.convert(path, encoder=encoder)
     return write_run(converted, output, overwrite=overwrite)
 

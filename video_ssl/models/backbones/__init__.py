@@ -16,6 +16,7 @@ _BUILDERS = {
     "slow_r18": "resnet3d:slow_r18",
     "slow_r50": "resnet3d:slow_r50",
     "slow_r101": "resnet3d:slow_r101",
+    "r3d_50": "resnet3d:r3d_50",
     "r2plus1d_18": "r2plus1d:r2plus1d_18",
     "s3d": "s3d:s3d",
     "s3dg": "s3d:s3dg",

@@ -1,7 +1,9 @@
 """Building blocks shared by the backbones: padded convs, BatchNorm, widths.
 
 Keras 'same' padding with stride 2 pads asymmetrically (0 before, 1 after); the
-PyTorch references pad (k-1)//2 on both sides, so strided convs here pad explicitly.
+PyTorch references pad (k-1)//2 on both sides, so strided convs here pad explicitly
+(padding "symmetric", the default). Networks from TensorFlow references (TF Model
+Garden) take padding "same": Keras' own, asymmetric where strided.
 """
 from __future__ import annotations
 
@@ -39,24 +41,36 @@ def _pads(kernel, strides, dims):
                                   for k, s in zip(kernel, strides))
 
 
-def _padded_conv(x, dims: int, filters: int, kernel, strides, *, name: str, **kwargs):
-    """Conv{dims}D padded symmetrically in front when strided, 'same' otherwise."""
+PADDINGS = ("symmetric", "same")
+
+
+def check_padding(padding: str) -> str:
+    if padding not in PADDINGS:
+        raise ValueError(f"padding {padding!r}: expected one of {list(PADDINGS)}")
+    return padding
+
+
+def _padded_conv(x, dims: int, filters: int, kernel, strides, *, name: str,
+                 padding: str = "symmetric", **kwargs):
+    """Conv{dims}D padded symmetrically in front when strided (padding "symmetric"),
+    else Keras 'same'."""
     conv = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}[dims]
     pad = {2: keras.layers.ZeroPadding2D, 3: keras.layers.ZeroPadding3D}[dims]
     kernel, strides, pads = _pads(kernel, strides, dims)
-    padding = "same"
-    if any(s > 1 for s in strides) and any(sum(p) for p in pads):
+    keras_padding = "same"
+    if check_padding(padding) == "symmetric" and any(s > 1 for s in strides) and any(
+            sum(p) for p in pads):
         x = pad(pads, name=f"{name}_pad")(x)
-        padding = "valid"
-    return conv(filters, kernel, strides, padding=padding, kernel_initializer=HE_NORMAL,
+        keras_padding = "valid"
+    return conv(filters, kernel, strides, padding=keras_padding, kernel_initializer=HE_NORMAL,
                 name=name, **kwargs)(x)
 
 
 def conv3d(x, filters: int, kernel, strides=1, *, name: str, use_bias: bool = False,
-           groups: int = 1):
-    """Conv3D with reference (symmetric) padding; 'same' when stride is 1."""
+           groups: int = 1, padding: str = "symmetric"):
+    """Conv3D with reference (symmetric) padding, or Keras 'same' (see `_padded_conv`)."""
     return _padded_conv(x, 3, filters, kernel, strides, name=name, use_bias=use_bias,
-                        groups=groups)
+                        groups=groups, padding=padding)
 
 
 def conv2d(x, filters: int, kernel, strides=1, *, name: str, use_bias: bool = False):
@@ -64,20 +78,24 @@ def conv2d(x, filters: int, kernel, strides=1, *, name: str, use_bias: bool = Fa
     return _padded_conv(x, 2, filters, kernel, strides, name=name, use_bias=use_bias)
 
 
-def max_pool3d(x, pool, strides, *, name: str):
-    """MaxPool3D padded symmetrically like PyTorch's MaxPool3d(padding=(k-1)//2).
+def max_pool3d(x, pool, strides, *, name: str, padding: str = "symmetric"):
+    """MaxPool3D padded symmetrically like PyTorch's MaxPool3d(padding=(k-1)//2), or
+    with Keras 'same' (padding "same").
 
     Zero padding equals PyTorch's -inf padding because every pool here follows a ReLU.
     """
+    if check_padding(padding) == "same":
+        return keras.layers.MaxPool3D(pool, strides, padding="same", name=name)(x)
     pool, strides, pads = _pads(pool, strides, 3)
     if any(sum(p) for p in pads):
         x = keras.layers.ZeroPadding3D(pads, name=f"{name}_pad")(x)
     return keras.layers.MaxPool3D(pool, strides, padding="valid", name=name)(x)
 
 
-def conv_bn(x, filters: int, kernel, strides=1, *, norm: Norm, name: str, relu: bool = True):
+def conv_bn(x, filters: int, kernel, strides=1, *, norm: Norm, name: str, relu: bool = True,
+            padding: str = "symmetric"):
     """`conv3d` -> BatchNorm (`{name}_bn`) -> optional ReLU (`{name}_relu`)."""
-    x = norm(conv3d(x, filters, kernel, strides, name=name), name=f"{name}_bn")
+    x = norm(conv3d(x, filters, kernel, strides, name=name, padding=padding), name=f"{name}_bn")
     return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
