@@ -8,9 +8,10 @@ tf-models-official 2.20), with tf.Variables under nested tf.Modules at 1/8 width
 Adam stands in for Model Garden's Keras SGD: both save slots as `.OPTIMIZER_SLOT` and
 their own state under `optimizer/`. Model Garden itself needs tf_keras and is not a
 dependency here; its ResNet3D is transcribed below in tf.nn ops (TF 'SAME' padding,
-BN epsilon 1e-3, the stem's temporal stride 2) as the numerical reference. Against the
-real tf-models-official 2.20 model (full width, 16x224x224 and 16x161x161 clips) the
-imported features were equal to the last bit, outside this repository.
+BN epsilon 1e-3, the stem's temporal stride 2) as the numerical reference. Outside this
+repository, with the real tf-models-official 2.20 model: `_Layout` at full width holds
+its trainer checkpoint's model variables key for key and shape for shape, and the
+imported features equal its own to the last bit (16x224x224 and 16x161x161 clips).
 """
 import json
 import os
@@ -288,6 +289,9 @@ def test_a_folder_gives_its_newest_checkpoint_and_a_backbone_alone_imports(tmp_p
     newest = layout.save(folder, step=200, head=False)
     converted = cvrl.convert(folder)
     assert converted.source.path == newest and not converted.heads
+    os.remove(os.path.join(folder, "checkpoint"))  # no state file: the highest step
+    assert cvrl.convert(folder).source.path == newest
+    assert cvrl.convert(newest + ".index").source.path == newest
     np.testing.assert_allclose(converted.encoders["rgb"]["conv1/kernel"],
                                layout.arrays["backbone/layer_with_weights-0/kernel"], rtol=1e-6)
     assert not any(b.startswith("SimCLR.") for b in converted.bindings)
@@ -319,6 +323,12 @@ def test_what_is_not_a_cvrl_checkpoint_fails_in_one_line(tmp_path):
     tf.raw_ops.SaveV2(prefix=str(tmp_path / "tf1"), tensor_names=["conv1/weights"],
                       shape_and_slices=[""], tensors=[tf.zeros((2, 2))])
     _fails(tmp_path, tmp_path / "tf1", "name-based")
+    # A truncated data file.
+    prefix = _Layout().save(str(tmp_path / "truncated"), trainer=False)
+    data = f"{prefix}.data-00000-of-00001"
+    with open(data, "r+b") as f:
+        f.truncate(os.path.getsize(data) // 2)
+    _fails(tmp_path, prefix, "not a readable TensorFlow checkpoint")
     # One of this project's own runs: not Model Garden's layout.
     tf.train.Checkpoint(model=tf.Module()).write(str(tmp_path / "ours" / "ckpt"))
     _fails(tmp_path, tmp_path / "ours" / "ckpt", "no tensor 'backbone/layer_with_weights-0/")

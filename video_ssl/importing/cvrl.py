@@ -3,7 +3,7 @@
 CVRL (Qian et al. 2021) is SimCLR on two clips of one video; its released R3D-50
 checkpoints (Kinetics-400 200 and 800 epochs, Kinetics-600 800 epochs, and the
 ImageNet-inflated baseline; the project's README) are TF2 object-based checkpoints.
-`--input` is the checkpoint prefix (`.../ckpt-71488`, or its `.index` file) or a folder
+`--input` is the checkpoint prefix (`.../ckpt-71488`, or one of its files) or a folder
 holding one (the newest is taken); it is read with `tf.train.load_checkpoint`.
 
 The file. Model Garden's trainer saves `tf.train.Checkpoint(global_step, model,
@@ -40,11 +40,11 @@ over it: 16 frames 2 stored frames apart (no frame-rate resampling), 224² crops
 (zero_centering_image False, vision/configs/video_classification.py:53;
 vision/ops/preprocess_ops_3d.py:429-449). The recipe's augmentation and clip sampling
 stay this project's. CVRL's head, Dense -> BN -> ReLU three times then Dense 2048 ->
-128 (configs/video_ssl.py:43-48, BN epsilon 1e-5), is this project's SimCLR projector
+128 (configs/video_ssl.py:43-49, BN epsilon 1e-5), is this project's SimCLR projector
 with 4 layers; the Dense biases before a BN are folded into its moving mean (the
 same function; only BN momentum, 0.997 there and 0.9 here, differs, which matters
 only to further training). A head without hidden layers is linear evaluation's
-classifier (configs/video_ssl.py:117-119) and is left out, as is the optimizer state
+classifier (configs/video_ssl.py:118-120) and is left out, as is the optimizer state
 (SGD momentum slots, iterations, hyperparameters) and the step counters.
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ CLIP_BINDINGS = ["train_input.num_frames = 16", "train_input.frame_stride = 2",
 
 
 def input_exists(path: str) -> bool:
-    """Whether `path` is a checkpoint prefix, its `.index` file or a folder."""
+    """Whether `path` is a checkpoint prefix, one of its files or a folder."""
     return os.path.isdir(path) or os.path.isfile(path) or os.path.isfile(f"{path}.index")
 
 
@@ -85,9 +85,14 @@ def _key(*parts: str) -> str:
     return "/".join(parts) + VALUE
 
 
+def _step(prefix: str) -> int:
+    match = re.search(r"-(\d+)$", prefix)
+    return int(match[1]) if match else -1
+
+
 def _prefix(path: str) -> str:
-    """The checkpoint prefix `path` names: itself, its `.index` file's prefix, or the
-    newest checkpoint of a folder (by its `checkpoint` file, else by step number)."""
+    """The checkpoint prefix `path` names: itself, the prefix of one of its files, or
+    the newest checkpoint of a folder (by its `checkpoint` file, else by step number)."""
     if os.path.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if latest:
@@ -96,9 +101,8 @@ def _prefix(path: str) -> str:
         if not prefixes:
             raise ImportFailure(f"{path}: no checkpoint in this folder (expected PREFIX.index "
                                 "and PREFIX.data-* files of a TF2 checkpoint)")
-        step = lambda p: int(m[1]) if (m := re.search(r"-(\d+)$", p)) else -1  # noqa: E731
-        return max(prefixes, key=lambda p: (step(p), p))
-    return path[:-len(".index")] if path.endswith(".index") else path
+        return max(prefixes, key=lambda p: (_step(p), p))
+    return re.sub(r"\.(index|data-\d+-of-\d+)$", "", path)
 
 
 def _read(path: str) -> SourceTensors:
@@ -107,17 +111,15 @@ def _read(path: str) -> SourceTensors:
     try:
         reader = tf.train.load_checkpoint(prefix)
         shapes = reader.get_variable_to_shape_map()
-        if OBJECT_GRAPH not in shapes:
-            raise ImportFailure(f"{prefix}: a name-based (TF1) checkpoint; expected a TF2 "
-                                "object-based checkpoint as TF Model Garden's trainer writes")
         tensors = {key: reader.get_tensor(key) for key in shapes if key != OBJECT_GRAPH}
-    except (tf.errors.OpError, ValueError) as error:
-        if isinstance(error, ImportFailure):
-            raise
+    except (tf.errors.OpError, ValueError, IndexError) as error:  # IndexError: truncated
         reason = (getattr(error, "message", None) or str(error)).strip().splitlines()[0]
         raise ImportFailure(f"{prefix}: not a readable TensorFlow checkpoint ({reason[:200]}); "
                             "expected the prefix of a TF2 checkpoint (PREFIX.index and "
                             "PREFIX.data-*) or a folder holding one") from None
+    if OBJECT_GRAPH not in shapes:
+        raise ImportFailure(f"{prefix}: a name-based (TF1) checkpoint; expected a TF2 "
+                            "object-based checkpoint as TF Model Garden's trainer writes")
     return SourceTensors(prefix, tensors)
 
 
