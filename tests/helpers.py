@@ -148,6 +148,24 @@ def save_run(method, directory) -> str:
     return str(directory)
 
 
+def restored_method(model_dir):
+    """The method of a run directory, built from its operative config and restored from
+    its checkpoint ckpt-0 (what `pretrained.load_encoder` builds), e.g. to read the heads
+    an importer wrote."""
+    from video_ssl import config
+    from video_ssl.methods.base import read_input_spec
+    config.register_configurables()
+    with open(os.path.join(model_dir, "operative_config.gin")) as f:
+        gin.parse_config(f.read(), skip_unknown=True)
+    try:
+        method = config.method_configurable(read_input_spec(model_dir)["method"])()
+    finally:
+        gin.clear_config()
+    tf.train.Checkpoint(model=method).restore(
+        os.path.join(model_dir, "checkpoints", "ckpt-0")).expect_partial()
+    return method
+
+
 # ------------------------------------------------------------------- evaluation
 
 

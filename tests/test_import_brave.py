@@ -11,12 +11,11 @@ here (not on PyPI); its features were compared outside the repository (docs/brav
 import json
 import os
 
-import gin
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from video_ssl import config as config_lib, pretrained
+from helpers import restored_method
+from video_ssl import pretrained
 from video_ssl.import_checkpoint import import_checkpoint
 from video_ssl.importing import brave, npy_file
 from video_ssl.methods.base import read_input_spec
@@ -165,20 +164,6 @@ def test_every_tensor_lands_in_its_keras_weight(imported):
     assert {k for k in dropped if k not in counters} == copies - set(counters)
 
 
-def _method(out):
-    """The BraVe method of a run, restored (what `load_encoder` builds)."""
-    config_lib.register_configurables()
-    with open(os.path.join(out, "operative_config.gin")) as f:
-        gin.parse_config(f.read(), skip_unknown=True)
-    try:
-        method = config_lib.method_configurable(read_input_spec(out)["method"])()
-    finally:
-        gin.clear_config()
-    tf.train.Checkpoint(model=method).restore(
-        os.path.join(out, "checkpoints", "ckpt-0")).expect_partial()
-    return method
-
-
 def _batch_norm(x, tree, module):
     """Haiku's BatchNorm at inference (dm-haiku batch_norm.py; eps 1e-5)."""
     mean = tree.state[f"{module}/~/mean_ema"]["average"]
@@ -205,7 +190,7 @@ def test_run_is_brave_recipe_with_the_source_input_and_heads(imported):
     shifts = [layer for layer in narrow.backbone.layers if isinstance(layer, TemporalShift)]
     assert len(shifts) == 16 and {s.layout for s in shifts} == {"brave"}
 
-    method = _method(out)
+    method = restored_method(out)
     assert method.broad == ("flow", "audio")
     assert {s.layout for s in method.broad_flow_backbone.layers
             if isinstance(s, TemporalShift)} == {"brave"}

@@ -16,17 +16,15 @@ imported features equal its own to the last bit (16x224x224 and 16x161x161 clips
 import json
 import os
 
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import run_main
-from video_ssl import config as config_lib, import_checkpoint as cli, pretrained
+from helpers import restored_method, run_main
+from video_ssl import import_checkpoint as cli, pretrained
 from video_ssl.import_checkpoint import import_checkpoint
 from video_ssl.importing import cvrl
 from video_ssl.importing.weights import ImportFailure
-from video_ssl.methods.base import read_input_spec
 from video_ssl.models import build_backbone
 
 WIDTH = 8  # the stem's channels: 1/8 of R3D-50
@@ -234,20 +232,6 @@ def test_every_variable_lands_in_its_keras_weight(trainer_checkpoint):
     assert "BACKBONE_KWARGS = {'width_multiplier': 0.125}" in converted.bindings
 
 
-def _method(out):
-    """The run's SimCLR method, restored (what `load_encoder` builds)."""
-    config_lib.register_configurables()
-    with open(os.path.join(out, "operative_config.gin")) as f:
-        gin.parse_config(f.read(), skip_unknown=True)
-    try:
-        method = config_lib.method_configurable(read_input_spec(out)["method"])()
-    finally:
-        gin.clear_config()
-    tf.train.Checkpoint(model=method).restore(
-        os.path.join(out, "checkpoints", "ckpt-0")).expect_partial()
-    return method
-
-
 def _relative(ours, reference):
     return np.abs(ours - reference).max() / np.abs(reference).max()
 
@@ -271,7 +255,7 @@ def test_features_and_projections_match_model_gardens_forward(imported):
     assert _relative(ours, reference) < 1e-3
 
     # The head: Model Garden's biases before a BN folded into its moving mean.
-    projector = _method(out).projector
+    projector = restored_method(out).projector
     z = projector(reference, training=False).numpy()
     assert _relative(z, model_garden_head(layout, reference)) < 1e-4
     # PyTorch-style padding or BN epsilon, same weights: other features (why r3d_50).
