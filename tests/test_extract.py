@@ -25,12 +25,13 @@ from video_ssl.importing.run import Converted, write_run  # noqa: E402
 from video_ssl.importing.weights import SourceTensors  # noqa: E402
 from video_ssl.models.backbones import build_backbone  # noqa: E402
 
-CLIP_S = 1.0  # 4 frames, stride 2, at 8 fps
+CLIP_S = 0.875  # 4 frames, stride 2, at 8 fps: frames 0 to 6 of 1/8 s
 
 
-def _tiny_run(directory: str, modality_bindings=()) -> str:
-    """A MoCo run of a random slow_r18/8 on 4 x 32 x 32 clips at 8 fps, normalized."""
-    backbone = build_backbone("slow_r18", width_multiplier=0.125)
+def _tiny_run(directory: str, modality: str = "rgb") -> str:
+    """A MoCo run of a random slow_r18/8 on 4 x 32 x 32 clips at 8 fps (RGB: normalized)."""
+    backbone = build_backbone("slow_r18", width_multiplier=0.125,
+                              input_channels=3 if modality == "rgb" else 2)
     rng = np.random.default_rng(0)
     weights = {v.path: (v.numpy() + rng.normal(size=v.shape) * 0.05).astype("float32")
                for v in backbone.weights}
@@ -42,9 +43,9 @@ def _tiny_run(directory: str, modality_bindings=()) -> str:
         bindings=["BACKBONE = 'slow_r18'", "BACKBONE_KWARGS = {'width_multiplier': 0.125}",
                   "train_input.num_frames = 4", "train_input.frame_stride = 2",
                   "train_input.target_fps = 8", "train_input.crop_size = 32",
-                  "train_input.mean = (0.5, 0.4, 0.3)", "train_input.std = (0.2, 0.2, 0.25)",
-                  *modality_bindings],
-        encoders={"rgb": weights}, description="random weights"), directory)
+                  *(["train_input.mean = (0.5, 0.4, 0.3)", "train_input.std = (0.2, 0.2, 0.25)"]
+                    if modality == "rgb" else [f"rho_views.modality = '{modality}'"])],
+        encoders={modality: weights}, description="random weights"), directory)
     return directory
 
 
@@ -110,3 +111,83 @@ def test_clips_features_are_the_exports_serve_on_the_same_clips(tmp_path, run_di
     assert code == 0, err
     np.testing.assert_allclose(np.load(os.path.join(exported, "features.npy")), features,
                                atol=1e-5)
+
+
+@pytest.mark.slow
+def test_windows_cover_the_video_with_the_stated_stride(tmp_path, run_dir, media):
+    csv_path = tmp_path / "videos.csv"
+    csv_path.write_text(f"{media}/cycling/bikes.mp4,bikes\n"
+                        f"{media}/film/demo.webm,demo,10,15.5\n")  # a 5.5 s segment
+    for name, flags, length in (("clip", [], CLIP_S), ("window", ["--window_s=2"], 2.0)):
+        code, err, out = _extract(tmp_path, run_dir, str(csv_path), name, "--stride_s=1.5",
+                                  *flags)
+        assert code == 0, err
+        rows = _index(out)
+        assert len(np.load(os.path.join(out, "features.npy"))) == len(rows)
+        for video, duration in (("bikes.mp4", 10.0), ("demo.webm#t=10,15.5", 5.5)):
+            mine = [r for r in rows if r["video"].endswith(video)]
+            starts = [float(r["start_s"]) for r in mine]
+            ends = [float(r["end_s"]) for r in mine]
+            assert starts == pytest.approx(np.arange(len(mine)) * 1.5, abs=1e-3), (name, video)
+            assert np.allclose(np.subtract(ends, starts), length, atol=1e-3)
+            # Every second of the video is in a window: the last one ends within a stride.
+            assert duration - 1.5 < ends[-1] <= duration + 1e-3, (name, video, ends)
+    assert json.load(open(os.path.join(out, "meta.json")))["sampling"]["window_s"] == 2.0
+
+
+class _Killed(Exception):
+    pass
+
+
+def _stop_after_first_chunk(index):
+    raise _Killed(index)
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_to_the_same_bytes(tmp_path, run_dir, media):
+    sampling = Sampling(clips=2)
+    whole = str(tmp_path / "whole")
+    run_lib.extract(run_dir, media, whole, sampling, chunk_videos=2, batch_size=3)
+    resumed = str(tmp_path / "resumed")
+    with pytest.raises(_Killed):
+        run_lib.extract(run_dir, media, resumed, sampling, chunk_videos=2, batch_size=3,
+                        after_chunk=_stop_after_first_chunk)
+    # Nothing under a final name, one chunk saved.
+    assert os.listdir(resumed) == [".partial"]
+    assert sorted(os.listdir(os.path.join(resumed, ".partial"))) == ["chunk-00000.npz",
+                                                                    "settings.json"]
+    run_lib.extract(run_dir, media, resumed, sampling, chunk_videos=2, batch_size=3)
+    for name in ("features.npy", "index.csv", "errors.txt", "meta.json"):
+        assert (open(os.path.join(whole, name), "rb").read()
+                == open(os.path.join(resumed, name), "rb").read()), name
+    assert sorted(os.listdir(resumed)) == ["errors.txt", "features.npy", "index.csv",
+                                           "meta.json"]
+    # Other flags on the same output: refused, naming what differs.
+    code, err, _ = _extract(tmp_path, run_dir, media, "resumed", "--clips=5")
+    assert code == 1 and "sampling" in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_shards_give_their_modality_and_a_missing_one_is_one_line(tmp_path, run_dir, media):
+    shards = write_shards(tmp_path / "tiny", [0, 1, None], num_frames=20,
+                          modalities=("rgb", "flow"), class_names=["a", "b"])
+    pattern = shard_pattern(shards)
+    code, err, out = _extract(tmp_path, run_dir, pattern, "rgb", "--clips=2", "--float16")
+    assert code == 0, err
+    features, rows = np.load(os.path.join(out, "features.npy")), _index(out)
+    assert features.shape == (9, 64) and features.dtype == np.float16
+    assert [r["label"] for r in rows[::3]] == ["a", "b", ""]
+    assert rows[0]["video"] == "video_00 (tiny-00000-of-00001.tfrecord#0)"
+
+    flow_run = _tiny_run(str(tmp_path / "flow_run"), "flow")
+    code, err, out = _extract(tmp_path, flow_run, pattern, "flow", "--clips=1")
+    assert code == 0, err
+    assert np.load(os.path.join(out, "features.npy")).shape == (6, 64)
+    # Video files hold no flow; shards without it neither: one line naming both.
+    code, err, _ = _extract(tmp_path, flow_run, media, "no_flow")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "takes flow" in err and media in err
+    rgb_only = shard_pattern(write_shards(tmp_path / "rgb", [0], num_frames=8))
+    code, err, _ = _extract(tmp_path, flow_run, rgb_only, "no_flow")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "takes flow" in err and "FORWARD_FLOW/image/encoded" in err
