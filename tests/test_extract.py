@@ -20,7 +20,8 @@ from video_ssl.export import export_model_dir  # noqa: E402
 from video_ssl.extraction import run as run_lib  # noqa: E402
 from video_ssl.extraction.encoder import load_model  # noqa: E402
 from video_ssl.extraction.inputs import list_videos  # noqa: E402
-from video_ssl.extraction.sampling import ClipMaker, Sampling  # noqa: E402
+from video_ssl.extraction.clips import ClipMaker  # noqa: E402
+from video_ssl.extraction.sampling import Sampling  # noqa: E402
 from video_ssl.importing.run import Converted, write_run  # noqa: E402
 from video_ssl.importing.weights import SourceTensors  # noqa: E402
 from video_ssl.models.backbones import build_backbone  # noqa: E402

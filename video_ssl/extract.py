@@ -15,6 +15,7 @@ import sys
 from typing import Sequence
 
 from video_ssl import console  # no TensorFlow: --help and the quiet start come first
+from video_ssl.extraction.sampling import Sampling  # no TensorFlow either
 
 
 def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
@@ -38,10 +39,16 @@ def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=32, help="clips per model call")
     parser.add_argument("--float16", action="store_true", help="save features as float16")
     args = parser.parse_args(argv)
-    if args.clips is None and args.stride_s is None:
-        args.clips = 1
     if args.batch_size < 1:
         parser.error(f"--batch_size={args.batch_size}: expected at least 1")
+    windows = args.stride_s is not None or args.window_s is not None
+    try:
+        clips = 1 if args.clips is None and not windows else args.clips  # one clip by default
+        args.sampling = Sampling(clips=clips,
+                                 window_s=args.window_s, stride_s=args.stride_s,
+                                 crops=args.crops)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 
@@ -50,7 +57,6 @@ if __name__ == "__main__":
 
 # The imports below load TensorFlow.
 from video_ssl.extraction.run import extract  # noqa: E402
-from video_ssl.extraction.sampling import Sampling  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,9 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    sampling = Sampling(clips=args.clips, window_s=args.window_s, stride_s=args.stride_s,
-                        crops=args.crops)
-    extract(args.model, args.input, args.output, sampling, encoder=args.encoder,
+    extract(args.model, args.input, args.output, args.sampling, encoder=args.encoder,
             batch_size=args.batch_size, float16=args.float16)
     return 0
 

@@ -24,7 +24,8 @@ from video_ssl.console import error_line
 from video_ssl.extraction import encoder as encoder_lib
 from video_ssl.extraction import inputs as inputs_lib
 from video_ssl.extraction.output import ChunkedOutput
-from video_ssl.extraction.sampling import ClipMaker, Sampling, VideoClips
+from video_ssl.extraction.clips import ClipMaker, VideoClips
+from video_ssl.extraction.sampling import Sampling
 
 CHUNK_VIDEOS = 32
 MEAN = "mean"  # the clip and crop of a per-video mean row
