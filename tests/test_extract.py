@@ -99,7 +99,8 @@ def test_clips_features_are_the_exports_serve_on_the_same_clips(tmp_path, run_di
     np.testing.assert_allclose(features[9], features[:9].mean(0), rtol=1e-5, atol=1e-6)
     # The clips of bikes.mp4 (10 s) start at 0 and end at the video's end.
     bikes = rows[:9]
-    assert float(bikes[0]["start_s"]) == 0 and float(bikes[-1]["end_s"]) == pytest.approx(10, abs=0.13)
+    assert float(bikes[0]["start_s"]) == 0
+    assert float(bikes[-1]["end_s"]) == pytest.approx(10, abs=0.13)
 
     # The export's serve signature on the same clips gives the same features.
     saved = str(tmp_path / "saved")
@@ -192,3 +193,35 @@ def test_shards_give_their_modality_and_a_missing_one_is_one_line(tmp_path, run_
     code, err, _ = _extract(tmp_path, flow_run, rgb_only, "no_flow")
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert "takes flow" in err and "FORWARD_FLOW/image/encoded" in err
+
+
+@pytest.mark.slow
+def test_an_audio_encoder_takes_the_files_audio(tmp_path, media):
+    """BraVe's broad audio encoder (random, tiny): log-mel of each file's audio with the
+    run's AudioSpec; a file without audio is listed and skipped."""
+    run = str(tmp_path / "brave")
+    write_run(Converted(
+        format="test", source=SourceTensors("random.pth", {}), method="BraVe",
+        gin_files=["brave_v_a.gin"], encoders={}, description="random weights",
+        bindings=["BACKBONE = 'slow_r18'", "BACKBONE_KWARGS = {'width_multiplier': 0.125}",
+                  "HEAD_HIDDEN_DIM = 16", "EMBEDDING_DIM = 8", "SYNCHRONIZED_BN = False",
+                  "NARROW_FRAMES = 4", "NARROW_CROP = 32", "AUDIO_SECONDS = 1.0",
+                  "AudioSpec.sample_rate = 8000.0", "AudioSpec.num_mel_bins = 16",
+                  "AudioSpec.frame_length = 256", "AudioSpec.frame_step = 128",
+                  "AudioSpec.fft_length = 256", "AudioSpec.upper_edge_hertz = 3800.0"]), run)
+    folder = tmp_path / "media" / "film"
+    os.makedirs(folder)
+    for name in ("bikes.mp4", "bunny.mp4"):  # 10 s without audio, 5.3 s with it
+        source = os.path.join(media, "cycling" if name == "bikes.mp4" else "film", name)
+        shutil.copy(source, folder / name)
+    code, err, out = _extract(tmp_path, run, str(folder.parent), "audio", "--encoder=broad_audio",
+                              "--stride_s=1")
+    assert code == 0, err
+    rows = _index(out)
+    assert [(r["start_s"], r["end_s"]) for r in rows] == [
+        (f"{s:.3f}", f"{s + 1:.3f}") for s in range(5)]
+    assert np.load(os.path.join(out, "features.npy")).shape[0] == 5
+    errors = open(os.path.join(out, "errors.txt")).read()
+    assert errors.startswith("film/bikes.mp4\t") and "no audio" in errors
+    meta = json.load(open(os.path.join(out, "meta.json")))
+    assert meta["modality"] == "audio" and meta["audio"]["sample_rate"] == 8000.0

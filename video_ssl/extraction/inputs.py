@@ -16,14 +16,13 @@ import dataclasses
 import os
 from typing import Callable
 
-import numpy as np
 import tensorflow as tf
 
 from tfrecords_tools import video_io
 from tfrecords_tools.cli import ToolError
 from tfrecords_tools.videos_to_tfrecords import list_inputs
 from video_ssl.console import error_line
-from video_ssl.data import modalities as modalities_lib, reader, views as views_lib
+from video_ssl.data import modalities as modalities_lib, reader, schema, views as views_lib
 
 # Where a modality comes from in a video file, for the modalities that can be read.
 FILE_MODALITIES = ("rgb", "audio")
@@ -68,22 +67,31 @@ def list_videos(input_path: str, view: views_lib.ViewSpec) -> list[Video]:
 
 
 def _file_features(entry, view: views_lib.ViewSpec) -> dict:
-    audio = view.modalities[0] == "audio"
     try:
+        if view.modalities[0] == "audio":
+            return _file_audio(entry, view)
         video = video_io.decode_video(
             entry.path, fps=view.target_fps, start=entry.start, end=entry.end,
-            short_side=view.short_side or round(view.crop_size * 8 / 7),
-            sample_rate=int(view.audio.sample_rate) if audio else None)
+            short_side=view.short_side or round(view.crop_size * 8 / 7), sample_rate=None)
+    except VideoError:
+        raise
     except Exception as error:  # noqa: BLE001 -- any failure skips this video, with its reason
         raise VideoError(error_line(error)) from None
-    features = {"frames": tf.constant(video.frames), "frame_rate": tf.constant(
-        video.frame_rate, tf.float32)}
-    if audio:
-        if video.waveform is None:
-            raise VideoError(f"{entry.path}: no audio stream (the model takes audio)")
-        features.update(waveform=tf.constant(video.waveform, tf.float32),
-                        sample_rate=tf.constant(video.sample_rate, tf.float32))
-    return features
+    return {"frames": tf.constant(video.frames),
+            "frame_rate": tf.constant(video.frame_rate, tf.float32)}
+
+
+def _file_audio(entry, view: views_lib.ViewSpec) -> dict:
+    """The waveform alone, at the model's sample rate; clip starts count frames at
+    the model's frame rate (the pipeline's default when it has none), as training's."""
+    rate = view.audio.sample_rate
+    waveform = video_io.read_audio(entry.path, sample_rate=int(rate), start=entry.start,
+                                   end=entry.end)
+    if waveform is None or not waveform.size:
+        raise VideoError(f"{entry.path}: no audio (the model takes audio)")
+    return {"waveform": tf.constant(waveform, tf.float32),
+            "sample_rate": tf.constant(rate, tf.float32),
+            "frame_rate": tf.constant(view.target_fps or schema.DEFAULT_FRAME_RATE, tf.float32)}
 
 
 def _shard_videos(pattern: str, view: views_lib.ViewSpec) -> list[Video]:

@@ -62,17 +62,26 @@ def extract(model: str, input_path: str, output: str, sampling: Sampling, *,
         if after_chunk is not None:
             after_chunk(index)
     meta = {"model": model_encoder.facts, "modality": model_encoder.modality,
-            "clip": {k: getattr(maker.view, k) for k in
-                     ("num_frames", "frame_stride", "crop_size", "target_fps", "short_side")},
-            "normalization": dataclasses.asdict(view.augmentation) if view.modalities == (
-                "rgb",) else None,
-            "audio": dataclasses.asdict(view.audio) if view.modalities == ("audio",) else None,
-            "sampling": sampling.settings(), "input": input_path, "videos": len(videos),
-            "dtype": dtype, "version": video_ssl.__version__}
+            **_input_settings(view), "sampling": sampling.settings(), "input": input_path,
+            "videos": len(videos), "dtype": dtype, "version": video_ssl.__version__}
     meta = out.finish(len(chunks), dtype, meta)
     _say(f"{output}: {meta['rows']} rows from {len(videos) - meta['failed']} videos "
          f"({meta['failed']} failed, listed in errors.txt)")
     return meta
+
+
+def _input_settings(view) -> dict:
+    """What meta.json records of the model's input: the clip (and the RGB
+    normalization) of a frame modality, the log-mel settings of audio."""
+    if view.modalities == ("audio",):
+        return {"audio": dataclasses.asdict(view.audio)}
+    clip = {k: getattr(view, k) for k in
+            ("num_frames", "frame_stride", "crop_size", "target_fps", "short_side")}
+    spec = view.augmentation
+    normalization = ({"mean": spec.mean, "std": spec.std} if spec.normalize
+                     else {"mean": 0.0, "std": 1.0})
+    return {"clip": clip, **({"normalization": normalization}
+                             if view.modalities == ("rgb",) else {})}
 
 
 def _embed_chunk(videos, maker: ClipMaker, forward, batch_size: int, sampling: Sampling,
