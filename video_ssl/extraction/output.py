@@ -104,7 +104,8 @@ class ChunkedOutput:
                                               shape=(total, dims.pop()))
             row = 0
             for features, rows, chunk_errors in self._chunks(num_chunks):
-                array[row:row + len(features)] = features
+                if len(features):  # a chunk whose videos all failed has no columns
+                    array[row:row + len(features)] = features
                 writer.writerows([row + i, *r] for i, r in enumerate(rows))
                 errors.extend(chunk_errors)
                 row += len(features)

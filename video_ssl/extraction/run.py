@@ -14,8 +14,6 @@ import json
 import os
 import sys
 import time
-from typing import Callable
-
 import numpy as np
 import tensorflow as tf
 
@@ -33,10 +31,8 @@ MEAN = "mean"  # the clip and crop of a per-video mean row
 
 def extract(model: str, input_path: str, output: str, sampling: Sampling, *,
             encoder: str | None = None, batch_size: int = 32, float16: bool = False,
-            chunk_videos: int = CHUNK_VIDEOS,
-            after_chunk: Callable[[int], None] | None = None) -> dict:
-    """Writes OUT (see `output`); returns meta.json's content. after_chunk(k) runs
-    once chunk k is saved (tests stop a run there)."""
+            chunk_videos: int = CHUNK_VIDEOS) -> dict:
+    """Writes OUT (see `output`); returns meta.json's content."""
     model_encoder = encoder_lib.load_model(model, encoder)
     videos = inputs_lib.list_videos(input_path, model_encoder.view)
     view = model_encoder.view
@@ -59,8 +55,6 @@ def extract(model: str, input_path: str, output: str, sampling: Sampling, *,
             continue
         out.write_chunk(index, *_embed_chunk(chunk, maker, model_encoder.forward,
                                              batch_size, sampling, progress))
-        if after_chunk is not None:
-            after_chunk(index)
     meta = {"model": model_encoder.facts, "modality": model_encoder.modality,
             **_input_settings(view), "sampling": sampling.settings(), "input": input_path,
             "videos": len(videos), "dtype": dtype, "version": video_ssl.__version__}
