@@ -8,16 +8,19 @@ skipped.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import sys
 import time
+
 import numpy as np
 import tensorflow as tf
 
 import video_ssl
+from tfrecords_tools.videos_to_tfrecords import Progress
 from video_ssl.console import error_line
 from video_ssl.extraction import encoder as encoder_lib
 from video_ssl.extraction import inputs as inputs_lib
@@ -48,19 +51,25 @@ def extract(model: str, input_path: str, output: str, sampling: Sampling, *,
             return json.load(f)
     maker = ClipMaker(view, sampling)
     chunks = [videos[i:i + chunk_videos] for i in range(0, len(videos), chunk_videos)]
-    progress = _Progress(len(videos))
-    for index, chunk in enumerate(chunks):
-        if out.has_chunk(index):
-            progress.skipped(len(chunk))
-            continue
-        out.write_chunk(index, *_embed_chunk(chunk, maker, model_encoder.forward,
-                                             batch_size, sampling, progress))
+    todo = [i for i in range(len(chunks)) if not out.has_chunk(i)]
+    if len(todo) < len(chunks):
+        _say(f"{output}: resuming, {len(chunks) - len(todo)} of {len(chunks)} chunks of "
+             f"{chunk_videos} videos done by an earlier run")
+    started, rows_done = time.monotonic(), 0
+    with contextlib.closing(Progress(sum(len(chunks[i]) for i in todo))) as progress:
+        for index in todo:
+            features, rows, errors = _embed_chunk(chunks[index], maker, model_encoder.forward,
+                                                  batch_size, sampling, progress)
+            out.write_chunk(index, features, rows, errors)
+            rows_done += len(features)
     meta = {"model": model_encoder.facts, "modality": model_encoder.modality,
             **_input_settings(view), "sampling": sampling.settings(), "input": input_path,
             "videos": len(videos), "dtype": dtype, "version": video_ssl.__version__}
     meta = out.finish(len(chunks), dtype, meta)
-    _say(f"{output}: {meta['rows']} rows from {len(videos) - meta['failed']} videos "
-         f"({meta['failed']} failed, listed in errors.txt)")
+    seconds = time.monotonic() - started
+    failed = f", {meta['failed']} failed (errors.txt)" if meta["failed"] else ""
+    _say(f"{output}: {meta['rows']} rows from {len(videos) - meta['failed']} videos{failed}; "
+         f"{rows_done / max(seconds, 1e-9):.1f} rows/s")
     return meta
 
 
@@ -90,11 +99,12 @@ def _embed_chunk(videos, maker: ClipMaker, forward, batch_size: int, sampling: S
         except (inputs_lib.VideoError, tf.errors.OpError) as error:
             reason = " ".join(error_line(error).split())
             errors.append((video.name, reason))
-            progress.failed(video.name, reason)
+            progress.note(f"skipped {video.name}: {reason}")
+            progress.update(failed=True)
             continue
         batcher.add(cut.clips)
         done.append((video, features, cut))
-        progress.video(len(cut.clips))
+        progress.update(failed=False)
     outputs = batcher.finish()
     features_out, rows, first = [], [], 0
     for video, features, cut in done:
@@ -163,32 +173,3 @@ class _Batcher:
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-class _Progress:
-    """Plain lines (off a terminal, and on one for now): every tenth of the videos."""
-
-    def __init__(self, total: int):
-        self.total, self.done, self.failures, self.clips = total, 0, 0, 0
-        self.every = max(1, total // 10)
-        self.start = time.monotonic()
-
-    def skipped(self, count: int) -> None:
-        self.done += count
-        _say(f"videos: {self.done}/{self.total} (done by an earlier run)")
-
-    def failed(self, name: str, reason: str) -> None:
-        self.failures += 1
-        _say(f"skipped {name}: {reason}")
-        self._count()
-
-    def video(self, clips: int) -> None:
-        self.clips += clips
-        self._count()
-
-    def _count(self) -> None:
-        self.done += 1
-        if self.done % self.every == 0 or self.done == self.total:
-            rate = self.clips / max(time.monotonic() - self.start, 1e-9)
-            _say(f"videos: {self.done}/{self.total} ({self.failures} failed), "
-                 f"{rate:.1f} clips/s")
