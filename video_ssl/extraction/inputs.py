@@ -46,7 +46,9 @@ class Video:
 
 
 def is_shard_pattern(path: str) -> bool:
-    return ".tfrecord" in os.path.basename(path)
+    """TFRecord shards: a name with .tfrecord, or a glob pattern that is no file."""
+    return ".tfrecord" in os.path.basename(path) or (
+        not os.path.exists(path) and any(c in path for c in "*?["))
 
 
 def list_videos(input_path: str, view: views_lib.ViewSpec) -> list[Video]:
