@@ -24,7 +24,7 @@ from video_ssl.extraction.sampling import Sampling
 class VideoClips:
     """One video's clips (rows * per_row, ...) in row order (window-major, then crop,
     then the clips averaged into a row), and each row's window in seconds."""
-    clips: np.ndarray
+    clips: np.ndarray | None
     per_row: int
     starts_s: np.ndarray  # (windows,)
     ends_s: np.ndarray

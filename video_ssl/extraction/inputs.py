@@ -59,8 +59,9 @@ def list_videos(input_path: str, view: views_lib.ViewSpec) -> list[Video]:
         return _shard_videos(input_path, view)
     if modality not in FILE_MODALITIES:
         raise InputError(f"the model takes {modality}, which --input={input_path} (video "
-                         f"files) does not offer; compute it into shards first "
-                         f"(videos_to_tfrecords --flow=tvl1) and pass --input='PREFIX-*.tfrecord'")
+                         "files) does not offer; convert them with the flow the model was "
+                         "trained on (videos_to_tfrecords --flow=ALGORITHM) and pass "
+                         "--input='PREFIX-*.tfrecord'")
     try:
         entries, _ = list_inputs(input_path)
     except ToolError as error:

@@ -103,14 +103,15 @@ def _embed_chunk(videos, maker: ClipMaker, forward, batch_size: int, sampling: S
             progress.update(failed=True)
             continue
         batcher.add(cut.clips)
-        done.append((video, features, cut))
+        count, cut.clips = len(cut.clips), None  # the clips are the batcher's now
+        done.append((_describe(video, features), count, cut))
         progress.update(failed=False)
     outputs = batcher.finish()
     features_out, rows, first = [], [], 0
-    for video, features, cut in done:
-        values = outputs[first:first + len(cut.clips)]
-        first += len(cut.clips)
-        video_rows, video_features = _rows(video, features, cut, values, sampling)
+    for described, count, cut in done:
+        values = outputs[first:first + count]
+        first += count
+        video_rows, video_features = _rows(*described, cut, values, sampling)
         rows += video_rows
         features_out.append(video_features)
     dim = outputs.shape[1] if len(outputs) else 0
@@ -118,10 +119,9 @@ def _embed_chunk(videos, maker: ClipMaker, forward, batch_size: int, sampling: S
             rows, errors)
 
 
-def _rows(video, features, cut: VideoClips, values: np.ndarray, sampling: Sampling):
+def _rows(name: str, label: str, cut: VideoClips, values: np.ndarray, sampling: Sampling):
     """Index rows and features of one video: one per (window, crop), the clips of a
     window averaged; with --clips, a last row holding the mean of all."""
-    name, label = _describe(video, features)
     per_row = values.reshape(-1, cut.per_row, values.shape[-1])
     rows_features = per_row.astype(np.float64).mean(axis=1).astype(np.float32)
     crops = sampling.crops
