@@ -5,7 +5,9 @@
 first view is the reference: a later view with `sync` set takes its clip starts from
 the first view's clips, the others draw their own (`ViewSpec.start`).
 `eval_rgb_crops` is the evaluation crops and normalization alone (the SavedModel
-export applies it to raw frames too).
+export applies it to raw frames too). `eval_windows` and `eval_clips` are the
+evaluation path in two steps (where the clips start, then the clips at given starts),
+for callers that choose the starts themselves (`video_ssl.extract`'s windows).
 
 Training clips are decoded inside their crop box, flipped while still uint8 (a 4x
 smaller pass), resized, then augmented (colour jitter, grayscale, blur, normalization)
