@@ -25,7 +25,7 @@ def one_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("tool", ["train", "evaluate", "export", "import_checkpoint"])
+@pytest.mark.parametrize("tool", ["train", "evaluate", "export", "import_checkpoint", "extract"])
 def test_help_answers_without_tensorflow(tool):
     code = textwrap.dedent(f"""
         import runpy, sys

@@ -6,7 +6,8 @@ import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("video_ssl", "tfrecords_tools")
-ENTRY_POINTS = {"video_ssl.train", "video_ssl.evaluate", "video_ssl.export", "video_ssl.launch"}
+ENTRY_POINTS = {"video_ssl.train", "video_ssl.evaluate", "video_ssl.export", "video_ssl.launch",
+                "video_ssl.extract"}
 # (importer prefix, forbidden prefixes)
 RULES = [
     ("video_ssl.data", ("video_ssl.methods", "video_ssl.evaluation", "video_ssl.models",

@@ -5,7 +5,9 @@
 first view is the reference: a later view with `sync` set takes its clip starts from
 the first view's clips, the others draw their own (`ViewSpec.start`).
 `eval_rgb_crops` is the evaluation crops and normalization alone (the SavedModel
-export applies it to raw frames too).
+export applies it to raw frames too). `eval_windows` and `eval_clips` are the
+evaluation path in two steps (where the clips start, then the clips at given starts),
+for callers that choose the starts themselves (`video_ssl.extract`'s windows).
 
 Training clips are decoded inside their crop box, flipped while still uint8 (a 4x
 smaller pass), resized, then augmented (colour jitter, grayscale, blur, normalization)
@@ -46,7 +48,7 @@ from video_ssl.data.views import ViewSpec
 # -------------------------------------------------------------- temporal sampling
 
 
-def _num_frames(features) -> tf.Tensor:
+def stored_frames(features) -> tf.Tensor:
     """Length of the video in stored frames, from whichever modality was read."""
     if "frames" in features:
         return tf.size(features["frames"])
@@ -56,7 +58,7 @@ def _num_frames(features) -> tf.Tensor:
     return tf.maximum(tf.cast(seconds * features["frame_rate"], tf.int32), 1)
 
 
-def _span(view: ViewSpec, features, strides) -> tf.Tensor:
+def clip_spans(view: ViewSpec, features, strides) -> tf.Tensor:
     """Stored frames a view's clips cover: the clip's, or an audio-only view's audio
     duration when it has one."""
     if view.modalities == ("audio",) and view.audio.duration is not None:
@@ -85,20 +87,15 @@ def _clip_windows(view: ViewSpec, features, seed, training: bool, pair=None):
     """(starts, strides) in stored frames, one per clip (dynamic count for sliding
     windows). Training starts follow `view.start`; evaluation clips stay within. A
     one-clip pair (`_pair_mode`) gives both clips the first clip's window."""
-    num_available = tf.cast(_num_frames(features), tf.float32)
-    stride = sampling.clip_stride(features["frame_rate"], view.frame_stride, view.target_fps)
     if not training:
-        max_start = num_available - _span(view, features, stride)
-        if view.eval_window_stride:
-            starts = sampling.sliding_window_starts(max_start, view.eval_window_stride)
-        else:
-            starts = sampling.uniform_clip_starts(view.num_clips, max_start)
-        return starts, tf.fill(tf.shape(starts), stride)
+        return eval_windows(view, features)
+    num_available = tf.cast(stored_frames(features), tf.float32)
+    stride = sampling.clip_stride(features["frame_rate"], view.frame_stride, view.target_fps)
     windows = 1 if view.same_window else view.num_clips
     jitter_seed, start_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     strides = sampling.jittered_strides(jitter_seed, windows, stride, view.frame_rate_jitter)
     max_start = sampling.max_clip_start(
-        num_available, _span(view, features, tf.reduce_max(strides)), view.start)
+        num_available, clip_spans(view, features, tf.reduce_max(strides)), view.start)
     fps = features["frame_rate"]
     starts = sampling.random_clip_starts(
         start_seed, windows, max_start, min_gap=view.min_gap * fps,
@@ -110,6 +107,20 @@ def _clip_windows(view: ViewSpec, features, seed, training: bool, pair=None):
         starts = tf.where(one_clip, tf.tile(starts[:1], [2]), starts)
         strides = tf.where(one_clip, tf.tile(strides[:1], [2]), strides)
     return starts, strides
+
+
+def eval_windows(view: ViewSpec, features) -> tuple[tf.Tensor, tf.Tensor]:
+    """(starts, strides) in stored frames of a view's evaluation clips: `num_clips`
+    uniformly spaced from the video's start to its end, or sliding windows every
+    `eval_window_stride` stored frames; all inside the video (a shorter one: start 0)."""
+    stride = sampling.clip_stride(features["frame_rate"], view.frame_stride, view.target_fps)
+    max_start = (tf.cast(stored_frames(features), tf.float32)
+                 - clip_spans(view, features, stride))
+    if view.eval_window_stride:
+        starts = sampling.sliding_window_starts(max_start, view.eval_window_stride)
+    else:
+        starts = sampling.uniform_clip_starts(view.num_clips, max_start)
+    return starts, tf.fill(tf.shape(starts), stride)
 
 
 # ---------------------------------------------------------------------- decoding
@@ -134,7 +145,7 @@ def _audio(view: ViewSpec, features, starts, default_frame_rate) -> tf.Tensor:
     or before 0 loops), the waveform looping from its start past its end."""
     spec = view.audio
     num_samples = view.audio_samples(default_frame_rate)
-    first_frames = tf.math.floormod(tf.floor(starts), tf.cast(_num_frames(features), tf.float32))
+    first_frames = tf.math.floormod(tf.floor(starts), tf.cast(stored_frames(features), tf.float32))
     start_seconds = first_frames / features["frame_rate"]
     waves = tf.map_fn(
         lambda s: audio_lib.slice_waveform(features["waveform"], s, num_samples,
@@ -195,7 +206,7 @@ def _training_clips(view: ViewSpec, features, starts, strides, seed, pair=None) 
         signature["flow"] = tf.TensorSpec(_clip_shape(view, "flow"), tf.float32)
     if not signature:
         return {}
-    num_available = _num_frames(features)
+    num_available = stored_frames(features)
     image_hw = _reference_shape(features)
     flow_hw = decode.frame_shape(features["flow"]) if "flow" in view.modalities else None
     spec = view.augmentation
@@ -282,7 +293,7 @@ def _eval_clips(view: ViewSpec, features, starts, strides) -> dict:
     """All clips share the deterministic crops; frames are decoded whole, once."""
     if not any(modalities.get(m).frames for m in view.modalities):
         return {}
-    num_available = _num_frames(features)
+    num_available = stored_frames(features)
     indices = tf.reshape(sampling.clip_indices(starts, view.num_frames, strides, num_available),
                          [-1])
     clips = tf.size(starts)
@@ -319,8 +330,8 @@ def _synced_starts(view: ViewSpec, index: int, features, strides, reference) -> 
                          "(one reference clip per clip, or one for all)")
     shape = tf.shape(strides)
     ref_starts = tf.broadcast_to(ref_starts, shape)
-    ref_span = tf.broadcast_to(_span(ref_view, features, ref_strides), shape)
-    return sampling.synced_starts(ref_starts, ref_span, _span(view, features, strides),
+    ref_span = tf.broadcast_to(clip_spans(ref_view, features, ref_strides), shape)
+    return sampling.synced_starts(ref_starts, ref_span, clip_spans(view, features, strides),
                                   view.sync)
 
 
@@ -350,14 +361,23 @@ def sample_and_decode(features: Mapping[str, tf.Tensor], seed, views: Sequence[V
         reference = reference or (view, starts, strides)
         if training:
             out = _training_clips(view, features, starts, strides, clip_seed, pair)
-            num_crops = 1
+            if "audio" in view.modalities:
+                out["audio"] = _audio(view, features, starts, default_frame_rate)
         else:
-            out = _eval_clips(view, features, starts, strides)
-            num_crops = view.eval_crops
+            out = eval_clips(view, features, starts, strides, default_frame_rate)
             if view.eval_window_stride:
-                out["clip_mask"] = tf.ones([tf.size(starts) * num_crops], tf.bool)
-        if "audio" in view.modalities:
-            out["audio"] = tf.repeat(_audio(view, features, starts, default_frame_rate),
-                                     num_crops, axis=0)
+                out["clip_mask"] = tf.ones([tf.size(starts) * view.eval_crops], tf.bool)
         outputs.append(_set_shapes(view, out, training))
     return outputs
+
+
+def eval_clips(view: ViewSpec, features: Mapping[str, tf.Tensor], starts, strides,
+               default_frame_rate: float = schema.DEFAULT_FRAME_RATE) -> dict:
+    """The evaluation clips of one parsed video at the given `starts` and `strides`
+    (stored frames): "rgb", "flow" (clips * eval_crops, T, S, S, C) and "audio"
+    (clips * eval_crops, frames, mel_bins, 1) as the view asks, clip-major."""
+    out = _eval_clips(view, features, starts, strides)
+    if "audio" in view.modalities:
+        out["audio"] = tf.repeat(_audio(view, features, starts, default_frame_rate),
+                                 view.eval_crops, axis=0)
+    return out

