@@ -32,14 +32,15 @@ from video_ssl.models import available_backbones, build_backbone, count_flops  #
 
 INPUT_SHAPES = {
     "slow_r18": (8, 224, 224, 3), "slow_r50": (8, 224, 224, 3),
-    "slow_r101": (8, 224, 224, 3), "r2plus1d_18": (16, 112, 112, 3),
+    "slow_r101": (8, 224, 224, 3), "r3d_50": (16, 224, 224, 3),
+    "r2plus1d_18": (16, 112, 112, 3),
     "s3d": (32, 128, 128, 3), "s3dg": (32, 128, 128, 3),
     "tsm_r50": (16, 224, 224, 3), "tsm_r50x2": (16, 224, 224, 3),
     "audio_resnet50": (3072, 80, 1),
 }
 # Parameters as the papers state them (millions), without classifier except R(2+1)D-18:
-# Tran et al.'s 33.3M includes its 400-way classifier (0.2M).
-PAPER_PARAMS_M = {"slow_r50": 31.6, "r2plus1d_18": 33.3, "s3d": 7.9, "s3dg": 9.1,
+# Tran et al.'s 33.3M includes its 400-way classifier (0.2M); R3D-50 as CVRL's README.
+PAPER_PARAMS_M = {"slow_r50": 31.6, "r3d_50": 31.7, "r2plus1d_18": 33.3, "s3d": 7.9, "s3dg": 9.1,
                   "tsm_r50": 23.5, "tsm_r50x2": 93.9, "audio_resnet50": 23.5}
 
 
