@@ -111,6 +111,31 @@ def test_error_line():
         "/x/y: No such file")
 
 
+def test_error_line_gives_tensorflow_errors_cause_not_their_preamble():
+    """TensorFlow opens some messages with "Graph execution error:" or "in user code:"
+    and puts the cause last, after the graph's stack."""
+    @tf.function
+    def decode(data):
+        return tf.io.decode_jpeg(data)
+
+    @tf.function
+    def mel(bins):
+        return tf.signal.linear_to_mel_weight_matrix(bins, 257, 16000, 20.0, 9000.0)
+
+    jpeg = tf.io.encode_jpeg(tf.zeros((16, 16, 3), tf.uint8)).numpy()
+    damaged = jpeg[:200] + b"\0" * 50 + jpeg[250:len(jpeg) // 2]
+    with pytest.raises(tf.errors.InvalidArgumentError) as decoding:
+        decode(tf.constant(damaged))
+    assert decoding.value.message.startswith("Graph execution error:")
+    line = console.error_line(decoding.value)
+    assert line.startswith("jpeg::Uncompress failed"), line
+    with pytest.raises(ValueError) as converting:
+        mel(80)
+    assert str(converting.value).startswith("in user code:")
+    line = console.error_line(converting.value)
+    assert line.startswith("ValueError: upper_edge_hertz must not be larger than the Nyquist"), line
+
+
 def test_check_types_names_the_binding():
     def configurable(a: int, b: float, c: str | None, d: list[str], e, f: bool = False):
         pass

@@ -106,6 +106,9 @@ def run(tool: str, body: Callable[[argparse.Namespace], int],
         return 130
 
 
+_TENSORFLOW_PREAMBLES = ("Graph execution error:", "in user code:")
+
+
 def error_line(error: BaseException) -> str:
     """One line for the user: the message of a failed in-graph check (a dataset's
     label check, the pipeline's data checks), else the error's message on one line
@@ -119,10 +122,13 @@ def error_line(error: BaseException) -> str:
     asserted = re.search(r"assertion failed: \[(.*?)\]", message)
     if asserted:
         return asserted.group(1)
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    # Node markers ("[[{{node X}}]]", emptied above) say nothing to a user.
+    lines = [line.strip() for line in message.strip().splitlines()
+             if line.strip() and not re.fullmatch(r"\s*\[\[.*\]\]\s*", line)]
     if not lines:
         return type(error).__name__
-    line = lines[0]
+    # TensorFlow puts the cause last, after a preamble and the graph's stack.
+    line = lines[-1] if lines[0] in _TENSORFLOW_PREAMBLES else lines[0]
     if isinstance(error, OSError) and error.filename is not None and error.strerror:
         line = f"{os.fsdecode(error.filename)}: {error.strerror}"  # "PATH: Permission denied"
     if type(error).__module__ == "builtins" and not isinstance(error, (ValueError, OSError)):
