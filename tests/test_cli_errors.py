@@ -52,6 +52,19 @@ def test_usage_error_is_one_line(capsys):
         "(see --help)")
 
 
+@pytest.mark.parametrize("binding, expected", [
+    ("train.epochs=-1", "train.epochs: expected at least 1, got -1"),
+    ("train.global_batch_size=0", "train.global_batch_size: expected at least 1, got 0"),
+    ("train.warmup_epochs=-0.5", "train.warmup_epochs: expected at least 0, got -0.5")])
+def test_out_of_range_binding_names_it_and_creates_no_model_dir(tmp_path, shards, capsys,
+                                                               binding, expected):
+    model_dir = tmp_path / "run"
+    code = train_lib.main(cli(tmp_path, shards, model_dir, binding))
+    assert code == 1
+    assert one_line(capsys.readouterr().err) == f"video_ssl.train: error: {expected}"
+    assert not model_dir.exists()
+
+
 def test_wrong_type_binding_names_it_and_creates_no_model_dir(tmp_path, shards, capsys):
     model_dir = tmp_path / "run"
     code = train_lib.main(cli(tmp_path, shards, model_dir, "train.epochs='x'"))

@@ -105,8 +105,15 @@ def train(model_dir: str, *,
     """
     arguments = dict(locals())  # the bindings, by name
     bindings.check_types(train, arguments, "train")
+    bindings.check_minimums(arguments, MINIMUMS, "train")
     return runner.Runner(**{**arguments, "method": lambda: _video_ssl_method(method)},
                          monitors=knn_monitors, input_spec_file=INPUT_SPEC_FILE).run()
+
+
+# What a run needs at least of its counts (warm-up may be 0).
+MINIMUMS = {"global_batch_size": 1, "epochs": 1, "steps_per_epoch": 1, "warmup_epochs": 0,
+            "checkpoint_every_steps": 1, "knn_every_epochs": 1, "knn_batch_size": 1,
+            "knn_k": 1, "tensorboard_every_steps": 1}
 
 
 def _video_ssl_method(method: Callable[[], keras.Model]) -> Method:

@@ -1,6 +1,6 @@
-"""Type checks of a configurable's arguments against its annotations, so that a gin
-binding of the wrong type (`train.epochs='x'`) fails before anything runs, with a line
-naming the binding, instead of as a TypeError deep inside."""
+"""Type and range checks of a configurable's arguments, so that a gin binding of the
+wrong type (`train.epochs='x'`) or out of range (`train.epochs=-1`) fails before
+anything runs, with a line naming the binding, instead of deep inside."""
 from __future__ import annotations
 
 import collections.abc
@@ -17,6 +17,16 @@ def check_types(function: Callable, arguments: Mapping[str, Any], scope: str) ->
         if name in hints and not _fits(value, hints[name]):
             raise ValueError(f"{scope}.{name}: expected {_describe(hints[name])}, "
                              f"got {value!r}")
+
+
+def check_minimums(arguments: Mapping[str, Any], minimums: Mapping[str, float],
+                   scope: str) -> None:
+    """Raises ValueError "SCOPE.NAME: expected at least M, got V" for the first argument
+    below its minimum (None, for an optional one, is left alone)."""
+    for name, minimum in minimums.items():
+        value = arguments[name]
+        if value is not None and value < minimum:
+            raise ValueError(f"{scope}.{name}: expected at least {minimum}, got {value!r}")
 
 
 def _fits(value, hint) -> bool:
