@@ -24,7 +24,8 @@ from video_ssl import extract  # noqa: E402
 from video_ssl.export import export_model_dir  # noqa: E402
 from video_ssl.extraction import run as run_lib  # noqa: E402
 from video_ssl.extraction.encoder import load_model  # noqa: E402
-from video_ssl.extraction.inputs import list_videos  # noqa: E402
+from video_ssl.extraction.decoding import read_files  # noqa: E402
+from video_ssl.extraction.inputs import file_features, list_videos  # noqa: E402
 from video_ssl.extraction.clips import ClipMaker  # noqa: E402
 from video_ssl.extraction.sampling import Sampling  # noqa: E402
 from video_ssl.importing.run import Converted, write_run  # noqa: E402
@@ -111,8 +112,10 @@ def test_clips_features_are_the_exports_serve_on_the_same_clips(tmp_path, run_di
     saved = str(tmp_path / "saved")
     export_model_dir(run_dir, saved)
     model = load_model(saved)
-    video = list_videos(media, model.view)[0]
-    clips = ClipMaker(model.view, Sampling(clips=3, crops=3))(video.load()).clips
+    videos, reading = list_videos(media, model.view)
+    maker = ClipMaker(model.view, Sampling(clips=3, crops=3))
+    read = next(read_files([videos[0].entry], reading, maker.frame_indices, num_workers=0))
+    clips = maker(file_features(read, model.view)).clips
     np.testing.assert_allclose(model.forward(clips), features[:9], atol=1e-5)
     code, err, exported = _extract(tmp_path, saved, media, "exported", "--clips=3", "--crops=3")
     assert code == 0, err

@@ -14,7 +14,7 @@ Flow is computed on grayscale frames, as CoCLR's extraction. Algorithms:
   (it has no defaults).
 
 No TensorFlow here: the flow tool's worker processes import only OpenCV, NumPy and
-(through video_io) PyAV, so they start fast.
+(through video_files) PyAV, so they start fast.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from video_ssl.data import flow as flow_lib
-from tfrecords_tools import video_io
+from video_ssl.data import video_files
 
 ALGORITHMS = ("tvl1", "dis", "farneback")
 # pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags (OpenCV's tutorial).
@@ -130,5 +130,5 @@ class VideoFlow:
     def _shrink(self, gray: np.ndarray) -> np.ndarray:
         if not 0 < self.short_side < min(gray.shape):
             return gray
-        height, width = video_io.resized_shape(*gray.shape, self.short_side)
+        height, width = video_files.resized_shape(*gray.shape, self.short_side)
         return cv2.resize(gray, (width, height), interpolation=cv2.INTER_AREA)
