@@ -22,7 +22,9 @@ from helpers import REPO, run_main, shard_pattern, write_shards  # noqa: E402
 from tfrecords_tools import videos_to_tfrecords  # noqa: E402
 from video_ssl import extract  # noqa: E402
 from video_ssl.export import export_model_dir  # noqa: E402
+from video_ssl.data import video_files  # noqa: E402
 from video_ssl.extraction import run as run_lib  # noqa: E402
+from video_ssl.extraction import workers as workers_lib  # noqa: E402
 from video_ssl.extraction.encoder import load_model  # noqa: E402
 from video_ssl.extraction.decoding import read_files  # noqa: E402
 from video_ssl.extraction.inputs import file_features, list_videos  # noqa: E402
@@ -210,7 +212,8 @@ def test_shards_give_their_modality_and_a_missing_one_is_one_line(tmp_path, run_
 @pytest.mark.slow
 def test_an_audio_encoder_takes_the_files_audio(tmp_path, media):
     """BraVe's broad audio encoder (random, tiny): log-mel of each file's audio with the
-    run's AudioSpec; a file without audio is listed and skipped."""
+    run's AudioSpec, from the run or its export; a file without audio is listed and
+    skipped."""
     run = str(tmp_path / "brave")
     write_run(Converted(
         format="test", source=SourceTensors("random.pth", {}), method="BraVe",
@@ -237,6 +240,14 @@ def test_an_audio_encoder_takes_the_files_audio(tmp_path, media):
     assert errors.startswith("film/bikes.mp4\t") and "no audio" in errors
     meta = json.load(open(os.path.join(out, "meta.json")))
     assert meta["modality"] == "audio" and meta["audio"]["sample_rate"] == 8000.0
+    # Its export records the AudioSpec: the same features from the SavedModel.
+    saved = export_model_dir(run, str(tmp_path / "saved"), encoder="broad_audio")
+    code, err, exported = _extract(tmp_path, saved, str(folder.parent), "exported",
+                                   "--stride_s=1")
+    assert code == 0, err
+    assert json.load(open(os.path.join(exported, "meta.json")))["audio"] == meta["audio"]
+    np.testing.assert_allclose(np.load(os.path.join(exported, "features.npy")),
+                               np.load(os.path.join(out, "features.npy")), atol=1e-5)
 
 
 @pytest.mark.slow
@@ -256,3 +267,81 @@ def test_a_file_gives_what_its_shard_gives(tmp_path, run_dir, media):
         assert code == 0, err
         outs.append(np.load(os.path.join(out, "features.npy")))
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_bytes_and_plain_progress(tmp_path, run_dir, media):
+    """0 (decoding here), 1 or 2 worker processes: the same files; the corrupt file is
+    skipped with its reason either way; off a terminal, progress is plain lines."""
+    outs = []
+    for workers in (0, 1, 2):
+        code, err, out = _extract(tmp_path, run_dir, media, f"w{workers}", "--clips=2",
+                                  f"--num_workers={workers}", "--batch_size=3")
+        assert code == 0, err
+        assert "\r" not in err and "\x1b" not in err
+        assert "videos: 5/5 (1 failed), " in err and " clips/s" in err, err
+        outs.append(out)
+    errors = open(os.path.join(outs[0], "errors.txt")).read()
+    assert errors.startswith("film/broken.mp4\t") and len(errors.splitlines()) == 1
+    for name in ("features.npy", "index.csv", "errors.txt"):
+        first = open(os.path.join(outs[0], name), "rb").read()
+        for out in outs[1:]:
+            assert open(os.path.join(out, name), "rb").read() == first, (name, out)
+
+
+def test_only_the_frames_of_the_clips_are_decoded():
+    """One clip in the middle of bikes.mp4 (250 frames, key frames 0, 30, 76, ...):
+    decoded from the key frame before it to its last frame, the frames a whole decode
+    gives; an MPEG program stream (no reliable seeks) is read from its start."""
+    mpeg = {p.name: str(p) for p in iscc_samples.videos()}["demo.mpeg"]
+    for path, most in ((datasets.bikes(), 250 // 3), (mpeg, None)):
+        whole = list(video_files.iter_frames(path, fps=8, short_side=37))
+        schedule = video_files.frame_schedule(path, fps=8)
+        assert len(schedule) == len(whole)
+        clip = list(range(len(whole) // 2, len(whole) // 2 + 7, 2))
+        frames, decoded = video_files.decode_frames(path, [schedule[i] for i in clip],
+                                                    short_side=37)
+        for i in clip:
+            np.testing.assert_array_equal(frames[schedule[i]], whole[i])
+        if most:
+            assert decoded < most, decoded
+
+
+def test_a_worker_that_dies_fails_its_task_and_is_replaced():
+    with workers_lib.Pool(1) as pool:
+        pool.submit("crash", os.abort)
+        pool.submit("next", os.getpid)  # queued on the same worker
+        results = {}
+        while len(results) < 2:
+            results.update((key, (ok, value)) for key, ok, value in pool.results())
+    assert results["crash"] == (False, "the decoding process was killed by SIGABRT")
+    assert results["next"][0] and results["next"][1] != os.getpid()
+
+
+_WORKERS = ("import sys, time; from video_ssl.extraction import workers; "
+            "pool = workers.Pool(2); [pool.submit(i, time.sleep, 60) for i in range(2)]; "
+            "print(*[w.process.pid for w in pool._workers], flush=True); time.sleep(60)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_end_when_the_parent_is_killed():
+    """kill -9 of the parent while its workers are busy: none outlives it."""
+    parent = subprocess.Popen([sys.executable, "-c", _WORKERS], cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": REPO}, stdout=subprocess.PIPE,
+                              text=True)
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)

@@ -60,12 +60,13 @@ def _exported(path: str) -> Encoder:
     with open(os.path.join(path, serving.METADATA)) as f:
         metadata = json.load(f)
     modality = metadata.get("modality", "rgb")
-    if modality == "audio":
-        # The export does not record the log-mel settings the encoder was trained on.
-        raise ModelError(f"--model={path}: an exported audio encoder records no log-mel "
-                         "settings; pass its training run directory instead")
+    if modality == "audio" and "audio" not in metadata:
+        # Exports before the log-mel settings were recorded.
+        raise ModelError(f"--model={path}: this exported audio encoder records no log-mel "
+                         "settings; export it again or pass its training run directory")
     view = serving.eval_view(metadata["clip"], metadata["normalization"])
-    view = dataclasses.replace(view, modalities=(modality,))
+    view = dataclasses.replace(view, modalities=(modality,), **(
+        {"audio": views_lib.AudioSpec(**metadata["audio"])} if modality == "audio" else {}))
     serve = tf.saved_model.load(path).signatures["serve"]
     return Encoder(lambda clips: serve(frames=clips)["features"], modality, view, {
         "model": path, "kind": "SavedModel", **metadata.get("source", {})})
