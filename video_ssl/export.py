@@ -116,6 +116,7 @@ def export_model_dir(model_dir: str, output: str, *, checkpoint: str | None = No
         arguments = {"backbone": pretrained.backbone, "clip": pretrained.clip,
                      "normalization": pretrained.normalization,
                      "modality": pretrained.modality, "audio": pretrained.audio,
+                     "flow": pretrained.flow,
                      "source": {"model_dir": model_dir, "checkpoint": pretrained.checkpoint_path,
                                 "method": pretrained.method_name,
                                 "encoder": pretrained.encoder}}

@@ -9,7 +9,10 @@ packets' timestamps without decoding). The clips' frame indices come from the ca
 those frames are decoded (`video_files.decode_frames`: from the key frame before each
 clip to its last frame) and JPEG-encoded as the converter encodes them. The other
 frames stay empty strings: the pipeline decodes only the frames it gathers (and reads
-the first one's size from its header, so the first is always filled).
+the first one's size from its header, so the first is always filled). A flow encoder's
+flow frames are computed from those JPEGs, each from a frame and the next, with the
+settings its run recorded (`optical_flow.VideoFlow`), as `compute_flow` computes them
+from a shard's frames.
 
 No TensorFlow here: the workers import this module.
 """
@@ -21,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from video_ssl.console import error_line
-from video_ssl.data import video_files
+from video_ssl.data import optical_flow, video_files
 from video_ssl.extraction import workers
 
 # Files in flight per worker: enough to keep each busy while the model runs.
@@ -31,11 +34,13 @@ FILES_PER_WORKER = 4
 @dataclasses.dataclass(frozen=True)
 class Reading:
     """What to read of each file: "rgb" frames at `fps` (None: the file's own) with the
-    short side at `short_side`, or the "audio" waveform at `sample_rate`."""
+    short side at `short_side`, their "flow" computed with `flow`
+    (`optical_flow.VideoFlow`'s settings), or the "audio" waveform at `sample_rate`."""
     modality: str
     fps: float | None = None
     short_side: int = 0
     sample_rate: float | None = None
+    flow: dict | None = None
 
 
 def probe(path: str, start: float, end: float | None, fps: float | None
@@ -66,6 +71,21 @@ def read_frames(path: str, num_frames: int, wanted: dict[int, int], short_side: 
     return frames, decoded
 
 
+def read_flow(path: str, num_frames: int, wanted: dict[int, int], short_side: int,
+              settings: dict) -> tuple[list[bytes], int]:
+    """(num_frames - 1 flow JPEGs, frames decoded): flow frame i (frame i to i + 1)
+    for each i with i and i + 1 in `wanted`, as `compute_flow` computes it from the
+    stored JPEGs; the others empty but the first."""
+    frames, decoded = read_frames(path, num_frames, wanted, short_side)
+    video_flow = optical_flow.VideoFlow(**settings)
+    flows = [b""] * (num_frames - 1)
+    for i in sorted(i for i in wanted if i + 1 in wanted):
+        flows[i] = video_flow.from_jpegs(frames[i:i + 2])[0]
+    if not flows[0]:  # only its header is read: the flow frames' size
+        flows[0] = next(f for f in flows if f)
+    return flows, decoded
+
+
 def read_waveform(path: str, start: float, end: float | None, sample_rate: float
                   ) -> np.ndarray:
     """The mono waveform of a file's segment at `sample_rate`."""
@@ -83,9 +103,19 @@ def _steps(entry, reading: Reading, plan: Callable) -> Iterator[tuple]:
                                          reading.sample_rate)
         return {"waveform": waveform}
     frame_rate, schedule = yield probe, (entry.path, entry.start, entry.end, reading.fps)
-    indices = plan(len(schedule), frame_rate)
+    indices = [int(i) for i in plan(len(schedule), frame_rate)]
+    if reading.modality == "flow":
+        if len(schedule) < 2:
+            raise video_files.VideoDecodeError(f"{entry.path}: 1 frame; flow needs 2")
+        # Frame i takes flow frame min(i, N - 2), from frames i and i + 1
+        # (`decode.flow_indices`).
+        pairs = {min(i, len(schedule) - 2) for i in indices}
+        wanted = {j: schedule[j] for i in pairs for j in (i, i + 1)}
+        flows, _ = yield read_flow, (entry.path, len(schedule), wanted, reading.short_side,
+                                     reading.flow)
+        return {"flow": flows, "flow_bound": reading.flow["bound"], "frame_rate": frame_rate}
     frames, decoded = yield read_frames, (entry.path, len(schedule),
-                                          {int(i): schedule[i] for i in indices},
+                                          {i: schedule[i] for i in indices},
                                           reading.short_side)
     return {"frames": frames, "frame_rate": frame_rate, "decoded": decoded}
 

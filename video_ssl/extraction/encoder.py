@@ -28,6 +28,7 @@ class Encoder:
     modality: str
     view: views_lib.ViewSpec
     facts: dict  # what meta.json records about the model
+    flow: dict | None = None  # a flow encoder's flow settings, when recorded
 
 
 def load_model(path: str, encoder: str | None = None) -> Encoder:
@@ -53,7 +54,8 @@ def _trained(path: str, encoder: str | None) -> Encoder:
     forward = tf.function(lambda clips: backbone(clips, training=False), reduce_retracing=True)
     return Encoder(forward, pretrained.modality, view, {
         "model": path, "kind": "training run", "method": pretrained.method_name,
-        "encoder": pretrained.encoder, "checkpoint": pretrained.checkpoint_path})
+        "encoder": pretrained.encoder, "checkpoint": pretrained.checkpoint_path},
+        flow=pretrained.flow)
 
 
 def _exported(path: str) -> Encoder:
@@ -69,4 +71,5 @@ def _exported(path: str) -> Encoder:
         {"audio": views_lib.AudioSpec(**metadata["audio"])} if modality == "audio" else {}))
     serve = tf.saved_model.load(path).signatures["serve"]
     return Encoder(lambda clips: serve(frames=clips)["features"], modality, view, {
-        "model": path, "kind": "SavedModel", **metadata.get("source", {})})
+        "model": path, "kind": "SavedModel", **metadata.get("source", {})},
+        flow=metadata.get("flow"))

@@ -7,7 +7,8 @@
   by `decoding.read_files` (in worker processes) as a shard converted by
   `videos_to_tfrecords` at the model's frame rate (the file's own when the model has
   none) with the short side at the evaluation crop's (`short_side`, default
-  crop_size * 8 / 7) would hold it, and the audio at the model's sample rate;
+  crop_size * 8 / 7) would hold it, its flow computed from those frames with the
+  settings the run recorded, and the audio at the model's sample rate;
   `file_features` makes the pipeline's tensors of what was read.
 """
 from __future__ import annotations
@@ -19,12 +20,11 @@ from typing import Callable
 import tensorflow as tf
 
 from video_ssl.console import error_line
-from video_ssl.data import modalities as modalities_lib, reader, schema, views as views_lib
+from video_ssl.data import modalities as modalities_lib, optical_flow, reader, schema
+from video_ssl.data import views as views_lib
 from video_ssl.data.video_list import ListingError, VideoEntry, list_inputs
 from video_ssl.extraction.decoding import Reading
 
-# Where a modality comes from in a video file, for the modalities that can be read.
-FILE_MODALITIES = ("rgb", "audio")
 
 
 class InputError(ValueError):
@@ -53,26 +53,24 @@ def is_shard_pattern(path: str) -> bool:
         not os.path.exists(path) and any(c in path for c in "*?["))
 
 
-def list_videos(input_path: str, view: views_lib.ViewSpec
+def list_videos(input_path: str, view: views_lib.ViewSpec, flow: dict | None = None
                 ) -> tuple[list[Video], Reading | None]:
     """The videos of `input_path` (shards, class folder or CSV) for a model whose
     evaluation view is `view` (its one modality, clip and audio settings), and how
-    to read the files (None for shards)."""
+    to read the files (None for shards). flow: a flow encoder's flow settings
+    (None: `optical_flow.DEFAULT_SETTINGS`)."""
     modality = view.modalities[0]
     if is_shard_pattern(input_path):
         return _shard_videos(input_path, view), None
-    if modality not in FILE_MODALITIES:
-        raise InputError(f"the model takes {modality}, which --input={input_path} (video "
-                         "files) does not offer; convert them with the flow the model was "
-                         "trained on (videos_to_tfrecords --flow=ALGORITHM) and pass "
-                         "--input='PREFIX-*.tfrecord'")
     try:
         entries, _ = list_inputs(input_path)
     except ListingError as error:
         raise InputError(str(error)) from None
     reading = Reading(modality, fps=view.target_fps,
                       short_side=view.short_side or round(view.crop_size * 8 / 7),
-                      sample_rate=view.audio.sample_rate if modality == "audio" else None)
+                      sample_rate=view.audio.sample_rate if modality == "audio" else None,
+                      flow=(flow or optical_flow.DEFAULT_SETTINGS) if modality == "flow"
+                      else None)
     return [Video(e.name, e.label, entry=e) for e in entries], reading
 
 
@@ -86,6 +84,10 @@ def file_features(read: dict, view: views_lib.ViewSpec) -> dict:
                 "sample_rate": tf.constant(view.audio.sample_rate, tf.float32),
                 "frame_rate": tf.constant(view.target_fps or schema.DEFAULT_FRAME_RATE,
                                           tf.float32)}
+    if "flow" in read:
+        return {"flow": tf.constant(read["flow"]),
+                "flow_bound": tf.constant(read["flow_bound"], tf.float32),
+                "frame_rate": tf.constant(read["frame_rate"], tf.float32)}
     return {"frames": tf.constant(read["frames"]),
             "frame_rate": tf.constant(read["frame_rate"], tf.float32)}
 

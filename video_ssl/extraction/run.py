@@ -46,7 +46,8 @@ def extract(model: str, input_path: str, output: str, sampling: Sampling, *,
     decoding video files (0: in this process; None: `default_workers()`); the files
     written do not depend on it."""
     model_encoder = encoder_lib.load_model(model, encoder)
-    videos, reading = inputs_lib.list_videos(input_path, model_encoder.view)
+    videos, reading = inputs_lib.list_videos(input_path, model_encoder.view,
+                                             model_encoder.flow)
     view = model_encoder.view
     dtype = "float16" if float16 else "float32"
     listing = hashlib.sha256("\n".join(v.name for v in videos).encode()).hexdigest()
@@ -76,7 +77,8 @@ def extract(model: str, input_path: str, output: str, sampling: Sampling, *,
             out.write_chunk(index, features, rows, errors)
             rows_done += len(features)
     meta = {"model": model_encoder.facts, "modality": model_encoder.modality,
-            **_input_settings(view), "sampling": sampling.settings(), "input": input_path,
+            **_input_settings(view), **_flow_settings(reading, model_encoder),
+            "sampling": sampling.settings(), "input": input_path,
             "videos": len(videos), "dtype": dtype, "version": video_ssl.__version__}
     meta = out.finish(len(chunks), dtype, meta)
     seconds = time.monotonic() - started
@@ -98,6 +100,15 @@ def _input_settings(view) -> dict:
                      else {"mean": 0.0, "std": 1.0})
     return {"clip": clip, **({"normalization": normalization}
                              if view.modalities == ("rgb",) else {})}
+
+
+def _flow_settings(reading, model_encoder) -> dict:
+    """meta.json's record of the flow computed from video files, if any."""
+    if reading is None or reading.flow is None:
+        return {}
+    note = ({} if model_encoder.flow else {
+        "note": "the model records no flow settings: the project's defaults were used"})
+    return {"flow": {**reading.flow, **note}}
 
 
 def _loaded(videos, reading, maker: ClipMaker, view, num_workers: int):

@@ -146,7 +146,7 @@ class Runner:
         with self.output_folder(chief) as out_dir:
             restored = self.restore(compiled, distribution, data, out_dir)
             if chief:
-                self.write_input_spec(compiled.model)
+                self.write_input_spec(compiled.model, data)
             batches = self.input_batches(compiled.model, distribution, data,
                                          restored.start_step)
             callbacks = self.make_callbacks(compiled, data, restored, out_dir)
@@ -245,11 +245,18 @@ class Runner:
             print(f"Resuming from {latest} at step {start_step} of {data.total_steps}")
         return Restored(manager, latest, start_step)
 
-    def write_input_spec(self, model: keras.Model) -> None:
+    def write_input_spec(self, model: keras.Model, data: Data) -> None:
         """The method's views and encoders in model_dir, before the first step
-        (evaluation, export and serving read them back)."""
+        (evaluation, export and serving read them back), and the settings of the
+        shards' flow when a view takes flow (`video_ssl.extract` computes it so)."""
+        spec = model.input_spec()
+        if any("flow" in view.modalities for view in model.views.values()):
+            from video_ssl.data import optical_flow  # OpenCV: only for runs with flow
+            flow = optical_flow.shard_settings(data.files)
+            if flow:
+                spec["flow"] = flow
         atomic.write_text(os.path.join(self.model_dir, self.input_spec_file),
-                          json.dumps(model.input_spec(), indent=1))
+                          json.dumps(spec, indent=1))
 
     def input_batches(self, model: keras.Model, distribution: tf.distribute.Strategy,
                       data: Data, start_step: int) -> tf.distribute.DistributedDataset:
