@@ -57,33 +57,32 @@ def probe(path: str, start: float, end: float | None, fps: float | None
 
 
 def read_frames(path: str, num_frames: int, wanted: dict[int, int], short_side: int
-                ) -> tuple[list[bytes], int]:
-    """(num_frames JPEGs, frames decoded): the stored frames `wanted` ({index: source
-    pts}) encoded as the converter encodes them, the others empty but the first."""
-    rgb, decoded = video_files.decode_frames(path, list(wanted.values()),
-                                             short_side=short_side)
+                ) -> list[bytes]:
+    """num_frames JPEGs: the stored frames `wanted` ({index: source pts}) encoded as
+    the converter encodes them, the others empty but the first."""
+    rgb, _ = video_files.decode_frames(path, list(wanted.values()), short_side=short_side)
     jpegs = {pts: video_files.encode_jpeg(frame) for pts, frame in rgb.items()}
     frames = [b""] * num_frames
     for index, pts in wanted.items():
         frames[index] = jpegs[pts]
     if not frames[0]:  # only its header is read: the frames' size
         frames[0] = frames[min(wanted)]
-    return frames, decoded
+    return frames
 
 
 def read_flow(path: str, num_frames: int, wanted: dict[int, int], short_side: int,
-              settings: dict) -> tuple[list[bytes], int]:
-    """(num_frames - 1 flow JPEGs, frames decoded): flow frame i (frame i to i + 1)
-    for each i with i and i + 1 in `wanted`, as `compute_flow` computes it from the
-    stored JPEGs; the others empty but the first."""
-    frames, decoded = read_frames(path, num_frames, wanted, short_side)
+              settings: dict) -> list[bytes]:
+    """num_frames - 1 flow JPEGs: flow frame i (frame i to i + 1) for each i with i
+    and i + 1 in `wanted`, as `compute_flow` computes it from the stored JPEGs; the
+    others empty but the first."""
+    frames = read_frames(path, num_frames, wanted, short_side)
     video_flow = optical_flow.VideoFlow(**settings)
     flows = [b""] * (num_frames - 1)
     for i in sorted(i for i in wanted if i + 1 in wanted):
         flows[i] = video_flow.from_jpegs(frames[i:i + 2])[0]
     if not flows[0]:  # only its header is read: the flow frames' size
         flows[0] = next(f for f in flows if f)
-    return flows, decoded
+    return flows
 
 
 def read_waveform(path: str, start: float, end: float | None, sample_rate: float
@@ -111,13 +110,12 @@ def _steps(entry, reading: Reading, plan: Callable) -> Iterator[tuple]:
         # (`decode.flow_indices`).
         pairs = {min(i, len(schedule) - 2) for i in indices}
         wanted = {j: schedule[j] for i in pairs for j in (i, i + 1)}
-        flows, _ = yield read_flow, (entry.path, len(schedule), wanted, reading.short_side,
-                                     reading.flow)
+        flows = yield read_flow, (entry.path, len(schedule), wanted, reading.short_side,
+                                  reading.flow)
         return {"flow": flows, "flow_bound": reading.flow["bound"], "frame_rate": frame_rate}
-    frames, decoded = yield read_frames, (entry.path, len(schedule),
-                                          {i: schedule[i] for i in indices},
-                                          reading.short_side)
-    return {"frames": frames, "frame_rate": frame_rate, "decoded": decoded}
+    frames = yield read_frames, (entry.path, len(schedule),
+                                 {i: schedule[i] for i in indices}, reading.short_side)
+    return {"frames": frames, "frame_rate": frame_rate}
 
 
 def read_files(entries: Iterable, reading: Reading, plan: Callable, num_workers: int

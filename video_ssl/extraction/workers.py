@@ -133,6 +133,7 @@ def serve(task_fd: int, result_fd: int, parent: int) -> None:
     """A worker's loop: (function, args) in, (True, value) or (False, reason) out,
     until None or the end of the task pipe."""
     _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     from video_ssl.console import error_line
     tasks, results = Connection(task_fd, writable=False), Connection(result_fd, readable=False)
     while True:
