@@ -26,7 +26,8 @@ with those bytes written as \\xNN (and a warning).
 
 --flow adds optical flow while converting (FORWARD_FLOW/image/encoded and flow_bound;
 N frames give N - 1 flow frames; --flow_bound and --flow_short_side are compute_flow's
---bound and --short_side). The workers compute it from the video's stored JPEG frames,
+--bound and --short_side; the settings go to PREFIX.flow.json as compute_flow's do,
+and a re-run with others is refused). The workers compute it from the video's stored JPEG frames,
 not from the decoder's pixels before JPEG, with compute_flow's worker code and writer,
 so a record is byte for byte what compute_flow makes of the shard converted without
 --flow; decoding the JPEGs again costs 0.1-0.3 ms a frame (benchmarks/RESULTS.md),
@@ -450,6 +451,8 @@ def _run(args) -> int:
     names = update_label_map(label_map, entries)
     num_workers = min(args.num_workers or os.cpu_count() or 1, len(entries))
     options, flow = conversion_settings(args)
+    if flow:  # as compute_flow records it: a run trained on the shards copies it
+        compute_flow.check_manifest(Path(args.output + ".flow.json"), flow)
     summary, report = convert(entries, args.output, ignored=ignored, num_shards=num_shards,
                               num_workers=num_workers, names=names, options=options, flow=flow)
     print("\n".join(summary.lines()))
