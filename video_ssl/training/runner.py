@@ -336,23 +336,28 @@ class Runner:
         """The export phase (`export_encoders`)."""
         export_dir = os.path.join(self.model_dir, EXPORT_DIR)
         print(f"Exporting {', '.join(model.encoders)} to {export_dir}")
-        export_encoders(model, export_dir)
+        with tf.io.gfile.GFile(os.path.join(self.model_dir, self.input_spec_file)) as f:
+            flow = json.load(f).get("flow")  # what write_input_spec found
+        export_encoders(model, export_dir, flow=flow)
 
 
-def export_encoders(model: keras.Model, export_dir: str) -> None:
+def export_encoders(model: keras.Model, export_dir: str, flow: dict | None = None) -> None:
     """One SavedModel per encoder of the method `model`, the primary one at `export_dir`
     itself (where a single-encoder run puts it), every other at `export_dir/<name>/`.
     An encoder trained under a mixed policy computes in it there too, and returns
-    float32 features."""
+    float32 features. Audio encoders record their log-mel settings, flow encoders
+    `flow` (the shards' flow settings, when known)."""
     views, encoders, primary = model.views, model.encoders, model.primary_encoder
     # The primary first: its folder replaces export_dir as a whole.
     for name in [primary, *(name for name in encoders if name != primary)]:
-        clip, normalization = input_spec.clip_settings(views[encoders[name].view])
+        view, modality = views[encoders[name].view], encoders[name].modality
+        clip, normalization = input_spec.clip_settings(view)
         serving.export_saved_model(
             float32_outputs(model.encoder_model(name)),
             export_dir if name == primary else os.path.join(export_dir, name),
-            clip=clip, normalization=normalization, modality=encoders[name].modality,
-            overwrite=True)
+            clip=clip, normalization=normalization, modality=modality,
+            audio=view.audio if modality == "audio" else None,
+            flow=flow if modality == "flow" else None, overwrite=True)
 
 
 @contextlib.contextmanager
