@@ -1,5 +1,5 @@
 """Feature extraction: `python -m video_ssl.extract --model=RUN_OR_EXPORT --input=INPUT
---output=OUT (--clips=N | [--window_s=S] --stride_s=S) [--crops=1|3]`.
+--output=OUT (--clips=N | [--window_s=S] --stride_s=S) [--crops=1|3] [--num_workers=W]`.
 
 MODEL: a training run (a schedule stage, an imported checkpoint) or a SavedModel of
 `video_ssl.export`; the clip shape, frame rate and normalization are the model's.
@@ -37,10 +37,15 @@ def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
                         help="sliding windows starting every this many seconds")
     parser.add_argument("--crops", type=int, default=1, help="spatial crops per clip: 1 or 3")
     parser.add_argument("--batch_size", type=int, default=32, help="clips per model call")
+    parser.add_argument("--num_workers", type=int, default=None,
+                        help="processes decoding video files (default: the cores but one, "
+                             "at most 8; 0: decode in the main process)")
     parser.add_argument("--float16", action="store_true", help="save features as float16")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size={args.batch_size}: expected at least 1")
+    if args.num_workers is not None and args.num_workers < 0:
+        parser.error(f"--num_workers={args.num_workers}: expected 0 or more")
     windows = args.stride_s is not None or args.window_s is not None
     try:
         clips = 1 if args.clips is None and not windows else args.clips  # one clip by default
@@ -67,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     extract(args.model, args.input, args.output, args.sampling, encoder=args.encoder,
-            batch_size=args.batch_size, float16=args.float16)
+            batch_size=args.batch_size, float16=args.float16, num_workers=args.num_workers)
     return 0
 
 
