@@ -10,7 +10,7 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 PAD = 2  # pixels between tiles and around the sheet
 BACKGROUND = 32  # dark grey, so black frames stay visible
@@ -83,15 +83,12 @@ def captioned(frame: np.ndarray, lines: Sequence[str]) -> np.ndarray:
     height, width = frame.shape[:2]
     image = Image.new("RGB", (width, height + CAPTION_LINE * len(lines)), (BACKGROUND,) * 3)
     image.paste(Image.fromarray(frame), (0, 0))
-    draw = ImageDraw.Draw(image)
+    draw, font = ImageDraw.Draw(image), ImageFont.load_default()  # about 10 px high
     for index, line in enumerate(lines):
         shown = line
-        while len(shown) > 1 and draw.textlength(shown, font_size=CAPTION_LINE - 2) > width - 4:
-            shown = shown[1:]
-        if shown != line:
-            shown = "..." + shown[3:]
-        draw.text((2, height + index * CAPTION_LINE), shown, fill=(230, 230, 230),
-                  font_size=CAPTION_LINE - 2)
+        while len(shown) > 4 and draw.textlength(shown, font=font) > width - 4:
+            shown = "..." + shown[4:]
+        draw.text((2, height + index * CAPTION_LINE), shown, fill=(230, 230, 230), font=font)
     return np.asarray(image)
 
 
