@@ -39,7 +39,7 @@ def video_features(output: str) -> tuple[list[str], list[str], np.ndarray, np.nd
     of the videos in OUT/index.csv, in its order."""
     with open(os.path.join(output, "index.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
-    features = np.load(os.path.join(output, "features.npy")).astype(np.float64)
+    features = np.load(os.path.join(output, "features.npy"), mmap_mode="r")  # read per video
     names, groups = [], {}
     for row in rows:
         if row["video"] not in groups:
@@ -51,7 +51,7 @@ def video_features(output: str) -> tuple[list[str], list[str], np.ndarray, np.nd
         mine = groups[name]
         means_rows = [int(r["row"]) for r in mine if r["clip"] == "mean"]
         chosen = means_rows or [int(r["row"]) for r in mine]
-        means.append(features[chosen].mean(axis=0))
+        means.append(features[chosen].astype(np.float64).mean(axis=0))
         labels.append(mine[0]["label"])
         spans.append((min(float(r["start_s"]) for r in mine),
                       max(float(r["end_s"]) for r in mine)))
