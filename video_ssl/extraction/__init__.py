@@ -10,5 +10,6 @@
   worker processes (`workers.Pool`, no TensorFlow);
 - `sampling.Sampling`: `--clips` or `--window_s/--stride_s`, clips of one video;
 - `output.ChunkedOutput`: the resumable OUT/ folder;
-- `run.extract(...)`: them wired together.
+- `run.extract(...)`: them wired together;
+- `neighbours.save_sheet(OUT, k)`: OUT/neighbours.png of a finished extraction.
 """
