@@ -63,15 +63,15 @@ def count_records(files: Sequence[str]) -> int:
     return total
 
 
-def require_records(files: Sequence[str], what: str) -> None:
-    """Raises `DataPathError` naming `what` (the pattern or binding) and the files when
-    none of them holds a record (every file is empty). Stops at the first non-empty file,
-    so it costs one stat in the usual case."""
+def require_records(files: Sequence[str], what: str,
+                    need: str = "expected at least one video") -> None:
+    """Raises `DataPathError` naming `what` (the pattern or binding), the files and what
+    was needed (`need`) when none of them holds a record (every file is empty). Stops
+    at the first non-empty file, so it costs one stat in the usual case."""
     if any(tf.io.gfile.stat(path).length > 0 for path in files):
         return
     shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
-    raise DataPathError(f"{what}: {len(files)} file(s) ({shown}) hold no records; expected "
-                        "at least one video")
+    raise DataPathError(f"{what}: {len(files)} file(s) ({shown}) hold no records; {need}")
 
 
 def _record_spans(path: str) -> Iterator[tuple[int, int, int]]:

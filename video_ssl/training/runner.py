@@ -33,7 +33,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import tempfile
 from typing import Callable, Iterator, Sequence
 
@@ -42,7 +41,8 @@ import tensorflow as tf
 
 from video_ssl import atomic, console, optim, serving
 from video_ssl.data import input_spec, pipeline, preflight
-from video_ssl.data.reader import count_records, locate_damaged_record, match_files
+from video_ssl.data.reader import (count_records, locate_damaged_record, match_files,
+                                   require_records)
 from video_ssl.distribute import (ClusterError, all_agree, is_chief, lost_workers,
                                   make_strategy)
 from video_ssl.training import callbacks as cb
@@ -131,7 +131,7 @@ class Runner:
         if self.verbose not in ("auto", 0, 1, 2):
             raise ValueError(f"train.verbose: expected 'auto', 0, 1 or 2, got {self.verbose!r}")
         if self.verbose == "auto":
-            self.verbose = 1 if sys.stdout.isatty() else 2
+            self.verbose = console.progress_verbosity()
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision: expected one of {PRECISIONS}, got "
                              f"{self.precision!r}")
@@ -167,12 +167,22 @@ class Runner:
         steps_per_epoch = self.steps_per_epoch
         if steps_per_epoch is None:
             steps_per_epoch = _steps_per_epoch(files, self.global_batch_size)
+        else:  # not counted, but an empty input would fail in the graph, unexplained
+            require_records(files, f"train.train_files={self.train_files!r}",
+                            f"train.steps_per_epoch={steps_per_epoch} needs batches of "
+                            f"train.global_batch_size={self.global_batch_size} videos (the "
+                            "input repeats: at least one video)")
         return Data(files, knn_splits, steps_per_epoch, self.epochs * steps_per_epoch)
 
     def distribute(self) -> tf.distribute.Strategy:
         """The strategy phase."""
         distribution = make_strategy(self.strategy)
         loop.jit_placement(distribution, self.jit_compile)  # refused before anything is built
+        if self.precision == "mixed_float16" and not tf.config.list_logical_devices("GPU"):
+            raise ValueError(
+                "train.precision='mixed_float16': float16 needs a GPU (TensorFlow has no "
+                "float16 kernel for 3D pooling, MaxPool3D, on the CPU) and this run has none; "
+                "use train.precision='mixed_bfloat16' or 'float32' on the CPU")
         return distribution
 
     def build_method(self, distribution: tf.distribute.Strategy, data: Data) -> Compiled:
