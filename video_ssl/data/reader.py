@@ -153,6 +153,7 @@ def _bad_record(path: str, kind: str, offset: int | None) -> str | None:
     return None
 
 
+_JPEG_START = b"\xff\xd8\xff"  # the start-of-image marker (and the next marker's 0xff)
 _FRAME_KEYS = tuple(m.feature_list for m in modalities_lib.MODALITIES.values() if m.frames)
 
 
@@ -165,6 +166,8 @@ def _undecodable_frame(path: str) -> str | None:
             key: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)
             for key in _FRAME_KEYS})
         frames = tf.concat([lists[key] for key in _FRAME_KEYS], 0)
+        # Frames that are no JPEG at all have the pipeline's own message (`_all_jpegs`).
+        frames = tf.boolean_mask(frames, tf.equal(tf.strings.substr(frames, 0, 3), _JPEG_START))
         # The decoded heights, summed: tf.data prunes what no output depends on.
         heights = tf.map_fn(lambda jpeg: tf.shape(tf.io.decode_jpeg(jpeg))[0], frames,
                             fn_output_signature=tf.int32)
@@ -192,9 +195,12 @@ def _undecodable_frame(path: str) -> str | None:
     video = name[0].decode(errors="replace") if name else "?"
     for key in _FRAME_KEYS:
         for number, frame in enumerate(example.feature_lists.feature_list[key].feature):
+            jpeg = frame.bytes_list.value[0] if frame.bytes_list.value else b""
+            if not jpeg.startswith(_JPEG_START):
+                continue
             try:
-                tf.io.decode_jpeg(frame.bytes_list.value[0])
-            except (tf.errors.InvalidArgumentError, IndexError):
+                tf.io.decode_jpeg(jpeg)
+            except tf.errors.InvalidArgumentError:
                 return (f"{path}: record {index} (video {video}): frame {number} of {key} "
                         "is a damaged JPEG (its header reads, its data does not decode)")
     return None
@@ -273,7 +279,7 @@ def video_id(serialized, source_id) -> tf.Tensor:
 def _all_jpegs(frames: tf.Tensor, where: tf.Tensor, key: str) -> tf.Operation:
     """A check that every frame starts with the JPEG start-of-image marker (the decoder's
     own error names no file); it reads 3 bytes per frame."""
-    is_jpeg = tf.equal(tf.strings.substr(frames, 0, 3), b"\xff\xd8\xff")
+    is_jpeg = tf.equal(tf.strings.substr(frames, 0, 3), _JPEG_START)
     # The appended 0 keeps argmin defined for a video without frames.
     first_bad = tf.argmin(tf.concat([tf.cast(is_jpeg, tf.int32), [0]], 0), output_type=tf.int32)
     return tf.debugging.Assert(tf.reduce_all(is_jpeg), [tf.strings.join(
