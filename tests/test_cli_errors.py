@@ -416,13 +416,15 @@ def test_empty_input_with_steps_per_epoch_is_one_line(tmp_path, shards, capsys):
 
 @pytest.mark.skipif(bool(tf.config.list_logical_devices("GPU")), reason="float16 runs on GPUs")
 def test_float16_on_the_cpu_is_one_line_before_training(tmp_path, shards, capsys):
+    """Slow R-18's pool1 has no float16 CPU kernel (test_precision trains a backbone
+    without 3D pooling in float16 on the CPU)."""
     model_dir = tmp_path / "run"
     code = train_lib.main(cli(tmp_path, shards, model_dir, "train.precision='mixed_float16'"))
     assert code == 1
     assert one_line(capsys.readouterr().err) == (
-        "video_ssl.train: error: train.precision='mixed_float16': float16 needs a GPU "
-        "(TensorFlow has no float16 kernel for 3D pooling, MaxPool3D, on the CPU) and this "
-        "run has none; use train.precision='mixed_bfloat16' or 'float32' on the CPU")
+        "video_ssl.train: error: train.precision='mixed_float16': TensorFlow has no float16 "
+        "kernel for 3D max pooling on the CPU (layer pool1) and this run has no GPU; use "
+        "train.precision='mixed_bfloat16' or 'float32' on the CPU")
     assert not model_dir.exists()
 
 

@@ -178,11 +178,6 @@ class Runner:
         """The strategy phase."""
         distribution = make_strategy(self.strategy)
         loop.jit_placement(distribution, self.jit_compile)  # refused before anything is built
-        if self.precision == "mixed_float16" and not tf.config.list_logical_devices("GPU"):
-            raise ValueError(
-                "train.precision='mixed_float16': float16 needs a GPU (TensorFlow has no "
-                "float16 kernel for 3D pooling, MaxPool3D, on the CPU) and this run has none; "
-                "use train.precision='mixed_bfloat16' or 'float32' on the CPU")
         return distribution
 
     def build_method(self, distribution: tf.distribute.Strategy, data: Data) -> Compiled:
@@ -195,6 +190,7 @@ class Runner:
                 steps_per_epoch=data.steps_per_epoch)
             optimizer = (keras.optimizers.LossScaleOptimizer(base)
                          if self.precision == "mixed_float16" else base)
+            _check_float16_kernels(model, self.precision)
             model.compile(optimizer=optimizer, jit_compile=self.jit_compile)
             # Slots must exist before restoring: Keras 3 variables are not restored lazily.
             optimizer.build(model.trainable_variables)
@@ -402,6 +398,21 @@ def float32_outputs(encoder: keras.Model) -> keras.Model:
     features = keras.layers.Activation("linear", dtype="float32", name="float32_features")(
         encoder(inputs))
     return keras.Model(inputs, features, name=encoder.name)
+
+
+def _check_float16_kernels(model: keras.Model, precision: str) -> None:
+    """Without a GPU, a method with 3D max pooling cannot run in float16: TensorFlow's
+    CPU has no such kernel, and says so only at the first step ("No OpKernel ...
+    MaxPool3D ... DT_HALF"). One line now, with what to use instead."""
+    if precision != "mixed_float16" or tf.config.list_logical_devices("GPU"):
+        return
+    pooling = next((layer for layer in model._flatten_layers(include_self=False)
+                    if isinstance(layer, keras.layers.MaxPool3D)), None)
+    if pooling is not None:
+        raise ValueError(
+            "train.precision='mixed_float16': TensorFlow has no float16 kernel for 3D max "
+            f"pooling on the CPU (layer {pooling.name}) and this run has no GPU; use "
+            "train.precision='mixed_bfloat16' or 'float32' on the CPU")
 
 
 def _steps_per_epoch(files: Sequence[str], global_batch_size: int) -> int:
