@@ -247,3 +247,34 @@ def randomize_reference(model, features, clips):
             norm.running_mean += 0.1 * norm.running_var.sqrt() * noise
             norm.running_var *= torch.empty_like(norm.running_var).uniform_(0.8, 1.25)
     return model.eval()
+
+
+def tensorboard_scalars(model_dir) -> dict:
+    """(tag, step) -> value of every scalar in model_dir/tensorboard's event files."""
+    scalars = {}
+    for path in glob.glob(os.path.join(str(model_dir), "tensorboard", "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                scalars[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+    return scalars
+
+
+HEALTH_MONITORS = ("embedding_std", "effective_rank", "alignment", "uniformity")
+
+
+def assert_monitors_logged(model_dir, encoders, last_step) -> None:
+    """Every encoder's kNN top-1 and health monitors (suffix `_<encoder>` except for the
+    first, the primary) in metrics.json at random initialization and after training, and
+    in TensorBoard at step 0 and `last_step`."""
+    with open(os.path.join(str(model_dir), "metrics.json")) as f:
+        epochs = json.load(f)["epochs"]
+    scalars = tensorboard_scalars(model_dir)
+    for i, encoder in enumerate(encoders):
+        suffix = "" if i == 0 else f"_{encoder}"
+        for name in ("knn_top1", *HEALTH_MONITORS):
+            key = name + suffix
+            assert key in epochs[0] and key in epochs[-1], (key, sorted(epochs[-1]))
+            assert np.isfinite(epochs[-1][key])
+            np.testing.assert_allclose(scalars[(f"epoch/{key}", last_step)], epochs[-1][key],
+                                       rtol=1e-6, err_msg=key)  # TensorBoard: float32
+            assert (f"epoch/{key}", 0) in scalars
