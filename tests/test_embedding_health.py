@@ -83,7 +83,7 @@ def test_monitor_warns_when_an_encoder_collapses(capsys):
     warnings = [line for line in capsys.readouterr().out.splitlines() if "WARNING" in line]
     assert len(warnings) == 1
     assert "encoder 'flow' has collapsed at epoch 1" in warnings[0]
-    assert "< 0.1/sqrt(16)" in warnings[0]
+    assert "< 0.01/sqrt(16)" in warnings[0]
 
 
 def test_monitor_logs_health_beside_knn_without_warning_when_spread(capsys):

@@ -123,9 +123,9 @@ class KNNMonitor(keras.callbacks.Callback):
         threshold = embedding_health.collapse_threshold(dims)
         if std < threshold:
             print(f"WARNING: encoder {self.encoder_name!r} has collapsed at epoch {epoch}: "
-                  f"embedding_std{self.suffix} = {std:.2g} < 0.1/sqrt({dims}) = "
-                  f"{threshold:.2g} (a tenth of a healthy spread; its features barely "
-                  f"differ between videos)", flush=True)
+                  f"embedding_std{self.suffix} = {std:.2g} < "
+                  f"{embedding_health.COLLAPSE_FRACTION}/sqrt({dims}) = {threshold:.2g} "
+                  f"(its features barely differ between videos)", flush=True)
 
     def on_epoch_end(self, epoch, logs=None):
         last = epoch + 1 == self.params.get("epochs")
