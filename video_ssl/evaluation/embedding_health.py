@@ -8,7 +8,9 @@ Pure NumPy on a (videos, d) feature matrix, such as the kNN monitor's memory ban
   sphere, 0 when they collapse to one point (SimSiam, Chen & He 2021, §4.1).
 - `effective_rank`: exp of the entropy of the normalized singular values of the centred
   features (Roy & Vetterli 2007): 1 when every row varies along one direction, d for
-  equal spread over d orthogonal directions; at most min(videos - 1, d).
+  equal spread over d orthogonal directions; at most min(rows - 1, d).
+
+The rank and the pairwise statistics use at most `MAX_ROWS` rows, evenly spaced.
 - `alignment`: mean squared distance between the normalized embeddings of positive
   pairs (Wang & Isola 2020, alpha = 2); 0 when positives coincide, at most 4.
 - `uniformity`: log of the mean Gaussian potential exp(-t ||x - y||^2) over all pairs of
@@ -25,8 +27,9 @@ import numpy as np
 # orthant; randomly initialized Slow R-18 (1/4 width) and R-50 read 0.14/sqrt(d) on
 # random clips. 0.01 stays an order of magnitude under that.
 COLLAPSE_FRACTION = 0.01
-# Pairwise statistics look at this many rows at most (evenly spaced): n^2 distances.
-MAX_PAIR_ROWS = 2048
+# The rank and the pairwise statistics look at this many rows at most (evenly spaced):
+# an SVD of n rows and n^2 distances stay cheap for a bank of any size.
+MAX_ROWS = 2048
 
 
 def _normalized(features) -> np.ndarray:
@@ -51,7 +54,7 @@ def collapse_threshold(dims: int) -> float:
 def effective_rank(features) -> float:
     """exp(entropy of p), p the singular values of the centred rows over their sum
     (Roy & Vetterli 2007); 1.0 for rows that do not vary at all."""
-    x = np.asarray(features, np.float64)
+    x, _ = _subsample(np.asarray(features, np.float64))
     singular = np.linalg.svd(x - x.mean(axis=0), compute_uv=False)
     total = singular.sum()
     if total <= 1e-9 * np.linalg.norm(x):  # constant rows (up to rounding)
@@ -61,9 +64,9 @@ def effective_rank(features) -> float:
 
 
 def _subsample(x: np.ndarray, labels=None):
-    if x.shape[0] <= MAX_PAIR_ROWS:
+    if x.shape[0] <= MAX_ROWS:
         return x, labels
-    rows = np.linspace(0, x.shape[0] - 1, MAX_PAIR_ROWS).astype(int)
+    rows = np.linspace(0, x.shape[0] - 1, MAX_ROWS).astype(int)
     return x[rows], None if labels is None else np.asarray(labels)[rows]
 
 
