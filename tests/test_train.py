@@ -51,6 +51,7 @@ def test_cli_trains_and_writes_all_outputs(trained_run):
     assert "\r" not in stdout and "\x08" not in stdout
     assert sum(line.startswith("2/2 - ") for line in stdout.splitlines()) == 2
     assert "kNN monitor: scoring the encoders at random initialization ..." in stdout
+    assert "has collapsed" not in stdout  # no false alarm on a healthy run
     assert "Training steps 1-4 (2 epochs of 2 steps); tracing the training step first" in stdout
     assert f"Exporting rgb to {model_dir / 'export'}" in stdout
     # 8 videos / batch 4 = 2 steps per epoch, counted from the shards.
