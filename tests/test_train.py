@@ -23,6 +23,7 @@ from video_ssl.methods.rho import rho_views
 from video_ssl.training import runner
 
 NUM_VIDEOS = 8  # in the shards fixture (conftest.py)
+HEALTH = ("embedding_std", "effective_rank", "alignment", "uniformity")  # kNN monitor
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,7 @@ def test_cli_trains_and_writes_all_outputs(trained_run):
     assert "\r" not in stdout and "\x08" not in stdout
     assert sum(line.startswith("2/2 - ") for line in stdout.splitlines()) == 2
     assert "kNN monitor: scoring the encoders at random initialization ..." in stdout
+    assert "has collapsed" not in stdout  # no false alarm on a healthy run
     assert "Training steps 1-4 (2 epochs of 2 steps); tracing the training step first" in stdout
     assert f"Exporting rgb to {model_dir / 'export'}" in stdout
     # 8 videos / batch 4 = 2 steps per epoch, counted from the shards.
@@ -61,6 +63,7 @@ def test_cli_trains_and_writes_all_outputs(trained_run):
     assert [e["step"] for e in metrics["epochs"]] == [0, 2, 4]
     for entry in metrics["epochs"]:
         assert 0.0 <= entry["knn_top1"] <= 1.0
+        assert set(HEALTH) <= set(entry)
     final = metrics["final"]
     assert final["step"] == 4 and np.isfinite(final["loss"]) and final["wall_time_s"] > 0
     assert final["knn_top1_random_init"] == metrics["epochs"][0]["knn_top1"]
@@ -74,6 +77,9 @@ def test_cli_trains_and_writes_all_outputs(trained_run):
     assert {("batch/loss", s) for s in (1, 2, 3, 4)} <= set(scalars)
     assert scalars[("epoch/knn_top1", 0)] == final["knn_top1_random_init"]
     assert scalars[("epoch/knn_top1", 4)] == final["knn_top1"]
+    for name in HEALTH:
+        assert scalars[(f"epoch/{name}", 4)] == pytest.approx(final[name])
+        assert (f"epoch/{name}", 0) in scalars
     assert ("epoch/learning_rate", 2) in scalars and ("epoch/momentum", 4) in scalars
 
     # The primary encoder (here the only one, "rgb") at export/, and only there.

@@ -130,7 +130,8 @@ def knn_monitors(model: Method, bank_files: Sequence[str], query_files: Sequence
                  temperature: float) -> list[KNNMonitor]:
     """One online kNN monitor per encoder, on one centre clip per video shaped like
     that encoder's training clips, in its own modality. The primary encoder logs
-    `knn_top1`, the others `knn_top1_<encoder>`."""
+    `knn_top1` and its health (`embedding_std`, `effective_rank`, `alignment`,
+    `uniformity`), the others the same names followed by `_<encoder>`."""
     views, monitors = model.views, []
     for name, source in model.encoders.items():
         view = views[source.view]
@@ -140,10 +141,10 @@ def knn_monitors(model: Method, bank_files: Sequence[str], query_files: Sequence
             return lambda: pipeline.make_dataset(
                 files, training=False, batch_size=batch_size, modalities=(source.modality,),
                 audio=view.audio, **clip, **normalization)
-        key = "knn_top1" if name == model.primary_encoder else f"knn_top1_{name}"
-        monitors.append(KNNMonitor(split(bank_files), split(query_files), key=key,
+        suffix = "" if name == model.primary_encoder else f"_{name}"
+        monitors.append(KNNMonitor(split(bank_files), split(query_files), suffix=suffix,
                                    modality=source.modality, every_n_epochs=every_n_epochs,
-                                   k=k, temperature=temperature,
+                                   k=k, temperature=temperature, encoder_name=name,
                                    encoder=lambda m, name=name: m.encoder_model(name)))
     return monitors
 

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from video_ssl.evaluation import embedding_health
 from video_ssl.evaluation.multiview import average_over_views
 
 DEFAULT_K = 20
@@ -56,21 +57,26 @@ def knn_accuracy(bank_features, bank_labels, query_features, query_labels, **kwa
 
 
 class KNNMonitor(keras.callbacks.Callback):
-    """Logs the kNN top-1 accuracy of one of the model's encoders every `every_n_epochs`
-    and after the last epoch.
+    """Logs the kNN top-1 accuracy of one of the model's encoders, and the health of its
+    features on the memory bank (`embedding_health`), every `every_n_epochs` and after
+    the last epoch.
 
     The memory bank is a labeled train split and the queries a test split, each a
     zero-argument callable returning a fresh dataset of one centre clip per video.
     `encoder` picks the encoder from the model; the datasets' clips are under
-    `modality`. The value is added to the epoch logs as `key` (so TensorBoard and metrics
-    callbacks placed after this one see it).
+    `modality`. The values are added to the epoch logs as `knn_top1`, `embedding_std`,
+    `effective_rank`, `alignment` and `uniformity`, each followed by `suffix` (so
+    TensorBoard and metrics callbacks placed after this one see them). `alignment` pairs
+    bank videos of the same class: the bank holds one clip per video. A collapsed
+    embedding (`embedding_std` under `collapse_threshold(d)`) prints one warning line
+    naming `encoder_name`.
     """
 
     def __init__(self, bank_dataset: Callable[[], tf.data.Dataset],
                  query_dataset: Callable[[], tf.data.Dataset], *, every_n_epochs: int = 1,
                  k: int = DEFAULT_K, temperature: float = DEFAULT_TEMPERATURE,
                  encoder: Callable[[keras.Model], keras.Model] = lambda model: model.backbone,
-                 key: str = "knn_top1", modality: str = "rgb"):
+                 encoder_name: str = "backbone", suffix: str = "", modality: str = "rgb"):
         super().__init__()
         if every_n_epochs < 1:
             raise ValueError(f"KNNMonitor.every_n_epochs must be >= 1, got {every_n_epochs}")
@@ -80,12 +86,19 @@ class KNNMonitor(keras.callbacks.Callback):
         self.k = k
         self.temperature = temperature
         self.encoder = encoder
-        self.key = key
+        self.encoder_name = encoder_name
+        self.suffix = suffix
         self.modality = modality
         self._forward = None  # the encoder in inference mode, traced once
 
-    def evaluate(self) -> float:
-        """kNN top-1 accuracy of the current weights."""
+    @property
+    def key(self) -> str:
+        """The name of the kNN top-1 in the logs."""
+        return "knn_top1" + self.suffix
+
+    def evaluate(self, epoch: int = 0) -> dict[str, float]:
+        """kNN top-1 accuracy and embedding health of the current weights, by log name;
+        `epoch` (1-based, 0 before training) only names the time in a collapse warning."""
         if self._forward is None:
             self._forward = tf.function(functools.partial(self.encoder(self.model),
                                                           training=False),
@@ -99,11 +112,22 @@ class KNNMonitor(keras.callbacks.Callback):
         for split, labeled in (("memory-bank", in_bank), ("query", in_queries)):
             if not labeled.any():
                 raise ValueError(f"kNN: the {split} split has no labels (clip/label/index)")
-        return knn_accuracy(bank[in_bank], bank_labels[in_bank], queries[in_queries],
-                            query_labels[in_queries], k=self.k, temperature=self.temperature)
+        values = {"knn_top1": knn_accuracy(
+            bank[in_bank], bank_labels[in_bank], queries[in_queries],
+            query_labels[in_queries], k=self.k, temperature=self.temperature)}
+        values.update(embedding_health.health(bank[in_bank], bank_labels[in_bank]))
+        self._warn_if_collapsed(values["embedding_std"], bank.shape[1], epoch)
+        return {name + self.suffix: value for name, value in values.items()}
+
+    def _warn_if_collapsed(self, std: float, dims: int, epoch: int) -> None:
+        threshold = embedding_health.collapse_threshold(dims)
+        if std < threshold:
+            print(f"WARNING: encoder {self.encoder_name!r} has collapsed at epoch {epoch}: "
+                  f"embedding_std{self.suffix} = {std:.2g} < "
+                  f"{embedding_health.COLLAPSE_FRACTION}/sqrt({dims}) = {threshold:.2g} "
+                  f"(its features barely differ between videos)", flush=True)
 
     def on_epoch_end(self, epoch, logs=None):
         last = epoch + 1 == self.params.get("epochs")
         if logs is not None and ((epoch + 1) % self.every_n_epochs == 0 or last):
-            logs[self.key] = self.evaluate()
-
+            logs.update(self.evaluate(epoch + 1))

@@ -17,6 +17,11 @@ values averaged over the replicas (fit's reduction for training). What it does
 differently: one input iterator for the whole run (fit makes one per call), and after a
 restart mid-epoch the batch numbers continue the epoch's (`batch + 1 == steps` is the
 epoch's last step, as StepCheckpoint needs).
+
+On one device the two train identically: the same method, batches and seed give
+bit-identical weights, optimizer state and per-step logs after N steps across epochs
+(tests/test_loop.py). Both run the method's `train_step`, and every random draw in a
+step is stateless, seeded by the batch or the step, not by a graph-level RNG stream.
 """
 from __future__ import annotations
 

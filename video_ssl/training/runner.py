@@ -99,8 +99,8 @@ class Runner:
 
     method: builds the method (called with no arguments under the strategy scope and
     the precision policy). monitors: `(model, bank_files, query_files, *, batch_size,
-    every_n_epochs, k, temperature)` -> the kNN monitors (Keras callbacks with a `key`
-    and `evaluate()`). input_spec_file: the name of the method's input spec in model_dir.
+    every_n_epochs, k, temperature)` -> the kNN monitors (Keras callbacks whose
+    `evaluate()` returns their values by log name). input_spec_file: the name of the method's input spec in model_dir.
     """
     model_dir: str
     method: Callable[[], keras.Model]
@@ -313,9 +313,11 @@ class Runner:
         if callbacks.monitors and start_step == 0:
             # The random-initialization baseline, so the logs show what training added.
             print("kNN monitor: scoring the encoders at random initialization ...")
-            accuracies = {monitor.key: monitor.evaluate() for monitor in callbacks.monitors}
-            metrics.record(0, {"step": 0, **accuracies})
-            callbacks.tensorboard.write("epoch", accuracies, step=0)
+            values = {}
+            for monitor in callbacks.monitors:
+                values.update(monitor.evaluate())
+            metrics.record(0, {"step": 0, **values})
+            callbacks.tensorboard.write("epoch", values, step=0)
         if start_step < data.total_steps:
             # Keras prints nothing until the first step is traced and compiled (minutes
             # for a large model), nor, at verbose=2, until the first epoch ends.
