@@ -5,8 +5,11 @@ No TensorFlow here, so that `--help` and argument errors answer at once.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import signal
 import sys
+from pathlib import Path
 from typing import Callable
 
 
@@ -35,6 +38,41 @@ def printable(text: str) -> str:
     """`text` with the bytes of a file name that are not UTF-8 (which Python keeps as
     lone surrogates) written as \\xNN, so it can be printed and stored as UTF-8."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Writes `path` under a temporary name, then renames it: complete or absent. A
+    failed write (a full disk) removes the temporary file and names `path`."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from e
+
+
+def write_error(path: str, error: Exception) -> ToolError:
+    """The one line for an output that could not be written (a full disk, ...): it names
+    the output, not its temporary file, and TensorFlow's reason without its path."""
+    message = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
+    reason = message.rsplit("; ", 1)[-1]  # TensorFlow writes "PATH; No space left on device"
+    return ToolError(f"cannot write {path}: {reason}", exit_code=1)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def end_with_parent(parent: int) -> None:
+    """Called first in a worker process: the worker is killed when the tool that started
+    it (pid `parent`) dies, whatever killed it (kill -9 included), instead of waiting
+    for work forever; the multiprocessing resource tracker then ends too (its pipe
+    closes with the last of them). Linux only (prctl); elsewhere nothing is done."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the tool died before the request took effect
+        os._exit(1)
 
 
 def run(tool: str, body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 import video_ssl
 from tfrecords_tools.videos_to_tfrecords import Progress
-from video_ssl.console import error_line
+from video_ssl.console import check_writable, error_line
 from video_ssl.extraction import encoder as encoder_lib
 from video_ssl.extraction import inputs as inputs_lib
 from video_ssl.extraction.output import ChunkedOutput
@@ -36,6 +36,7 @@ def extract(model: str, input_path: str, output: str, sampling: Sampling, *,
             encoder: str | None = None, batch_size: int = 32, float16: bool = False,
             chunk_videos: int = CHUNK_VIDEOS) -> dict:
     """Writes OUT (see `output`); returns meta.json's content."""
+    check_writable(output)  # before the model loads
     model_encoder = encoder_lib.load_model(model, encoder)
     videos = inputs_lib.list_videos(input_path, model_encoder.view)
     view = model_encoder.view
