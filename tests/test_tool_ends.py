@@ -44,9 +44,9 @@ def refuse_to_load(*args, **kwargs):
 
 def read_only(monkeypatch):
     """Every folder refuses new entries, as a read-only one does for a user."""
-    def mkdtemp(*args, dir=None, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied", dir)
-    monkeypatch.setattr(console.tempfile, "mkdtemp", mkdtemp)
+    def mkdir(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+    monkeypatch.setattr(console.os, "mkdir", mkdir)
 
 
 # ---------------------------------------------------------------- the output check

@@ -25,6 +25,7 @@ import re
 import sys
 import tempfile
 import tokenize
+import uuid
 from typing import Callable, Sequence
 
 TRACEBACK_VARIABLE = "VIDEO_SSL_TRACEBACK"
@@ -209,7 +210,9 @@ def check_writable(folder: str) -> None:
             existing = os.path.dirname(existing)
         if not os.path.isdir(existing):
             raise NotWritable(f"cannot write to {folder}: {existing} is not a folder")
-        os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=existing))
+        probe = os.path.join(existing, f".write-check-{uuid.uuid4().hex}")
+        os.mkdir(probe)
+        os.rmdir(probe)
     except NotWritable:
         raise
     except OSError as error:

@@ -100,9 +100,11 @@ class Workers:
     """The worker processes and the threads passing their output on."""
 
     def __init__(self, train_flags: Sequence[str], num_workers: int, *,
-                 stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr):
+                 stdout: TextIO | None = None, stderr: TextIO | None = None):
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        # The streams of the moment (not those at import), by default.
+        stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
         self.stdout, self.stderr = stdout, stderr
         addresses = [f"127.0.0.1:{port}" for port in free_ports(num_workers)]
         command = train_command(train_flags)
