@@ -230,9 +230,9 @@ def test_output_below_a_file_is_one_line(bikes, tmp_path):
     rc, _, err = run_main(converter, [f"--input={tmp_path / 'videos'}",
                                       f"--output={tmp_path / 'file' / 'sub' / 'x'}"] + TINY)
     assert rc == 1
-    assert one_error_line(err).startswith(
-        f"videos_to_tfrecords: error: --output {tmp_path}/file/sub/x: cannot create the folder "
-        f"{tmp_path}/file/sub: ")
+    assert one_error_line(err) == (
+        f"videos_to_tfrecords: error: cannot write to {tmp_path}/file/sub: {tmp_path}/file "
+        "is not a folder")
 
 
 def test_output_name_not_utf8_is_one_line(bikes, tmp_path):
@@ -269,8 +269,7 @@ def test_unwritable_output_folder_is_one_line(bikes):
             env=dict(os.environ, HOME=root))
         assert result.returncode == 1
         assert one_error_line(result.stderr) == (
-            f"videos_to_tfrecords: error: --output {output}: the folder {root}/readonly "
-            "is not writable")
+            f"videos_to_tfrecords: error: cannot write to {root}/readonly: Permission denied")
         assert os.listdir(os.path.join(root, "readonly")) == []
     finally:
         shutil.rmtree(root)

@@ -287,6 +287,34 @@ def test_launcher_flags_and_ports(capsys):
     assert launcher.describe(-signal.SIGKILL) == "was killed by SIGKILL"
 
 
+def _launch(argv, monkeypatch):
+    """launcher.main(argv) in this process, its SIGTERM handler undone afterwards."""
+    monkeypatch.setattr(launcher.signal, "signal", lambda *args: None)
+    return launcher.main(argv)
+
+
+def test_no_resume_advice_after_a_configuration_error(tmp_path, monkeypatch, capsys):
+    """The real trainer, refusing its flags (no --model_dir) in both workers."""
+    monkeypatch.chdir(REPO)
+    code = _launch(["--num_workers=2", "--", f"--gin_file={tmp_path}/x.gin"], monkeypatch)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "the following arguments are required: --model_dir" in err
+    stopped = [line for line in err.splitlines() if "video_ssl.launch: stopped:" in line]
+    assert len(stopped) == 1 and stopped[0].endswith("exited with status 2 (exit status 2)")
+    assert "resume" not in err
+
+
+def test_resume_advice_after_a_worker_was_killed(monkeypatch, capsys):
+    monkeypatch.setattr(launcher, "train_command", lambda flags: [
+        sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+    code = _launch(["--num_workers=1", "--", "--model_dir=x"], monkeypatch)
+    assert code == 128 + signal.SIGKILL
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "video_ssl.launch: stopped: worker 0 was killed by SIGKILL (exit status 137); "
+        "re-run the same command to resume from the chief's newest checkpoint")
+
+
 def test_shards_on_another_file_system_go_through_gfile(shards):
     """Shards on a bucket are read through tf.io.gfile (globbing, counting, reading);
     TensorFlow's in-memory ram:// file system stands in for gs:// here. Worker 1's input

@@ -6,9 +6,11 @@ import os
 import gin
 import pytest
 
-import video_ssl.methods.coclr  # noqa: F401  (registers InfoNCE, CoCLR)
 import video_ssl.train  # noqa: F401  (registers train)
+from video_ssl import config as config_lib, console
 from video_ssl.training import stages
+
+config_lib.register_configurables()  # the methods by name: InfoNCE, CoCLR
 
 CONFIG = """
 run_schedule.stages = [('a', {}), ('b', {}), ('c', {'rgb': 'a', 'flow': 'b'})]
@@ -44,6 +46,8 @@ class FakeTrain:
         init = gin.query_parameter("CoCLR.init_checkpoints") if stage == "c" else None
         method = gin.query_parameter("train.method").configurable.name
         self.calls.append((stage, method, probe(), init))
+        with open(os.path.join(model_dir, stages.OPERATIVE_CONFIG), "w") as f:
+            f.write(gin.operative_config_str())  # as the trainer does
         if stage == self.fail_in:
             self.fail_in = None
             raise RuntimeError("interrupted")
@@ -80,6 +84,8 @@ def test_rerun_resumes_the_interrupted_stage(tmp_path, config):
     with pytest.raises(RuntimeError):
         stages.run_schedule(str(tmp_path), fake)
     assert not (tmp_path / "b" / stages.COMPLETE_FILE).exists()
+    # schedule.json is written after every stage, not only at the end.
+    assert json.loads((tmp_path / "schedule.json").read_text()) == {"a": {"step": 1}}
     stages.run_schedule(str(tmp_path), fake)
     # Stage a is not re-run; b runs again in the same folder (the trainer resumes there).
     assert [c[0] for c in fake.calls] == ["a", "b", "b", "c"]
@@ -94,6 +100,87 @@ def test_one_stage_alone(tmp_path, config):
     assert [c[0] for c in fake.calls] == ["a", "b", "c", "b"]
     with pytest.raises(ValueError, match="run_schedule.only='d'"):
         stages.run_schedule(str(tmp_path), fake, only="d")
+
+
+@gin.configurable
+def unused_probe(value=None):
+    return value
+
+
+def parse(config):
+    gin.clear_config()
+    gin.parse_config(config.replace("train.epochs", "probe.epochs"))
+
+
+MACRO_CONFIG = CONFIG.replace("b/train.epochs = 3", "EPOCHS_B = 3\nb/train.epochs = %EPOCHS_B")
+
+
+def test_finished_stage_with_other_settings_is_refused_or_trained_on(tmp_path, config,
+                                                                     capsys):
+    """Today's bug: more epochs for a finished stage trained nothing, silently."""
+    parse(MACRO_CONFIG)
+    fake = FakeTrain()
+    stages.run_schedule(str(tmp_path), fake)
+    parse(MACRO_CONFIG.replace("EPOCHS_B = 3", "EPOCHS_B = 5"))
+    with pytest.raises(ValueError) as error:
+        stages.run_schedule(str(tmp_path), fake)
+    assert console.error_line(error.value) == (  # the trainer's error line
+        "run_schedule: stage 'b' finished with other settings (probe.epochs: 3 then, 5 now); "
+        "pass --extend_finished_stages to train it on under these (from its newest "
+        "checkpoint, e.g. to more epochs), or use another model_dir")
+    assert len(fake.calls) == 3  # refused before anything ran
+    summary = stages.run_schedule(str(tmp_path), fake, extend_finished=True)
+    assert "stage 'b' finished with other settings" in capsys.readouterr().out
+    assert fake.calls[3:] == [("b", "InfoNCE", 5, None)]  # b alone, to its new length
+    assert summary["b"] == {"step": 4}
+    assert json.loads((tmp_path / "schedule.json").read_text()) == summary
+    stages.run_schedule(str(tmp_path), fake)  # b finished with these settings now
+    assert len(fake.calls) == 4
+
+
+def test_settings_that_do_not_change_what_a_stage_trains_are_not_differences(tmp_path,
+                                                                            config):
+    fake = FakeTrain()
+    stages.run_schedule(str(tmp_path), fake)
+    # How it runs (verbosity, strategy, run_schedule.only), and a configurable no stage calls.
+    parse(CONFIG + "train.verbose = 2\ntrain.strategy = 'mirrored'\n"
+                   "unused_probe.value = 3\n")
+    stages.run_schedule(str(tmp_path), fake)
+    assert len(fake.calls) == 3
+    # A method switched is a difference (the fake's operative config does not list
+    # `train`: without one, every binding counts).
+    parse(CONFIG.replace("c/train.method = @CoCLR", "c/train.method = @InfoNCE"))
+    os.remove(tmp_path / "c" / stages.OPERATIVE_CONFIG)
+    with pytest.raises(ValueError, match=r"stage 'c' finished with other settings "
+                                         r"\(train.method: @CoCLR then, @InfoNCE now\)"):
+        stages.run_schedule(str(tmp_path), fake)
+
+
+def test_settings_differences_resolve_macros_and_name_every_binding():
+    finished = ("E = 1\nx/f.a = %E\nf.b = 2\nrun_schedule.only = 'x'\ntrain.verbose = 1\n"
+                "import os\n")
+    how_it_runs = finished.replace("'x'", "'y'").replace("verbose = 1", "verbose = 2")
+    assert stages.settings_differences(finished, how_it_runs) == []
+    assert stages.settings_differences(
+        finished, "E = 4\nx/f.a = %E\nf.c = 'c'\n") == [
+        "f.b: 2 then, unbound now", "f.c: unbound then, 'c' now", "x/f.a: 1 then, 4 now"]
+    # Only the bindings that reach a configurable the stage called, in its scope.
+    assert stages.settings_differences(finished, "E = 4\nx/f.a = %E\n", used={"g"}) == []
+    assert stages.settings_differences(finished, "E = 4\nx/f.a = %E\n", used={"y/f"}) == [
+        "f.b: 2 then, unbound now"]
+
+
+def test_extend_flag_without_a_schedule_is_refused(tmp_path, capsys):
+    from video_ssl import train as train_lib
+    gin_file = tmp_path / "one.gin"
+    gin_file.write_text("train.epochs = 1\n")
+    code = train_lib.main([f"--gin_file={gin_file}", f"--model_dir={tmp_path / 'run'}",
+                           "--extend_finished_stages"])
+    assert code == 1
+    assert capsys.readouterr().err.strip() == (
+        "video_ssl.train: error: --extend_finished_stages: applies to schedules, and this "
+        "config binds no run_schedule.stages")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("bad,message", [
@@ -138,7 +225,7 @@ def flow_shards(make_shards):
 
 @pytest.mark.slow
 def test_coclr_schedule_resumes_mid_stage_through_the_trainer(tmp_path, flow_shards, capsys):
-    from video_ssl import config as config_lib
+    from video_ssl import config as config_lib, console
     from video_ssl.train import train
     tiny = {
         "train.train_files": repr(flow_shards), "train.global_batch_size": 4,
@@ -177,3 +264,15 @@ def test_coclr_schedule_resumes_mid_stage_through_the_trainer(tmp_path, flow_sha
     for encoder, channels in (("rgb", 3), ("flow", 2)):
         loaded = pretrained.load_encoder(str(tmp_path / "cycle1_rgb"), encoder=encoder)
         assert loaded.step == 2 and loaded.backbone.input_shape[-1] == channels
+
+    # More CYCLE_EPOCHS for the finished schedule: refused, naming the cycle stage alone
+    # (the InfoNCE stage never used the macro). With the flag the stage trains on as a
+    # re-run single run does (the fake trainer's test above).
+    gin.clear_config()
+    config_lib.parse_gin(configs, params + ["CYCLE_EPOCHS = 2"])
+    with pytest.raises(ValueError) as error:
+        stages.run_schedule(str(tmp_path), train)
+    gin.clear_config()
+    assert console.error_line(error.value).startswith(
+        "run_schedule: stage 'cycle1_rgb' finished with other settings (train.epochs: 1 "
+        "then, 2 now); pass --extend_finished_stages")

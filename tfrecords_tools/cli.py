@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from video_ssl.console import printable
@@ -32,6 +33,26 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.tool}: error: {message} (see --help)\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Writes `path` under a temporary name, then renames it: complete or absent. A
+    failed write (a full disk) removes the temporary file and names `path`."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from e
+
+
+def write_error(path: str, error: Exception) -> ToolError:
+    """The one line for an output that could not be written (a full disk, ...): it names
+    the output, not its temporary file, and TensorFlow's reason without its path."""
+    message = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
+    reason = message.rsplit("; ", 1)[-1]  # TensorFlow writes "PATH; No space left on device"
+    return ToolError(f"cannot write {path}: {reason}", exit_code=1)
 
 
 def run(tool: str, body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

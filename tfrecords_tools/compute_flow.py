@@ -15,7 +15,9 @@ frames are then that small, and their values in those pixels.
 The sorted files matching GLOB are the input shards; input i is written to
 `PREFIX-0000i-of-0000N.tfrecord` with its records in the same order. Resumable: each
 output shard is written to `NAME.tmp` and renamed when complete; a re-run skips complete
-shards and redoes the rest. `PREFIX.flow.json` holds the settings and inputs; a re-run
+shards and redoes the rest. The output folder is checked before anything is read; a
+write that fails (a full disk) is one line naming the shard, whose temporary file is
+removed. The worker processes end with the tool, however it ends (kill -9 included). `PREFIX.flow.json` holds the settings and inputs; a re-run
 with others stops with an error rather than mixing two kinds of flow in one dataset.
 
 Failures never stop the run. A record that is not a SequenceExample of frames, has a
@@ -32,9 +34,9 @@ errors are one line `compute_flow: error: ...` (--verbose shows the traceback).
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -51,6 +53,8 @@ from tqdm import tqdm
 from tfrecords_tools import cli
 from tfrecords_tools.cli import ToolError
 from video_ssl.data import optical_flow
+from video_ssl import console
+from video_ssl.processes import end_with_parent
 
 TOOL = "compute_flow"
 # Videos queued per worker: enough to keep workers busy across shard boundaries, few
@@ -64,10 +68,13 @@ MAX_ERRORS_SHOWN = 20
 _VIDEO_FLOW: optical_flow.VideoFlow | None = None
 
 
-def init_worker(settings: dict) -> None:
+def init_worker(settings: dict, parent: int | None = None) -> None:
     """Prepares a flow process (also videos_to_tfrecords' workers, with --flow):
-    settings are VideoFlow's arguments (algorithm, bound, short_side)."""
+    settings are VideoFlow's arguments (algorithm, bound, short_side); a worker process
+    ends with `parent`, the tool's pid (`end_with_parent`)."""
     global _VIDEO_FLOW
+    if parent is not None:
+        end_with_parent(parent)
     # One core per process: the processes are the parallelism.
     cv2.setNumThreads(1)
     _VIDEO_FLOW = optical_flow.VideoFlow(**settings)
@@ -94,7 +101,7 @@ def _ordered_results(tasks: Iterable[tuple[object, list[bytes] | None]], setting
     # once TensorFlow's threads run in this process.
     with concurrent.futures.ProcessPoolExecutor(
             num_workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=init_worker, initargs=(settings,)) as pool:
+            initializer=init_worker, initargs=(settings, os.getpid())) as pool:
         pending = collections.deque()
         try:
             for meta, jpegs in tasks:
@@ -225,28 +232,44 @@ class Summary:
 
 
 class _ShardWriter:
-    """One output shard, under a temporary name until `finish` renames it."""
+    """One output shard, under a temporary name until `finish` renames it; `discard`
+    removes it. A write that fails (a full disk) is one line naming the shard."""
 
     def __init__(self, path: str):
         import tensorflow as tf
-        self.path = path
-        self.writer = tf.io.TFRecordWriter(path + ".tmp")
+        self.path, self.tmp, self._errors = path, path + ".tmp", tf.errors.OpError
+        with self._failing_as_one_line():
+            self.writer = tf.io.TFRecordWriter(self.tmp)
         self.videos, self.pairs, self.failures = 0, 0, []
 
+    @contextlib.contextmanager
+    def _failing_as_one_line(self):
+        try:
+            yield
+        except self._errors as e:
+            raise cli.write_error(self.path, e) from None
+
     def write(self, serialized: bytes, pairs: int) -> None:
-        self.writer.write(serialized)
+        with self._failing_as_one_line():
+            self.writer.write(serialized)
         self.videos += 1
         self.pairs += pairs
 
     def finish(self) -> None:
-        self.writer.close()
-        os.replace(self.path + ".tmp", self.path)
+        with self._failing_as_one_line():
+            self.writer.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        with contextlib.suppress(self._errors):
+            self.writer.close()
+        Path(self.tmp).unlink(missing_ok=True)
 
 
 def check_manifest(path: Path, manifest: dict) -> None:
     """Writes the run's settings, or checks them against an earlier run's."""
     if not path.exists():
-        _write_atomically(path, json.dumps(manifest, indent=1) + "\n")
+        cli.write_text(path, json.dumps(manifest, indent=1) + "\n")
         return
     try:
         earlier = json.loads(path.read_text())
@@ -258,12 +281,6 @@ def check_manifest(path: Path, manifest: dict) -> None:
                         else f"{k}={earlier.get(k)!r}" for k in changed)
         raise ToolError(f"{path}: these shards were started with {was}; use another "
                             "--output, or delete them to start over")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _read_errors(path: Path, keep_inputs: set[str]) -> list[tuple[str, int, str]]:
@@ -280,7 +297,7 @@ def _read_errors(path: Path, keep_inputs: set[str]) -> list[tuple[str, int, str]
 
 def _write_errors(path: Path, rows: list[tuple[str, int, str]]) -> None:
     if rows or path.exists():
-        _write_atomically(path, "".join(cli.printable(f"{p}\t{i}\t{r}\n") for p, i, r in rows))
+        cli.write_text(path, "".join(cli.printable(f"{p}\t{i}\t{r}\n") for p, i, r in rows))
 
 
 def _shards(pattern: str, prefix: str, settings: dict) -> tuple[list[str], list[str]]:
@@ -313,6 +330,7 @@ def run(pattern: str, prefix: str, *, algorithm: str, bound: float | None = None
         short_side: int = 0, num_workers: int = 1) -> Summary:
     """Writes the output shards that are not complete yet; returns what happened.
     bound None: the schema's default."""
+    console.check_writable(os.path.dirname(prefix) or ".")  # before reading anything
     settings = flow_settings(algorithm, bound, short_side)
     files, outputs = _shards(pattern, prefix, settings)
     complete = [Path(name).exists() for name in outputs]
@@ -360,8 +378,8 @@ def run(pattern: str, prefix: str, *, algorithm: str, bound: float | None = None
                         exit_code=1) from None
     finally:
         bar.close()
-        if shard is not None:
-            shard.writer.close()  # left under its temporary name: redone on a re-run
+        if shard is not None:  # a failure or an interrupt: no half-written shard is left
+            shard.discard()
     summary.seconds = time.perf_counter() - start
     return summary
 

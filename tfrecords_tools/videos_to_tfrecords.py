@@ -39,7 +39,9 @@ records holding the waveform alone, no frames.
 
 Resumable: video i of the sorted input list goes to shard i % num_shards; each shard
 is written to `NAME.tmp` and renamed when complete; on a re-run complete shards are
-skipped and leftover temporary files are redone. A run beside shards of another
+skipped and leftover temporary files are redone. A write that fails (a full disk) is
+one line naming the shard, whose temporary file is removed; the decoding processes end
+with the tool, however it ends (kill -9 included). A run beside shards of another
 --num_shards is refused (PREFIX-* would read both sets), and so is one beside complete
 shards holding other source ids (e.g. written before `video/source_id` existed, or
 before a CSV gave a source_id column): the shards would mix two groupings.
@@ -76,6 +78,8 @@ from tfrecords_tools.cli import ToolError
 from video_ssl.data import optical_flow
 from video_ssl.data import video_files
 from video_ssl.data.video_list import VideoEntry, list_inputs
+from video_ssl import console
+from video_ssl.processes import end_with_parent
 
 TOOL = "videos_to_tfrecords"
 # With no --num_shards, aim at about this many videos per shard.
@@ -118,7 +122,7 @@ def update_label_map(path: Path, entries: list[VideoEntry]) -> list[str]:
     new = sorted({e.label for e in entries if isinstance(e.label, str)} - set(names))
     if new:
         names += new
-        path.write_text("".join(n + "\n" for n in names), encoding="utf-8")
+        cli.write_text(path, "".join(n + "\n" for n in names))
     return names
 
 
@@ -137,18 +141,14 @@ def shard_tasks(entries: list[VideoEntry], num_shards: int) -> list[list[VideoEn
 
 
 def make_output_folder(prefix: str) -> None:
-    """The folder of PREFIX, created if needed; an error if it cannot be written."""
+    """The folder of PREFIX, created if needed; an error (`console.check_writable`'s
+    line, exit 1) if it cannot be written."""
     if cli.printable(prefix) != prefix:
         raise ToolError(f"--output {cli.printable(prefix)}: not valid UTF-8 (TensorFlow "
                         "opens only UTF-8 file names)")
     folder = Path(prefix).parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ToolError(f"--output {prefix}: cannot create the folder {folder}: "
-                        f"{e.strerror or e}", exit_code=1) from e
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ToolError(f"--output {prefix}: the folder {folder} is not writable", exit_code=1)
+    console.check_writable(str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
 
 
 def check_shard_count(prefix: str, num_shards: int) -> None:
@@ -230,9 +230,7 @@ class Report:
         if not lines:
             self.path.unlink(missing_ok=True)
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line.format() for line in lines), encoding="utf-8")
-        os.replace(tmp, self.path)
+        cli.write_text(self.path, "".join(line.format() for line in lines))
 
     def counts(self) -> str:
         kinds = [line.kind for line in self.lines()]
@@ -240,7 +238,10 @@ class Report:
                f"{kinds.count('ignored')} ignored"
 
 
-def _init_worker(flow: dict | None) -> None:
+def _init_worker(flow: dict | None, parent: int) -> None:
+    """A decoding process: it ends with the tool (pid `parent`), and computes flow
+    with `flow`'s settings."""
+    end_with_parent(parent)
     if flow:
         compute_flow.init_worker(flow)  # one OpenCV thread per process
 
@@ -280,13 +281,14 @@ def _decoded_stream(entries: list[VideoEntry], options: dict, num_workers: int,
     """Decode (and flow) results in input order, from a pool of `num_workers` processes."""
     work = functools.partial(_decode, options=options, flow=flow)
     if num_workers <= 1:
-        _init_worker(flow)
+        if flow:
+            compute_flow.init_worker(flow)
         yield from map(work, entries)
         return
     # Spawned workers import only video_files and OpenCV (no TensorFlow), and fork is unsafe
     # once TensorFlow's threads run in this process.
     with multiprocessing.get_context("spawn").Pool(num_workers, initializer=_init_worker,
-                                                   initargs=(flow,)) as pool:
+                                                   initargs=(flow, os.getpid())) as pool:
         yield from pool.imap(work, entries)
 
 
@@ -333,10 +335,10 @@ def convert(entries: list[VideoEntry], prefix: str, *, ignored: list[ReportLine]
     with contextlib.closing(_decoded_stream(order, options, num_workers, flow)) as results, \
             contextlib.closing(Progress(len(order))) as progress:
         for shard_name, shard_entries in todo:
-            shard = os.path.basename(shard_name)
+            shard, tmp = os.path.basename(shard_name), shard_name + ".tmp"
             lines = []
             try:
-                with tf.io.TFRecordWriter(shard_name + ".tmp") as writer:
+                with tf.io.TFRecordWriter(tmp) as writer:
                     for _ in shard_entries:
                         entry, video, flows, reason = next(results)
                         if video is None:
@@ -352,10 +354,12 @@ def convert(entries: list[VideoEntry], prefix: str, *, ignored: list[ReportLine]
                                                   flow and flow["bound"]))
                             summary.written += 1
                         progress.update(failed=video is None)
-            except tf.errors.OpError as e:
-                raise ToolError(f"{shard_name}.tmp: cannot write: {e.message}", exit_code=1) from e
-            report.set_shard(shard, lines)  # before the rename: a complete shard has its lines
-            os.replace(shard_name + ".tmp", shard_name)
+                report.set_shard(shard, lines)  # before the rename: a complete shard has its lines
+                os.replace(tmp, shard_name)
+            except tf.errors.OpError as e:  # a full disk
+                raise cli.write_error(shard_name, e) from None
+            finally:  # a failure or an interrupt leaves no half-written shard
+                Path(tmp).unlink(missing_ok=True)
     return summary, report
 
 

@@ -10,6 +10,8 @@ from typing import Callable
 
 import tensorflow as tf
 
+from video_ssl import console
+
 
 def write_file(path: str, write: Callable[[str], object]) -> None:
     """`write(temporary path)`, then a rename onto `path` (the temporary name keeps the
@@ -32,14 +34,22 @@ def write_text(path: str, text: str) -> None:
     write_file(path, write)
 
 
+def check_directory(directory: str, *, overwrite: bool) -> None:
+    """What `write_directory` would refuse, for a tool to check before its work: an
+    existing `directory` without `overwrite`, a folder above it it cannot write."""
+    directory = directory.rstrip("/")
+    if tf.io.gfile.exists(directory) and not overwrite:
+        raise FileExistsError(f"{directory} already exists; pass --overwrite to replace it")
+    console.check_writable(os.path.dirname(directory) or ".")
+
+
 def write_directory(directory: str, write: Callable[[str], object], *,
                     overwrite: bool) -> None:
     """`write(temporary folder)`, then a rename: `directory` is never half-written and
     a failed write leaves nothing behind; an existing `directory` is replaced only
     with `overwrite`, once the new one is complete."""
     directory = directory.rstrip("/")
-    if tf.io.gfile.exists(directory) and not overwrite:
-        raise FileExistsError(f"{directory} already exists; pass --overwrite to replace it")
+    check_directory(directory, overwrite=overwrite)
     tmp, old = f"{directory}.tmp", f"{directory}.old"
     for stale in (tmp, old):
         if tf.io.gfile.exists(stale):

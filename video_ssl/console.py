@@ -15,6 +15,8 @@ their flags' parser, quiet start-up and one-line errors.
 - `progress_verbosity()`: Keras' `verbose` for progress: a live bar on a terminal,
   plain lines (2) into a file or pipe, where the bar's carriage returns and colour
   codes pile up.
+- `check_writable(folder)`: an output folder the tool could not write is one line
+  before the work, not after it (every tool calls it, tfrecords_tools' too).
 
 No TensorFlow at import, so `--help` answers at once.
 """
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 import tokenize
+import uuid
 from typing import Callable, Sequence
 
 TRACEBACK_VARIABLE = "VIDEO_SSL_TRACEBACK"
@@ -261,3 +264,43 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class NotWritable(OSError):
+    """A tool's output folder cannot be written; the message names it and why."""
+
+
+def check_writable(folder: str) -> None:
+    """Raises `NotWritable` ("cannot write to FOLDER: why") unless `folder` accepts a
+    new entry, or can be created when it does not exist yet. The tools call it before
+    loading data or models, so that an output they cannot write stops them at once,
+    not at the end. Leaves nothing behind: the probe (a folder in `folder`, or in the
+    nearest existing folder above it) is removed at once."""
+    folder = folder.rstrip("/") or "/"
+    try:
+        if "://" in folder:  # gs:// and the like: folders are implicit, probe with a file
+            _check_url(folder)
+            return
+        existing = os.path.abspath(folder)
+        while not os.path.lexists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise NotWritable(f"cannot write to {folder}: {existing} is not a folder")
+        probe = os.path.join(existing, f".write-check-{uuid.uuid4().hex}")
+        os.mkdir(probe)
+        os.rmdir(probe)
+    except NotWritable:
+        raise
+    except OSError as error:
+        raise NotWritable(f"cannot write to {folder}: {error.strerror or error}") from error
+
+
+def _check_url(folder: str) -> None:
+    import tensorflow as tf  # only file systems of URLs need it
+    probe = f"{folder}/.write-check-{os.getpid()}"
+    try:
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("")
+        tf.io.gfile.remove(probe)
+    except tf.errors.OpError as error:
+        raise NotWritable(f"cannot write to {folder}: {error.message}") from error

@@ -338,6 +338,7 @@ def _main(args: argparse.Namespace) -> int:
         for path in args.gin_file:  # before the (slower) model loading
             if not tf.io.gfile.exists(path):
                 raise ValueError(f"--gin_file={path}: no such file")
+        console.check_writable(args.output_dir or args.checkpoint)  # not after the evaluation
         keras.utils.set_random_seed(0)  # the random-init baseline is reproducible
         pretrained = load_encoder(args.checkpoint, encoder=args.encoder,
                                   random_init=args.random_init)

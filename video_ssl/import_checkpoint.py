@@ -44,6 +44,7 @@ if __name__ == "__main__":
 import importlib  # noqa: E402
 import os  # noqa: E402
 
+from video_ssl import atomic  # noqa: E402
 from video_ssl.importing.run import write_run  # noqa: E402
 
 
@@ -53,6 +54,7 @@ def import_checkpoint(format: str, path: str, output: str, *, encoder: str | Non
     checkpoint prefix."""
     if format not in FORMATS:
         raise ValueError(f"--format={format}: expected one of {list(FORMATS)}")
+    atomic.check_directory(output, overwrite=overwrite)  # before the (slow) conversion
     converter = importlib.import_module(f"video_ssl.importing.{format}")
     # A format may take more than a file (cvrl: a checkpoint prefix or its folder).
     if not getattr(converter, "input_exists", os.path.isfile)(path):

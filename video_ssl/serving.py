@@ -30,7 +30,7 @@ from typing import Mapping
 import keras
 import tensorflow as tf
 
-from video_ssl import atomic
+from video_ssl import atomic, console
 from video_ssl.data import clips as clips_lib, modalities, reader, views as views_lib
 
 SIGNATURES = ("serve", "serve_uint8", "serve_sequence_examples")
@@ -164,5 +164,8 @@ def export_saved_model(backbone: keras.Model, output: str, *, clip: Mapping | No
 
 
 def check_output(output: str, overwrite: bool) -> None:
+    """Refuses an existing `output` unless `overwrite`, and a folder above it that cannot
+    be written (`console.check_writable`): before the work."""
     if tf.io.gfile.exists(output) and not overwrite:
         raise ExportError(f"--output={output} already exists; pass --overwrite to replace it")
+    console.check_writable(os.path.dirname(output.rstrip("/")) or ".")

@@ -33,6 +33,10 @@ def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
                         help="one gin binding, e.g. train.epochs=10; applied after the files")
     parser.add_argument("--model_dir", required=True,
                         help="checkpoints, logs, metrics.json and export/ go here")
+    parser.add_argument("--extend_finished_stages", action="store_true",
+                        help="a schedule (run_schedule.stages): train finished stages whose "
+                             "settings differ from this run's on under these (e.g. to more "
+                             "epochs) instead of refusing to run")
     return parser.parse_args(argv)
 
 
@@ -163,7 +167,11 @@ def _main(args: argparse.Namespace) -> int:
         except (SyntaxError, ValueError, tokenize.TokenError) as error:
             raise console.gin_error(error, args.gin_file, args.gin_param) from error
         if stages.scheduled():  # several stages, each a training run (stages.py)
-            stages.run_schedule(args.model_dir, train)
+            stages.run_schedule(args.model_dir, train,
+                                extend_finished=args.extend_finished_stages)
+        elif args.extend_finished_stages:
+            raise ValueError(f"{stages.EXTEND_FLAG}: applies to schedules, and this config "
+                             "binds no run_schedule.stages")
         else:
             train(args.model_dir)
     finally:

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 import video_ssl
-from video_ssl.console import Progress, error_line
+from video_ssl.console import Progress, check_writable, error_line
 from video_ssl.extraction import decoding
 from video_ssl.extraction import encoder as encoder_lib
 from video_ssl.extraction import inputs as inputs_lib
@@ -45,6 +45,7 @@ def extract(model: str, input_path: str, output: str, sampling: Sampling, *,
     """Writes OUT (see `output`); returns meta.json's content. num_workers: processes
     decoding video files (0: in this process; None: `default_workers()`); the files
     written do not depend on it."""
+    check_writable(output)  # before the model loads
     model_encoder = encoder_lib.load_model(model, encoder)
     videos, reading = inputs_lib.list_videos(input_path, model_encoder.view,
                                              model_encoder.flow)

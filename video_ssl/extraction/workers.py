@@ -11,7 +11,6 @@ fails its current task with the cause and is replaced, its queued tasks resent.
 from __future__ import annotations
 
 import collections
-import ctypes
 import os
 import queue
 import signal
@@ -20,8 +19,7 @@ import sys
 import threading
 from multiprocessing.connection import Connection
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
+from video_ssl.processes import end_with_parent
 
 class Pool:
     """`submit(key, function, *args)`, then `results()`: finished tasks as
@@ -122,17 +120,10 @@ class _Worker:
             self.process.wait()
 
 
-def _die_with_parent(parent: int) -> None:
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before prctl
-        os._exit(1)
-
-
 def serve(task_fd: int, result_fd: int, parent: int) -> None:
     """A worker's loop: (function, args) in, (True, value) or (False, reason) out,
     until None or the end of the task pipe."""
-    _die_with_parent(parent)
+    end_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     from video_ssl.console import error_line
     tasks, results = Connection(task_fd, writable=False), Connection(result_fd, readable=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 
 import gin
@@ -42,6 +43,19 @@ def checkpoint_step(path: str | None) -> int | None:
     return None if path is None else int(path.rsplit("-", 1)[1])
 
 
+def _remove_partial_checkpoint(directory: str, step: int) -> None:
+    """What a failed save of step `step` left (a full disk): TensorFlow's temporary
+    folder `ckpt-N_temp/` and any of `ckpt-N`'s files. The checkpoint state file
+    names a checkpoint only once it is complete, so the older ones stay in use."""
+    for path in tf.io.gfile.glob(os.path.join(directory, f"*-{step}_temp*")):
+        if tf.io.gfile.isdir(path):
+            tf.io.gfile.rmtree(path)
+        else:
+            tf.io.gfile.remove(path)
+    for path in tf.io.gfile.glob(os.path.join(directory, f"*-{step}.*")):
+        tf.io.gfile.remove(path)
+
+
 class StepCheckpoint(keras.callbacks.Callback):
     """Saves `manager`'s checkpoint every `every_steps` optimizer steps and at the end,
     numbered by the optimizer step so that a restart can find its place.
@@ -77,7 +91,11 @@ class StepCheckpoint(keras.callbacks.Callback):
             raise NonFiniteLossError(
                 f"weights became NaN or Inf at step {step}; training stopped, the last good "
                 "checkpoint is kept (lower the learning rate or check the input data)")
-        self.manager.save(checkpoint_number=step)
+        try:
+            self.manager.save(checkpoint_number=step)
+        except BaseException:
+            _remove_partial_checkpoint(self.manager.directory, step)
+            raise
         self._saved_step = step
 
     def on_train_batch_end(self, batch, logs=None):

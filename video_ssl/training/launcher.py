@@ -9,7 +9,10 @@ is the chief, which alone writes model_dir. Each worker's stdout and stderr are 
 on line by line, prefixed `[worker i] `. When a worker exits with a non-zero status
 the launcher stops the others (SIGTERM, then SIGKILL after `--grace_s`: a worker
 blocked inside TensorFlow may not end on SIGTERM) and exits with that status
-(128 + N for a worker killed by signal N); 0 once every worker has exited 0.
+(128 + N for a worker killed by signal N); 0 once every worker has exited 0. Only a
+worker killed by a signal (the OOM killer, kill -9) gets the advice to re-run the same
+command to resume: a worker that exits with an error (a configuration error, bad data)
+has said what is wrong, and the same command would fail the same way.
 
 On several hosts there is no launcher: run the same train command on each host with
 its own TF_CONFIG (docs/scale-out.md, "Several hosts"). No TensorFlow here: the launcher only
@@ -54,6 +57,11 @@ def parse_flags(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, train_flags
 
 
+def train_command(train_flags: Sequence[str]) -> list[str]:
+    """What each worker runs."""
+    return [sys.executable, "-m", "video_ssl.train", *train_flags, STRATEGY_FLAG]
+
+
 def free_ports(count: int) -> list[int]:
     """`count` distinct ports free on 127.0.0.1 now (held open until all are picked)."""
     sockets = []
@@ -92,12 +100,14 @@ class Workers:
     """The worker processes and the threads passing their output on."""
 
     def __init__(self, train_flags: Sequence[str], num_workers: int, *,
-                 stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr):
+                 stdout: TextIO | None = None, stderr: TextIO | None = None):
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        # The streams of the moment (not those at import), by default.
+        stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
         self.stdout, self.stderr = stdout, stderr
         addresses = [f"127.0.0.1:{port}" for port in free_ports(num_workers)]
-        command = [sys.executable, "-m", "video_ssl.train", *train_flags, STRATEGY_FLAG]
+        command = train_command(train_flags)
         self.processes: list[subprocess.Popen] = []
         for index in range(num_workers):
             env = {**os.environ, "TF_CONFIG": tf_config(addresses, index),
@@ -174,8 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers.stop(args.grace_s)
     workers.finish()
     if index is not None:
+        resume = ("; re-run the same command to resume from the chief's newest checkpoint"
+                  if code < 0 else "")  # killed mid-run, not stopped by an error it printed
         workers.say(f"stopped: worker {index} {describe(code)} (exit status "
-                    f"{exit_status(code)}); re-run the same command to resume from the "
-                    f"chief's newest checkpoint")
+                    f"{exit_status(code)}){resume}")
     return exit_status(code)
 
