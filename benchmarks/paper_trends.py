@@ -1,7 +1,8 @@
 """The papers' headline comparisons at demo scale, over seeds, with computed verdicts.
 
     python benchmarks/paper_trends.py [--tables rho,coclr,brave] [--seeds 3] \
-        [--out benchmarks/runs/paper_trends] [--dry_run] [--write_docs] [--smoke]
+        [--units v_v,v_f,random_init] [--out benchmarks/runs/paper_trends] [--dry_run] \
+        [--write_docs] [--smoke]
 
 Tables (each run on the demo data: `gin_configs/demo.gin`, `gin_configs/eval/demo.gin`,
 the commands of the docs' demo sections):
@@ -88,7 +89,7 @@ class Unit:
     knn: dict
     params: tuple[str, ...] = ()
     base: str | None = None
-    estimate_s: float = 0.0  # training wall seconds, shared 2-core CPU (see ESTIMATES)
+    estimate_s: float = 0.0  # training wall seconds (the estimates' comment below)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +124,8 @@ class Table:
 # docs' demo sections (/work/demo/times.txt: ρMoCo ρ=3 235, CoCLR's schedule 612,
 # UberNCE 155, V↔V 167, V↔F 145; evaluations 18 (SVM), 30-47 (linear), 32-38 (retrieval));
 # the others scaled from those (ρ: clips per video; V↔A, V↔V+RC: their older times'
-# ratios to V↔F's). The first finished unit rescales the rest (printed).
+# ratios to V↔F's). The first finished unit rescales the rest (printed). At load 8-9 the
+# units took 2.2-2.3x these (benchmarks/RESULTS.md, the calibration).
 def rho_estimate(rho: int) -> float:
     return 40.0 + 65.0 * rho
 
@@ -535,12 +537,14 @@ def smoke_table() -> Table:
     return dataclasses.replace(table, units=units, rows=rows, claims=())
 
 
-def smoke_settings(out: str) -> Settings:
-    """16 train / 8 test demo videos, built once into `out`/data."""
-    from video_ssl.data import demo  # TensorFlow: only the smoke builds data here
-    files = demo.ensure_demo_dataset(os.path.join(out, "data"), num_workers=1, num_train=16,
-                                     num_test=8, num_frames=20, videos_per_shard=8)
-    train, test = repr(files["train"]), repr(files["test"])
+def smoke_settings(out: str, build: bool) -> Settings:
+    """16 train / 8 test demo videos in `out`/data (built once, when `build`)."""
+    data = os.path.join(out, "data")
+    if build:
+        from video_ssl.data import demo  # TensorFlow: only the smoke builds data here
+        demo.ensure_demo_dataset(data, num_workers=1, num_train=16, num_test=8,
+                                 num_frames=20, videos_per_shard=8)
+    train, test = (repr(os.path.join(data, f"{split}-*.tfrecord")) for split in ("train", "test"))
     return Settings(out, 1, SMOKE_TRAIN + (
         f"train.train_files={train}", f"train.knn_bank_files={train}",
         f"train.knn_query_files={test}"), SMOKE_EVAL + (
@@ -599,7 +603,7 @@ def main(argv=None) -> int:
         tables = [smoke_table()]
         args.results = os.path.join(args.out, "RESULTS.md")
         args.json = os.path.join(args.out, "paper_trends.json")
-        settings = Settings(args.out, 1) if args.dry_run else smoke_settings(args.out)
+        settings = smoke_settings(args.out, build=not args.dry_run)
     else:
         tables = [TABLES[n]() for n in args.tables]
         if args.units:
