@@ -123,11 +123,11 @@ class Table:
 # Training wall seconds on the shared 2-core CPU (load 3-5), measured 2026-12-07 for the
 # docs' demo sections (/work/demo/times.txt: ρMoCo ρ=3 235, CoCLR's schedule 612,
 # UberNCE 155, V↔V 167, V↔F 145; evaluations 18 (SVM), 30-47 (linear), 32-38 (retrieval));
-# the others scaled from those (ρ: clips per video; V↔A, V↔V+RC: their older times'
-# ratios to V↔F's). The first finished unit rescales the rest (printed). At load 8-9 the
-# units took 2.2-2.3x these (benchmarks/RESULTS.md, the calibration).
-def rho_estimate(rho: int) -> float:
-    return 40.0 + 65.0 * rho
+# ρ=1 and 2 from this script's calibration at load 8-9 (446 and 464 s, V↔V 347 there),
+# scaled by V↔V's ratio; ρBYOL as ρMoCo; V↔A and V↔V+RC from their older times' ratios
+# to V↔F's. The first finished unit rescales the rest (printed). Calibration:
+# benchmarks/RESULTS.md.
+RHO_TRAIN_S = {1: 215, 2: 225, 3: 235}
 
 
 LINEAR = Eval("linear", "linear_ucf101", estimate_s=35)
@@ -140,7 +140,7 @@ def rho_table() -> Table:
         for rho in (1, 2, 3):
             name = f"{method}_rho{rho}"
             units.append(Unit(name, f"{name}.gin", (LINEAR,), {"knn": ("", "knn_top1")},
-                              estimate_s=rho_estimate(rho)))
+                              estimate_s=RHO_TRAIN_S[rho]))
             rows.append(Row(f"{label} ρ={rho}", name, {"kNN": "knn", "linear": "linear"},
                             "random init"))
     units.insert(1, Unit("random_init", None, (LINEAR,),
