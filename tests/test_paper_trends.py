@@ -161,3 +161,38 @@ def test_smoke_runs_the_clis_end_to_end_and_resumes(tmp_path):
     assert "<!-- paper_trends begin -->" in (out / "RESULTS.md").read_text()
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "0 units to run" in again.stdout
+
+
+def test_results_section_is_replaced_in_place(trends, tmp_path):
+    results_md, json_path = tmp_path / "RESULTS.md", tmp_path / "trends.json"
+    results_md.write_text("# Other benchmark\n\nkept\n")
+    table = trends.brave_table()
+    result = trends.summarize(table, {"v_v": {"0": {"knn": 0.2, "svm": 0.3, "knn_broad": 0.1}}})
+    for _ in range(2):
+        trends.write_reports({"brave": result}, str(results_md), str(json_path), "cmd")
+    text = results_md.read_text()
+    assert text.startswith("# Other benchmark\n\nkept\n")
+    assert text.count("<!-- paper_trends begin -->") == 1 and "| V↔V | 0.20 | 0.30 | 0.10 |" in text
+    assert json.loads(json_path.read_text())["brave"]["rows"]["V↔V"]["SVM"]["mean"] == 0.3
+
+
+def test_a_failing_command_is_reported_and_the_others_go_on(trends, tmp_path, monkeypatch,
+                                                            capsys):
+    calls = []
+
+    def failing_call(argv, stdout, **_):
+        calls.append(argv)
+        stdout.write("video_ssl.train: error: --gin_file=x.gin: no such file\n")
+        return 1
+
+    monkeypatch.setattr(trends.subprocess, "call", failing_call)
+    out = tmp_path / "runs"
+    code = trends.main(["--tables", "brave", "--units", "v_v,v_f", "--seeds", "1", "--out",
+                        str(out), "--json", str(tmp_path / "t.json"), "--results",
+                        str(tmp_path / "R.md")])
+    text = capsys.readouterr().out
+    assert code == 1 and len(calls) == 2  # each unit's training tried once, then skipped
+    assert text.count("FAILED (exit 1;") == 2 and "no such file" in text
+    assert "2 unit(s) failed" in text
+    assert not list(out.rglob(trends.DONE)) and not list(out.rglob(trends.TRAINED))
+    assert "| V↔F | – | – | – |" in (tmp_path / "R.md").read_text()
