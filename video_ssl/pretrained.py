@@ -50,6 +50,8 @@ class Pretrained:
     step: the optimizer step the checkpoint was saved at (0 for `random_init`).
     audio: for an audio encoder, the log-mel settings (`AudioSpec`) of its training
       view, which evaluation clips must share; None otherwise.
+    flow: for a flow encoder, the settings its shards' flow was computed with
+      (`optical_flow.SETTINGS_KEYS`), when the run recorded them; None otherwise.
     """
     backbone: keras.Model
     encoder: str
@@ -60,6 +62,7 @@ class Pretrained:
     checkpoint_path: str | None
     step: int
     audio: AudioSpec | None = None
+    flow: dict | None = None
 
 
 def _checkpoint_step(path: str) -> int | None:
@@ -179,4 +182,5 @@ def load_encoder(model_dir: str, checkpoint: str | None = None, *, encoder: str 
                       modality=source["modality"], method_name=type(method).__name__,
                       clip=clip, normalization=normalization,
                       checkpoint_path=checkpoint_path, step=step,
-                      audio=view.audio if source["modality"] == "audio" else None)
+                      audio=view.audio if source["modality"] == "audio" else None,
+                      flow=spec.get("flow") if source["modality"] == "flow" else None)

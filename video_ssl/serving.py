@@ -129,12 +129,15 @@ def export_saved_model(backbone: keras.Model, output: str, *, clip: Mapping | No
                        normalization: Mapping | None = None,
                        classifier: keras.Model | None = None, num_clips: int = 1,
                        overwrite: bool = False, source: Mapping | None = None,
-                       modality: str = "rgb") -> str:
+                       modality: str = "rgb", audio: views_lib.AudioSpec | None = None,
+                       flow: Mapping | None = None) -> str:
     """Writes the SavedModel of `backbone` (and `classifier`, features -> logits) to
     `output` and returns its path. clip: `CLIP_KEYS` as trained; normalization:
     `NORMALIZATION_KEYS`; missing keys take the input pipeline's defaults. source:
     facts recorded in the metadata (e.g. the checkpoint). modality: what the encoder
-    takes ("rgb", "flow", "audio")."""
+    takes ("rgb", "flow", "audio"); audio: an audio encoder's log-mel settings, flow: a
+    flow encoder's flow settings (`optical_flow.SETTINGS_KEYS`), recorded so that
+    features can be extracted from video files (`video_ssl.extract`)."""
     check_output(output, overwrite)  # before the slow tracing
     view = eval_view(clip, normalization, num_clips=num_clips)
     archive = build_archive(backbone, view, classifier, modality=modality)
@@ -145,6 +148,8 @@ def export_saved_model(backbone: keras.Model, output: str, *, clip: Mapping | No
         "clip": {k: getattr(view, k) for k in CLIP_KEYS},
         "normalization": {k: getattr(view.augmentation, k) for k in NORMALIZATION_KEYS},
         "num_clips": num_clips,
+        **({"audio": dataclasses.asdict(audio)} if audio else {}),
+        **({"flow": dict(flow)} if flow else {}),
         **({"source": dict(source)} if source else {}),
     }
 

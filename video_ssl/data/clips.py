@@ -289,13 +289,17 @@ def eval_rgb_crops(view: ViewSpec, frames, clips) -> tf.Tensor:
     return augment.normalize(rgb, spec.mean, spec.std) if spec.normalize else rgb
 
 
+def eval_indices(view: ViewSpec, features, starts, strides) -> tf.Tensor:
+    """int32 (clips * T,) the stored frames the evaluation clips at `starts` take."""
+    return tf.reshape(sampling.clip_indices(starts, view.num_frames, strides,
+                                            stored_frames(features)), [-1])
+
+
 def _eval_clips(view: ViewSpec, features, starts, strides) -> dict:
     """All clips share the deterministic crops; frames are decoded whole, once."""
     if not any(modalities.get(m).frames for m in view.modalities):
         return {}
-    num_available = stored_frames(features)
-    indices = tf.reshape(sampling.clip_indices(starts, view.num_frames, strides, num_available),
-                         [-1])
+    indices = eval_indices(view, features, starts, strides)
     clips = tf.size(starts)
     image_hw = _reference_shape(features)
     boxes, flips = _eval_boxes(view, image_hw)

@@ -1,7 +1,8 @@
 """Contact sheets: rows of frames (and optical flow, and a waveform strip) -> one PNG.
 
-Used by `tfrecords_tools.inspect` to show one stored video and by pipeline previews
-to show augmented clips. Pure numpy + PIL.
+Used by `tfrecords_tools.inspect` to show one stored video, by pipeline previews to
+show augmented clips, and for the nearest-neighbour sheets of evaluation and
+extraction (`framed`, `captioned` cells). Pure numpy + PIL.
 """
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 PAD = 2  # pixels between tiles and around the sheet
 BACKGROUND = 32  # dark grey, so black frames stay visible
 WAVEFORM_HEIGHT = 48
+# Neighbour sheets: a query's frame, and a neighbour of the same class or not.
+QUERY, HIT, MISS = (230, 230, 230), (40, 180, 60), (210, 50, 40)
+BORDER = 3
+CAPTION_LINE = 12  # pixels per caption line (PIL's default font)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -57,6 +62,34 @@ def waveform_strip(waveform: np.ndarray, width: int, height: int = WAVEFORM_HEIG
             strip[top:bottom + 1, x] = (90, 200, 255)
     strip[int(round(mid)), :] = (110, 110, 110)
     return strip
+
+
+def framed(frame: np.ndarray, colour, text: str = "") -> np.ndarray:
+    """The (H, W, 3) uint8 frame inside a `colour` border, `text` (if any) in its
+    top-left corner, white on black."""
+    image = Image.fromarray(np.asarray(frame, np.uint8))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([0, 0, image.width - 1, image.height - 1], outline=colour, width=BORDER)
+    if text:
+        draw.rectangle([BORDER, BORDER, BORDER + 6 * len(text) + 4, BORDER + 12], fill=(0, 0, 0))
+        draw.text((BORDER + 2, BORDER), text, fill=(255, 255, 255))
+    return np.asarray(image)
+
+
+def captioned(frame: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """The (H, W, 3) uint8 frame over a dark strip of CAPTION_LINE pixels per line
+    holding `lines`; a line too wide for the frame keeps its end ("...name.mp4")."""
+    frame = np.asarray(frame, np.uint8)
+    height, width = frame.shape[:2]
+    image = Image.new("RGB", (width, height + CAPTION_LINE * len(lines)), (BACKGROUND,) * 3)
+    image.paste(Image.fromarray(frame), (0, 0))
+    draw, font = ImageDraw.Draw(image), ImageFont.load_default()  # about 10 px high
+    for index, line in enumerate(lines):
+        shown = line
+        while len(shown) > 4 and draw.textlength(shown, font=font) > width - 4:
+            shown = "..." + shown[4:]
+        draw.text((2, height + index * CAPTION_LINE), shown, fill=(230, 230, 230), font=font)
+    return np.asarray(image)
 
 
 def tile(rows: Sequence[np.ndarray], waveform: np.ndarray | None = None) -> np.ndarray:

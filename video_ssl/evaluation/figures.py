@@ -8,10 +8,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from video_ssl.data.contact_sheet import tile
-
-HIT, MISS, QUERY = (40, 180, 60), (210, 50, 40), (230, 230, 230)
-BORDER = 3
+from video_ssl.data.contact_sheet import HIT, MISS, QUERY, framed, tile
 
 # Confusion matrix layout (pixels).
 MATRIX_SIDE = 560  # the matrix's side for a few classes; cells shrink to fit many
@@ -127,16 +124,6 @@ def spectrogram_image(log_mel: np.ndarray, size: int = 112) -> np.ndarray:
     return np.asarray(image.resize((size, size), Image.NEAREST))
 
 
-def _framed(frame: np.ndarray, colour, text: str) -> np.ndarray:
-    """The frame inside a coloured border, `text` in its top-left corner."""
-    image = Image.fromarray(np.asarray(frame, np.uint8))
-    draw = ImageDraw.Draw(image)
-    draw.rectangle([0, 0, image.width - 1, image.height - 1], outline=colour, width=BORDER)
-    draw.rectangle([BORDER, BORDER, BORDER + 6 * len(text) + 4, BORDER + 12], fill=(0, 0, 0))
-    draw.text((BORDER + 2, BORDER), text, fill=(255, 255, 255))
-    return np.asarray(image)
-
-
 def save_retrieval_png(path: str, examples: Sequence[dict], query_frames: dict,
                        gallery_frames: dict) -> tuple[int, int]:
     """One row per example query: its first frame, then its nearest train videos'
@@ -145,11 +132,11 @@ def save_retrieval_png(path: str, examples: Sequence[dict], query_frames: dict,
     (H, W, 3) uint8} as from `EvalData.first_frames`."""
     rows = []
     for example in examples:
-        row = [_framed(query_frames[example["query"]], QUERY, f"q {example['label']}")]
+        row = [framed(query_frames[example["query"]], QUERY, f"q {example['label']}")]
         for rank, (index, label) in enumerate(zip(example["neighbours"],
                                                   example["neighbour_labels"]), 1):
             colour = HIT if label == example["label"] else MISS
-            row.append(_framed(gallery_frames[index], colour, f"{rank}: {label}"))
+            row.append(framed(gallery_frames[index], colour, f"{rank}: {label}"))
         rows.append(np.stack(row))
     image = Image.fromarray(tile(rows))
     image.save(path, format="PNG")

@@ -38,6 +38,13 @@ class ClipMaker:
                                         eval_crops=sampling.crops)
         self.sampling = sampling
         self._cut = tf.function(self._cut_clips, reduce_retracing=True)
+        self._indices = tf.function(self._clip_indices, input_signature=[
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)])
+
+    def frame_indices(self, num_frames: int, frame_rate: float) -> np.ndarray:
+        """The sorted stored frames the clips of a video of `num_frames` frames at
+        `frame_rate` take: the only ones a video file needs decoded."""
+        return np.unique(self._indices(num_frames, frame_rate).numpy())
 
     def __call__(self, features: dict) -> VideoClips:
         clips, starts, ends, per_window = self._cut(features)
@@ -49,7 +56,21 @@ class ClipMaker:
             clips = clips.reshape((-1,) + shape)
         return VideoClips(clips, per_window, starts.numpy(), ends.numpy())
 
+    def _clip_indices(self, num_frames, frame_rate):
+        features = {"frames": tf.fill([num_frames], ""), "frame_rate": frame_rate}
+        starts, strides, *_ = self._windows(features)
+        return clips_lib.eval_indices(self.view, features, starts, strides)
+
     def _cut_clips(self, features):
+        starts, strides, windows, spans, per_window = self._windows(features)
+        out = clips_lib.eval_clips(self.view, features, starts, strides)
+        fps = features["frame_rate"]
+        return (out[self.view.modalities[0]], windows / fps, (windows + spans) / fps,
+                per_window)
+
+    def _windows(self, features):
+        """(clip starts, strides, window starts, window lengths, clips per window), in
+        stored frames."""
         view = self.view
         fps = features["frame_rate"]
         if self.sampling.clips:
@@ -70,5 +91,4 @@ class ClipMaker:
             starts = tf.reshape(windows[:, None] + inside[None], [-1])
             strides = tf.fill(tf.shape(starts), stride)
             spans = tf.fill(tf.shape(windows), length)
-        out = clips_lib.eval_clips(view, features, starts, strides)
-        return (out[view.modalities[0]], windows / fps, (windows + spans) / fps, per_window)
+        return starts, strides, windows, spans, per_window

@@ -28,6 +28,7 @@ class Encoder:
     modality: str
     view: views_lib.ViewSpec
     facts: dict  # what meta.json records about the model
+    flow: dict | None = None  # a flow encoder's flow settings, when recorded
 
 
 def load_model(path: str, encoder: str | None = None) -> Encoder:
@@ -53,19 +54,22 @@ def _trained(path: str, encoder: str | None) -> Encoder:
     forward = tf.function(lambda clips: backbone(clips, training=False), reduce_retracing=True)
     return Encoder(forward, pretrained.modality, view, {
         "model": path, "kind": "training run", "method": pretrained.method_name,
-        "encoder": pretrained.encoder, "checkpoint": pretrained.checkpoint_path})
+        "encoder": pretrained.encoder, "checkpoint": pretrained.checkpoint_path},
+        flow=pretrained.flow)
 
 
 def _exported(path: str) -> Encoder:
     with open(os.path.join(path, serving.METADATA)) as f:
         metadata = json.load(f)
     modality = metadata.get("modality", "rgb")
-    if modality == "audio":
-        # The export does not record the log-mel settings the encoder was trained on.
-        raise ModelError(f"--model={path}: an exported audio encoder records no log-mel "
-                         "settings; pass its training run directory instead")
+    if modality == "audio" and "audio" not in metadata:
+        # Exports before the log-mel settings were recorded.
+        raise ModelError(f"--model={path}: this exported audio encoder records no log-mel "
+                         "settings; export it again or pass its training run directory")
     view = serving.eval_view(metadata["clip"], metadata["normalization"])
-    view = dataclasses.replace(view, modalities=(modality,))
+    view = dataclasses.replace(view, modalities=(modality,), **(
+        {"audio": views_lib.AudioSpec(**metadata["audio"])} if modality == "audio" else {}))
     serve = tf.saved_model.load(path).signatures["serve"]
     return Encoder(lambda clips: serve(frames=clips)["features"], modality, view, {
-        "model": path, "kind": "SavedModel", **metadata.get("source", {})})
+        "model": path, "kind": "SavedModel", **metadata.get("source", {})},
+        flow=metadata.get("flow"))

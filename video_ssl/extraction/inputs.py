@@ -1,14 +1,15 @@
-"""The videos to extract features from, in a fixed order, each able to give its parsed
-features (the dict `reader.parse_example` gives: still-encoded JPEG frames, frame rate,
-waveform, flow) or a one-line reason why it cannot.
+"""The videos to extract features from, in a fixed order, and how each is read.
 
 - TFRecord shards (`--input='PREFIX-*.tfrecord'`): every record, shard by shard, as
   stored (the model's modality must be in the records: flow needs the shards' flow);
-- a class folder or a CSV (`videos_to_tfrecords`'s listing): each file decoded by the
-  converter's own decoder (`video_io.decode_video`) at the model's frame rate (the
-  file's own when the model has none) with the short side at the evaluation crop's
-  (`short_side`, default crop_size * 8 / 7), and the audio at the model's sample rate:
-  what a shard converted with those settings would hold.
+  `Video.load` parses one in this process (what the pipeline's parser gives);
+- a class folder or a CSV (`video_list.list_inputs`): `Video.entry` is the file, read
+  by `decoding.read_files` (in worker processes) as a shard converted by
+  `videos_to_tfrecords` at the model's frame rate (the file's own when the model has
+  none) with the short side at the evaluation crop's (`short_side`, default
+  crop_size * 8 / 7) would hold it, its flow computed from those frames with the
+  settings the run recorded, and the audio at the model's sample rate;
+  `file_features` makes the pipeline's tensors of what was read.
 """
 from __future__ import annotations
 
@@ -18,14 +19,12 @@ from typing import Callable
 
 import tensorflow as tf
 
-from tfrecords_tools import video_io
-from tfrecords_tools.cli import ToolError
-from tfrecords_tools.videos_to_tfrecords import list_inputs
 from video_ssl.console import error_line
-from video_ssl.data import modalities as modalities_lib, reader, schema, views as views_lib
+from video_ssl.data import modalities as modalities_lib, optical_flow, reader, schema
+from video_ssl.data import views as views_lib
+from video_ssl.data.video_list import ListingError, VideoEntry, list_inputs
+from video_ssl.extraction.decoding import Reading
 
-# Where a modality comes from in a video file, for the modalities that can be read.
-FILE_MODALITIES = ("rgb", "audio")
 
 
 class InputError(ValueError):
@@ -39,10 +38,13 @@ class VideoError(Exception):
 @dataclasses.dataclass(frozen=True)
 class Video:
     """name: the file as listed (folder: `class/file`, CSV: its path and segment) or
-    `SHARD#RECORD`; label: the class name or index, None when unknown."""
+    `SHARD#RECORD`; label: the class name or index, None when unknown; a file's
+    `entry`, or a record's `load()`."""
     name: str
     label: str | int | None
-    load: Callable[[], dict] = dataclasses.field(compare=False, repr=False)
+    entry: VideoEntry | None = None
+    load: Callable[[], dict] | None = dataclasses.field(default=None, compare=False,
+                                                        repr=False)
 
 
 def is_shard_pattern(path: str) -> bool:
@@ -51,50 +53,43 @@ def is_shard_pattern(path: str) -> bool:
         not os.path.exists(path) and any(c in path for c in "*?["))
 
 
-def list_videos(input_path: str, view: views_lib.ViewSpec) -> list[Video]:
+def list_videos(input_path: str, view: views_lib.ViewSpec, flow: dict | None = None
+                ) -> tuple[list[Video], Reading | None]:
     """The videos of `input_path` (shards, class folder or CSV) for a model whose
-    evaluation view is `view` (its one modality, clip and audio settings)."""
+    evaluation view is `view` (its one modality, clip and audio settings), and how
+    to read the files (None for shards). flow: a flow encoder's flow settings
+    (None: `optical_flow.DEFAULT_SETTINGS`)."""
     modality = view.modalities[0]
     if is_shard_pattern(input_path):
-        return _shard_videos(input_path, view)
-    if modality not in FILE_MODALITIES:
-        raise InputError(f"the model takes {modality}, which --input={input_path} (video "
-                         "files) does not offer; convert them with the flow the model was "
-                         "trained on (videos_to_tfrecords --flow=ALGORITHM) and pass "
-                         "--input='PREFIX-*.tfrecord'")
+        return _shard_videos(input_path, view), None
     try:
         entries, _ = list_inputs(input_path)
-    except ToolError as error:
+    except ListingError as error:
         raise InputError(str(error)) from None
-    return [Video(e.name, e.label, lambda e=e: _file_features(e, view)) for e in entries]
+    reading = Reading(modality, fps=view.target_fps,
+                      short_side=view.short_side or round(view.crop_size * 8 / 7),
+                      sample_rate=view.audio.sample_rate if modality == "audio" else None,
+                      flow=(flow or optical_flow.DEFAULT_SETTINGS) if modality == "flow"
+                      else None)
+    return [Video(e.name, e.label, entry=e) for e in entries], reading
 
 
-def _file_features(entry, view: views_lib.ViewSpec) -> dict:
-    try:
-        if view.modalities[0] == "audio":
-            return _file_audio(entry, view)
-        video = video_io.decode_video(
-            entry.path, fps=view.target_fps, start=entry.start, end=entry.end,
-            short_side=view.short_side or round(view.crop_size * 8 / 7), sample_rate=None)
-    except VideoError:
-        raise
-    except Exception as error:  # noqa: BLE001 -- any failure skips this video, with its reason
-        raise VideoError(error_line(error)) from None
-    return {"frames": tf.constant(video.frames),
-            "frame_rate": tf.constant(video.frame_rate, tf.float32)}
-
-
-def _file_audio(entry, view: views_lib.ViewSpec) -> dict:
-    """The waveform alone, at the model's sample rate; clip starts count frames at
-    the model's frame rate (the pipeline's default when it has none), as training's."""
-    rate = view.audio.sample_rate
-    waveform = video_io.read_audio(entry.path, sample_rate=int(rate), start=entry.start,
-                                   end=entry.end)
-    if waveform is None or not waveform.size:
-        raise VideoError(f"{entry.path}: no audio (the model takes audio)")
-    return {"waveform": tf.constant(waveform, tf.float32),
-            "sample_rate": tf.constant(rate, tf.float32),
-            "frame_rate": tf.constant(view.target_fps or schema.DEFAULT_FRAME_RATE, tf.float32)}
+def file_features(read: dict, view: views_lib.ViewSpec) -> dict:
+    """The parsed features (as `reader.parse_example` gives them) of what
+    `decoding.read_files` read of a file."""
+    if "waveform" in read:
+        # Clip starts count frames at the model's frame rate (the pipeline's default
+        # when it has none), as training's.
+        return {"waveform": tf.constant(read["waveform"], tf.float32),
+                "sample_rate": tf.constant(view.audio.sample_rate, tf.float32),
+                "frame_rate": tf.constant(view.target_fps or schema.DEFAULT_FRAME_RATE,
+                                          tf.float32)}
+    if "flow" in read:
+        return {"flow": tf.constant(read["flow"]),
+                "flow_bound": tf.constant(read["flow_bound"], tf.float32),
+                "frame_rate": tf.constant(read["frame_rate"], tf.float32)}
+    return {"frames": tf.constant(read["frames"]),
+            "frame_rate": tf.constant(read["frame_rate"], tf.float32)}
 
 
 def _shard_videos(pattern: str, view: views_lib.ViewSpec) -> list[Video]:
@@ -115,7 +110,7 @@ def _shard_videos(pattern: str, view: views_lib.ViewSpec) -> list[Video]:
             def load(path=path, index=index):
                 return _record_features(records.get(path, index), path, view.modalities,
                                         sample_rate)
-            videos.append(Video(f"{os.path.basename(path)}#{index}", None, load))
+            videos.append(Video(f"{os.path.basename(path)}#{index}", None, load=load))
     return videos
 
 

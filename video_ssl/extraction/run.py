@@ -3,8 +3,9 @@
 Videos are taken in the input's order, `chunk_videos` at a time; within a chunk their
 clips go to the model in batches of `batch_size` (a batch may hold clips of several
 videos of the chunk, never of two chunks), and the chunk is saved when its last
-video is done. A video that cannot be read or cut is listed in errors.txt and
-skipped.
+video is done. Video files are read ahead by `num_workers` processes
+(`extraction.decoding`) while the model runs here; records of shards are parsed here.
+A video that cannot be read or cut is listed in errors.txt and skipped.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 import video_ssl
-from tfrecords_tools.videos_to_tfrecords import Progress
-from video_ssl.console import error_line
+from video_ssl.console import Progress, error_line
+from video_ssl.extraction import decoding
 from video_ssl.extraction import encoder as encoder_lib
 from video_ssl.extraction import inputs as inputs_lib
 from video_ssl.extraction.output import ChunkedOutput
@@ -32,12 +33,21 @@ CHUNK_VIDEOS = 32
 MEAN = "mean"  # the clip and crop of a per-video mean row
 
 
+def default_workers() -> int:
+    """Decoding processes by default: the cores but one (the model's), at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, (cores or 1) - 1))
+
+
 def extract(model: str, input_path: str, output: str, sampling: Sampling, *,
             encoder: str | None = None, batch_size: int = 32, float16: bool = False,
-            chunk_videos: int = CHUNK_VIDEOS) -> dict:
-    """Writes OUT (see `output`); returns meta.json's content."""
+            chunk_videos: int = CHUNK_VIDEOS, num_workers: int | None = None) -> dict:
+    """Writes OUT (see `output`); returns meta.json's content. num_workers: processes
+    decoding video files (0: in this process; None: `default_workers()`); the files
+    written do not depend on it."""
     model_encoder = encoder_lib.load_model(model, encoder)
-    videos = inputs_lib.list_videos(input_path, model_encoder.view)
+    videos, reading = inputs_lib.list_videos(input_path, model_encoder.view,
+                                             model_encoder.flow)
     view = model_encoder.view
     dtype = "float16" if float16 else "float32"
     listing = hashlib.sha256("\n".join(v.name for v in videos).encode()).hexdigest()
@@ -56,14 +66,19 @@ def extract(model: str, input_path: str, output: str, sampling: Sampling, *,
         _say(f"{output}: resuming, {len(chunks) - len(todo)} of {len(chunks)} chunks of "
              f"{chunk_videos} videos done by an earlier run")
     started, rows_done = time.monotonic(), 0
-    with contextlib.closing(Progress(sum(len(chunks[i]) for i in todo))) as progress:
+    workers = default_workers() if num_workers is None else num_workers
+    loaded = _loaded([v for i in todo for v in chunks[i]], reading, maker, view, workers)
+    with contextlib.closing(loaded), \
+            contextlib.closing(Progress(sum(len(chunks[i]) for i in todo), "clips")) as progress:
         for index in todo:
-            features, rows, errors = _embed_chunk(chunks[index], maker, model_encoder.forward,
-                                                  batch_size, sampling, progress)
+            features, rows, errors = _embed_chunk(
+                [next(loaded) for _ in chunks[index]], maker, model_encoder.forward,
+                batch_size, sampling, progress)
             out.write_chunk(index, features, rows, errors)
             rows_done += len(features)
     meta = {"model": model_encoder.facts, "modality": model_encoder.modality,
-            **_input_settings(view), "sampling": sampling.settings(), "input": input_path,
+            **_input_settings(view), **_flow_settings(reading, model_encoder),
+            "sampling": sampling.settings(), "input": input_path,
             "videos": len(videos), "dtype": dtype, "version": video_ssl.__version__}
     meta = out.finish(len(chunks), dtype, meta)
     seconds = time.monotonic() - started
@@ -87,14 +102,41 @@ def _input_settings(view) -> dict:
                              if view.modalities == ("rgb",) else {})}
 
 
-def _embed_chunk(videos, maker: ClipMaker, forward, batch_size: int, sampling: Sampling,
+def _flow_settings(reading, model_encoder) -> dict:
+    """meta.json's record of the flow computed from video files, if any."""
+    if reading is None or reading.flow is None:
+        return {}
+    note = ({} if model_encoder.flow else {
+        "note": "the model records no flow settings: the project's defaults were used"})
+    return {"flow": {**reading.flow, **note}}
+
+
+def _loaded(videos, reading, maker: ClipMaker, view, num_workers: int):
+    """(video, parsed features or the reason it cannot be read) in order."""
+    if reading is None:  # records of shards
+        for video in videos:
+            try:
+                yield video, video.load()
+            except inputs_lib.VideoError as error:
+                yield video, str(error)
+        return
+    read = decoding.read_files([v.entry for v in videos], reading, maker.frame_indices,
+                               num_workers)
+    with contextlib.closing(read):
+        for video, value in zip(videos, read):
+            yield video, value if isinstance(value, str) else inputs_lib.file_features(
+                value, view)
+
+
+def _embed_chunk(loaded, maker: ClipMaker, forward, batch_size: int, sampling: Sampling,
                  progress) -> tuple[np.ndarray, list, list]:
-    """(features, index rows, errors) of one chunk of videos."""
+    """(features, index rows, errors) of one chunk of (video, features or reason)."""
     batcher = _Batcher(forward, batch_size)
     done, errors = [], []
-    for video in videos:
+    for video, features in loaded:
         try:
-            features = video.load()
+            if isinstance(features, str):
+                raise inputs_lib.VideoError(features)
             cut = maker(features)
         except (inputs_lib.VideoError, tf.errors.OpError) as error:
             reason = " ".join(error_line(error).split())
@@ -105,7 +147,7 @@ def _embed_chunk(videos, maker: ClipMaker, forward, batch_size: int, sampling: S
         batcher.add(cut.clips)
         count, cut.clips = len(cut.clips), None  # the clips are the batcher's now
         done.append((_describe(video, features), count, cut))
-        progress.update(failed=False)
+        progress.update(failed=False, items=count)
     outputs = batcher.finish()
     features_out, rows, first = [], [], 0
     for described, count, cut in done:

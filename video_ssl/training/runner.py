@@ -146,7 +146,7 @@ class Runner:
         with self.output_folder(chief) as out_dir:
             restored = self.restore(compiled, distribution, data, out_dir)
             if chief:
-                self.write_input_spec(compiled.model)
+                self.write_input_spec(compiled.model, data)
             batches = self.input_batches(compiled.model, distribution, data,
                                          restored.start_step)
             callbacks = self.make_callbacks(compiled, data, restored, out_dir)
@@ -245,11 +245,18 @@ class Runner:
             print(f"Resuming from {latest} at step {start_step} of {data.total_steps}")
         return Restored(manager, latest, start_step)
 
-    def write_input_spec(self, model: keras.Model) -> None:
+    def write_input_spec(self, model: keras.Model, data: Data) -> None:
         """The method's views and encoders in model_dir, before the first step
-        (evaluation, export and serving read them back)."""
+        (evaluation, export and serving read them back), and the settings of the
+        shards' flow when a view takes flow (`video_ssl.extract` computes it so)."""
+        spec = model.input_spec()
+        if any("flow" in view.modalities for view in model.views.values()):
+            from video_ssl.data import optical_flow  # OpenCV: only for runs with flow
+            flow = optical_flow.shard_settings(data.files)
+            if flow:
+                spec["flow"] = flow
         atomic.write_text(os.path.join(self.model_dir, self.input_spec_file),
-                          json.dumps(model.input_spec(), indent=1))
+                          json.dumps(spec, indent=1))
 
     def input_batches(self, model: keras.Model, distribution: tf.distribute.Strategy,
                       data: Data, start_step: int) -> tf.distribute.DistributedDataset:
@@ -329,23 +336,28 @@ class Runner:
         """The export phase (`export_encoders`)."""
         export_dir = os.path.join(self.model_dir, EXPORT_DIR)
         print(f"Exporting {', '.join(model.encoders)} to {export_dir}")
-        export_encoders(model, export_dir)
+        with tf.io.gfile.GFile(os.path.join(self.model_dir, self.input_spec_file)) as f:
+            flow = json.load(f).get("flow")  # what write_input_spec found
+        export_encoders(model, export_dir, flow=flow)
 
 
-def export_encoders(model: keras.Model, export_dir: str) -> None:
+def export_encoders(model: keras.Model, export_dir: str, flow: dict | None = None) -> None:
     """One SavedModel per encoder of the method `model`, the primary one at `export_dir`
     itself (where a single-encoder run puts it), every other at `export_dir/<name>/`.
     An encoder trained under a mixed policy computes in it there too, and returns
-    float32 features."""
+    float32 features. Audio encoders record their log-mel settings, flow encoders
+    `flow` (the shards' flow settings, when known)."""
     views, encoders, primary = model.views, model.encoders, model.primary_encoder
     # The primary first: its folder replaces export_dir as a whole.
     for name in [primary, *(name for name in encoders if name != primary)]:
-        clip, normalization = input_spec.clip_settings(views[encoders[name].view])
+        view, modality = views[encoders[name].view], encoders[name].modality
+        clip, normalization = input_spec.clip_settings(view)
         serving.export_saved_model(
             float32_outputs(model.encoder_model(name)),
             export_dir if name == primary else os.path.join(export_dir, name),
-            clip=clip, normalization=normalization, modality=encoders[name].modality,
-            overwrite=True)
+            clip=clip, normalization=normalization, modality=modality,
+            audio=view.audio if modality == "audio" else None,
+            flow=flow if modality == "flow" else None, overwrite=True)
 
 
 @contextlib.contextmanager

@@ -14,19 +14,26 @@ Flow is computed on grayscale frames, as CoCLR's extraction. Algorithms:
   (it has no defaults).
 
 No TensorFlow here: the flow tool's worker processes import only OpenCV, NumPy and
-(through video_io) PyAV, so they start fast.
+(through video_files) PyAV, so they start fast.
 """
 from __future__ import annotations
 
+import json
+import os
+import re
 from typing import Callable, Iterable
 
 import cv2
 import numpy as np
 
 from video_ssl.data import flow as flow_lib
-from tfrecords_tools import video_io
+from video_ssl.data import video_files
 
 ALGORITHMS = ("tvl1", "dis", "farneback")
+# The project's flow (CoCLR's): TV-L1 clipped at 20 px, on frames as stored. Used for
+# runs that do not record theirs.
+DEFAULT_SETTINGS = {"algorithm": "tvl1", "bound": 20.0, "short_side": 0}
+SETTINGS_KEYS = tuple(DEFAULT_SETTINGS)
 # pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags (OpenCV's tutorial).
 FARNEBACK_PARAMS = (0.5, 3, 15, 3, 5, 1.2, 0)
 
@@ -130,5 +137,21 @@ class VideoFlow:
     def _shrink(self, gray: np.ndarray) -> np.ndarray:
         if not 0 < self.short_side < min(gray.shape):
             return gray
-        height, width = video_io.resized_shape(*gray.shape, self.short_side)
+        height, width = video_files.resized_shape(*gray.shape, self.short_side)
         return cv2.resize(gray, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def shard_settings(files: list[str]) -> dict | None:
+    """The flow settings (`SETTINGS_KEYS`) in the manifest `PREFIX.flow.json` that
+    `compute_flow` wrote beside shards `PREFIX-NNNNN-of-NNNNN.tfrecord`; None when
+    there is none (the shards have no flow, or it was computed elsewhere)."""
+    manifests = {re.sub(r"-\d{5,}-of-\d{5,}\.tfrecord$", "", path) + ".flow.json"
+                 for path in files}
+    found = []
+    for path in sorted(manifests):
+        if os.path.exists(path):
+            with open(path) as f:
+                manifest = json.load(f)
+            found.append({k: manifest.get(k) for k in SETTINGS_KEYS})
+    # Shards of several flows record none of them.
+    return found[0] if found and all(f == found[0] for f in found) else None
