@@ -111,6 +111,7 @@ class Claim:
 
 @dataclasses.dataclass(frozen=True)
 class Table:
+    """A paper comparison's runs (`units`), what it shows (`rows`) and tests (`claims`)."""
     name: str
     title: str
     doc: str  # the docs page its block goes into
@@ -596,6 +597,9 @@ def parse_flags(argv):
         parser.error(f"--tables={args.tables}: expected names from {', '.join(TABLES)}")
     if args.seeds < 1:
         parser.error(f"--seeds={args.seeds}: expected at least 1")
+    known = {u.name for n in names for u in TABLES[n]().units}
+    if args.units and not set(args.units.split(",")) <= known:
+        parser.error(f"--units={args.units}: expected names from {', '.join(sorted(known))}")
     args.tables = names
     return args
 

@@ -104,6 +104,10 @@ def test_bad_table_is_one_line(trends, capsys):
         trends.main(["--dry_run", "--tables", "rho,simclr"])
     assert "--tables=rho,simclr: expected names from rho, coclr, brave" in \
         capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        trends.main(["--dry_run", "--tables", "brave", "--units", "v_v,moco_rho1"])
+    assert "--units=v_v,moco_rho1: expected names from random_init, v_a," in \
+        capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ reports and docs
