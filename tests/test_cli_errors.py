@@ -302,7 +302,7 @@ def _damaged_shards(tmp_path, good_shard):
     # not in a header: its checksum fails.
     corrupted[12 + int.from_bytes(data[:8], "little") // 2] ^= 0xFF
     paths = {kind: tmp_path / f"{kind}-00000-of-00001.tfrecord"
-             for kind in ("corrupted", "truncated", "protocol", "jpeg")}
+             for kind in ("corrupted", "truncated", "protocol", "jpeg", "jpeg_body")}
     paths["corrupted"].write_bytes(bytes(corrupted))
     paths["truncated"].write_bytes(data[:-100])
     with tf.io.TFRecordWriter(str(paths["protocol"])) as writer:
@@ -311,7 +311,20 @@ def _damaged_shards(tmp_path, good_shard):
     with tf.io.TFRecordWriter(str(paths["jpeg"])) as writer:
         writer.write(schema.make_sequence_example(
             [jpeg, b"\x89PNG\r\n", jpeg, jpeg] * 4, filename="v.mp4").SerializeToString())
+    # Record 1's frames: a JPEG header, then its data stops (decoding fails, cropped too).
+    noise = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    full = tf.io.encode_jpeg(noise).numpy()
+    sos = full.index(b"\xff\xda")
+    cut = full[:sos + 2 + int.from_bytes(full[sos + 2:sos + 4], "big") + 20]
+    with tf.io.TFRecordWriter(str(paths["jpeg_body"])) as writer:
+        for name, frame in (("ok.mp4", full), ("cut.mp4", cut)):
+            writer.write(schema.make_sequence_example([full] + [frame] * 15,
+                                                      filename=name).SerializeToString())
     return paths
+
+
+JPEG_BODY = ": record 1 (video cut.mp4): frame 1 of image/encoded is a damaged JPEG (its " \
+            "header reads, its data does not decode)"
 
 
 def _pipeline_error(path) -> tf.errors.OpError:
@@ -335,6 +348,7 @@ def test_damaged_shards_are_named(tmp_path, shards):
         "corrupted": ": its checksum does not match (the file is damaged)",
         "truncated": ": the file ends inside it",
         "protocol": " is not a tf.train.SequenceExample",
+        "jpeg_body": JPEG_BODY,
     }
     for kind, ending in expected.items():
         error = _pipeline_error(paths[kind])
@@ -346,16 +360,86 @@ def test_damaged_shards_are_named(tmp_path, shards):
     assert line == f"{paths['jpeg']}: video v.mp4: frame 1 of image/encoded is not a JPEG"
 
 
-@pytest.mark.slow
-def test_corrupted_shard_in_training_is_one_line(tmp_path, shards, capsys):
+def test_make_dataset_names_damaged_records_and_refuses_an_empty_input(tmp_path, shards):
+    """Iterated from Python, make_dataset's errors name the file and record, as the
+    CLIs' do; an input without records is an error, not zero batches."""
+    from video_ssl.data import pipeline, reader
     paths = _damaged_shards(tmp_path, sorted(tf.io.gfile.glob(shards))[0])
+    for kind, error_type, ending in [
+            ("corrupted", tf.errors.DataLossError, ": its checksum does not match (the file "
+                                                   "is damaged)"),
+            ("jpeg_body", tf.errors.InvalidArgumentError, JPEG_BODY)]:
+        dataset = pipeline.make_dataset(str(paths[kind]), training=False, batch_size=1,
+                                        num_frames=4, frame_stride=1, crop_size=32)
+        with pytest.raises(error_type) as error:
+            list(dataset)
+        assert error.value.message.startswith(f"{paths[kind]}: record "), kind
+        assert error.value.message.endswith(ending), kind
+    empty = tmp_path / "empty-00000-of-00001.tfrecord"
+    empty.write_bytes(b"")
+    with pytest.raises(reader.DataPathError) as error:
+        pipeline.make_dataset(str(tmp_path / "empty-*"), training=True, batch_size=1)
+    assert str(error.value) == (f"'{tmp_path}/empty-*': 1 file(s) ({empty}) hold no records; "
+                                "expected at least one video")
+
+
+@pytest.mark.slow
+def test_damaged_shard_in_training_is_one_line(tmp_path, shards, capsys):
+    """A record with a bad checksum, and one whose JPEG frames stop after their header."""
+    paths = _damaged_shards(tmp_path, sorted(tf.io.gfile.glob(shards))[0])
+    for kind, ending in [("corrupted", ": its checksum does not match (the file is damaged)"),
+                         ("jpeg_body", JPEG_BODY)]:
+        model_dir = tmp_path / f"run-{kind}"
+        code = train_lib.main(cli(tmp_path, shards, model_dir, "train.steps_per_epoch=2",
+                                  f"train.train_files={str(paths[kind])!r}"))
+        assert code == 1
+        line = one_line(capsys.readouterr().err)
+        assert line.startswith(f"video_ssl.train: error: {paths[kind]}: record "), line
+        assert line.endswith(ending), line
+
+
+def test_empty_input_with_steps_per_epoch_is_one_line(tmp_path, shards, capsys):
+    """train.steps_per_epoch bound: the input is not counted, but an empty one is still
+    refused before anything is built, naming the files and what was needed."""
+    empty = tmp_path / "empty-00000-of-00001.tfrecord"
+    empty.write_bytes(b"")
     model_dir = tmp_path / "run"
-    code = train_lib.main(cli(tmp_path, shards, model_dir, "train.steps_per_epoch=2",
-                              f"train.train_files={str(paths['corrupted'])!r}"))
+    code = train_lib.main(cli(tmp_path, shards, model_dir, "train.steps_per_epoch=3",
+                              f"train.train_files={str(empty)!r}"))
     assert code == 1
-    line = one_line(capsys.readouterr().err)
-    assert line.startswith(f"video_ssl.train: error: {paths['corrupted']}: record ")
-    assert line.endswith("its checksum does not match (the file is damaged)")
+    assert one_line(capsys.readouterr().err) == (
+        f"video_ssl.train: error: train.train_files='{empty}': 1 file(s) ({empty}) hold no "
+        "records; train.steps_per_epoch=3 needs batches of train.global_batch_size=4 videos "
+        "(the input repeats: at least one video)")
+    assert not model_dir.exists()
+
+
+@pytest.mark.skipif(bool(tf.config.list_logical_devices("GPU")), reason="float16 runs on GPUs")
+def test_float16_on_the_cpu_is_one_line_before_training(tmp_path, shards, capsys):
+    """Slow R-18's pool1 has no float16 CPU kernel (test_precision trains a backbone
+    without 3D pooling in float16 on the CPU)."""
+    model_dir = tmp_path / "run"
+    code = train_lib.main(cli(tmp_path, shards, model_dir, "train.precision='mixed_float16'"))
+    assert code == 1
+    assert one_line(capsys.readouterr().err) == (
+        "video_ssl.train: error: train.precision='mixed_float16': TensorFlow has no float16 "
+        "kernel for 3D max pooling on the CPU (layer pool1) and this run has no GPU; use "
+        "train.precision='mixed_bfloat16' or 'float32' on the CPU")
+    assert not model_dir.exists()
+
+
+def test_audio_spec_past_nyquist_names_the_bindings():
+    """Checked when gin builds it, not as TensorFlow's 'in user code:' at the first batch."""
+    from video_ssl.data import input_spec  # noqa: F401  (registers AudioSpec)
+    gin.parse_config("AudioSpec.sample_rate = 16000.0\nAudioSpec.upper_edge_hertz = 9000.0")
+    with pytest.raises(ValueError) as error:
+        gin.get_configurable("AudioSpec")()
+    assert console.error_line(error.value) == (
+        "AudioSpec.lower_edge_hertz=80, AudioSpec.upper_edge_hertz=9000: expected 0 <= lower "
+        "< upper <= 8000 Hz, the Nyquist frequency of AudioSpec.sample_rate=16000")
+    AudioSpec(sample_rate=16000.0, upper_edge_hertz=8000.0)  # Nyquist itself is fine
+    with pytest.raises(ValueError, match=r"AudioSpec\.frame_step=0: expected > 0"):
+        AudioSpec(frame_step=0)
 
 
 def test_audio_asked_of_a_shard_without_audio_names_shard_and_key(shards):
@@ -370,21 +454,26 @@ def test_audio_asked_of_a_shard_without_audio_names_shard_and_key(shards):
 
 
 @pytest.mark.slow
-def test_corrupted_shard_in_evaluation_is_one_line(tmp_path, shards, capsys):
-    """A linear probe whose test split has a record with a bad checksum."""
+def test_damaged_shard_in_evaluation_is_one_line(tmp_path, shards, capsys):
+    """A linear probe whose test split has a record with a bad checksum, or one whose
+    JPEG frames stop after their header."""
     from video_ssl import evaluate as evaluate_lib
     model_dir = tmp_path / "run"
     assert train_lib.main(cli(tmp_path, shards, model_dir, "train.epochs=1",
                               "train.steps_per_epoch=1")) == 0
     capsys.readouterr()
     paths = _damaged_shards(tmp_path, sorted(tf.io.gfile.glob(shards))[0])
-    overlay = eval_overlay(tmp_path, {"train": shards, "test": str(paths["corrupted"])})
-    code = evaluate_lib.main([f"--gin_file={os.path.join(EVAL_CONFIGS, 'linear_ucf101.gin')}",
-                              f"--gin_file={overlay}", f"--checkpoint={model_dir}"])
-    assert code == 1
-    line = one_line(capsys.readouterr().err)
-    assert line.startswith(f"video_ssl.evaluate: error: {paths['corrupted']}: record ")
-    assert line.endswith("its checksum does not match (the file is damaged)")
+    for kind, ending in [("corrupted", ": its checksum does not match (the file is damaged)"),
+                         ("jpeg_body", JPEG_BODY)]:
+        overlay = eval_overlay(tmp_path, {"train": shards, "test": str(paths[kind])})
+        code = evaluate_lib.main([
+            f"--gin_file={os.path.join(EVAL_CONFIGS, 'linear_ucf101.gin')}",
+            f"--gin_file={overlay}", f"--checkpoint={model_dir}",
+            f"--output_dir={tmp_path / kind}"])
+        assert code == 1
+        line = one_line(capsys.readouterr().err)
+        assert line.startswith(f"video_ssl.evaluate: error: {paths[kind]}: record "), line
+        assert line.endswith(ending), line
 
 
 @pytest.mark.slow

@@ -368,3 +368,33 @@ def test_progress_off_a_terminal_is_plain_lines(bikes, tmp_path):
         "videos: 4/4 (1 failed)"]
     assert all(re.fullmatch(r".*, \d\d:\d\d:\d\d left", line) for line in lines[:-1]), lines
     assert tf.io.gfile.exists(str(tmp_path / "p-00000-of-00001.tfrecord"))
+
+
+def _wide_video(path, width, height, frames=3):
+    import av
+    import numpy as np
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=2)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            image = np.full((height, width, 3), 40 * i, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def test_frames_past_the_aspect_ratio_bound_get_a_warning_line(tmp_path):
+    """The 10000x10 case, smaller: 1000x10 frames are converted (at 32 px: 3200x32) with
+    a warning line in errors.txt; 4:1 itself is no warning."""
+    (tmp_path / "videos" / "a").mkdir(parents=True)
+    _wide_video(tmp_path / "videos" / "a" / "wide.mp4", 1000, 10)
+    _wide_video(tmp_path / "videos" / "a" / "four.mp4", 64, 16)
+    prefix = str(tmp_path / "w")
+    rc, out, err = run_main(converter, [f"--input={tmp_path / 'videos'}",
+                                        f"--output={prefix}"] + TINY)
+    assert rc == 0 and "written: 2" in out, err
+    reason = ("frames of 3200x32 pixels: aspect ratio 100:1 exceeds 4:1 (a mis-encoded "
+              "video? square training crops see a sliver of each frame)")
+    assert [(name, kind, r) for name, kind, _, r in report(prefix)] == [
+        ("a/wide.mp4", "warning", reason)]
+    assert video_files.aspect_warning(16, 64) is None
+    assert video_files.aspect_warning(65, 16) is not None  # tall frames too

@@ -170,3 +170,12 @@ def test_classes_differ_in_their_intended_cue(seed):
 def test_bad_class_is_rejected():
     with pytest.raises(ValueError, match="class_id 8 out of range"):
         demo_render.generate_video(8, np.random.default_rng(0))
+
+
+def test_progress_off_a_terminal_is_plain_lines(tmp_path, capsys):
+    """Into a file (here: captured), no live bar whose carriage returns pile up."""
+    demo.build(tmp_path, num_workers=1, progress=True,
+               **{**TINY, "num_train": 2, "num_test": 1})
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert err.splitlines() == [f"demo dataset: {n}/3 videos" for n in (1, 2, 3)]

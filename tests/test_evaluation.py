@@ -287,13 +287,18 @@ def test_linear_probe_freezes_the_backbone(data):
     assert logits.shape == (2, 2)
 
 
-def test_finetune_trains_backbone_at_a_scaled_rate(data):
+def test_finetune_trains_backbone_at_a_scaled_rate(data, capsys):
+    """With its default verbose ('auto') into a captured stdout (no terminal): plain
+    progress lines, no live bar's colour codes or carriage returns."""
     backbone = tiny_backbone()
     before = [w.numpy().copy() for w in backbone.trainable_weights]
     adam = replace(finetune.DEFAULT_OPTIMIZER, name="adam", base_learning_rate=1e-3,
                    reference_batch_size=None, decay_epochs=())
     result = finetune.finetune(backbone, data, num_classes=2, epochs=1, optimizer=adam,
-                               backbone_lr_scale=0.1, dropout=0.5, verbose=0)
+                               backbone_lr_scale=0.1, dropout=0.5)
+    out = capsys.readouterr().out
+    assert "loss:" in out and "4/4" in out  # the epoch's line and the test videos' line
+    assert not {"\x1b", "\r", "\b"} & set(out), repr(out)
     changed = [not np.array_equal(old, new.numpy())
                for old, new in zip(before, backbone.trainable_weights)]
     assert all(changed)

@@ -122,6 +122,31 @@ def test_ucf101_labels_follow_classind_and_splits_hold_their_videos(ucf101):
     assert not any("split3" in n for n in os.listdir(os.path.dirname(ucf101["prefix"])))
 
 
+def test_ucf101_class_folder_in_another_case_is_named_and_not_left_empty(media, tmp_path):
+    """A class folder spelled applyeyemakeup (classInd: ApplyEyeMakeup): the missing
+    videos' error names the folder; --allow_missing does not quietly leave the class
+    without videos, unless --allow_empty_classes asks for it. Refused before any
+    conversion."""
+    root, lists = make_ucf101(tmp_path, media)
+    (root / "ApplyEyeMakeup").rename(root / "applyeyemakeup")
+    args = ["--dataset=ucf101", f"--root={root}", f"--splits={lists}",
+            f"--output={tmp_path / 'shards' / 'u'}", "--split=1"] + TINY
+    hint = "folder 'applyeyemakeup' differs only in case from class 'ApplyEyeMakeup' in " \
+           "classInd.txt"
+    rc, _, err = run_main(prepare, args)
+    assert rc == 2 and hint in one_error_line(err)
+    rc, _, err = run_main(prepare, args + ["--allow_missing"])
+    assert rc == 2
+    assert one_error_line(err) == (
+        f"prepare_dataset: error: split1-train: every listed video of 1 class is missing "
+        f"under --root {root}: 'ApplyEyeMakeup' (label 0: {hint}); the split's classifier "
+        "would never see it (--allow_empty_classes converts the split anyway)")
+    assert not glob.glob(str(tmp_path / "shards" / "u-*.tfrecord*"))
+    data = prepare.read_ucf101(lists, root, [1])
+    asked = prepare._parse_args(args + ["--allow_missing", "--allow_empty_classes"])
+    prepare.check_empty_classes(asked, data)  # asked for: no error
+
+
 def test_ucf101_class_counts_written_and_printed(ucf101):
     lines = open(ucf101["prefix"] + ".counts.tsv").read().splitlines()
     assert lines[0] == "# ucf101: label = classInd.txt id - 1 (0-based); videos written per split"
@@ -341,6 +366,9 @@ def kinetics(media, tmp_path_factory):
 def test_kinetics_missing_video_reported_not_fatal(kinetics):
     assert kinetics["rc"] == 0, kinetics["err"]
     assert "missing: 1 of the videos" in kinetics["out"]
+    assert ("warning: val: every listed video of 1 class is missing under --root "
+            f"{kinetics['base'] / 'videos'}: 'passing American football (in game)' "
+            "(label 1)\n") in kinetics["out"]
     assert tsv(kinetics["prefix"] + ".missing.txt") == [
         ["val", "fffffffffff_000000_000010.mp4", f"{kinetics['annotations'] / 'validate.csv'}:4"]]
     assert tsv(kinetics["prefix"] + ".counts.tsv") == [

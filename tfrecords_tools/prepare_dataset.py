@@ -2,7 +2,7 @@
 
     python -m tfrecords_tools.prepare_dataset --dataset=ucf101|hmdb51|kinetics|esc50 \
         --root=DIR --splits=DIR_OR_FILE --output=PREFIX [--split=1[,2,3]] \
-        [--allow_missing] [converter flags: --fps --short_side --jpeg_quality \
+        [--allow_missing [--allow_empty_classes]] [converter flags: --fps --short_side --jpeg_quality \
         --sample_rate --no_audio --num_shards --num_workers ...]
 
 Each dataset's files are read as they are distributed, one reader per dataset:
@@ -46,7 +46,12 @@ not under --root; removed when none is); and per split the converter's
 Checks before anything is written: a video in both the training and the test videos of
 one split (for esc50: a source recording in two folds) is an error, and so is a video
 listed twice; missing videos are an error for ucf101, hmdb51 and esc50 (whose archives
-hold every video: a wrong --root or a broken extraction) unless --allow_missing.
+hold every video: a wrong --root or a broken extraction) unless --allow_missing, and
+even then a class whose every listed video of a split is missing (the split's
+classifier would never see it) is an error unless --allow_empty_classes (kinetics, whose
+videos go missing on YouTube: a warning line). A class folder under --root spelled in
+another case than the split files' class (`applyeyemakeup` for `ApplyEyeMakeup`) is
+named as such in these messages.
 The conversion is the converter's (`videos_to_tfrecords`): worker processes, shards
 under temporary names, resumable re-runs (refused when a split's list of videos changed
 since the run that wrote its shards, as they would mix two lists, and beside shards
@@ -99,6 +104,7 @@ class Dataset:
     label_origin: str  # where the label indices come from, for PREFIX.counts.tsv
     key_what: str = "video"  # what Listed.key is, for the overlap message
     missing_fatal: bool = True  # False for Kinetics, whose videos disappear from YouTube
+    classes_from: str = "the split files"  # where the class names come from, for messages
     audio_only: bool = False
 
 
@@ -149,7 +155,8 @@ def read_ucf101(splits: Path, root: Path, numbers: list[int] | None) -> Dataset:
     found = sorted(int(m[1]) for p in splits.glob("trainlist*.txt")
                    if (m := re.fullmatch(r"trainlist0*(\d+)\.txt", p.name)))
     data = Dataset(classes=sorted(ids, key=ids.get), splits={}, disjoint=[],
-                   label_origin="ucf101: label = classInd.txt id - 1 (0-based)")
+                   label_origin="ucf101: label = classInd.txt id - 1 (0-based)",
+                   classes_from=class_ind.name)
     for number in _split_numbers(found, numbers, f"trainlist0N.txt in {splits}"):
         for part in ("train", "test"):
             path = splits / f"{part}list{number:02d}.txt"
@@ -371,6 +378,50 @@ def check_overlaps(data: Dataset) -> None:
                             f"a {data.key_what} must not be in two of {', '.join(group)}{more}")
 
 
+def case_hint(root: Path, data: Dataset, item: Listed) -> str | None:
+    """For a missing video CLASS/VIDEO whose class folder is not under `root` but one
+    spelled in another case is: "folder 'x' differs only in case from class 'X' in
+    FILE" (case-sensitive file systems tell the two apart). None otherwise."""
+    folder = item.name.split("/")[0]
+    if "/" not in item.name or (root / folder).is_dir():
+        return None
+    try:
+        other = next((entry for entry in sorted(os.listdir(root))
+                      if entry.lower() == folder.lower() and (root / entry).is_dir()), None)
+    except OSError:
+        return None
+    return (f"folder {other!r} differs only in case from class {folder!r} in "
+            f"{data.classes_from}" if other else None)
+
+
+def check_empty_classes(args, data: Dataset) -> None:
+    """A class whose every video listed in a split is missing would be a class that
+    split's classifier never sees: an error naming the split and the classes (and a
+    folder spelled in another case, if that is why), unless --allow_empty_classes;
+    for kinetics, whose videos go missing on YouTube, a warning line."""
+    for split, listed in data.splits.items():
+        present = {item.label for item in listed if item.path is not None}
+        if not present:
+            continue  # nothing of the split is there: not written (`_plan`)
+        empty = {}
+        for item in listed:
+            if item.label is not None and item.label not in present | set(empty):
+                empty[item.label] = case_hint(Path(args.root), data, item)
+        if not empty:
+            continue
+        named = ", ".join(f"{data.classes[label]!r} (label {label}"
+                          + (f": {hint}" if hint else "") + ")"
+                          for label, hint in sorted(empty.items()))
+        message = (f"{split}: every listed video of {len(empty)} class"
+                   f"{'es' * (len(empty) > 1)} is missing under --root {args.root}: {named}")
+        if not data.missing_fatal:
+            print(f"warning: {message}")
+        elif not args.allow_empty_classes:
+            raise ToolError(f"{message}; the split's classifier would never see "
+                            f"{'them' if len(empty) > 1 else 'it'} (--allow_empty_classes "
+                            "converts the split anyway)")
+
+
 def write_missing(prefix: str, data: Dataset) -> int:
     """PREFIX.missing.txt, one line per split and missing video; the number of missing
     videos (each counted once)."""
@@ -435,6 +486,9 @@ def _parse_args(argv):
     p.add_argument("--allow_missing", action="store_true",
                    help="ucf101/hmdb51/esc50: convert even when listed videos are missing "
                         "(kinetics always does; they are listed in PREFIX.missing.txt)")
+    p.add_argument("--allow_empty_classes", action="store_true",
+                   help="with --allow_missing: convert a split even when every listed video "
+                        "of a class is missing (the class then has no video in that split)")
     converter.add_conversion_arguments(p)
     args = p.parse_args(argv)
     converter.check_conversion_arguments(p, args)
@@ -456,6 +510,7 @@ def _run(args) -> int:
     check_overlaps(data)
     converter.make_output_folder(args.output)
     _report_missing(args, data)
+    check_empty_classes(args, data)
     plans = _plan(args, data)  # every split checked before anything is converted
     write_label_map(args.output, data.classes)
     options, flow = converter.conversion_settings(args)
@@ -495,10 +550,12 @@ def _report_missing(args, data: Dataset) -> None:
     print(f"missing: {missing} of the videos the split files list are not under "
           f"{args.root} (listed in {args.output}.missing.txt)")
     if data.missing_fatal and not args.allow_missing:
-        first = next(i for v in data.splits.values() for i in v if i.path is None)
-        raise ToolError(f"{first.where}: {first.name}: no such file under --root "
+        absent = [i for v in data.splits.values() for i in v if i.path is None]
+        hint = next(filter(None, (case_hint(Path(args.root), data, i) for i in absent)), None)
+        raise ToolError(f"{absent[0].where}: {absent[0].name}: no such file under --root "
                         f"{args.root} ({missing} missing, listed in "
-                        f"{args.output}.missing.txt; --allow_missing converts the rest)")
+                        f"{args.output}.missing.txt{'; ' + hint if hint else ''}; "
+                        "--allow_missing converts the rest)")
 
 
 def _plan(args, data: Dataset) -> list[tuple[str, str, list[video_list.VideoEntry], int]]:

@@ -12,6 +12,9 @@ their flags' parser, quiet start-up and one-line errors.
   terminal, as plain lines elsewhere.
 - `error_line(error)`, `gin_error(error, gin_files, gin_params)`: the line itself;
   `printable(text)`: a file name with undecodable bytes, printable.
+- `progress_verbosity()`: Keras' `verbose` for progress: a live bar on a terminal,
+  plain lines (2) into a file or pipe, where the bar's carriage returns and colour
+  codes pile up.
 
 No TensorFlow at import, so `--help` answers at once.
 """
@@ -110,6 +113,13 @@ def run(tool: str, body: Callable[[argparse.Namespace], int],
     except KeyboardInterrupt:
         print(f"{tool}: interrupted", file=sys.stderr)
         return 130
+
+
+def progress_verbosity() -> int:
+    """Keras' `verbose` for fit and Progbar: 1 (a live bar) when stdout is a terminal,
+    else 2 (one plain line per epoch or pass: Keras' bar writes colour codes and
+    carriage returns whatever the output is)."""
+    return 1 if sys.stdout.isatty() else 2
 
 
 _TENSORFLOW_PREAMBLES = ("Graph execution error:", "in user code:")

@@ -18,6 +18,7 @@ import fcntl
 import json
 import multiprocessing
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -127,13 +128,21 @@ def build(output_dir, *, num_train: int = NUM_TRAIN, num_test: int = NUM_TEST,
             records = pool.imap(_make_record_task, tasks, chunksize=2)
         else:
             records = map(_make_record_task, tasks)
+        # A live bar on a terminal; into a file, where its carriage returns pile up on
+        # one line, a plain line every tenth of the videos.
+        live = progress and sys.stderr.isatty()
         bar = stack.enter_context(tqdm(total=len(tasks), unit="video", desc="demo dataset",
-                                       disable=not progress))
+                                       disable=not live))
+        every, done = max(1, len(tasks) // 10), 0
         for name, count in shards:
             with tf.io.TFRecordWriter(name + ".tmp") as writer:
                 for _ in range(count):
                     writer.write(next(records))
                     bar.update()
+                    done += 1
+                    if progress and not live and (done % every == 0 or done == len(tasks)):
+                        print(f"demo dataset: {done}/{len(tasks)} videos", file=sys.stderr,
+                              flush=True)
             os.replace(name + ".tmp", name)
     (root / "labels.txt").write_text("".join(f"{label}\n" for label in render.LABELS))
     info = {**spec, "labels": list(render.LABELS),

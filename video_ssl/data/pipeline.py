@@ -7,7 +7,12 @@ Stages, each public and usable on its own:
 - `clips.sample_and_decode(features, seed, views, training=...)`: one dict per
   `views.ViewSpec` ("rgb", "flow", "audio" with a leading clip axis);
 - `make_view_dataset(pattern, views, ...)`: the stages wired up, batched, prefetched;
-- `make_dataset(...)` (contract): one view, output flattened to "rgb"/"flow"/"audio"/"label".
+- `make_dataset(...)` (contract): one view, output flattened to "rgb"/"flow"/"audio"/"label";
+  iterating it in Python, a damaged record fails with an error naming its file and
+  record (`reader.locate_damaged_record`), as the command-line tools say it.
+
+Both raise `reader.DataPathError` when the input holds no record, rather than giving
+no batch.
 
 A method with several views builds its `ViewSpec`s and calls `make_view_dataset`;
 batches then hold "views", a tuple of per-view dicts in the order given, "label" and
@@ -44,6 +49,9 @@ import random
 from typing import Mapping, Sequence
 
 import tensorflow as tf
+# The base of tf.data's own pass-through datasets (e.g. with_options'): the one way to
+# give a dataset's Python iteration its own error messages.
+from tensorflow.python.data.ops.dataset_ops import UnaryUnchangedStructureDataset
 
 from video_ssl.data import clips
 from video_ssl.data import modalities as modalities_lib
@@ -98,7 +106,9 @@ def make_view_dataset(file_pattern, views: Sequence[ViewSpec] | Mapping[str, Vie
         raise ValueError(f"views ask for audio at different sample rates {sorted(audio_rates)}")
     audio_rate = audio_rates.pop() if audio_rates else None
 
-    ds = reader.read_examples(reader.match_files(file_pattern), input_context=input_context,
+    files = reader.match_files(file_pattern)
+    reader.require_records(files, repr(file_pattern))
+    ds = reader.read_examples(files, input_context=input_context,
                        shuffle=training, seed=seed, deterministic=deterministic)
     if repeat:
         ds = ds.repeat()
@@ -159,9 +169,49 @@ def make_dataset(file_pattern, *, training: bool, batch_size: int, num_clips: in
     view = view_from_options(
         dict(options, num_clips=num_clips, num_frames=num_frames, frame_stride=frame_stride,
              crop_size=crop_size, modalities=modalities), where="make_dataset")
-    return make_view_dataset(
+    dataset = make_view_dataset(
         file_pattern, [view], training=training, batch_size=batch_size, seed=seed,
         input_context=input_context, default_frame_rate=default_frame_rate,
         shuffle_buffer=shuffle_buffer, num_parallel_calls=num_parallel_calls,
         deterministic=deterministic, drop_remainder=drop_remainder, repeat=repeat,
         flatten=True)
+    return _NamingDamagedRecords(dataset, reader.match_files(file_pattern))
+
+
+class _NamingDamagedRecords(UnaryUnchangedStructureDataset):
+    """The same dataset, whose Python iteration (for, iter, as_numpy_iterator) turns
+    TensorFlow's error for a damaged record, which names no file, into one of the
+    same type naming the file and record. (Datasets made from it, e.g. by take(),
+    iterate without it: `reader.locate_damaged_record` then names the record.)"""
+
+    def __init__(self, dataset: tf.data.Dataset, files: Sequence[str]):
+        self._input_dataset = dataset
+        self._files = list(files)
+        super().__init__(dataset, dataset._variant_tensor)
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        return _NamingIterator(iterator, self._files) if tf.executing_eagerly() else iterator
+
+
+class _NamingIterator:
+    """An iterator of `_NamingDamagedRecords` (everything but next() is the wrapped
+    iterator's)."""
+
+    def __init__(self, iterator, files: Sequence[str]):
+        self._iterator, self._files = iterator, files
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._iterator)
+        except tf.errors.OpError as error:
+            located = reader.locate_damaged_record(self._files, error.message)
+            if located is None:
+                raise
+            raise type(error)(error.node_def, error.op, located) from error
+
+    def __getattr__(self, name):
+        return getattr(self._iterator, name)

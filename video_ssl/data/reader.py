@@ -9,9 +9,11 @@ pipeline's first two stages.
 - `parse_example(serialized, shard, modalities, ...)`: still-encoded features and the
   record's `video_id`, with an error naming the shard and video when a requested
   modality is missing or a frame is not a JPEG;
+- `require_records(files, what)`: a `DataPathError` when the files hold no record;
 - `locate_damaged_record(files, message)`: after the pipeline failed on a corrupted or
-  truncated record, or on one that is not a SequenceExample (TensorFlow's messages name
-  no file), the file and record that did it.
+  truncated record, on one that is not a SequenceExample, or on a JPEG frame whose
+  header reads but whose data does not decode (TensorFlow's messages name no file),
+  the file and record that did it.
 """
 from __future__ import annotations
 
@@ -61,6 +63,17 @@ def count_records(files: Sequence[str]) -> int:
     return total
 
 
+def require_records(files: Sequence[str], what: str,
+                    need: str = "expected at least one video") -> None:
+    """Raises `DataPathError` naming `what` (the pattern or binding), the files and what
+    was needed (`need`) when none of them holds a record (every file is empty). Stops
+    at the first non-empty file, so it costs one stat in the usual case."""
+    if any(tf.io.gfile.stat(path).length > 0 for path in files):
+        return
+    shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+    raise DataPathError(f"{what}: {len(files)} file(s) ({shown}) hold no records; {need}")
+
+
 def _record_spans(path: str) -> Iterator[tuple[int, int, int]]:
     """(index, first byte, end) of each record of a TFRecord file, from the headers."""
     size = tf.io.gfile.stat(path).length
@@ -79,14 +92,19 @@ def _record_spans(path: str) -> Iterator[tuple[int, int, int]]:
 
 # TensorFlow's messages for a damaged record; the first two give its byte offset.
 _DAMAGED = re.compile(r"(corrupted|truncated) record at (\d+)|Invalid protocol message input")
+# TensorFlow's message for a frame whose JPEG header reads but whose data does not decode.
+_UNDECODABLE = re.compile(r"jpeg::Uncompress failed|Invalid JPEG data")
 
 
 def locate_damaged_record(files: Sequence[str], message: str) -> str | None:
     """"PATH: record K (byte N): what is wrong" for the record of `files` that made the
     input pipeline fail with `message`, or None when `message` is not about a damaged
     record or none is found. Only the files with a record at the failing byte offset
-    are read (all of them for a record that is not a SequenceExample): this runs once
-    the pipeline has failed, never before."""
+    are read (all of them for a record that is not a SequenceExample, and every frame
+    of them for a JPEG that does not decode, which names the first such record in file
+    order): this runs once the pipeline has failed, never before."""
+    if _UNDECODABLE.search(message):
+        return next(filter(None, map(_undecodable_frame, files)), None)
     damaged = _DAMAGED.search(message)
     if not damaged:
         return None
@@ -132,6 +150,59 @@ def _bad_record(path: str, kind: str, offset: int | None) -> str | None:
             what = ("its checksum does not match (the file is damaged)"
                     if kind == "corrupted" else "the file ends inside it")
             return f"record {number} (byte {offset}): {what}"
+    return None
+
+
+_JPEG_START = b"\xff\xd8\xff"  # the start-of-image marker (and the next marker's 0xff)
+_FRAME_KEYS = tuple(m.feature_list for m in modalities_lib.MODALITIES.values() if m.frames)
+
+
+def _undecodable_frame(path: str) -> str | None:
+    """"PATH: record K (video NAME): frame F of KEY ..." for the first record of `path`
+    holding a JPEG frame (RGB or flow) that does not decode, or None. The records are
+    decoded in parallel; the failing one is then searched frame by frame."""
+    def decode_all(index, record):
+        _, lists = tf.io.parse_single_sequence_example(record, sequence_features={
+            key: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)
+            for key in _FRAME_KEYS})
+        frames = tf.concat([lists[key] for key in _FRAME_KEYS], 0)
+        # Frames that are no JPEG at all have the pipeline's own message (`_all_jpegs`).
+        frames = tf.boolean_mask(frames, tf.equal(tf.strings.substr(frames, 0, 3), _JPEG_START))
+        # The decoded heights, summed: tf.data prunes what no output depends on.
+        heights = tf.map_fn(lambda jpeg: tf.shape(tf.io.decode_jpeg(jpeg))[0], frames,
+                            fn_output_signature=tf.int32)
+        return index, tf.reduce_sum(heights)
+
+    records = tf.data.TFRecordDataset(path).enumerate().map(
+        decode_all, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    iterator, index = iter(records), 0
+    while True:
+        try:
+            next(iterator)
+        except StopIteration:
+            return None
+        except tf.errors.InvalidArgumentError:
+            break  # record `index` (a map error ends that element only)
+        except tf.errors.OpError:
+            return None  # damaged otherwise: not what this search is about
+        index += 1
+    record = next(iter(tf.data.TFRecordDataset(path).skip(index).take(1))).numpy()
+    try:
+        example = tf.train.SequenceExample.FromString(record)
+    except DecodeError:
+        return None
+    name = example.context.feature[schema.FILENAME].bytes_list.value
+    video = name[0].decode(errors="replace") if name else "?"
+    for key in _FRAME_KEYS:
+        for number, frame in enumerate(example.feature_lists.feature_list[key].feature):
+            jpeg = frame.bytes_list.value[0] if frame.bytes_list.value else b""
+            if not jpeg.startswith(_JPEG_START):
+                continue
+            try:
+                tf.io.decode_jpeg(jpeg)
+            except tf.errors.InvalidArgumentError:
+                return (f"{path}: record {index} (video {video}): frame {number} of {key} "
+                        "is a damaged JPEG (its header reads, its data does not decode)")
     return None
 
 
@@ -208,7 +279,7 @@ def video_id(serialized, source_id) -> tf.Tensor:
 def _all_jpegs(frames: tf.Tensor, where: tf.Tensor, key: str) -> tf.Operation:
     """A check that every frame starts with the JPEG start-of-image marker (the decoder's
     own error names no file); it reads 3 bytes per frame."""
-    is_jpeg = tf.equal(tf.strings.substr(frames, 0, 3), b"\xff\xd8\xff")
+    is_jpeg = tf.equal(tf.strings.substr(frames, 0, 3), _JPEG_START)
     # The appended 0 keeps argmin defined for a video without frames.
     first_bad = tf.argmin(tf.concat([tf.cast(is_jpeg, tf.int32), [0]], 0), output_type=tf.int32)
     return tf.debugging.Assert(tf.reduce_all(is_jpeg), [tf.strings.join(

@@ -16,6 +16,11 @@ import numpy as np
 # About half the bytes of quality 95 (cv2's default, used by the Model Garden's
 # converter) with no visible loss at 256 px; decoding speed barely depends on it.
 DEFAULT_JPEG_QUALITY = 90
+# Frames wider or taller than this (long side / short side) get a warning: the widest
+# formats in use are 2.76:1 (Ultra Panavision) and 32:9 (3.56:1, ultrawide screens), so
+# beyond 4:1 a video is most likely mis-encoded, and a square training crop sees at most
+# a quarter of each frame (a 10000x10 video is stored as 64000x64 frames at 64 px).
+MAX_ASPECT_RATIO = 4.0
 
 
 class VideoDecodeError(Exception):
@@ -340,7 +345,8 @@ def decode_video(path: str, *, fps: float | None = None, short_side: int = 0,
 
     sample_rate=None skips audio. Raises VideoDecodeError naming the file when it
     cannot be read or holds no frames in the segment; warns (in `warnings`) when it
-    holds much less video than its header declares.
+    holds much less video than its header declares, or when its frames' aspect ratio
+    exceeds MAX_ASPECT_RATIO.
     """
     if end is not None and end <= start:
         raise VideoDecodeError(f"{path}: segment end {end} s is not after start {start} s")
@@ -357,11 +363,23 @@ def decode_video(path: str, *, fps: float | None = None, short_side: int = 0,
         waveform = read_audio(path, sample_rate=sample_rate, start=start, end=end)
         if waveform is not None and not waveform.size:
             waveform = None
-    warning = truncation_warning(len(frames) / frame_rate, declared_duration(path), start, end)
+    warnings = (truncation_warning(len(frames) / frame_rate, declared_duration(path), start,
+                                   end), aspect_warning(shape[0], shape[1]))
     return DecodedVideo(frames=frames, frame_rate=frame_rate, height=shape[0], width=shape[1],
                         waveform=waveform,
                         sample_rate=None if waveform is None else float(sample_rate),
-                        warnings=(warning,) if warning else ())
+                        warnings=tuple(w for w in warnings if w))
+
+
+def aspect_warning(height: int, width: int) -> str | None:
+    """A warning when frames are more than MAX_ASPECT_RATIO times wider than high (or
+    higher than wide)."""
+    ratio = max(height, width) / max(1, min(height, width))
+    if ratio <= MAX_ASPECT_RATIO:
+        return None
+    return (f"frames of {width}x{height} pixels: aspect ratio {ratio:.0f}:1 exceeds "
+            f"{MAX_ASPECT_RATIO:g}:1 (a mis-encoded video? square training crops see a "
+            "sliver of each frame)")
 
 
 def truncation_warning(decoded: float, declared: float | None, start: float = 0.0,

@@ -45,6 +45,20 @@ class AudioSpec:
     log_offset: float = 1e-6
     log_scale: float = 1.0
 
+    def __post_init__(self):
+        # Checked here, where gin builds it: in the graph, a bad value fails only when
+        # the first batch is read, with TensorFlow's message naming no binding.
+        for name in ("sample_rate", "num_mel_bins", "frame_length", "frame_step"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"AudioSpec.{name}={getattr(self, name)!r}: expected > 0")
+        nyquist = self.sample_rate / 2
+        if not 0 <= self.lower_edge_hertz < self.upper_edge_hertz <= nyquist:
+            raise ValueError(
+                f"AudioSpec.lower_edge_hertz={self.lower_edge_hertz:g}, "
+                f"AudioSpec.upper_edge_hertz={self.upper_edge_hertz:g}: expected 0 <= lower "
+                f"< upper <= {nyquist:g} Hz, the Nyquist frequency of "
+                f"AudioSpec.sample_rate={self.sample_rate:g}")
+
 
 @dataclasses.dataclass(frozen=True)
 class ViewSpec:

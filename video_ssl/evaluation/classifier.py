@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from video_ssl import optim
+from video_ssl import console, optim
 from video_ssl.evaluation import multiview
 from video_ssl.evaluation.protocol import EvalData, Result, score_metrics
 
@@ -91,6 +91,8 @@ def train_and_test(backbone: keras.Model, data: EvalData, *, owner: str, num_cla
         raise ValueError(f"{owner}.optimizer: expected an OptimizerSpec (@{owner}/"
                          f"OptimizerSpec() with {owner}/OptimizerSpec.<field> bindings), "
                          f"got {optimizer!r}")
+    if verbose == "auto":  # Keras' own 'auto' writes its live bar into files too
+        verbose = console.progress_verbosity()
     steps_per_epoch = max(1, data.num_train_videos // data.batch_size)
     total_steps = epochs * steps_per_epoch
     model = build_classifier(backbone, num_classes, train_backbone=train_backbone,

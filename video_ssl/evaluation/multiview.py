@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from video_ssl import console
+
 # Views scored per call: bounds memory when a batch holds many views per video.
 DEFAULT_CHUNK = 64
 
@@ -50,7 +52,8 @@ def average_over_views(fn: Callable[[tf.Tensor], tf.Tensor], dataset: tf.data.Da
     total: number of videos, for the progress bar.
     Returns (scores (videos, K) float64, labels (videos,) int).
     """
-    progress = keras.utils.Progbar(total, unit_name="video") if verbose else None
+    progress = (keras.utils.Progbar(total, unit_name="video",
+                                    verbose=console.progress_verbosity()) if verbose else None)
     scores, labels = [], []
     for batch in dataset:
         views = batch[key]

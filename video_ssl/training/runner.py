@@ -33,7 +33,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import tempfile
 from typing import Callable, Iterator, Sequence
 
@@ -42,7 +41,8 @@ import tensorflow as tf
 
 from video_ssl import atomic, console, optim, serving
 from video_ssl.data import input_spec, pipeline, preflight
-from video_ssl.data.reader import count_records, locate_damaged_record, match_files
+from video_ssl.data.reader import (count_records, locate_damaged_record, match_files,
+                                   require_records)
 from video_ssl.distribute import (ClusterError, all_agree, is_chief, lost_workers,
                                   make_strategy)
 from video_ssl.training import callbacks as cb
@@ -131,7 +131,7 @@ class Runner:
         if self.verbose not in ("auto", 0, 1, 2):
             raise ValueError(f"train.verbose: expected 'auto', 0, 1 or 2, got {self.verbose!r}")
         if self.verbose == "auto":
-            self.verbose = 1 if sys.stdout.isatty() else 2
+            self.verbose = console.progress_verbosity()
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision: expected one of {PRECISIONS}, got "
                              f"{self.precision!r}")
@@ -167,6 +167,11 @@ class Runner:
         steps_per_epoch = self.steps_per_epoch
         if steps_per_epoch is None:
             steps_per_epoch = _steps_per_epoch(files, self.global_batch_size)
+        else:  # not counted, but an empty input would fail in the graph, unexplained
+            require_records(files, f"train.train_files={self.train_files!r}",
+                            f"train.steps_per_epoch={steps_per_epoch} needs batches of "
+                            f"train.global_batch_size={self.global_batch_size} videos (the "
+                            "input repeats: at least one video)")
         return Data(files, knn_splits, steps_per_epoch, self.epochs * steps_per_epoch)
 
     def distribute(self) -> tf.distribute.Strategy:
@@ -185,6 +190,7 @@ class Runner:
                 steps_per_epoch=data.steps_per_epoch)
             optimizer = (keras.optimizers.LossScaleOptimizer(base)
                          if self.precision == "mixed_float16" else base)
+            _check_float16_kernels(model, self.precision)
             model.compile(optimizer=optimizer, jit_compile=self.jit_compile)
             # Slots must exist before restoring: Keras 3 variables are not restored lazily.
             optimizer.build(model.trainable_variables)
@@ -404,6 +410,21 @@ def float32_outputs(encoder: keras.Model) -> keras.Model:
     features = keras.layers.Activation("linear", dtype="float32", name="float32_features")(
         encoder(inputs))
     return keras.Model(inputs, features, name=encoder.name)
+
+
+def _check_float16_kernels(model: keras.Model, precision: str) -> None:
+    """Without a GPU, a method with 3D max pooling cannot run in float16: TensorFlow's
+    CPU has no such kernel, and says so only at the first step ("No OpKernel ...
+    MaxPool3D ... DT_HALF"). One line now, with what to use instead."""
+    if precision != "mixed_float16" or tf.config.list_logical_devices("GPU"):
+        return
+    pooling = next((layer for layer in model._flatten_layers(include_self=False)
+                    if isinstance(layer, keras.layers.MaxPool3D)), None)
+    if pooling is not None:
+        raise ValueError(
+            "train.precision='mixed_float16': TensorFlow has no float16 kernel for 3D max "
+            f"pooling on the CPU (layer {pooling.name}) and this run has no GPU; use "
+            "train.precision='mixed_bfloat16' or 'float32' on the CPU")
 
 
 def _steps_per_epoch(files: Sequence[str], global_batch_size: int) -> int:
