@@ -188,3 +188,30 @@ def test_project_files_add_no_user_bindings():
             assert "train" not in os.path.basename(recipe), error
         finally:
             gin.clear_config()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, shards):
+    """A tiny MoCo run's folder, saved untrained."""
+    from helpers import save_run
+    folder = tmp_path_factory.mktemp("moco")
+    gin.clear_config()
+    try:
+        config_lib.parse_gin([os.path.join(CONFIGS, "moco_rho2.gin"),
+                              train_overlay(folder, shards)], [])
+        return save_run(config_lib.method_configurable("MoCo")(), folder / "run")
+    finally:
+        gin.clear_config()
+
+
+def test_evaluate_checks_the_command_lines_macros(run_dir, capsys):
+    """(And types, as train: the same check_types.)"""
+    from video_ssl import evaluate as evaluate_lib
+    code = evaluate_lib.main([f"--gin_file={os.path.join(EVAL_CONFIGS, 'linear_ucf101.gin')}",
+                              "--gin_param=NUM_CLASES=2", f"--checkpoint={run_dir}"])
+    assert code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["video_ssl.evaluate: error: --gin_param=NUM_CLASES=2: does nothing, no "
+                     "binding refers to macro NUM_CLASES (%NUM_CLASES); did you mean "
+                     "NUM_CLASSES?"]
+    assert not [f for f in os.listdir(run_dir) if f.startswith("eval_")]

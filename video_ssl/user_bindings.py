@@ -255,6 +255,16 @@ def _macro_name(value) -> str | None:
     return None
 
 
+def _holds_reference(value) -> bool:
+    if isinstance(value, gin_config.ConfigurableReference):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_reference(v) for v in (*value.keys(), *value.values()))
+    if isinstance(value, (list, tuple, set)):
+        return any(_holds_reference(v) for v in value)
+    return False
+
+
 def _referenced_macros(config: dict) -> set[str]:
     """The macros some binding's value refers to (%NAME), in lists and dicts too."""
     found = set()
@@ -276,7 +286,7 @@ def _referenced_macros(config: dict) -> set[str]:
 
 
 def _check_value(name: str, selector: str, argument: str, value) -> None:
-    if isinstance(value, gin_config.ConfigurableReference):
+    if _holds_reference(value):  # known only when gin calls the configurable
         return
     hint = _hints(selector).get(argument)
     if hint is not None and not fits(value, hint):
