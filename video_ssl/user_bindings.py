@@ -26,7 +26,6 @@ import os
 import typing
 from typing import Any, Iterator, Sequence
 
-import gin
 from gin import config as gin_config
 from gin import config_parser
 
@@ -80,8 +79,7 @@ def user_bindings(gin_files: Sequence[str], gin_params: Sequence[str]) -> list[B
     with quiet_gin_search():
         statements = [
             *(s for path in gin_files for s in _file_statements(resolve_gin_file(path))),
-            *(s for param in gin_params
-              for s in _statements(param, lambda _, p=param: f"--gin_param={p}", True))]
+            *(s for param in gin_params for s in _param_statements(param))]
     last_user, later_project = {}, {}
     for key, value, where, user in statements:
         if user:
@@ -323,10 +321,10 @@ def _file_statements(path: str) -> Iterator[tuple]:
             yield _entry(statement, f"{path}, line {statement.location.line_num}", user)
 
 
-def _statements(text: str, where, user: bool) -> Iterator[tuple]:
-    for statement in config_parser.ConfigParser(text, gin_config.ParserDelegate()):
+def _param_statements(param: str) -> Iterator[tuple]:
+    for statement in config_parser.ConfigParser(param, gin_config.ParserDelegate()):
         if isinstance(statement, config_parser.BindingStatement):
-            yield _entry(statement, where(statement), user)
+            yield _entry(statement, f"--gin_param={param}", True)
 
 
 def _entry(statement, where: str, user: bool) -> tuple:
