@@ -31,13 +31,14 @@ GLOBAL_BATCH = 4
 
 def overlay(tmp_path, shards, **bindings):
     """Any rho recipe made tiny (slow_r18/8 on 4x32x32 clips, global batch 4 = 2 per
-    worker), one step per epoch, a checkpoint every step."""
+    worker), one step per epoch, a checkpoint every step. (MoCo's runs add
+    QUEUE_SIZE: a macro no binding of another recipe refers to is refused.)"""
     lines = {
         "train.train_files": repr(shards), "train.global_batch_size": GLOBAL_BATCH,
         "train.epochs": 2, "train.steps_per_epoch": 1, "train.warmup_epochs": 0,
         "train.checkpoint_every_steps": 1, "train.tensorboard_every_steps": 1,
         "BACKBONE": "'slow_r18'", "BACKBONE_KWARGS": "{'width_multiplier': 0.125}",
-        "HEAD_HIDDEN_DIM": 16, "EMBEDDING_DIM": 8, "QUEUE_SIZE": 32,
+        "HEAD_HIDDEN_DIM": 16, "EMBEDDING_DIM": 8,
         "train_input.num_frames": 4, "train_input.frame_stride": 2,
         "train_input.crop_size": 32, **bindings}
     path = tmp_path / "tiny.gin"
@@ -144,7 +145,7 @@ def test_killed_worker_stops_the_job_and_a_rerun_resumes(tmp_path, shards):
     chief's newest checkpoint and finishes."""
     model_dir = tmp_path / "run"
     (tmp_path / "throttle.py").write_text(THROTTLE)
-    gin_file = overlay(tmp_path, shards, **{"train.epochs": 4})
+    gin_file = overlay(tmp_path, shards, **{"train.epochs": 4, "QUEUE_SIZE": 32})
     with open(gin_file, "a") as f:
         f.write("import throttle\ntrain.extra_callbacks = [@Throttle()]\n")
     command = launch_command(train_flags("moco_rho2.gin", gin_file, model_dir))
@@ -200,7 +201,7 @@ def test_a_worker_that_never_starts_is_named(tmp_path, shards, monkeypatch, caps
     address = [f"127.0.0.1:{port}" for port in launcher.free_ports(2)]
     monkeypatch.setenv("TF_CONFIG", launcher.tf_config(address, 0))
     model_dir = tmp_path / "run"
-    flags = train_flags("moco_rho2.gin", overlay(tmp_path, shards), model_dir,
+    flags = train_flags("moco_rho2.gin", overlay(tmp_path, shards, QUEUE_SIZE=32), model_dir,
                         "train.strategy='multi_worker'", "make_strategy.connect_timeout_s=1")
     assert train_lib.main(flags) == 1
     line = capsys.readouterr().err.strip()
@@ -266,8 +267,8 @@ def test_good_tf_config_and_the_trainer_refusing_a_bad_one(tmp_path, shards, mon
                       "task": {"type": "worker", "index": 1}}
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["x:1"]}, "task": {}}')
     model_dir = tmp_path / "run"
-    code = train_lib.main(train_flags("moco_rho2.gin", overlay(tmp_path, shards), model_dir,
-                                      "train.strategy='multi_worker'"))
+    code = train_lib.main(train_flags("moco_rho2.gin", overlay(tmp_path, shards, QUEUE_SIZE=32),
+                                      model_dir, "train.strategy='multi_worker'"))
     assert code == 1
     assert capsys.readouterr().err.startswith("video_ssl.train: error: TF_CONFIG: task {} "
                                               "names no task of the cluster")

@@ -2,12 +2,13 @@
 registering the configurables they name, and the embedded demo dataset's gin hook."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
 import os
 import pkgutil
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import gin
 import tensorflow as tf
@@ -30,12 +31,8 @@ def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str], *,
     for path in gin_files:
         gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
     register_configurables()
-    quiet = _QuietGinSearch()
-    logging.getLogger().addFilter(quiet)
-    try:
+    with quiet_gin_search():
         gin.parse_config_files_and_bindings(gin_files, gin_params, skip_unknown=skip_unknown)
-    finally:
-        logging.getLogger().removeFilter(quiet)
 
 
 # setup.py ships gin_configs/ as this data-only package.
@@ -61,10 +58,31 @@ def resolve_gin_file(path: str) -> str:
                      f"recipes of the {PACKAGED_CONFIGS} package)")
 
 
-class _QuietGinSearch(logging.Filter):
-    """Drops the error gin logs for each search folder that lacks an included file
-    (the include is still an error when no folder has it)."""
+def is_project_file(path: str) -> bool:
+    """Whether `path` is one of the project's recipes: under gin_configs/ of this
+    source tree or in its installed copy (the `video_ssl_configs` package). Their
+    bindings are not the user's (`video_ssl.user_bindings`)."""
+    source_tree = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "gin_configs")
+    spec = importlib.util.find_spec(PACKAGED_CONFIGS)
+    folders = [source_tree, *(spec.submodule_search_locations or [] if spec else [])]
+    real = os.path.realpath(path)
+    return any(real.startswith(os.path.realpath(folder) + os.sep) for folder in folders)
 
+
+@contextlib.contextmanager
+def quiet_gin_search() -> Iterator[None]:
+    """Without the error gin logs for each search folder that lacks an included file
+    (the include is still an error when no folder has it)."""
+    quiet = _QuietGinSearch()
+    logging.getLogger().addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+class _QuietGinSearch(logging.Filter):
     def filter(self, record):
         return not record.getMessage().startswith("Path not found")
 

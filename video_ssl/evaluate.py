@@ -94,7 +94,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from video_ssl import atomic
+from video_ssl import atomic, user_bindings
 from video_ssl.config import parse_gin
 from video_ssl.data.reader import locate_damaged_record, match_files
 from video_ssl.evaluation import figures, fusion
@@ -351,6 +351,12 @@ def _main(args: argparse.Namespace) -> int:
         except (SyntaxError, ValueError, tokenize.TokenError) as error:
             raise console.gin_error(error, args.gin_file, args.gin_param) from error
         check_protocol_bindings(args.gin_param)  # another protocol's binding does nothing
+        # The protocol runs as the work itself: only the checks that need no run here;
+        # a file's macro may serve other protocols (as eval/demo.gin's NUM_CLASSES).
+        added = user_bindings.user_bindings(args.gin_file, args.gin_param)
+        user_bindings.check_types(added)
+        user_bindings.check_written([b for b in added if b.where.startswith("--gin_param")
+                                     or not b.is_macro])
         try:
             report = evaluate(pretrained, args.output_dir or args.checkpoint,
                               fuse_with=fuse_with)

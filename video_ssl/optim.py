@@ -35,6 +35,8 @@ import gin
 import keras
 import tensorflow as tf
 
+from video_ssl.training.bindings import check_types
+
 REFERENCE_BATCH_SIZE = 512
 OPTIMIZERS = ("sgd", "lars", "adam")
 SCHEDULES = ("cosine", "step", "constant", "plateau")
@@ -450,6 +452,8 @@ class OptimizerSpec:
         'linear_probe/OptimizerSpec') and the warm-up as `warmup_binding` ('name=value';
         default `owner`.warmup_steps). A plateau schedule needs
         `schedule_callbacks(optimizer)` in `fit`."""
+        # A wrong type says which binding here, not "could not convert ..." deep inside.
+        check_types(OptimizerSpec, {f: getattr(self, f) for f in _FIELDS}, owner)
         labels = {"warmup_steps": warmup_binding} if warmup_binding else {}
         schedule = make_schedule(
             self.schedule, self.learning_rate_at(global_batch_size), total_steps=total_steps,

@@ -51,6 +51,7 @@ import gin
 import keras
 import tensorflow as tf
 
+from video_ssl import user_bindings
 from video_ssl.config import parse_gin
 from video_ssl.data import input_spec, pipeline
 from video_ssl.evaluation.knn import KNNMonitor
@@ -58,7 +59,7 @@ from video_ssl.methods.base import INPUT_SPEC_FILE, Method
 from video_ssl.training import bindings, runner, stages
 
 
-@gin.configurable(denylist=["model_dir"])
+@gin.configurable(denylist=["model_dir", "check_config", "build_only"])
 def train(model_dir: str, *,
           method: Callable[[], keras.Model] = gin.REQUIRED,
           optimizer: Callable[..., keras.optimizers.Optimizer] = gin.REQUIRED,
@@ -80,7 +81,9 @@ def train(model_dir: str, *,
           verbose: str | int = "auto",
           jit_compile: bool = False,
           precision: str = "float32",
-          extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
+          extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+          check_config: Callable[[], None] | None = None,
+          build_only: bool = False) -> dict:
     """Pre-trains `method` on `train_files` and returns the final metrics, in the phases
     of `video_ssl.training.runner`.
 
@@ -106,6 +109,10 @@ def train(model_dir: str, *,
 
     Every binding's type is checked before anything runs, and model_dir is created
     (and locked, see `run_lock`) only once the method is built.
+    check_config (not a binding): called once the method and its optimizer are built
+    (every configurable of the run called), before model_dir is created; the CLI checks
+    the user's bindings there (`video_ssl.user_bindings`). build_only (not a binding):
+    return {} there, writing nothing.
     """
     arguments = dict(locals())  # the bindings, by name
     bindings.check_types(train, arguments, "train")
@@ -166,14 +173,20 @@ def _main(args: argparse.Namespace) -> int:
             parse_gin(args.gin_file, args.gin_param)
         except (SyntaxError, ValueError, tokenize.TokenError) as error:
             raise console.gin_error(error, args.gin_file, args.gin_param) from error
+        # What the user adds must do something (user_bindings): checked once built.
+        added = user_bindings.user_bindings(args.gin_file, args.gin_param)
+        user_bindings.check_types(added)
+        user_bindings.check_written(added)
         if stages.scheduled():  # several stages, each a training run (stages.py)
             stages.run_schedule(args.model_dir, train,
-                                extend_finished=args.extend_finished_stages)
+                                extend_finished=args.extend_finished_stages,
+                                check=user_bindings.ScheduleCheck(added))
         elif args.extend_finished_stages:
             raise ValueError(f"{stages.EXTEND_FLAG}: applies to schedules, and this config "
                              "binds no run_schedule.stages")
         else:
-            train(args.model_dir)
+            train(args.model_dir, check_config=lambda: user_bindings.check_reached(
+                added, [user_bindings.usage()]))
     finally:
         gin.clear_config()  # the parsed config is locked; a next call parses its own
     return 0

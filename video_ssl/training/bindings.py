@@ -14,8 +14,8 @@ def check_types(function: Callable, arguments: Mapping[str, Any], scope: str) ->
     whose value does not fit its annotation. Annotations it cannot check are skipped."""
     hints = typing.get_type_hints(function)
     for name, value in arguments.items():
-        if name in hints and not _fits(value, hints[name]):
-            raise ValueError(f"{scope}.{name}: expected {_describe(hints[name])}, "
+        if name in hints and not fits(value, hints[name]):
+            raise ValueError(f"{scope}.{name}: expected {describe(hints[name])}, "
                              f"got {value!r}")
 
 
@@ -29,12 +29,13 @@ def check_minimums(arguments: Mapping[str, Any], minimums: Mapping[str, float],
             raise ValueError(f"{scope}.{name}: expected at least {minimum}, got {value!r}")
 
 
-def _fits(value, hint) -> bool:
+def fits(value, hint) -> bool:
+    """Whether `value` fits the annotation `hint` (True for what cannot be checked)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is typing.Any:
         return True
     if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, arg) for arg in args)
+        return any(fits(value, arg) for arg in args)
     if hint is type(None):
         return value is None
     if hint is float:  # an int is a number too; a bool is not
@@ -46,7 +47,7 @@ def _fits(value, hint) -> bool:
     if origin in (collections.abc.Sequence, list, tuple):
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             return False
-        return not args or all(_fits(v, args[0]) for v in value)
+        return not args or all(fits(v, args[0]) for v in value)
     if isinstance(hint, type):
         return isinstance(value, hint)
     return True  # not checkable here
@@ -56,14 +57,15 @@ _ARTICLES = {int: "an int", float: "a number", str: "a string", bool: "True or F
              type(None): "None"}
 
 
-def _describe(hint) -> str:
+def describe(hint) -> str:
+    """`hint` in words: "an int", "a number or None", "a list of strings", ..."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(arg) for arg in args)
+        return " or ".join(describe(arg) for arg in args)
     if hint in _ARTICLES:
         return _ARTICLES[hint]
     if origin is collections.abc.Callable:
         return "a callable (a gin reference such as @name)"
     if origin in (collections.abc.Sequence, list, tuple):
-        return f"a list of {_describe(args[0]).split(' ', 1)[-1]}s" if args else "a list"
+        return f"a list of {describe(args[0]).split(' ', 1)[-1]}s" if args else "a list"
     return getattr(hint, "__name__", str(hint))

@@ -3,11 +3,13 @@
 `Runner.run` calls them in this order:
 
   data       `read_data`: the training shards matched and counted into steps per
-             epoch, the kNN splits matched
+             epoch, the kNN splits matched, the bound dataset options read
   strategy   `distribute`: the distribution strategy (an XLA placement it cannot run
              is refused here, before anything is built)
   method     `build_method`: the method built under the precision policy and the
-             strategy, compiled with its optimizer, whose slots exist before restoring
+             strategy, compiled with its optimizer, whose slots exist before restoring;
+             gin has now called every configurable of the run: `check_config` runs
+             (the entry point checks the user's bindings), and `build_only` stops here
   restore    `restore`, inside `output_folder` (model_dir, created and locked by the
              chief only now that the method is built): the newest checkpoint restored
              or the encoders initialized, every worker at the same step; then the
@@ -63,6 +65,7 @@ class Data:
     knn_splits: tuple[list[str], list[str]] | None  # (memory bank, queries)
     steps_per_epoch: int
     total_steps: int
+    options: dict  # the bound `train_input` dataset options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +104,9 @@ class Runner:
     the precision policy). monitors: `(model, bank_files, query_files, *, batch_size,
     every_n_epochs, k, temperature)` -> the kNN monitors (Keras callbacks whose
     `evaluate()` returns their values by log name). input_spec_file: the name of the method's input spec in model_dir.
+    check_config: called once the method and its optimizer are built, before anything is
+    written. build_only: stop there (nothing written, the shards not counted: a
+    schedule's dry pass over its stages); `run` returns {}.
     """
     model_dir: str
     method: Callable[[], keras.Model]
@@ -126,6 +132,8 @@ class Runner:
     jit_compile: bool
     precision: str
     extra_callbacks: Sequence[keras.callbacks.Callback]
+    check_config: Callable[[], None] | None = None
+    build_only: bool = False
 
     def __post_init__(self):
         if self.verbose not in ("auto", 0, 1, 2):
@@ -143,6 +151,10 @@ class Runner:
         distribution = self.distribute()
         chief = is_chief(distribution)
         compiled = self.build_method(distribution, data)
+        if self.check_config is not None:
+            self.check_config()
+        if self.build_only:
+            return {}
         with self.output_folder(chief) as out_dir:
             restored = self.restore(compiled, distribution, data, out_dir)
             if chief:
@@ -166,13 +178,15 @@ class Runner:
                           match_files(self.knn_query_files, "train.knn_query_files"))
         steps_per_epoch = self.steps_per_epoch
         if steps_per_epoch is None:
-            steps_per_epoch = _steps_per_epoch(files, self.global_batch_size)
-        else:  # not counted, but an empty input would fail in the graph, unexplained
+            steps_per_epoch = 1 if self.build_only else _steps_per_epoch(
+                files, self.global_batch_size)
+        elif not self.build_only:  # not counted, but an empty input would fail in the graph
             require_records(files, f"train.train_files={self.train_files!r}",
                             f"train.steps_per_epoch={steps_per_epoch} needs batches of "
                             f"train.global_batch_size={self.global_batch_size} videos (the "
                             "input repeats: at least one video)")
-        return Data(files, knn_splits, steps_per_epoch, self.epochs * steps_per_epoch)
+        options = input_spec.dataset_options(input_spec.train_input())
+        return Data(files, knn_splits, steps_per_epoch, self.epochs * steps_per_epoch, options)
 
     def distribute(self) -> tf.distribute.Strategy:
         """The strategy phase."""
@@ -276,7 +290,8 @@ class Runner:
         return distribution.distribute_datasets_from_function(
             lambda ctx: view_dataset(data.files, views,
                                      global_batch_size=self.global_batch_size,
-                                     seed=self.seed + start_step, input_context=ctx))
+                                     seed=self.seed + start_step, input_context=ctx,
+                                     options=data.options))
 
     def make_callbacks(self, compiled: Compiled, data: Data, restored: Restored,
                        out_dir: str) -> Callbacks:
@@ -381,13 +396,14 @@ def dtype_policy(name: str):
 
 
 def view_dataset(files: Sequence[str], views: dict, *, global_batch_size: int, seed: int,
-                 input_context=None) -> tf.data.Dataset:
+                 input_context=None, options: dict | None = None) -> tf.data.Dataset:
     """Training batches {"views": {name: {modality: ...}}, "label", "video_id"} of a
-    method's views, with the bound `train_input` dataset options."""
+    method's views, with the dataset `options` (default: the bound `train_input` ones)."""
+    if options is None:
+        options = input_spec.dataset_options(input_spec.train_input())
     return pipeline.make_view_dataset(
         files, views, training=True, batch_size=global_batch_size,
-        input_context=input_context, seed=seed,
-        **input_spec.dataset_options(input_spec.train_input()))
+        input_context=input_context, seed=seed, **options)
 
 
 def final_metrics(epochs_logged: Sequence[dict], **facts) -> dict:

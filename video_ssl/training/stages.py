@@ -22,14 +22,18 @@ the new settings, e.g. to its new length. `run_schedule.only` runs one stage alo
 metrics of every finished stage, rewritten after each stage.
 
 The trainer (`video_ssl.train`) calls `run_schedule` when `run_schedule.stages` is bound
-(`scheduled()`), instead of training one run.
+(`scheduled()`), instead of training one run. It hands in a `StageCheck` of the user's
+bindings: before any stage trains, every stage is built once under its own config
+(`train_fn(stage_dir, build_only=True)`: method and optimizer, nothing written), so that
+a binding no stage uses fails first.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
 import gin
 import tensorflow as tf
@@ -119,6 +123,33 @@ def _bind_init_checkpoints(init: Mapping[str, str], model_dir: str) -> None:
         gin.bind_parameter(f"{method}.init_checkpoints", checkpoints)
 
 
+class StageCheck(Protocol):
+    """A check over every stage's use of the config (`video_ssl.user_bindings`)."""
+
+    def observe(self, stage: str | None) -> None:
+        """Called under a stage's config once its method and optimizer are built, and
+        (None) under the whole config, where only `run_schedule` was called."""
+
+    def check(self, stage_names: Sequence[str]) -> None:
+        """Called once every stage was observed; raises to stop the schedule."""
+
+
+@contextlib.contextmanager
+def _stage(config: str, name: str, names: Sequence[str], init: Mapping[str, str],
+           model_dir: str) -> Iterator[None]:
+    """Stage `name`'s own config (`stage_config`, its `init` bound), then `config` again
+    (for the next stage and the caller)."""
+    gin.clear_config()
+    try:
+        gin.parse_config(stage_config(config, name, names))
+        if init:
+            _bind_init_checkpoints(init, model_dir)
+        yield
+    finally:
+        gin.clear_config()
+        gin.parse_config(config)
+
+
 def _bindings(config: str) -> dict[str, str]:
     """{key: value} of a gin config text's bindings (the last one of a key wins), every
     macro reference replaced by the macro's value; macro definitions, imports and the
@@ -204,21 +235,29 @@ def _write_summary(model_dir: str, names: Sequence[str]) -> dict:
     return summary
 
 
-@gin.configurable(denylist=["model_dir", "train_fn", "extend_finished"])
-def run_schedule(model_dir: str, train_fn: Callable[[str], dict], *,
+@gin.configurable(denylist=["model_dir", "train_fn", "extend_finished", "check"])
+def run_schedule(model_dir: str, train_fn: Callable[..., dict], *,
                  stages: Sequence = gin.REQUIRED, only: str | None = None,
-                 extend_finished: bool = False) -> dict:
+                 extend_finished: bool = False, check: StageCheck | None = None) -> dict:
     """Runs the unfinished `stages` in order (or stage `only`), each as
     `train_fn(model_dir/<name>)` under its own config (`stage_config`); returns
     {stage: final metrics} of the finished stages. A finished stage whose settings
     differ from this run's is refused before anything runs, or, with
-    `extend_finished`, trained on under them."""
+    `extend_finished`, trained on under them. check (not a binding): first every
+    stage is built (`train_fn(stage_dir, build_only=True)`) and observed, then checked."""
     stages = _check_stages(stages)
     names = [name for name, _ in stages]
     if only is not None and only not in names:
         raise ValueError(f"run_schedule.only={only!r}: expected one of {names}")
-    tf.io.gfile.makedirs(model_dir)
     config = gin.config_str()
+    if check is not None:
+        check.observe(None)
+        for name, init in stages:
+            with _stage(config, name, names, init, model_dir):
+                train_fn(os.path.join(model_dir, name), build_only=True)
+                check.observe(name)
+        check.check(names)
+    tf.io.gfile.makedirs(model_dir)
     todo = []
     for name, _ in stages:  # every finished stage checked before anything runs
         stage_dir = os.path.join(model_dir, name)
@@ -251,17 +290,9 @@ def run_schedule(model_dir: str, train_fn: Callable[[str], dict], *,
         if is_complete(stage_dir):  # trained on: unfinished until it ends again
             tf.io.gfile.remove(os.path.join(stage_dir, COMPLETE_FILE))
         print(f"Schedule: stage {name!r} ({names.index(name) + 1}/{len(names)}) in {stage_dir}")
-        own = stage_config(config, name, names)
-        gin.clear_config()
-        try:
-            gin.parse_config(own)
-            if init:
-                _bind_init_checkpoints(init, model_dir)
+        with _stage(config, name, names, init, model_dir):
             final = train_fn(stage_dir)
-        finally:  # gin as it was, for the next stage and the caller
-            gin.clear_config()
-            gin.parse_config(config)
-        atomic.write_text(os.path.join(stage_dir, STAGE_CONFIG), own)
+        atomic.write_text(os.path.join(stage_dir, STAGE_CONFIG), stage_config(config, name, names))
         atomic.write_text(os.path.join(stage_dir, COMPLETE_FILE), json.dumps(final, indent=1))
         _write_summary(model_dir, names)
     return _write_summary(model_dir, names)
