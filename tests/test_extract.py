@@ -346,7 +346,8 @@ def test_flow_from_files_is_the_flow_of_their_shards(tmp_path, media):
         "flow": types.SimpleNamespace(modalities=("flow",))})
     Runner.write_input_spec(types.SimpleNamespace(model_dir=flow_run,
                                                   input_spec_file="input_spec.json"),
-                            method, Data([flow_prefix + "-00000-of-00001.tfrecord"], None, 1, 1))
+                            method,
+                            Data([flow_prefix + "-00000-of-00001.tfrecord"], None, 1, 1, {}))
     assert json.load(open(os.path.join(flow_run, "input_spec.json")))["flow"] == {
         "algorithm": "dis", "bound": 20.0, "short_side": 0}
     outs = []
