@@ -113,6 +113,26 @@ def test_bad_table_is_one_line(trends, capsys):
 # ------------------------------------------------------------------ reports and docs
 
 
+def test_units_run_reports_every_finished_unit(trends, tmp_path):
+    """A run restricted with --units still reports the table's other finished units."""
+    out = tmp_path / "runs"
+    for name in ("random_init", "v_f"):
+        for seed in range(2):
+            marker = out / "brave" / name / f"seed{seed}" / trends.DONE
+            marker.parent.mkdir(parents=True)
+            marker.write_text(json.dumps({"metrics": {"knn": 0.2 + seed / 100, "svm": 0.3}}))
+    args = trends.parse_flags(["--tables", "brave", "--units", "v_f", "--seeds", "2",
+                               "--out", str(out), "--results", str(tmp_path / "R.md"),
+                               "--json", str(tmp_path / "t.json")])
+    table = trends.brave_table()
+    only_v_f = trends.dataclasses.replace(
+        table, units=tuple(u for u in table.units if u.name == "v_f"))
+    trends.update_reports(args, trends.Settings(str(out), 2), [only_v_f], "cmd")
+    rows = json.loads((tmp_path / "t.json").read_text())["brave"]["rows"]
+    assert rows["random init"]["kNN"]["n"] == 2 and rows["V↔F"]["kNN"]["n"] == 2
+    assert "| random init | 0.21 ± 0.01 |" in (tmp_path / "R.md").read_text()
+
+
 def test_blocks_replace_only_their_content(trends):
     text = "intro\n<!-- t begin -->\nold\n<!-- t end -->\nafter\n"
     assert trends.replace_block(text, "t", "new\n", "page.md") == \
