@@ -167,6 +167,19 @@ def test_classes_differ_in_their_intended_cue(seed):
     assert _horizontal_acceleration(_actor_track(orbit_hum)[1]) > 0.03
 
 
+def test_scene_marks_the_cuts():
+    """`scene` numbers the nuisance scenes (2-3.5 s each); the background changes at
+    its cuts far more than between any two frames of one scene."""
+    for index in range(3):
+        video = demo.demo_video("test", index)
+        assert video.scene[0] == 0 and set(np.diff(video.scene)) == {0, 1}
+        cuts = np.flatnonzero(np.diff(video.scene))  # the frame before each cut
+        lengths = np.diff(np.r_[0, cuts + 1])
+        assert np.all((lengths >= 20) & (lengths <= 35))
+        change = np.abs(np.diff(video.frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
+        assert change[cuts].min() > 2 * np.delete(change, cuts).max()
+
+
 def test_bad_class_is_rejected():
     with pytest.raises(ValueError, match="class_id 8 out of range"):
         demo_render.generate_video(8, np.random.default_rng(0))

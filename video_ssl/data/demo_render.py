@@ -87,6 +87,7 @@ class DemoVideo:
     flow: np.ndarray  # (N - 1, H, W, 2) float32 px
     audio: np.ndarray  # (S,) float32 in [-1, 1]
     actor_mask: np.ndarray  # (N, H, W) bool: pixels the actor owns
+    scene: np.ndarray  # (N,) int: each frame's scene (the nuisance cut every 2-3.5 s)
 
 
 @dataclasses.dataclass
@@ -380,4 +381,4 @@ def generate_video(class_id: int, rng: np.random.Generator, *,
     noise = sound_rng.uniform(0.005, 0.08) * sound_rng.standard_normal(num_samples)
     audio = gain * clean + noise
     return DemoVideo(class_id, frames, flow.astype(np.float32),
-                     np.clip(audio, -1, 1).astype(np.float32), actor_mask)
+                     np.clip(audio, -1, 1).astype(np.float32), actor_mask, scene)
