@@ -13,8 +13,7 @@ the commands of the docs' demo sections):
   narrow view's 4 frames at 5 fps); narrow kNN and SVM top-1, broad kNN.
 Every table has a random-init row: the kNN of the same backbone before its first step
 (the run's `knn_top1_random_init`, seeded by train.seed) and the probe on
-`evaluate --random_init` (whose backbone is always drawn with seed 0; the probe's seed
-varies).
+`evaluate --random_init=s` (the backbone drawn with seed s).
 
 Seed s (0 .. --seeds - 1) sets `train.seed=s` (initialization, data order, augmentation
 draws) and `evaluate.seed=s` (the probe's initialization, clip order and augmentation).
@@ -345,7 +344,7 @@ def commands(settings: Settings, table: Table, unit: Unit, seed: int) -> list:
         if e.fuse_with:
             argv.append(f"--fuse_with={os.path.join(model_dir, e.fuse_with)}")
         if unit.base:
-            argv.append("--random_init")
+            argv.append(f"--random_init={seed}")
         argv += [f"--gin_param={p}" for p in (f"evaluate.seed={seed}", *settings.eval_params)]
         steps.append((e.id, argv, eval_report(output_dir, e, bool(unit.base)), e.estimate_s))
     return steps

@@ -96,6 +96,23 @@ def test_pooled_and_endpoint_shapes(name, tiny_models):
 
 
 @pytest.mark.parametrize("name", ALL_NAMES)
+def test_kernels_are_drawn_per_layer_from_the_keras_seed(name, tiny_models):
+    """Two kernels of one shape start different, and the Keras seed alone decides the
+    initialization (a shared initializer once gave every kernel of a shape the same
+    values, from a seed fixed at import)."""
+    kernels = [w.numpy() for w in tiny_models(name).weights if "kernel" in w.path]
+    same_shape = [(a, b) for i, a in enumerate(kernels) for b in kernels[:i]
+                  if a.shape == b.shape]
+    assert same_shape and not any(np.array_equal(a, b) for a, b in same_shape)
+    keras.utils.set_random_seed(0)
+    again = build_backbone(name, width_multiplier=TINY, return_endpoints=True)
+    assert np.array_equal(again.weights[0].numpy(), tiny_models(name).weights[0].numpy())
+    keras.utils.set_random_seed(1)
+    other = build_backbone(name, width_multiplier=TINY, return_endpoints=True)
+    assert not np.array_equal(other.weights[0].numpy(), again.weights[0].numpy())
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
 def test_pooled_model_takes_flow_input(name):
     channels = 1 if name == "audio_resnet50" else 2  # video: optical flow (dx, dy)
     model = build_backbone(name, width_multiplier=TINY, input_channels=channels)

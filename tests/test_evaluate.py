@@ -158,6 +158,14 @@ def test_retrieval_cli_random_init_writes_neighbour_sheet(model_dir, shards, tmp
     saved = np.load(tmp_path / "eval_retrieval_ucf101_random_init" / "retrieval_features.npz")
     assert saved["similarity"].shape == (4, 8) and saved["query_labels"].tolist() == [0, 1, 0, 1]
     assert report["outputs"]["retrieval_features"].endswith("retrieval_features.npz")
+    # --random_init=SEED draws another backbone (a bare --random_init is seed 0).
+    other = tmp_path / "seed3"
+    code, out = run(capsys, model_dir, os.path.join(EVAL_CONFIGS, "retrieval_ucf101.gin"),
+                    eval_overlay(tmp_path, shards), extra=["--random_init=3",
+                                                          f"--output_dir={other}"])
+    assert code == 0, out.err
+    drawn = np.load(other / "eval_retrieval_ucf101_random_init" / "retrieval_features.npz")
+    assert np.abs(drawn["query_features"] - saved["query_features"]).max() > 1e-3
 
 
 def test_unlabeled_shards_are_one_clear_line(model_dir, shards, tmp_path, capsys):

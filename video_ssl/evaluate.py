@@ -2,12 +2,14 @@
 
     python -m video_ssl.evaluate --gin_file=gin_configs/eval/<protocol>.gin \\
         [--gin_file=F2 ...] [--gin_param=P ...] --checkpoint=MODEL_DIR \\
-        [--encoder=NAME] [--fuse_with=MODEL_DIR2[:NAME2]] [--random_init] [--output_dir=DIR]
+        [--encoder=NAME] [--fuse_with=MODEL_DIR2[:NAME2]] [--random_init[=SEED]] \\
+        [--output_dir=DIR]
 
 MODEL_DIR is a `video_ssl.train` model_dir: its operative config says how to build the
 encoder (the method's primary one, or `--encoder=NAME`), its newest checkpoint gives
-the weights (`--random_init`: none, the baseline). Any encoder is accepted: RGB, flow
-(2-channel flow clips) or audio (log-mel clips with its training view's `AudioSpec`).
+the weights (`--random_init`: none, the baseline, drawn with Keras seed 0 or SEED).
+Any encoder is accepted: RGB, flow (2-channel flow clips) or audio (log-mel clips with
+its training view's `AudioSpec`).
 The gin files pick the protocol (`evaluate.protocol`: @linear_probe, @finetune,
 @retrieval, @linear_svm, @mlp_probe from `video_ssl.evaluation`), its settings, the
 labeled splits (`evaluate.train_files`, `evaluate.test_files`) and the clips
@@ -68,9 +70,10 @@ def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--fuse_with", default=None, metavar="MODEL_DIR[:ENCODER]",
                         help="two-stream fusion: also evaluate this run's primary encoder (or "
                              "ENCODER) and fuse the two (mean softmax scores / similarities)")
-    parser.add_argument("--random_init", action="store_true",
+    parser.add_argument("--random_init", nargs="?", const=0, default=None, type=int,
+                        metavar="SEED",
                         help="evaluate the same backbone(s) at random initialization "
-                             "(baseline)")
+                             "(baseline), drawn with Keras seed SEED (default 0)")
     parser.add_argument("--output_dir", default=None,
                         help="where eval_<name>.json and eval_<name>/ go (default: --checkpoint)")
     return parser.parse_args(argv)
@@ -339,13 +342,14 @@ def _main(args: argparse.Namespace) -> int:
             if not tf.io.gfile.exists(path):
                 raise ValueError(f"--gin_file={path}: no such file")
         console.check_writable(args.output_dir or args.checkpoint)  # not after the evaluation
-        keras.utils.set_random_seed(0)  # the random-init baseline is reproducible
+        random_init = args.random_init is not None
+        keras.utils.set_random_seed(args.random_init or 0)  # a reproducible baseline
         pretrained = load_encoder(args.checkpoint, encoder=args.encoder,
-                                  random_init=args.random_init)
+                                  random_init=random_init)
         fuse_with = None
         if args.fuse_with:
             directory, encoder = split_source(args.fuse_with)
-            fuse_with = load_encoder(directory, encoder=encoder, random_init=args.random_init)
+            fuse_with = load_encoder(directory, encoder=encoder, random_init=random_init)
         try:
             parse_gin(args.gin_file, args.gin_param)
         except (SyntaxError, ValueError, tokenize.TokenError) as error:

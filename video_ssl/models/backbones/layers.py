@@ -11,8 +11,12 @@ import dataclasses
 
 import keras
 
-# PySlowFast/CoCLR init: kaiming_normal(fan_out, relu).
-HE_NORMAL = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
+def he_normal() -> keras.initializers.Initializer:
+    """PySlowFast/CoCLR init: kaiming_normal(fan_out, relu). A new initializer per
+    layer: a Keras initializer draws its seed once, when made, so one shared instance
+    gave every kernel of a shape the same values, and a seed fixed at import, before
+    `keras.utils.set_random_seed`."""
+    return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +66,7 @@ def _padded_conv(x, dims: int, filters: int, kernel, strides, *, name: str,
             sum(p) for p in pads):
         x = pad(pads, name=f"{name}_pad")(x)
         keras_padding = "valid"
-    return conv(filters, kernel, strides, padding=keras_padding, kernel_initializer=HE_NORMAL,
+    return conv(filters, kernel, strides, padding=keras_padding, kernel_initializer=he_normal(),
                 name=name, **kwargs)(x)
 
 
@@ -125,7 +129,7 @@ def preact_bottleneck2d(x, channels: int, stride: int, *, norm: Norm, name: str,
     y = conv2d(y, channels // 4, 1, name=f"{name}_a")
     y = keras.layers.ReLU(name=f"{name}_a_relu")(norm(y, name=f"{name}_a_bn"))
     y = keras.layers.Conv2D(channels // 4, 3, stride, padding="same", use_bias=False,
-                            kernel_initializer=HE_NORMAL, name=f"{name}_b")(y)
+                            kernel_initializer=he_normal(), name=f"{name}_b")(y)
     y = keras.layers.ReLU(name=f"{name}_b_relu")(norm(y, name=f"{name}_b_bn"))
     y = conv2d(y, channels, 1, name=f"{name}_c")
     return keras.layers.Add(name=f"{name}_add")([shortcut, y])
@@ -141,7 +145,7 @@ def resnet50_v2_2d(x, *, width_multiplier: float, norm: Norm, make_shift=None) -
     block's `shift` (see `preact_bottleneck2d`).
     """
     x = keras.layers.Conv2D(width(64, width_multiplier), 7, 2, padding="same", use_bias=False,
-                            kernel_initializer=HE_NORMAL, name="conv1")(x)
+                            kernel_initializer=he_normal(), name="conv1")(x)
     endpoints = {"conv1": x}
     x = keras.layers.MaxPool2D(3, 2, padding="same", name="pool1")(x)
     for stage, (blocks, channels, stride) in enumerate(
