@@ -99,7 +99,7 @@ def test_pooled_and_endpoint_shapes(name, tiny_models):
 def test_kernels_are_drawn_per_layer_from_the_keras_seed(name, tiny_models):
     """Two kernels of one shape start different, and the Keras seed alone decides the
     initialization (a shared initializer once gave every kernel of a shape the same
-    values, from a seed fixed at import)."""
+    values, drawn once per process)."""
     kernels = [w.numpy() for w in tiny_models(name).weights if "kernel" in w.path]
     same_shape = [(a, b) for i, a in enumerate(kernels) for b in kernels[:i]
                   if a.shape == b.shape]

@@ -14,8 +14,8 @@ import keras
 def he_normal() -> keras.initializers.Initializer:
     """PySlowFast/CoCLR init: kaiming_normal(fan_out, relu). A new initializer per
     layer: a Keras initializer draws its seed once, when made, so one shared instance
-    gave every kernel of a shape the same values, and a seed fixed at import, before
-    `keras.utils.set_random_seed`."""
+    gave every kernel of a shape the same values, and every model a process built
+    after the first the same start whatever `keras.utils.set_random_seed` said."""
     return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
 
 
