@@ -11,6 +11,7 @@ import dataclasses
 
 import keras
 
+
 def he_normal() -> keras.initializers.Initializer:
     """PySlowFast/CoCLR init: kaiming_normal(fan_out, relu). A new initializer per
     layer: a Keras initializer draws its seed once, when made, so one shared instance
