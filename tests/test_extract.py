@@ -259,6 +259,21 @@ def test_worker_processes_give_the_same_bytes_and_plain_progress(tmp_path, run_d
             assert open(os.path.join(out, name), "rb").read() == first, (name, out)
 
 
+def test_videos_of_other_lengths_and_sizes_do_not_retrace_the_cutting(run_dir, media):
+    """Four videos (40 to 481 stored frames, four frame sizes): the clip cutting is
+    traced twice (the second relaxes the shapes), not once per video."""
+    model = load_model(run_dir)
+    videos, reading = list_videos(media, model.view)
+    maker = ClipMaker(model.view, Sampling(clips=None, window_s=None, stride_s=0.5))
+    lengths = set()
+    for video in videos:
+        read = next(read_files([video.entry], reading, maker.frame_indices, num_workers=0))
+        if not isinstance(read, str):  # the corrupt file
+            lengths.add(len(maker(file_features(read, model.view)).starts_s))
+    assert len(lengths) == 4
+    assert maker._cut.experimental_get_tracing_count() == 2
+
+
 def test_only_the_frames_of_the_clips_are_decoded():
     """One clip in the middle of bikes.mp4 (250 frames, key frames 0, 30, 76, ...):
     decoded from the key frame before it to its last frame, the frames a whole decode
