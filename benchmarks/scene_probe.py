@@ -4,8 +4,8 @@
 
 The demo videos cut to a new scene (background, actor and distractor colours) every
 2-3.5 s while the class cues carry on (`video_ssl/data/demo_render.py`). This renders
-the demo's 100 test videos, cuts a clip every 4 frames the way the run's encoder was
-trained (frames, stride, centre crop, normalization; clips across a cut are left out),
+the demo's 100 test videos, cuts a clip every 4 frames as evaluation cuts the encoder's
+(frames, stride, centre crop, normalization; clips across a cut are left out),
 embeds them, centres the features on their mean over all clips, L2-normalizes them and
 prints the mean cosine similarity of four kinds of clip pairs:
 
@@ -35,35 +35,31 @@ sys.path.insert(0, REPO)
 CLIP_EVERY = 4  # frames between clip starts
 
 
-def demo_clips(clip: dict, normalization: dict, num_videos: int):
+def demo_clips(view, num_videos: int):
     """(clips (N, T, S, S, 3) float32, video (N,), scene (N,), label (N,)) of the demo's
-    test videos."""
+    test videos, cut as the evaluation pipeline cuts the view's clips (centre crop,
+    normalization)."""
+    import dataclasses
+
     import tensorflow as tf
 
-    from video_ssl.data import demo, demo_render, sampling
-    size = clip["crop_size"]
-    stride = float(sampling.clip_stride(demo_render.FPS, clip["frame_stride"],
-                                        clip["target_fps"]))
-    offsets = np.round(np.arange(clip["num_frames"]) * stride).astype(int)
-    mean = np.asarray(normalization.get("mean", 0.0), np.float32)
-    std = np.asarray(normalization.get("std", 1.0), np.float32)
+    from video_ssl.data import clips as clips_lib, demo, demo_render, sampling
+    view = dataclasses.replace(view, eval_crops=1)
+    stride = float(sampling.clip_stride(demo_render.FPS, view.frame_stride, view.target_fps))
+    offsets = np.round(np.arange(view.num_frames) * stride).astype(int)
     clips, videos, scenes, labels = [], [], [], []
     for index in range(num_videos):
         video = demo.demo_video("test", index)
-        height, width = video.frames.shape[1:3]
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        for start in range(0, len(video.frames) - offsets[-1], CLIP_EVERY):
-            taken = start + offsets
-            if video.scene[taken[0]] != video.scene[taken[-1]]:
-                continue  # across a cut: belongs to no one scene
-            square = video.frames[taken, top:top + side, left:left + side]
-            resized = tf.image.resize(square.astype(np.float32) / 255.0, (size, size)).numpy()
-            clips.append((resized - mean) / std)
-            videos.append(index)
-            scenes.append(video.scene[taken[0]])
-            labels.append(video.label)
-    return (np.stack(clips).astype(np.float32), np.array(videos), np.array(scenes),
+        taken = [start + offsets for start in
+                 range(0, len(video.frames) - offsets[-1], CLIP_EVERY)
+                 # a clip across a cut belongs to no one scene
+                 if video.scene[start] == video.scene[start + offsets[-1]]]
+        frames = tf.constant(video.frames[np.concatenate(taken)], tf.float32) / 255.0
+        clips.append(clips_lib.eval_rgb_crops(view, frames, len(taken)).numpy())
+        videos += [index] * len(taken)
+        scenes += [video.scene[t[0]] for t in taken]
+        labels += [video.label] * len(taken)
+    return (np.concatenate(clips).astype(np.float32), np.array(videos), np.array(scenes),
             np.array(labels))
 
 
@@ -90,12 +86,16 @@ def probe(model_dir: str, encoder: str | None, random_init: bool, num_videos: in
     import keras
 
     from video_ssl import pretrained
+    from video_ssl.data import input_spec
+    from video_ssl.methods.base import read_input_spec
     keras.utils.set_random_seed(0)
     loaded = pretrained.load_encoder(model_dir, encoder=encoder, random_init=random_init)
     if loaded.modality != "rgb":
         raise SystemExit(f"{model_dir}: encoder {loaded.encoder!r} takes {loaded.modality}; "
                          "the probe cuts RGB clips (name an RGB encoder with --encoder)")
-    clips, videos, scenes, labels = demo_clips(loaded.clip, loaded.normalization, num_videos)
+    spec = read_input_spec(model_dir)
+    view = spec["views"][spec["encoders"][loaded.encoder]["view"]]
+    clips, videos, scenes, labels = demo_clips(input_spec.view_from_json(view), num_videos)
     features = np.concatenate([loaded.backbone(clips[i:i + 64], training=False).numpy()
                                for i in range(0, len(clips), 64)])
     return similarities(features, videos, scenes, labels)

@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from video_ssl.data import clips as clips_lib
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -51,10 +53,16 @@ def test_scene_and_class_contrasts_follow_what_the_features_hold(probe):
 
 def test_demo_clips_stay_inside_one_scene(probe):
     from video_ssl.data import demo
-    clip = {"num_frames": 4, "frame_stride": 2, "crop_size": 32, "target_fps": None}
-    clips, videos, scenes, labels = probe.demo_clips(clip, {"mean": 0.5, "std": 0.25}, 2)
+    from video_ssl.data.views import AugmentSpec, ViewSpec
+    view = ViewSpec(num_frames=4, frame_stride=2, crop_size=32,
+                    augmentation=AugmentSpec(mean=0.5, std=0.25))
+    clips, videos, scenes, labels = probe.demo_clips(view, 2)
     assert clips.shape[1:] == (4, 32, 32, 3) and clips.dtype == np.float32
     assert -2.0 <= clips.min() and clips.max() <= 2.0  # (x - 0.5) / 0.25 for x in [0, 1]
+    # The first clip is frames 0, 2, 4, 6 of video 0 cut as evaluation cuts them.
+    frames = demo.demo_video("test", 0).frames[[0, 2, 4, 6]] / np.float32(255)
+    np.testing.assert_allclose(clips[0], clips_lib.eval_rgb_crops(view, frames, 1)[0],
+                               atol=1e-6)
     assert set(videos) == {0, 1} and list(labels[videos == 1][:1]) == [1]
     for index in (0, 1):
         scene = demo.demo_video("test", index).scene
