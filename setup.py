@@ -28,6 +28,9 @@ setup(
     ],
     extras_require={"test": [
         "pytest>=8", "scikit-video>=1.1.11", "iscc-samples>=0.6,<0.7",
+        # Two test processes, whole files each (module fixtures built once): the suite
+        # is single-core bound (TensorFlow tracing), so 2 cores halve its time.
+        "pytest-xdist>=3.5,<4",
         # Reference implementations the checkpoint importers are checked against. torch
         # 2.14.1, a CUDA build (3 GB of NVIDIA libraries): PyPI's torchvision 0.28.0 for
         # the 2.13.0 CPU wheel links libtorch_cuda and fails at import ("operator
