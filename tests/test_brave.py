@@ -242,7 +242,8 @@ def test_recipes_build_the_papers_views():
 @pytest.mark.parametrize("recipe", sorted(os.path.basename(p) for p in glob.glob(
     os.path.join(CONFIGS, "brave_v_*.gin"))))
 def test_recipes_run_under_the_demo_overlay(recipe):
-    views, _ = views_of(recipe, "demo.gin")
+    views, learning_rate = views_of(recipe, "demo.gin")
+    assert learning_rate == 4.8  # with audio too: 1.0 barely moves the demo's V<->A
     assert (views["narrow"].num_frames, views["narrow"].crop_size) == (4, 64)
     for name, view in views.items():
         if name == "broad_audio":
