@@ -16,9 +16,6 @@ import json
 import os
 import sys
 
-MONITORS = ("knn_top1", "embedding_std", "effective_rank")
-
-
 def encoders(epoch: dict) -> list[str]:
     """Key suffixes of the monitored encoders: "" (primary), then "_<name>" as listed."""
     suffixes = [""]

@@ -39,12 +39,9 @@ def demo_clips(view, num_videos: int):
     """(clips (N, T, S, S, 3) float32, video (N,), scene (N,), label (N,)) of the demo's
     test videos, cut as the evaluation pipeline cuts the view's clips (centre crop,
     normalization)."""
-    import dataclasses
-
     import tensorflow as tf
 
     from video_ssl.data import clips as clips_lib, demo, demo_render, sampling
-    view = dataclasses.replace(view, eval_crops=1)
     stride = float(sampling.clip_stride(demo_render.FPS, view.frame_stride, view.target_fps))
     offsets = np.round(np.arange(view.num_frames) * stride).astype(int)
     clips, videos, scenes, labels = [], [], [], []
@@ -85,17 +82,14 @@ def similarities(features, videos, scenes, labels) -> dict:
 def probe(model_dir: str, encoder: str | None, random_init: bool, num_videos: int) -> dict:
     import keras
 
-    from video_ssl import pretrained
-    from video_ssl.data import input_spec
-    from video_ssl.methods.base import read_input_spec
+    from video_ssl import pretrained, serving
     keras.utils.set_random_seed(0)
     loaded = pretrained.load_encoder(model_dir, encoder=encoder, random_init=random_init)
     if loaded.modality != "rgb":
         raise SystemExit(f"{model_dir}: encoder {loaded.encoder!r} takes {loaded.modality}; "
                          "the probe cuts RGB clips (name an RGB encoder with --encoder)")
-    spec = read_input_spec(model_dir)
-    view = spec["views"][spec["encoders"][loaded.encoder]["view"]]
-    clips, videos, scenes, labels = demo_clips(input_spec.view_from_json(view), num_videos)
+    view = serving.eval_view(loaded.clip, loaded.normalization)  # as extract and export
+    clips, videos, scenes, labels = demo_clips(view, num_videos)
     features = np.concatenate([loaded.backbone(clips[i:i + 64], training=False).numpy()
                                for i in range(0, len(clips), 64)])
     return similarities(features, videos, scenes, labels)
